@@ -1,0 +1,101 @@
+"""Safe reading of zip archives of images (no Django here).
+
+The whole archive is checked before any member is read: too many entries, absolute paths,
+``..``, symbolic links, encrypted members and zip bombs refuse the archive as a whole.
+"""
+from __future__ import annotations
+
+import posixpath
+import stat
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+class ArchiveRejected(ValueError):
+    def __init__(self, message: str, code: str = "archive"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    data: bytes | None  # None when the member was refused before reading
+    refused: str | None = None
+
+
+def _is_junk(name: str) -> bool:
+    base = posixpath.basename(name)
+    return name.startswith("__MACOSX/") or base.startswith("._") or base in {".DS_Store", "Thumbs.db"}
+
+
+def iter_zip_members(
+    fileobj: BinaryIO,
+    *,
+    max_entries: int,
+    max_uncompressed: int,
+    max_ratio: int,
+    max_member_bytes: int,
+) -> Iterator[Member]:
+    try:
+        zf = zipfile.ZipFile(fileobj)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveRejected(f"The file is not a readable zip archive ({exc}).", "bad_zip") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > max_entries:
+            raise ArchiveRejected(
+                f"The archive has {len(infos):,} entries; at most {max_entries:,} are accepted.", "too_many_entries"
+            )
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
+                raise ArchiveRejected(f"The archive entry {name!r} has an absolute path.", "unsafe_path")
+            parts = name.replace("\\", "/").split("/")
+            if ".." in parts:
+                raise ArchiveRejected(f"The archive entry {name!r} points outside the archive ('..').", "unsafe_path")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                raise ArchiveRejected(f"The archive entry {name!r} is a symbolic link.", "symlink")
+            if info.flag_bits & 0x1:
+                raise ArchiveRejected(f"The archive entry {name!r} is encrypted.", "encrypted")
+            total += info.file_size
+            if info.file_size > max_member_bytes:
+                raise ArchiveRejected(
+                    f"The archive entry {name!r} unpacks to {info.file_size / 1e6:.0f} MB; the limit is "
+                    f"{max_member_bytes / 1e6:.0f} MB.",
+                    "zip_bomb",
+                )
+            if info.compress_size and info.file_size / info.compress_size > max_ratio and info.file_size > 1_000_000:
+                raise ArchiveRejected(
+                    f"The archive entry {name!r} is compressed {info.file_size // max(info.compress_size, 1)}:1 "
+                    "— refused as a likely zip bomb.",
+                    "zip_bomb",
+                )
+        if total > max_uncompressed:
+            raise ArchiveRejected(
+                f"The archive unpacks to {total / 1e6:.0f} MB; the limit is {max_uncompressed / 1e6:.0f} MB.",
+                "zip_bomb",
+            )
+
+        for info in infos:
+            if info.is_dir() or _is_junk(info.filename):
+                continue
+            ext = posixpath.splitext(info.filename.lower())[1]
+            if ext not in IMAGE_EXTENSIONS:
+                yield Member(info.filename, None, "not an image file (accepted: JPEG, PNG, TIFF, BMP)")
+                continue
+            try:
+                with zf.open(info) as fh:
+                    data = fh.read(max_member_bytes + 1)  # the header's sizes can lie
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as exc:
+                yield Member(info.filename, None, f"could not be unpacked ({exc})")
+                continue
+            if len(data) > max_member_bytes:
+                raise ArchiveRejected(f"The archive entry {info.filename!r} unpacks past its stated size.", "zip_bomb")
+            yield Member(info.filename, data)

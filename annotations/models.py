@@ -1,0 +1,167 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class CellClass(models.Model):
+    """One entry of the lab's taxonomy. Never deleted: deactivate instead, past labels keep it."""
+
+    code = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=100)
+    hotkey = models.CharField(max_length=1, blank=True)
+    display_order = models.PositiveIntegerField(default=100)
+    active = models.BooleanField(default=True)
+    is_abstain = models.BooleanField(default=False, help_text="The 'unidentified' class the model abstains to.")
+    is_leukocyte = models.BooleanField(
+        default=True, help_text="Counted in a differential (smudge cells, artefacts and platelets are not)."
+    )
+
+    class Meta:
+        ordering = ["display_order", "code"]
+        verbose_name_plural = "cell classes"
+
+    def __str__(self):
+        return self.name
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Training"
+    HELDOUT = "heldout", "Held-out (locked)"
+
+
+class Source(models.TextChoices):
+    CELL = "cell", "Cell crop"
+    FIELD = "field", "Slide field"
+    SLIDE_CELL = "slide_cell", "Cell found in a slide field"
+
+
+class UploadBatch(models.Model):
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    channel = models.CharField(max_length=10, choices=[("browser", "browser"), ("api", "API"), ("cli", "CLI")])
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    sample_code = models.CharField(max_length=40, blank=True)
+    stored = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+
+class CellImage(models.Model):
+    """A de-identified image: pixels only, stored under the sha256 of the stored bytes."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    file = models.FileField(upload_to="images/", max_length=200)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    original_format = models.CharField(max_length=10)
+    source = models.CharField(max_length=12, choices=Source.choices, default=Source.CELL)
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN, db_index=True)
+    sample_code = models.CharField(max_length=40, blank=True, help_text="De-identified sample code, optional.")
+    batch = models.ForeignKey(UploadBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="images")
+    uploaded_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    uploaded_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    final_label = models.ForeignKey(
+        CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="final_images"
+    )
+    final_label_at = models.DateTimeField(null=True, blank=True)
+    needs_review = models.BooleanField(default=False, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["split", "final_label"])]
+
+    def __str__(self):
+        return f"image {self.pk} ({self.sha256[:12]})"
+
+
+class Label(models.Model):
+    """One expert's reading of one image. Append-only: a change supersedes, never deletes."""
+
+    image = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="labels")
+    labeller = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="labels")
+    cell_class = models.ForeignKey(CellClass, on_delete=models.PROTECT, related_name="labels")
+    unsure = models.BooleanField(default=False)
+    suggested_class = models.ForeignKey(
+        CellClass, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    suggestion_model_version = models.ForeignKey(
+        "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["image", "labeller"], condition=Q(superseded_at__isnull=True), name="one_current_label_per_expert"
+            )
+        ]
+
+    @property
+    def confirmed_suggestion(self) -> bool | None:
+        if self.suggested_class_id is None:
+            return None
+        return self.suggested_class_id == self.cell_class_id
+
+
+class Adjudication(models.Model):
+    """A reviewer's final decision on a disputed image."""
+
+    image = models.ForeignKey(CellImage, on_delete=models.CASCADE, related_name="adjudications")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    cell_class = models.ForeignKey(CellClass, on_delete=models.PROTECT, related_name="+")
+    note = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+
+class AuditEvent(models.Model):
+    """Who did what, to what, with the state before and after. Never edited, never deleted."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=40, db_index=True)
+    target_type = models.CharField(max_length=40)
+    target_id = models.CharField(max_length=64, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["target_type", "target_id"])]
+
+    def __str__(self):
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.action} {self.target_type}:{self.target_id}"
+
+
+class LabSettings(models.Model):
+    """The lab's settings (one row)."""
+
+    labels_required_train = models.PositiveSmallIntegerField(default=1)
+    labels_required_heldout = models.PositiveSmallIntegerField(default=2)
+    blind_heldout = models.BooleanField(default=True, help_text="Hide model suggestions on held-out cells.")
+    abstain_threshold = models.FloatField(
+        default=0.0, help_text="Confidence under which a cell is 'unidentified'; 0 uses the model's calibrated default."
+    )
+    min_agreement = models.PositiveSmallIntegerField(
+        default=0, help_text="Backbones that must agree; 0 means a strict majority."
+    )
+    retrain_min_new_labels = models.PositiveIntegerField(default=100)
+    promotion_margin = models.FloatField(default=0.02, help_text="Largest allowed drop of any class's sensitivity.")
+
+    class Meta:
+        verbose_name_plural = "lab settings"
+
+    @classmethod
+    def get(cls) -> "LabSettings":
+        obj, _ = cls.objects.get_or_create(pk=1)
+        return obj
+
+    def labels_required(self, split: str) -> int:
+        return self.labels_required_heldout if split == Split.HELDOUT else self.labels_required_train

@@ -1,0 +1,476 @@
+"""Writes for images, labels, adjudication, taxonomy and the audit trail."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .archives import ArchiveRejected, iter_zip_members
+from .deid import deidentified_code_problem
+from .imaging import ImageRejected, sanitize_image
+from .models import (
+    Adjudication,
+    AuditEvent,
+    CellClass,
+    CellImage,
+    Label,
+    LabSettings,
+    Source,
+    Split,
+    UploadBatch,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- Audit ---------------------------------------------------------------------------------
+def audit_record(*, actor, action: str, target, before=None, after=None) -> AuditEvent:
+    if isinstance(target, tuple):
+        target_type, target_id = target
+    else:
+        target_type, target_id = type(target).__name__, str(target.pk)
+    return AuditEvent.objects.create(
+        actor=actor if (actor is not None and actor.is_authenticated) else None,
+        action=action,
+        target_type=target_type,
+        target_id=str(target_id),
+        before=before,
+        after=after,
+    )
+
+
+# --- Upload --------------------------------------------------------------------------------
+@dataclass
+class UploadOutcome:
+    image: CellImage
+    created: bool
+
+
+@dataclass
+class BatchSummary:
+    batch_id: int | None = None
+    stored: list[dict] = field(default_factory=list)
+    duplicates: list[dict] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "batch": self.batch_id,
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "refused": self.refused,
+            "counts": {"stored": len(self.stored), "duplicates": len(self.duplicates), "refused": len(self.refused)},
+        }
+
+
+def _check_split(split: str) -> str:
+    if split not in Split.values:
+        raise ValidationError({"split": f"Unknown split {split!r}; use one of {', '.join(Split.values)}."})
+    return split
+
+
+def _check_sample_code(sample_code: str) -> str:
+    sample_code = (sample_code or "").strip()
+    if sample_code:
+        problem = deidentified_code_problem(sample_code)
+        if problem:
+            raise ValidationError({"sample_code": problem})
+    return sample_code
+
+
+def batch_create(*, user, channel: str, split: str = Split.TRAIN, sample_code: str = "") -> UploadBatch:
+    return UploadBatch.objects.create(
+        created_by=user, channel=channel, split=_check_split(split), sample_code=_check_sample_code(sample_code)
+    )
+
+
+def _storage_name(sha256: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.png"
+
+
+def image_upload(
+    *,
+    data: bytes,
+    uploaded_by,
+    split: str = Split.TRAIN,
+    source: str = Source.CELL,
+    batch: UploadBatch | None = None,
+    sample_code: str = "",
+    enqueue_classification: bool = True,
+) -> UploadOutcome:
+    """Store one image de-identified. Raises ImageRejected (bad file) or ValidationError (bad field).
+
+    The original file name is never passed here, so it cannot be stored.
+    """
+    _check_split(split)
+    sample_code = _check_sample_code(sample_code)
+    clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES)
+
+    existing = CellImage.objects.filter(sha256=clean.sha256).first()
+    if existing:
+        return UploadOutcome(existing, False)
+
+    name = _storage_name(clean.sha256)
+    wrote_file = False
+    if not default_storage.exists(name):
+        saved = default_storage.save(name, ContentFile(clean.png_bytes))
+        wrote_file = True
+        if saved != name:  # another upload of the same pixels wrote it a moment ago
+            default_storage.delete(saved)
+            wrote_file = False
+    try:
+        with transaction.atomic():
+            image = CellImage.objects.create(
+                sha256=clean.sha256,
+                file=name,
+                width=clean.width,
+                height=clean.height,
+                original_format=clean.original_format,
+                source=source,
+                split=split,
+                sample_code=sample_code,
+                batch=batch,
+                uploaded_by=uploaded_by,
+            )
+            audit_record(
+                actor=uploaded_by,
+                action="image.upload",
+                target=image,
+                after={"sha256": image.sha256, "split": split, "source": source, "batch": batch.pk if batch else None},
+            )
+    except IntegrityError:
+        existing = CellImage.objects.filter(sha256=clean.sha256).first()
+        if existing is None:
+            if wrote_file:
+                default_storage.delete(name)
+            raise
+        return UploadOutcome(existing, False)
+    except BaseException:
+        if wrote_file and not CellImage.objects.filter(sha256=clean.sha256).exists():
+            default_storage.delete(name)
+        raise
+
+    if enqueue_classification and source == Source.CELL:
+        from classifier.services import classification_enqueue_on_commit
+
+        classification_enqueue_on_commit(image_ids=[image.pk])
+    return UploadOutcome(image, True)
+
+
+def _record_outcome(summary: BatchSummary, name: str, outcome: UploadOutcome) -> None:
+    entry = {"name": name, "id": outcome.image.pk, "sha256": outcome.image.sha256}
+    (summary.stored if outcome.created else summary.duplicates).append(entry)
+
+
+def files_upload(
+    *, files: Iterable[tuple[str, bytes]], uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
+) -> BatchSummary:
+    """Store many images as one batch; each bad file is refused with its reason, the rest stored."""
+    batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
+    summary = BatchSummary(batch_id=batch.pk)
+    for name, data in files:
+        try:
+            outcome = image_upload(
+                data=data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code
+            )
+        except ImageRejected as exc:
+            summary.refused.append({"name": name, "reason": exc.message, "code": exc.code})
+            continue
+        _record_outcome(summary, name, outcome)
+    _batch_close(batch, summary)
+    return summary
+
+
+def zip_upload(
+    *, fileobj: BinaryIO, uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
+) -> BatchSummary:
+    """Store the images of a zip archive. A dangerous archive is refused whole and nothing is kept."""
+    batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
+    summary = BatchSummary(batch_id=batch.pk)
+    created_ids: list[int] = []
+    try:
+        for member in iter_zip_members(
+            fileobj,
+            max_entries=settings.ZIP_MAX_ENTRIES,
+            max_uncompressed=settings.ZIP_MAX_UNCOMPRESSED,
+            max_ratio=settings.ZIP_MAX_RATIO,
+            max_member_bytes=settings.UPLOAD_MAX_BYTES,
+        ):
+            if member.refused:
+                summary.refused.append({"name": member.name, "reason": member.refused, "code": "member"})
+                continue
+            try:
+                outcome = image_upload(
+                    data=member.data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code
+                )
+            except ImageRejected as exc:
+                summary.refused.append({"name": member.name, "reason": exc.message, "code": exc.code})
+                continue
+            if outcome.created:
+                created_ids.append(outcome.image.pk)
+            _record_outcome(summary, member.name, outcome)
+    except ArchiveRejected:
+        _images_discard(created_ids)
+        batch.delete()
+        raise
+    _batch_close(batch, summary)
+    return summary
+
+
+def _images_discard(image_ids: list[int]) -> None:
+    """Undo images stored by a batch that was then refused as a whole."""
+    for image in CellImage.objects.filter(pk__in=image_ids):
+        name = image.file.name
+        AuditEvent.objects.filter(target_type="CellImage", target_id=str(image.pk), action="image.upload").delete()
+        image.delete()
+        default_storage.delete(name)
+
+
+def _batch_close(batch: UploadBatch, summary: BatchSummary) -> None:
+    batch.stored = len(summary.stored)
+    batch.duplicates = len(summary.duplicates)
+    batch.refused = len(summary.refused)
+    batch.save(update_fields=["stored", "duplicates", "refused"])
+    audit_record(
+        actor=batch.created_by,
+        action="batch.upload",
+        target=batch,
+        after={"stored": batch.stored, "duplicates": batch.duplicates, "refused": batch.refused, "split": batch.split},
+    )
+
+
+def image_split_move(*, image: CellImage, actor, split: str) -> CellImage:
+    _check_split(split)
+    with transaction.atomic():
+        image = CellImage.objects.select_for_update().get(pk=image.pk)
+        if image.split == split:
+            return image
+        before = image.split
+        image.split = split
+        image.save(update_fields=["split"])
+        audit_record(actor=actor, action="image.split_move", target=image, before={"split": before}, after={"split": split})
+        _final_label_recompute(image)
+    return image
+
+
+# --- Labels --------------------------------------------------------------------------------
+class LabelConflict(Exception):
+    """Someone else changed the cell first; the message says what happened."""
+
+
+def _final_label_recompute(image: CellImage) -> None:
+    """Agreement of the required number of experts makes the final label; else review."""
+    adjudication = image.adjudications.order_by("-id").first()
+    current = list(image.labels.filter(superseded_at__isnull=True))
+    required = LabSettings.get().labels_required(image.split)
+    final, needs_review = None, False
+    if adjudication is not None:
+        final = adjudication.cell_class
+    elif current:
+        classes = {label.cell_class_id for label in current}
+        unsure = any(label.unsure for label in current)
+        if unsure or len(classes) > 1:
+            needs_review = len(current) >= required or unsure
+        elif len(current) >= required:
+            final = current[0].cell_class
+    if final != image.final_label or needs_review != image.needs_review:
+        before = {"final_label": image.final_label.code if image.final_label else None, "needs_review": image.needs_review}
+        image.final_label = final
+        image.final_label_at = timezone.now() if final else None
+        image.needs_review = needs_review
+        image.save(update_fields=["final_label", "final_label_at", "needs_review"])
+        audit_record(
+            actor=None,
+            action="image.final_label",
+            target=image,
+            before=before,
+            after={"final_label": final.code if final else None, "needs_review": needs_review},
+        )
+
+
+def label_submit(
+    *,
+    image: CellImage,
+    labeller,
+    cell_class: CellClass,
+    unsure: bool = False,
+    suggested_class: CellClass | None = None,
+    suggestion_model_version=None,
+) -> Label:
+    """Record one expert's label. A previous label by the same expert is superseded, never deleted."""
+    if not cell_class.active:
+        raise ValidationError({"cell_class": f"The class {cell_class.code!r} is no longer active."})
+    if cell_class.is_abstain:
+        raise ValidationError({"cell_class": "'Unidentified' is the model's abstention, not an expert label; use 'not sure'."})
+    with transaction.atomic():
+        image = CellImage.objects.select_for_update().get(pk=image.pk)
+        if image.adjudications.exists():
+            raise LabelConflict("A reviewer has already adjudicated this cell; its label is final.")
+        previous = image.labels.filter(labeller=labeller, superseded_at__isnull=True).first()
+        if previous and previous.cell_class_id == cell_class.pk and previous.unsure == unsure:
+            return previous
+        if previous:
+            previous.superseded_at = timezone.now()
+            previous.save(update_fields=["superseded_at"])
+        label = Label.objects.create(
+            image=image,
+            labeller=labeller,
+            cell_class=cell_class,
+            unsure=unsure,
+            suggested_class=suggested_class,
+            suggestion_model_version=suggestion_model_version,
+        )
+        audit_record(
+            actor=labeller,
+            action="label.change" if previous else "label.create",
+            target=image,
+            before={"class": previous.cell_class.code, "unsure": previous.unsure} if previous else None,
+            after={
+                "class": cell_class.code,
+                "unsure": unsure,
+                "suggested": suggested_class.code if suggested_class else None,
+                "model_version": getattr(suggestion_model_version, "pk", None),
+            },
+        )
+        _final_label_recompute(image)
+    return label
+
+
+def adjudication_submit(*, image: CellImage, reviewer, cell_class: CellClass, note: str = "") -> Adjudication:
+    """A reviewer's final decision. Two reviewers at once: the first wins, the second is told."""
+    if not cell_class.active or cell_class.is_abstain:
+        raise ValidationError({"cell_class": f"{cell_class.code!r} cannot be a final label."})
+    with transaction.atomic():
+        image = CellImage.objects.select_for_update().get(pk=image.pk)
+        previous = image.adjudications.order_by("-id").first()
+        if previous is not None:
+            raise LabelConflict(
+                f"Already adjudicated as {previous.cell_class.name} by {previous.reviewer.get_username()}."
+            )
+        if not image.needs_review:
+            raise LabelConflict("This cell is not waiting for adjudication.")
+        adjudication = Adjudication.objects.create(image=image, reviewer=reviewer, cell_class=cell_class, note=note[:500])
+        audit_record(
+            actor=reviewer,
+            action="label.adjudicate",
+            target=image,
+            before={"labels": [[lb.labeller.get_username(), lb.cell_class.code, lb.unsure] for lb in image.labels.filter(superseded_at__isnull=True)]},
+            after={"class": cell_class.code, "note": note[:500]},
+        )
+        _final_label_recompute(image)
+    return adjudication
+
+
+# --- Taxonomy ------------------------------------------------------------------------------
+def cell_class_save(*, actor, code: str, name: str, hotkey: str = "", display_order: int = 100,
+                    active: bool = True, is_leukocyte: bool = True) -> CellClass:
+    """Create a class or rename/reorder/(de)activate an existing one. Past labels keep pointing at it."""
+    with transaction.atomic():
+        obj = CellClass.objects.select_for_update().filter(code=code).first()
+        before = None
+        if obj is None:
+            obj = CellClass(code=code)
+        else:
+            before = {"name": obj.name, "hotkey": obj.hotkey, "active": obj.active, "display_order": obj.display_order}
+        if hotkey and CellClass.objects.filter(hotkey=hotkey, active=True).exclude(code=code).exists():
+            raise ValidationError({"hotkey": f"The key {hotkey!r} is already used by another active class."})
+        obj.name, obj.hotkey, obj.display_order, obj.active, obj.is_leukocyte = name, hotkey, display_order, active, is_leukocyte
+        obj.full_clean()
+        obj.save()
+        audit_record(actor=actor, action="taxonomy.save", target=obj, before=before,
+                     after={"name": name, "hotkey": hotkey, "active": active, "display_order": display_order})
+    return obj
+
+
+# --- Bulk import of an ImageFolder tree ----------------------------------------------------
+IMPORT_USERNAME = "import"
+
+
+def import_user():
+    """The account that owns imports made without --labelled-by; it cannot log in."""
+    from django.contrib.auth import get_user_model
+
+    User = get_user_model()
+    user, created = User.objects.get_or_create(username=IMPORT_USERNAME, defaults={"is_active": False})
+    if created:
+        user.set_unusable_password()
+        user.save(update_fields=["password"])
+    return user
+
+
+@dataclass
+class ImportSummary:
+    stored: int = 0
+    duplicates: int = 0
+    labels_created: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+
+def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> ImportSummary:
+    """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported."""
+    from pathlib import Path
+
+    from .archives import IMAGE_EXTENSIONS
+
+    _check_split(split)
+    root = Path(root)
+    if not root.is_dir():
+        raise ValidationError(f"{root} is not a directory.")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise ValidationError(f"{root} has no class folders (expected one folder per class code).")
+    classes = {c.code: c for c in CellClass.objects.all()}
+    unknown = [p.name for p in folders if p.name not in classes]
+    if unknown:
+        known = ", ".join(sorted(code for code, c in classes.items() if c.active and not c.is_abstain))
+        raise ValidationError(f"Unknown class folder(s): {', '.join(unknown)}. Known codes: {known}.")
+    inactive = [p.name for p in folders if not classes[p.name].active or classes[p.name].is_abstain]
+    if inactive:
+        raise ValidationError(f"Class folder(s) {', '.join(inactive)} name inactive or abstention classes.")
+    files = [
+        (folder.name, path)
+        for folder in folders
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    ]
+    summary = ImportSummary()
+    batch = batch_create(user=labelled_by, channel="cli", split=split)
+    for i, (code, path) in enumerate(files):
+        if progress:
+            progress(i, len(files))
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            summary.refused.append((str(path), "not an image file"))
+            continue
+        try:
+            outcome = image_upload(data=path.read_bytes(), uploaded_by=labelled_by, split=split, batch=batch)
+        except ImageRejected as exc:
+            summary.refused.append((str(path), exc.message))
+            continue
+        if outcome.created:
+            summary.stored += 1
+        else:
+            summary.duplicates += 1
+        image = outcome.image
+        has_same = image.labels.filter(labeller=labelled_by, superseded_at__isnull=True, cell_class=classes[code]).exists()
+        if not has_same and not image.adjudications.exists():
+            label_submit(image=image, labeller=labelled_by, cell_class=classes[code])
+            summary.labels_created += 1
+    if progress:
+        progress(len(files), len(files))
+    batch.stored, batch.duplicates, batch.refused = summary.stored, summary.duplicates, len(summary.refused)
+    if summary.stored == 0 and summary.labels_created == 0 and not summary.refused:
+        batch.delete()  # a re-import that changed nothing leaves nothing behind
+    else:
+        batch.save(update_fields=["stored", "duplicates", "refused"])
+        audit_record(actor=labelled_by, action="batch.import", target=batch,
+                     after={"stored": summary.stored, "duplicates": summary.duplicates,
+                            "labels": summary.labels_created, "refused": len(summary.refused), "split": split})
+    return summary

@@ -1,0 +1,92 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        TRAINING = "training"
+        CANDIDATE = "candidate"
+        ACTIVE = "active"
+        RETIRED = "retired"
+        FAILED = "failed"
+
+    ensemble = models.CharField(max_length=20)
+    mode = models.CharField(max_length=20, default="default")
+    backbones = models.JSONField(default=list)
+    classes = models.JSONField(default=list)
+    checkpoint = models.CharField(max_length=300, blank=True, help_text="Path under MODEL_DIR.")
+    checkpoint_sha256 = models.CharField(max_length=64, blank=True)
+    snapshot = models.JSONField(default=dict, help_text="Frozen training set: image ids/sha256 and labels.")
+    snapshot_hash = models.CharField(max_length=64, blank=True)
+    config = models.JSONField(default=dict)
+    metrics = models.JSONField(default=dict)
+    history = models.JSONField(default=list)
+    default_threshold = models.FloatField(default=0.0)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.TRAINING, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_model_version")
+        ]
+
+    def __str__(self):
+        return f"v{self.pk} {self.ensemble}/{self.mode} ({self.status})"
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ensemble = models.CharField(max_length=20, default="offline")
+    mode = models.CharField(max_length=20, default="default")
+    epochs = models.PositiveIntegerField(null=True, blank=True)
+    trigger = models.CharField(max_length=20, default="admin")  # admin | api | schedule | cli
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.JSONField(default=dict)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+
+class Prediction(models.Model):
+    """The ensemble's reading of one image by one model version (at most one per pair)."""
+
+    image = models.ForeignKey("annotations.CellImage", on_delete=models.CASCADE, related_name="predictions")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="predictions")
+    label = models.CharField(max_length=40, help_text="Voted class code, or 'unidentified' when abstained.")
+    top_class = models.CharField(max_length=40)
+    confidence = models.FloatField()
+    agreement = models.PositiveSmallIntegerField()
+    n_backbones = models.PositiveSmallIntegerField()
+    abstained = models.BooleanField(default=False)
+    per_backbone = models.JSONField(default=dict)
+    probabilities = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_image_version")
+        ]
+
+    @property
+    def agreement_text(self) -> str:
+        return f"{self.agreement}/{self.n_backbones}"

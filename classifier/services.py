@@ -1,0 +1,312 @@
+"""Rows <-> the pure ML library: classification, training runs, model versions."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from annotations.models import CellImage, LabSettings, Split
+from annotations.services import audit_record
+
+from .models import ModelVersion, Prediction, TrainingRun
+from .selectors import model_version_active
+
+log = logging.getLogger(__name__)
+
+
+# --- Model loading -------------------------------------------------------------------------
+def checkpoint_abspath(version: ModelVersion) -> Path:
+    return Path(settings.MODEL_DIR) / version.checkpoint
+
+
+def ensemble_load(version: ModelVersion):
+    """The version's ensemble, loaded once per process (the library caches by sha256)."""
+    from classifier.ml import api
+
+    path = checkpoint_abspath(version)
+    if not path.exists():
+        raise FileNotFoundError(f"The checkpoint of model version {version.pk} is missing: {path}")
+    return api.load_ensemble(path, device=settings.CLASSIFIER_DEVICE)
+
+
+def lab_threshold(version: ModelVersion) -> float | None:
+    lab = LabSettings.get()
+    return lab.abstain_threshold if lab.abstain_threshold > 0 else (settings.CLASSIFIER_THRESHOLD or None)
+
+
+def lab_min_agreement() -> int | None:
+    return LabSettings.get().min_agreement or None
+
+
+# --- Classification ------------------------------------------------------------------------
+def classification_enqueue_on_commit(*, image_ids: list[int], model_version: ModelVersion | None = None) -> bool:
+    """After the current transaction commits, classify these images with the active model."""
+    if not image_ids:
+        return False
+    if model_version is None:
+        if not settings.AUTO_CLASSIFY_UPLOADS:
+            return False
+        model_version = model_version_active()
+        if model_version is None:
+            return False
+    from .tasks import classify_images
+
+    ids, version_id = list(image_ids), model_version.pk
+    transaction.on_commit(lambda: _send_safely(classify_images, ids, version_id))
+    return True
+
+
+def _send_safely(task, *args) -> None:
+    """Enqueue; if the broker is down the work is recorded as missing and the sweeper resends it."""
+    try:
+        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
+    except Exception:  # noqa: BLE001 - the broker being away must not fail the user's request
+        log.exception("Could not enqueue %s%r; the periodic sweep will resend it.", task.name, args)
+
+
+def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: int = 32) -> int:
+    """Classify the images that have no prediction from this version yet. Idempotent."""
+    version = ModelVersion.objects.get(pk=model_version_id)
+    done = set(
+        Prediction.objects.filter(model_version=version, image_id__in=image_ids).values_list("image_id", flat=True)
+    )
+    todo = list(CellImage.objects.filter(pk__in=image_ids).exclude(pk__in=done).order_by("pk"))
+    if not todo:
+        return 0
+    model = ensemble_load(version)
+    threshold, min_agreement = lab_threshold(version), lab_min_agreement()
+    created = 0
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        paths = [Path(default_storage.path(img.file.name)) for img in chunk]
+        preds = model.predict(paths, threshold=threshold, min_agreement=min_agreement)
+        rows = [
+            Prediction(
+                image=img,
+                model_version=version,
+                label=p.label,
+                top_class=p.top_class,
+                confidence=float(p.confidence),
+                agreement=p.agreement,
+                n_backbones=p.n_backbones,
+                abstained=p.abstained,
+                per_backbone=p.per_backbone,
+                probabilities=p.probabilities,
+            )
+            for img, p in zip(chunk, preds)
+        ]
+        Prediction.objects.bulk_create(rows, ignore_conflicts=True)
+        created += len(rows)
+    return created
+
+
+def images_unclassified_sweep(*, limit: int = 5000) -> int:
+    """Resend classification for cells the active model has not read (e.g. after a broker outage)."""
+    version = model_version_active()
+    if version is None:
+        return 0
+    ids = list(
+        CellImage.objects.exclude(source="field")
+        .exclude(predictions__model_version=version)
+        .values_list("pk", flat=True)[:limit]
+    )
+    for start in range(0, len(ids), 256):
+        classification_enqueue_on_commit(image_ids=ids[start : start + 256], model_version=version)
+    return len(ids)
+
+
+# --- Model versions ------------------------------------------------------------------------
+def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "promotion") -> ModelVersion:
+    """Make ``version`` the active one; the previous active version is retired. Audited."""
+    if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED):
+        raise ValueError(f"Model version {version.pk} is {version.status} and cannot be activated.")
+    with transaction.atomic():
+        previous = (
+            ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).exclude(pk=version.pk).first()
+        )
+        if previous:
+            previous.status = ModelVersion.Status.RETIRED
+            previous.save(update_fields=["status"])
+        version.status = ModelVersion.Status.ACTIVE
+        version.activated_at = timezone.now()
+        version.save(update_fields=["status", "activated_at"])
+        audit_record(
+            actor=actor,
+            action=f"model.{reason}",
+            target=version,
+            before={"active": previous.pk if previous else None},
+            after={"active": version.pk},
+        )
+    return version
+
+
+def snapshot_hash(items: list[list]) -> str:
+    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+
+
+def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: dict, created_by=None,
+                                version: ModelVersion | None = None) -> ModelVersion:
+    """Register a finished training: checkpoint under MODEL_DIR, snapshot, metrics; a candidate."""
+    rel = Path(result.checkpoint_path).resolve().relative_to(Path(settings.MODEL_DIR).resolve())
+    fields = dict(
+        ensemble=ensemble,
+        mode=mode,
+        backbones=list(result.backbones),
+        classes=list(result.classes),
+        checkpoint=str(rel),
+        checkpoint_sha256=result.checkpoint_sha256,
+        snapshot=snapshot,
+        snapshot_hash=snapshot_hash(snapshot.get("items", [])),
+        config=result.config,
+        metrics=result.metrics,
+        history=result.history,
+        default_threshold=float(result.config.get("threshold", 0.0) or 0.0),
+        status=ModelVersion.Status.CANDIDATE,
+    )
+    if version is None:
+        version = ModelVersion.objects.create(created_by=created_by, **fields)
+    else:
+        for key, value in fields.items():
+            setattr(version, key, value)
+        version.save()
+    audit_record(actor=created_by, action="model.trained", target=version,
+                 after={"ensemble": ensemble, "mode": mode, "images": len(snapshot.get("items", []))})
+    return version
+
+
+# --- Training runs -------------------------------------------------------------------------
+class TrainingBusy(Exception):
+    pass
+
+
+def training_run_start(*, user, ensemble: str = "offline", mode: str = "default", epochs: int | None = None,
+                       trigger: str = "admin", retry_of: TrainingRun | None = None) -> TrainingRun:
+    from classifier.ml.registry import ENSEMBLES
+
+    if ensemble not in ENSEMBLES:
+        raise ValueError(f"Unknown ensemble {ensemble!r}; use one of {', '.join(ENSEMBLES)}.")
+    if mode not in ("default", "frozen", "finetune"):
+        raise ValueError(f"Unknown mode {mode!r}; use default, frozen or finetune.")
+    if epochs is not None and not (1 <= epochs <= 500):
+        raise ValueError("Epochs must be between 1 and 500.")
+    with transaction.atomic():
+        busy = TrainingRun.objects.select_for_update().filter(
+            status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]
+        )
+        if busy.exists():
+            raise TrainingBusy(f"Training run {busy.first().pk} is still {busy.first().status}.")
+        run = TrainingRun.objects.create(
+            ensemble=ensemble, mode=mode, epochs=epochs, trigger=trigger, created_by=user, retry_of=retry_of,
+            progress={"stage": "queued"},
+        )
+        audit_record(actor=user, action="training.start", target=run,
+                     after={"ensemble": ensemble, "mode": mode, "epochs": epochs, "trigger": trigger})
+        from .tasks import train_model_version
+
+        transaction.on_commit(lambda: _send_safely(train_model_version, run.pk))
+    return run
+
+
+def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+            return run
+        run.cancel_requested = True
+        if run.status == TrainingRun.Status.QUEUED:
+            run.status = TrainingRun.Status.CANCELLED
+            run.finished_at = timezone.now()
+        run.save(update_fields=["cancel_requested", "status", "finished_at"])
+        audit_record(actor=user, action="training.cancel", target=run)
+    return run
+
+
+def training_snapshot() -> tuple[list, dict]:
+    """Freeze the final labels of the train split (held-out cells never train)."""
+    from classifier.ml.api import TrainItem
+
+    images = (
+        CellImage.objects.filter(split=Split.TRAIN, final_label__isnull=False, final_label__is_abstain=False)
+        .exclude(source="field")
+        .select_related("final_label")
+        .order_by("pk")
+    )
+    items, rows = [], []
+    for img in images:
+        items.append(TrainItem(path=Path(default_storage.path(img.file.name)), sha256=img.sha256, label=img.final_label.code))
+        rows.append([img.pk, img.sha256, img.final_label.code])
+    return items, {"source": "labels", "items": rows}
+
+
+def training_run_execute(*, run_id: int) -> ModelVersion | None:
+    """Run a queued training. Claimed with a conditional UPDATE, so a second delivery does nothing."""
+    from classifier.ml import api
+
+    claimed = TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(
+        status=TrainingRun.Status.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now(),
+        progress={"stage": "snapshot"},
+    )
+    if not claimed:
+        log.info("Training run %s is not queued; nothing to do.", run_id)
+        return None
+    run = TrainingRun.objects.get(pk=run_id)
+    last_write = [0.0]
+
+    def progress(info: dict) -> None:
+        now = time.monotonic()
+        if now - last_write[0] < 0.5 and info.get("stage") != "done":
+            return
+        last_write[0] = now
+        TrainingRun.objects.filter(pk=run_id).update(progress=info, heartbeat_at=timezone.now())
+
+    def should_cancel() -> bool:
+        return TrainingRun.objects.filter(pk=run_id, cancel_requested=True).exists()
+
+    try:
+        items, snapshot = training_snapshot()
+        classes = sorted({item.label for item in items})
+        if len(classes) < 2:
+            raise ValueError(
+                f"Training needs final labels of at least two classes in the train split; found {len(items)} "
+                f"labelled images in {len(classes)} class(es)."
+            )
+        out_dir = Path(settings.MODEL_DIR) / f"run-{run.pk}"
+        result = api.train(
+            items, classes=classes, ensemble=run.ensemble, mode=run.mode, epochs=run.epochs,
+            cache_dir=Path(settings.FEATURE_CACHE_DIR), out_dir=out_dir, device=settings.CLASSIFIER_DEVICE,
+            progress=progress, should_cancel=should_cancel,
+        )
+        version = model_version_from_training(result=result, ensemble=run.ensemble, mode=run.mode,
+                                              snapshot=snapshot, created_by=run.created_by)
+    except api.TrainingCancelled:
+        TrainingRun.objects.filter(pk=run_id).update(status=TrainingRun.Status.CANCELLED, finished_at=timezone.now(),
+                                                     progress={"stage": "cancelled"})
+        return None
+    except Exception as exc:
+        log.exception("Training run %s failed", run_id)
+        TrainingRun.objects.filter(pk=run_id).update(
+            status=TrainingRun.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:4000]
+        )
+        audit_record(actor=None, action="training.failed", target=("TrainingRun", run_id), after={"error": str(exc)[:500]})
+        return None
+    TrainingRun.objects.filter(pk=run_id).update(
+        status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), model_version=version,
+        progress={"stage": "done", "model_version": version.pk},
+    )
+    return version
+
+
+def training_runs_mark_stale(*, older_than_s: int = 600) -> int:
+    """A running training whose worker died stops heartbeating: mark it failed (can be retried)."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    return TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff).update(
+        status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
+        error="The worker stopped while training (killed, out of memory or restarted). Retry to start again.",
+    )

@@ -1,0 +1,31 @@
+"""Celery adapters: take ids, call a service."""
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(bind=True, acks_late=True, max_retries=3, autoretry_for=(ConnectionError,), retry_backoff=True)
+def classify_images(self, image_ids: list[int], model_version_id: int) -> int:
+    return services.images_classify(image_ids=image_ids, model_version_id=model_version_id)
+
+
+@shared_task(bind=True, acks_late=True)
+def train_model_version(self, training_run_id: int) -> int | None:
+    version = services.training_run_execute(run_id=training_run_id)
+    if version is None:
+        return None
+    from reports.services import model_version_evaluate_and_gate
+
+    model_version_evaluate_and_gate(model_version_id=version.pk)
+    return version.pk
+
+
+@shared_task
+def sweep_unclassified() -> int:
+    """Beat: resend classification that was lost while the broker was away."""
+    return services.images_unclassified_sweep()
+
+
+@shared_task
+def mark_stale_training_runs() -> int:
+    return services.training_runs_mark_stale()

@@ -1,0 +1,70 @@
+"""Run the whole portal on one machine: web server, one Celery worker for every queue, Celery beat.
+
+Ctrl-C (or SIGTERM) stops every child.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Migrate, seed the demo, then run web + Celery worker + Celery beat until Ctrl-C."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addrport", default="127.0.0.1:8000")
+        parser.add_argument("--no-demo", action="store_true")
+
+    def handle(self, *args, addrport, no_demo, **options):
+        settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+        call_command("migrate", verbosity=0, interactive=False)
+        if not no_demo:
+            call_command("seed_demo", train_model=True)
+        db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+        broker = settings.CELERY_BROKER_URL.split("://", 1)[0]
+        self.stdout.write(f"Database: {db}; Celery broker: {broker}; data under {settings.VAR_DIR}")
+
+        py = sys.executable
+        celery = [py, "-m", "celery", "-A", "leukoportal"]
+        children = {
+            "web": [py, "manage.py", "runserver", addrport, "--noreload"],
+            "worker": celery + ["worker", "-Q", "default,inference,training", "-c", "1", "-l", "INFO",
+                                "-n", "portal@%h"],
+            "beat": celery + ["beat", "-l", "INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
+        }
+        procs = {}
+        for name, cmd in children.items():
+            procs[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=os.environ.copy(), start_new_session=True)
+        self.stdout.write(self.style.SUCCESS(f"LeukoPortal is running on http://{addrport}/  (Ctrl-C stops it)"))
+
+        stopping = False
+
+        def stop(*_):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while not stopping:
+                for name, proc in procs.items():
+                    if proc.poll() is not None:
+                        self.stderr.write(f"{name} exited with code {proc.returncode}; stopping the portal.")
+                        stopping = True
+                time.sleep(0.5)
+        finally:
+            for proc in procs.values():
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.time() + 15
+            for proc in procs.values():
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+            self.stdout.write("Stopped web, worker and beat.")

@@ -1,0 +1,108 @@
+"""Classification metrics as pure functions (no Django).
+
+Per class, one-vs-rest: accuracy (TP+TN)/all, sensitivity TP/(TP+FN), specificity TN/(TN+FP),
+misdiagnosis rate FP/(FP+TN) (Yu et al., Table III). Intervals are Wilson 95% (statsmodels).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def confusion(actual: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Rows actual, columns predicted."""
+    index = {label: i for i, label in enumerate(labels)}
+    m = np.zeros((len(labels), len(labels)), dtype=int)
+    for a, p in zip(actual, predicted):
+        if a in index and p in index:
+            m[index[a], index[p]] += 1
+    return m
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return float(num) / den if den else None
+
+
+def wilson(successes: int, total: int, alpha: float = 0.05) -> list[float] | None:
+    if total == 0:
+        return None
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(successes, total, alpha=alpha, method="wilson")
+    return [float(lo), float(hi)]
+
+
+def per_class(matrix: np.ndarray, labels: Sequence[str]) -> dict[str, dict]:
+    total = int(matrix.sum())
+    out = {}
+    for i, label in enumerate(labels):
+        tp = int(matrix[i, i])
+        fn = int(matrix[i, :].sum()) - tp
+        fp = int(matrix[:, i].sum()) - tp
+        tn = total - tp - fn - fp
+        out[label] = {
+            "support": tp + fn,
+            "tp": tp, "fn": fn, "fp": fp, "tn": tn,
+            "accuracy": _ratio(tp + tn, total),
+            "sensitivity": _ratio(tp, tp + fn),
+            "specificity": _ratio(tn, tn + fp),
+            "misdiagnosis_rate": _ratio(fp, fp + tn),
+            "precision": _ratio(tp, tp + fp),
+            "sensitivity_ci": wilson(tp, tp + fn),
+            "specificity_ci": wilson(tn, tn + fp),
+        }
+    return out
+
+
+def summary(actual: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict:
+    """Overall and per-class figures for one classifier on one set of cells."""
+    labels = list(labels)
+    m = confusion(actual, predicted, labels)
+    total = int(m.sum())
+    correct = int(np.trace(m))
+    classes = per_class(m, labels)
+    sens = [c["sensitivity"] for c in classes.values() if c["sensitivity"] is not None]
+    f1s = []
+    for c in classes.values():
+        p, r = c["precision"], c["sensitivity"]
+        if c["support"]:
+            f1s.append(0.0 if not p or not r else 2 * p * r / (p + r))
+    return {
+        "n": total,
+        "overall_accuracy": _ratio(correct, total),
+        "overall_accuracy_ci": wilson(correct, total),
+        "balanced_accuracy": float(np.mean(sens)) if sens else None,
+        "macro_f1": float(np.mean(f1s)) if f1s else None,
+        "kappa": cohen_kappa(m),
+        "per_class": classes,
+        "confusion_matrix": {"labels": labels, "matrix": m.tolist(), "rows": "actual", "columns": "predicted"},
+    }
+
+
+def cohen_kappa(matrix: np.ndarray) -> float | None:
+    total = matrix.sum()
+    if total == 0:
+        return None
+    po = np.trace(matrix) / total
+    pe = float((matrix.sum(axis=0) * matrix.sum(axis=1)).sum()) / (total * total)
+    return float((po - pe) / (1 - pe)) if pe < 1 else 1.0
+
+
+def abstention_curve(confidences: Sequence[float], correct: Sequence[bool], thresholds: Sequence[float] | None = None) -> list[dict]:
+    """For each threshold: share of cells referred to experts and accuracy on the accepted ones."""
+    conf = np.asarray(confidences, dtype=float)
+    ok = np.asarray(correct, dtype=bool)
+    if thresholds is None:
+        thresholds = np.round(np.linspace(0.0, 0.99, 34), 3)
+    rows = []
+    for t in thresholds:
+        accepted = conf >= t
+        n_acc = int(accepted.sum())
+        rows.append({
+            "threshold": float(t),
+            "referred_share": float(1 - n_acc / len(conf)) if len(conf) else 0.0,
+            "accuracy_on_accepted": float(ok[accepted].mean()) if n_acc else None,
+            "accepted": n_acc,
+        })
+    return rows

@@ -1,0 +1,178 @@
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+DEMO_CELLS = REPO / "demo" / "cells"
+PASSWORD = "a-long-test-password-42"
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.FEATURE_CACHE_DIR = tmp_path / "feature-cache"
+
+
+def make_user(django_user_model, username, role=None):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(username=username, password=PASSWORD, is_staff=role == "lab_admin")
+    if role:
+        user.groups.add(Group.objects.get(name=role))
+    return user
+
+
+@pytest.fixture
+def labeller(db, django_user_model):
+    return make_user(django_user_model, "lab1", "labeller")
+
+
+@pytest.fixture
+def labeller2(db, django_user_model):
+    return make_user(django_user_model, "lab2", "labeller")
+
+
+@pytest.fixture
+def reviewer(db, django_user_model):
+    return make_user(django_user_model, "rev1", "reviewer")
+
+
+@pytest.fixture
+def reviewer2(db, django_user_model):
+    return make_user(django_user_model, "rev2", "reviewer")
+
+
+@pytest.fixture
+def lab_admin(db, django_user_model):
+    return make_user(django_user_model, "admin1", "lab_admin")
+
+
+@pytest.fixture
+def no_role_user(db, django_user_model):
+    return make_user(django_user_model, "norole", None)
+
+
+def png_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG", **save_kwargs)
+    return buf.getvalue()
+
+
+def jpeg_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    img = Image.new("RGB", size, color)
+    # some texture so that JPEG encodes real data
+    for x in range(0, size[0], 4):
+        img.putpixel((x, x % size[1]), (x % 255, 20, 90))
+    img.save(buf, format="JPEG", quality=92, **save_kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def demo_cells():
+    return DEMO_CELLS
+
+
+def media_files(settings) -> list[Path]:
+    root = Path(settings.MEDIA_ROOT)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.fixture
+def chromium_path():
+    path = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+    if not shutil.which(path) and not Path(path).exists():
+        pytest.fail(f"Chromium not found at {path}; `make test` installs Debian's chromium.")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _reference_data(request):
+    """Transactional tests start from a flushed database: put the migrations' reference data back."""
+    marker = request.node.get_closest_marker("django_db")
+    if "transactional_db" in request.fixturenames or (marker and marker.kwargs.get("transaction")):
+        request.getfixturevalue("transactional_db")
+        from django.apps import apps
+
+        from annotations.seed import seed
+
+        seed(apps)
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+def _worker_env(settings) -> dict:
+    from django.db import connection
+
+    db = connection.settings_dict
+    env = os.environ.copy()
+    if db["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    env["MODEL_DIR"] = str(settings.MODEL_DIR)
+    env["FEATURE_CACHE_DIR"] = str(settings.FEATURE_CACHE_DIR)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path):
+    """A real Celery worker process on the test broker (Redis) and the test database."""
+    import subprocess
+    import sys
+    import time
+
+    from leukoportal.celery import app
+
+    app.control.purge()
+    log = tmp_path / "worker.log"
+    queue_names = "default,inference,training"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "leukoportal", "worker", "-Q", queue_names, "-c", "1", "-P", "solo",
+         "--without-mingle", "--without-gossip", "-l", "INFO", "-n", f"test-{os.getpid()}@%h"],
+        cwd=REPO, env=_worker_env(settings), stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if "ready" in log.read_text():
+            break
+        if proc.poll() is not None:
+            pytest.fail("Celery worker exited:\n" + log.read_text())
+        time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail("Celery worker did not become ready:\n" + log.read_text())
+    proc.log_path = log
+    yield proc
+    import signal
+
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for(predicate, timeout=60.0, interval=0.2, message="condition"):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
