@@ -69,6 +69,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "leukoportal.roles.roles_context",
+                "leukoportal.nav.nav_context",
             ],
         },
     },

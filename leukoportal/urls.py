@@ -13,5 +13,11 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/", include("annotations.api_urls")),
+    path("api/", include("classifier.api_urls")),
+    path("api/", include("slides.api_urls")),
+    path("api/", include("reports.api_urls")),
     path("", include("annotations.urls")),
+    path("models/", include("classifier.urls")),
+    path("slides/", include("slides.urls")),
+    path("reports/", include("reports.urls")),
 ]
