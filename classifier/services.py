@@ -147,6 +147,21 @@ def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "
     return version
 
 
+def json_safe(value):
+    """JSON columns refuse NaN and infinities: they become None (e.g. accuracy of zero accepted cells)."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        return json_safe(value.item())
+    return value
+
+
 def snapshot_hash(items: list[list]) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
 
@@ -164,9 +179,9 @@ def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: d
         checkpoint_sha256=result.checkpoint_sha256,
         snapshot=snapshot,
         snapshot_hash=snapshot_hash(snapshot.get("items", [])),
-        config=result.config,
-        metrics=result.metrics,
-        history=result.history,
+        config=json_safe(result.config),
+        metrics=json_safe(result.metrics),
+        history=json_safe(result.history),
         default_threshold=float(result.config.get("threshold", 0.0) or 0.0),
         status=ModelVersion.Status.CANDIDATE,
     )
@@ -310,3 +325,11 @@ def training_runs_mark_stale(*, older_than_s: int = 600) -> int:
         status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
         error="The worker stopped while training (killed, out of memory or restarted). Retry to start again.",
     )
+
+
+def training_run_retry(*, run: TrainingRun, user, trigger: str = "admin") -> TrainingRun:
+    """Start a new run with the settings of a failed or cancelled one (linked by ``retry_of``)."""
+    if run.status not in (TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED):
+        raise ValueError(f"Training run {run.pk} is {run.status}; only a failed or cancelled run can be retried.")
+    return training_run_start(user=user, ensemble=run.ensemble, mode=run.mode, epochs=run.epochs, trigger=trigger,
+                              retry_of=run)
