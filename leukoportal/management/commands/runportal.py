@@ -23,6 +23,12 @@ class Command(BaseCommand):
     def handle(self, *args, addrport, no_demo, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0, interactive=False)
+        from classifier.services import training_runs_mark_stale
+
+        # Nothing runs before this command starts its worker: a run still "running" was interrupted.
+        interrupted = training_runs_mark_stale(older_than_s=0)
+        if interrupted:
+            self.stdout.write(f"Marked {interrupted} interrupted training run(s) as failed (they can be retried).")
         if not no_demo:
             call_command("seed_demo", train_model=True)
         db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]

@@ -61,7 +61,8 @@ class Command(BaseCommand):
             from classifier.models import ModelVersion, TrainingRun
             from classifier.services import training_run_start
 
-            if not ModelVersion.objects.exists() and not TrainingRun.objects.exists():
+            busy = TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
+            if not ModelVersion.objects.exists() and not busy.exists():
                 run = training_run_start(user=users["labadmin"], ensemble="offline", trigger="demo")
                 self.stdout.write(f"Queued training run {run.pk} (offline ensemble on the demo cells).")
 
