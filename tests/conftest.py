@@ -212,3 +212,39 @@ def browser_login(page, live_server, username: str, password: str = PASSWORD) ->
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/")
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A small real checkpoint (EfficientNet-Lite0 with weights=None, 64 px) trained on demo cells."""
+    from classifier.ml import api
+
+    root = tmp_path_factory.mktemp("tiny-model")
+    classes = ["lymphocyte", "monocyte", "neutrophil_segmented"]
+    items = []
+    for code in classes:
+        for path in sorted((DEMO_CELLS / code).iterdir())[:6]:
+            import hashlib
+
+            items.append(api.TrainItem(path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), label=code))
+    result = api.train(
+        items, classes=classes, ensemble=["efficientnet_lite0"], mode="frozen", epochs=3,
+        cache_dir=root / "cache", out_dir=root / "out", device="cpu", weights=None,
+        config_overrides={"input_size": 64},
+    )
+    return result
+
+
+@pytest.fixture
+def active_model(db, settings, tiny_checkpoint):
+    """Register the tiny checkpoint as the active ModelVersion (copied under this test's MODEL_DIR)."""
+    import shutil
+
+    from classifier.services import model_version_activate, model_version_from_training
+
+    target = Path(settings.MODEL_DIR) / "tiny" / Path(tiny_checkpoint.checkpoint_path).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(tiny_checkpoint.checkpoint_path, target)
+    result = type(tiny_checkpoint)(**{**tiny_checkpoint.__dict__, "checkpoint_path": target})
+    version = model_version_from_training(result=result, ensemble="tiny", mode="frozen", snapshot={"items": []})
+    return model_version_activate(version=version)
