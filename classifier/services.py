@@ -297,6 +297,7 @@ def training_run_execute(*, run_id: int) -> ModelVersion | None:
             items, classes=classes, ensemble=run.ensemble, mode=run.mode, epochs=run.epochs,
             cache_dir=Path(settings.FEATURE_CACHE_DIR), out_dir=out_dir, device=settings.CLASSIFIER_DEVICE,
             progress=progress, should_cancel=should_cancel,
+            **_train_test_options(),
         )
         version = model_version_from_training(result=result, ensemble=run.ensemble, mode=run.mode,
                                               snapshot=snapshot, created_by=run.created_by)
@@ -316,6 +317,17 @@ def training_run_execute(*, run_id: int) -> ModelVersion | None:
         progress={"stage": "done", "model_version": version.pk},
     )
     return version
+
+
+def _train_test_options() -> dict:
+    """Random-initialised backbones and recipe overrides, for tests and fault benchmarks only
+    (CLASSIFIER_TRAIN_WEIGHTS=none, CLASSIFIER_TRAIN_OVERRIDES='{"input_size": 64}'); empty by default."""
+    options = {}
+    if getattr(settings, "CLASSIFIER_TRAIN_WEIGHTS", "imagenet") == "none":
+        options["weights"] = None
+    if getattr(settings, "CLASSIFIER_TRAIN_OVERRIDES", None):
+        options["config_overrides"] = dict(settings.CLASSIFIER_TRAIN_OVERRIDES)
+    return options
 
 
 def training_runs_mark_stale(*, older_than_s: int = 600) -> int:

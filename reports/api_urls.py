@@ -1,3 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from . import api
+
+urlpatterns = [
+    path("evaluations/", api.EvaluationListApi.as_view(), name="api_evaluations"),
+    path("evaluations/request/", api.EvaluationRequestApi.as_view(), name="api_evaluation_request"),
+    path("evaluations/<int:pk>/", api.EvaluationDetailApi.as_view(), name="api_evaluation_detail"),
+    path("evaluations/<int:pk>/tables/<slug:table>/", api.EvaluationTableApi.as_view(), name="api_evaluation_table"),
+    path("agreement/", api.AgreementApi.as_view(), name="api_agreement"),
+    path("retrain-schedule/", api.RetrainScheduleApi.as_view(), name="api_retrain_schedule"),
+]

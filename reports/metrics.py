@@ -106,3 +106,42 @@ def abstention_curve(confidences: Sequence[float], correct: Sequence[bool], thre
             "accepted": n_acc,
         })
     return rows
+
+
+def table_ii(confusion_matrix: dict) -> dict:
+    """The confusion matrix laid out like Yu et al., Table II: rows predicted, columns actual."""
+    m = np.asarray(confusion_matrix["matrix"], dtype=int)
+    if confusion_matrix.get("rows", "actual") == "actual":
+        m = m.T
+    return {"labels": list(confusion_matrix["labels"]), "matrix": m.tolist(), "rows": "predicted", "columns": "actual"}
+
+
+def promotion_check(new: dict, old: dict, *, margin: float) -> tuple[bool, list[str]]:
+    """The promotion gate on two summaries of the same cells (see :func:`summary`).
+
+    Refused when the new overall accuracy is lower than the old one, or when any class's
+    sensitivity drops by more than ``margin`` (a fraction, e.g. 0.02)."""
+    reasons = []
+    eps = 1e-9
+    new_acc, old_acc = new.get("overall_accuracy"), old.get("overall_accuracy")
+    if old_acc is not None and (new_acc is None or new_acc < old_acc - eps):
+        reasons.append(
+            f"Overall accuracy {_pct(new_acc)} is lower than the active version's {_pct(old_acc)} "
+            f"on the same {old.get('n', 0)} held-out cells."
+        )
+    new_classes = new.get("per_class", {})
+    for code, old_c in old.get("per_class", {}).items():
+        old_s = old_c.get("sensitivity")
+        if old_s is None:
+            continue
+        new_s = (new_classes.get(code) or {}).get("sensitivity") or 0.0
+        if old_s - new_s > margin + eps:
+            reasons.append(
+                f"Sensitivity for {code} drops from {_pct(old_s)} to {_pct(new_s)} "
+                f"(more than the allowed {_pct(margin)})."
+            )
+    return not reasons, reasons
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"

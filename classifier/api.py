@@ -1,0 +1,156 @@
+"""REST API for model versions (promotion, rollback) and training runs. Thin: validate, call a service."""
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListAPIView, RetrieveAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leukoportal.roles import IsLabAdmin, IsReviewer
+
+from . import services
+from .models import ModelVersion, TrainingRun
+from .progress import training_run_status
+
+
+class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    training_cells = serializers.SerializerMethodField()
+    gate = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ModelVersion
+        fields = ["id", "status", "ensemble", "mode", "backbones", "classes", "checkpoint_sha256", "snapshot_hash",
+                  "training_cells", "default_threshold", "metrics", "created_at", "activated_at", "gate"]
+
+    def get_training_cells(self, obj) -> int:
+        return len((obj.snapshot or {}).get("items", []))
+
+    def get_gate(self, obj) -> dict | None:
+        decision = obj.gate_decisions.first()
+        if decision is None:
+            return None
+        return {"outcome": decision.outcome, "reasons": decision.reasons, "evaluation": decision.evaluation_id,
+                "compared_with": decision.compared_with_id}
+
+
+class ModelVersionListApi(ListAPIView):
+    permission_classes = [IsReviewer]
+    serializer_class = ModelVersionOutputSerializer
+    queryset = ModelVersion.objects.order_by("-id")
+
+
+class ModelVersionDetailApi(RetrieveAPIView):
+    permission_classes = [IsReviewer]
+    serializer_class = ModelVersionOutputSerializer
+    queryset = ModelVersion.objects.all()
+
+
+class ModelVersionPromoteApi(APIView):
+    """Activate a version explicitly, whatever the gate said (audited). Needs ``{"confirm": true}``."""
+
+    permission_classes = [IsLabAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        confirm = serializers.BooleanField()
+
+    @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
+    def post(self, request, pk: int):
+        from reports.services import model_version_promote
+
+        version = get_object_or_404(ModelVersion, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data["confirm"]:
+            raise ValidationError({"confirm": "Send confirm=true to promote this version."})
+        model_version_promote(version=version, actor=request.user)
+        version.refresh_from_db()
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelVersionRollbackApi(APIView):
+    """Make an earlier (retired) version active again (audited)."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer})
+    def post(self, request, pk: int):
+        from reports.services import model_version_rollback
+
+        version = get_object_or_404(ModelVersion, pk=pk)
+        model_version_rollback(version=version, actor=request.user)
+        version.refresh_from_db()
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class TrainingRunOutputSerializer(serializers.Serializer):
+    def to_representation(self, instance):
+        return training_run_status(instance)
+
+
+class TrainingRunListApi(ListAPIView):
+    """Training runs, newest first, with their progress."""
+
+    permission_classes = [IsLabAdmin]
+    serializer_class = TrainingRunOutputSerializer
+    queryset = TrainingRun.objects.select_related("model_version").order_by("-id")
+
+
+class TrainingRunStartApi(APIView):
+    """Start training (one run at a time); poll ``/api/training-runs/<id>/`` for progress."""
+
+    permission_classes = [IsLabAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        ensemble = serializers.CharField(max_length=20, default="offline")
+        mode = serializers.ChoiceField(choices=["default", "frozen", "finetune"], default="default")
+        epochs = serializers.IntegerField(min_value=1, max_value=500, required=False, allow_null=True, default=None)
+
+    @extend_schema(request=InputSerializer)
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            run = services.training_run_start(user=request.user, trigger="api", **data.validated_data)
+        except services.TrainingBusy as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except ValueError as exc:
+            raise ValidationError({"detail": str(exc)}) from None
+        return Response(training_run_status(run), status=status.HTTP_201_CREATED)
+
+
+class TrainingRunDetailApi(APIView):
+    permission_classes = [IsLabAdmin]
+
+    def get(self, request, pk: int):
+        run = get_object_or_404(TrainingRun.objects.select_related("model_version"), pk=pk)
+        return Response(training_run_status(run))
+
+
+class TrainingRunCancelApi(APIView):
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(request=None)
+    def post(self, request, pk: int):
+        run = get_object_or_404(TrainingRun, pk=pk)
+        if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+            return Response({"detail": f"Training run {run.pk} is {run.status}; nothing to cancel."},
+                            status=status.HTTP_409_CONFLICT)
+        run = services.training_run_cancel(run=run, user=request.user)
+        return Response(training_run_status(run))
+
+
+class TrainingRunRetryApi(APIView):
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(request=None)
+    def post(self, request, pk: int):
+        run = get_object_or_404(TrainingRun, pk=pk)
+        try:
+            new = services.training_run_retry(run=run, user=request.user, trigger="api")
+        except services.TrainingBusy as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except (ValueError, DjangoValidationError) as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(training_run_status(new), status=status.HTTP_201_CREATED)

@@ -1,0 +1,95 @@
+"""What the training page's progress bar (and the API) shows for a training run."""
+from __future__ import annotations
+
+from django.utils import timezone
+
+from .models import TrainingRun
+
+STAGE_TEXT = {
+    "queued": "Waiting for the training worker",
+    "snapshot": "Freezing the training labels",
+    "featurising": "Computing features",
+    "training": "Training",
+    "calibrating": "Calibrating the vote",
+    "checking_precision": "Checking reduced precision",
+    "saving": "Saving the checkpoint",
+    "evaluating": "Evaluating on the held-out cells (promotion gate)",
+    "done": "Done",
+    "cancelled": "Cancelled",
+    "failed": "Failed",
+}
+
+
+def _backbones(run: TrainingRun) -> list[str]:
+    try:
+        from classifier.ml.registry import ENSEMBLES
+
+        return list(ENSEMBLES.get(run.ensemble, []))
+    except Exception:  # noqa: BLE001 - the page must render even if the library cannot be imported
+        return []
+
+
+def training_run_status(run: TrainingRun) -> dict:
+    """Status, stage, a percentage and the figures of the latest progress report."""
+    p = dict(run.progress or {})
+    stage = p.get("stage") or run.status
+    backbones = _backbones(run)
+    n_b = max(len(backbones), 1)
+    b = p.get("backbone")
+    bi = backbones.index(b) if b in backbones else 0
+    percent = 0.0
+    if stage == "featurising" and p.get("total"):
+        percent = 50.0 * (bi + p.get("done", 0) / p["total"]) / n_b
+    elif stage == "training" and p.get("epochs"):
+        percent = 50.0 + 45.0 * (bi + p.get("epoch", 0) / p["epochs"]) / n_b
+    elif stage in ("calibrating", "checking_precision", "saving"):
+        percent = 96.0
+    gate = None
+    if run.status == TrainingRun.Status.SUCCEEDED:
+        decision = run.model_version.gate_decisions.first() if run.model_version_id else None
+        if decision is not None:
+            gate = {"outcome": decision.outcome, "label": decision.get_outcome_display(), "reasons": decision.reasons,
+                    "activated": decision.activated, "evaluation": decision.evaluation_id}
+            stage, percent = "done", 100.0
+        elif run.finished_at and (timezone.now() - run.finished_at).total_seconds() > 3600:
+            stage, percent = "done", 100.0
+        else:
+            stage, percent = "evaluating", 98.0
+    elif run.status == TrainingRun.Status.FAILED:
+        stage = "failed"
+    elif run.status == TrainingRun.Status.CANCELLED:
+        stage = "cancelled"
+    finished = stage in ("done", "failed", "cancelled")
+    text = STAGE_TEXT.get(stage, stage)
+    if stage == "featurising" and p.get("total"):
+        text = f"Computing features: {b} {p.get('done', 0)}/{p['total']} images"
+    elif stage == "training" and p.get("epochs"):
+        text = f"Training {b}: epoch {p.get('epoch')}/{p.get('epochs')}"
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "stage": stage,
+        "text": text,
+        "percent": round(percent, 1),
+        "finished": finished,
+        "ensemble": run.ensemble,
+        "mode": run.mode,
+        "epochs": run.epochs,
+        "backbone": b,
+        "backbone_index": bi + 1 if b in backbones else None,
+        "n_backbones": len(backbones),
+        "done": p.get("done"),
+        "total": p.get("total"),
+        "epoch": p.get("epoch"),
+        "epochs_total": p.get("epochs"),
+        "loss": p.get("loss"),
+        "val_accuracy": p.get("val_accuracy"),
+        "cancel_requested": run.cancel_requested,
+        "error": run.error,
+        "model_version": run.model_version_id,
+        "gate": gate,
+        "retry_of": run.retry_of_id,
+        "created_at": run.created_at.isoformat() if run.created_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }

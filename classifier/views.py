@@ -1,0 +1,178 @@
+"""Model versions (promotion, rollback) and training from the browser. Thin views."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from annotations.models import LabSettings
+from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
+
+from . import services
+from .forms import ScheduleForm, TrainingForm
+from .models import ModelVersion, TrainingRun
+from .progress import training_run_status
+from .selectors import model_version_active, training_run_current
+
+
+@role_required(REVIEWER)
+@require_GET
+def versions(request):
+    from reports.selectors import model_versions_overview
+
+    return render(request, "classifier/versions.html", {"overview": model_versions_overview(),
+                                                        "active": model_version_active()})
+
+
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def version_promote(request, pk: int):
+    """Explicit promotion, whatever the gate said: a confirmation page, then an audited POST."""
+    from reports import selectors as report_selectors
+    from reports.services import model_version_promote
+
+    version = get_object_or_404(ModelVersion, pk=pk)
+    active = model_version_active()
+    if request.method == "POST":
+        if request.POST.get("confirm") != "yes":
+            messages.error(request, "Tick the confirmation box to promote this version.")
+            return redirect("classifier:version_promote", pk=version.pk)
+        try:
+            model_version_promote(version=version, actor=request.user)
+        except ValidationError as exc:
+            messages.error(request, " ".join(exc.messages))
+            return redirect("classifier:versions")
+        messages.success(request, f"v{version.pk} is now the active model"
+                                  f"{f'; v{active.pk} is retired' if active else ''}. New cells are read by v{version.pk}; "
+                                  "past predictions keep the version that made them.")
+        return redirect("classifier:versions")
+    return render(request, "classifier/promote_confirm.html", {
+        "version": version, "active": active,
+        "gate": report_selectors.gate_decision_latest(model_version=version),
+        "evaluation": report_selectors.evaluation_latest(model_version=version),
+        "active_evaluation": report_selectors.evaluation_latest(model_version=active) if active else None,
+    })
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def version_rollback(request, pk: int):
+    from reports.services import model_version_rollback
+
+    version = get_object_or_404(ModelVersion, pk=pk)
+    try:
+        model_version_rollback(version=version, actor=request.user)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Rolled back: v{version.pk} is active again.")
+    return redirect("classifier:versions")
+
+
+def _schedule_initial() -> dict:
+    from reports.services import retrain_periodic_task
+
+    task = retrain_periodic_task()
+    return {"enabled": task.enabled, "hour": int(task.crontab.hour) if task.crontab.hour.isdigit() else 2,
+            "minute": int(task.crontab.minute) if task.crontab.minute.isdigit() else 0,
+            "min_new_labels": LabSettings.get().retrain_min_new_labels, "task": task}
+
+
+@role_required(LAB_ADMIN)
+@require_GET
+def training(request):
+    from reports.services import new_final_labels_count
+
+    current = training_run_current()
+    schedule = _schedule_initial()
+    return render(request, "classifier/training.html", {
+        "form": TrainingForm(initial={"ensemble": settings.CLASSIFIER_DEFAULT_ENSEMBLE, "mode": "default"}),
+        "current": current,
+        "current_status": training_run_status(current) if current else None,
+        "runs": TrainingRun.objects.select_related("model_version", "created_by")[:20],
+        "active": model_version_active(),
+        "schedule": schedule,
+        "new_labels": new_final_labels_count(),
+    })
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def training_start(request):
+    form = TrainingForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("classifier:training")
+    try:
+        run = services.training_run_start(user=request.user, trigger="admin", **form.cleaned_data)
+    except (services.TrainingBusy, ValueError) as exc:
+        messages.error(request, str(exc))
+        return redirect("classifier:training")
+    messages.success(request, f"Training run {run.pk} is queued.")
+    return redirect("classifier:training_run", pk=run.pk)
+
+
+@role_required(LAB_ADMIN)
+@require_GET
+def training_run(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("model_version", "created_by"), pk=pk)
+    return render(request, "classifier/training_run.html", {"run": run, "status": training_run_status(run)})
+
+
+@role_required(LAB_ADMIN)
+@require_GET
+def training_progress(request, pk: int):
+    """The small JSON the progress bar polls."""
+    run = get_object_or_404(TrainingRun.objects.select_related("model_version"), pk=pk)
+    response = JsonResponse(training_run_status(run))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def training_cancel(request, pk: int):
+    run = get_object_or_404(TrainingRun, pk=pk)
+    if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
+        messages.error(request, f"Training run {run.pk} is {run.status}; nothing to cancel.")
+        return redirect("classifier:training_run", pk=run.pk)
+    run = services.training_run_cancel(run=run, user=request.user)
+    messages.success(request, f"Training run {run.pk}: cancellation requested.")
+    return redirect("classifier:training_run", pk=run.pk)
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def training_retry(request, pk: int):
+    run = get_object_or_404(TrainingRun, pk=pk)
+    try:
+        new = services.training_run_retry(run=run, user=request.user, trigger="admin")
+    except (services.TrainingBusy, ValueError) as exc:
+        messages.error(request, str(exc))
+        return redirect("classifier:training")
+    messages.success(request, f"Training run {new.pk} retries run {run.pk}.")
+    return redirect("classifier:training_run", pk=new.pk)
+
+
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def schedule(request):
+    """The nightly retraining (django-celery-beat): time, on/off, and how many new labels it needs."""
+    from reports.services import new_final_labels_count, retrain_schedule_update
+
+    initial = _schedule_initial()
+    form = ScheduleForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            retrain_schedule_update(actor=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Retraining schedule saved.")
+            return redirect("classifier:schedule")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "classifier/schedule.html", {"form": form, "task": initial["task"],
+                                                        "new_labels": new_final_labels_count()}, status=status)

@@ -1,0 +1,17 @@
+"""Celery adapters: take ids, call a service."""
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(bind=True, acks_late=True)
+def evaluate_model_version(self, evaluation_id: int) -> int | None:
+    evaluation = services.evaluation_execute(evaluation_id=evaluation_id)
+    return evaluation.pk if evaluation else None
+
+
+@shared_task
+def nightly_retrain() -> int | None:
+    """Beat (django-celery-beat, editable on the training page): retrain when enough new labels exist."""
+    run = services.retrain_if_due()
+    return run.pk if run else None

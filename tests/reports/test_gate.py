@@ -1,0 +1,139 @@
+"""The promotion gate on real evaluations of tiny trained ensembles."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.core.files.storage import default_storage
+
+from annotations.models import AuditEvent, CellImage, LabSettings
+from classifier.models import ModelVersion
+from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from reports import metrics, services
+from reports.models import Evaluation, GateDecision
+
+
+def test_first_version_is_evaluated_and_activated(good_version):
+    decision = services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    good_version.refresh_from_db()
+    assert decision.outcome == GateDecision.Outcome.FIRST
+    assert good_version.status == ModelVersion.Status.ACTIVE
+    assert decision.evaluation.status == Evaluation.Status.SUCCEEDED
+    assert decision.evaluation.n_cells == 12
+    assert decision.evaluation.overall_accuracy == 1.0
+    assert AuditEvent.objects.filter(action="model.gate", target_id=str(good_version.pk)).exists()
+    assert AuditEvent.objects.filter(action="model.gate", target_id=str(good_version.pk)).exists()
+
+
+def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad_version):
+    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    decision = services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
+    good_version.refresh_from_db()
+    bad_version.refresh_from_db()
+    assert decision.outcome == GateDecision.Outcome.CANDIDATE
+    assert bad_version.status == ModelVersion.Status.CANDIDATE
+    assert good_version.status == ModelVersion.Status.ACTIVE
+    assert decision.compared_with_id == good_version.pk
+    # the same frozen held-out snapshot on both sides
+    assert decision.evaluation.snapshot_hash == decision.compared_evaluation.snapshot_hash
+    assert decision.evaluation.overall_accuracy < decision.compared_evaluation.overall_accuracy
+    assert any("Overall accuracy" in r for r in decision.reasons)
+    assert any("Sensitivity for" in r for r in decision.reasons)
+
+
+def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, cells, lab_admin):
+    from tests.reports import factories
+
+    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    again = factories.register_version(tiny_models["good"], name="good-again", train_images=cells["train"])
+    decision = services.model_version_evaluate_and_gate(model_version_id=again.pk)
+    again.refresh_from_db()
+    good_version.refresh_from_db()
+    assert decision.outcome == GateDecision.Outcome.ACTIVATED
+    assert again.status == ModelVersion.Status.ACTIVE
+    assert good_version.status == ModelVersion.Status.RETIRED
+    # the active version's evaluation on the same snapshot was reused, not recomputed
+    assert Evaluation.objects.filter(model_version=good_version).count() == 1
+
+
+def test_sensitivity_drop_beyond_the_margin_is_refused():
+    old = metrics.summary(["a", "a", "b", "b"], ["a", "a", "b", "b"], ["a", "b"])
+    new = metrics.summary(["a", "a", "b", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    ok, reasons = metrics.promotion_check(new, old, margin=0.02)
+    assert not ok and any("Sensitivity for a" in r for r in reasons)
+    ok, reasons = metrics.promotion_check(old, old, margin=0.0)
+    assert ok and reasons == []
+
+
+def test_no_heldout_labels_activates_only_when_nothing_is_active(good_version, bad_version):
+    CellImage.objects.filter(split="heldout").update(final_label=None)
+    first = services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    assert first.outcome == GateDecision.Outcome.UNEVALUATED_ACTIVATED
+    assert "could not evaluate" in first.reasons[0]
+    second = services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
+    bad_version.refresh_from_db()
+    assert second.outcome == GateDecision.Outcome.NOT_EVALUATED
+    assert bad_version.status == ModelVersion.Status.CANDIDATE
+
+
+def test_evaluation_tables_equal_metrics_summary_for_the_same_predictions(good_version, bad_version, cells):
+    ev = services.evaluation_run(model_version=bad_version, trigger="admin")
+    # predict the same stored cells directly through the library, as evaluate_folder does
+    model = ensemble_load(bad_version)
+    paths = [Path(default_storage.path(img.file.name)) for img in cells["heldout"]]
+    proba = model.predict_proba(paths)
+    preds = model.decide(proba, threshold=lab_threshold(bad_version), min_agreement=lab_min_agreement())
+    actual = [img.final_label.code for img in cells["heldout"]]
+    labels = list(model.classes)
+    expected = metrics.summary(actual, [p.top_class for p in preds], labels)
+    vote = ev.results["vote"]
+    assert vote["confusion_matrix"]["matrix"] == expected["confusion_matrix"]["matrix"]
+    assert vote["overall_accuracy"] == pytest.approx(expected["overall_accuracy"])
+    assert vote["kappa"] == pytest.approx(expected["kappa"])
+    for code in labels:
+        for key in ("sensitivity", "specificity", "accuracy", "misdiagnosis_rate", "support"):
+            assert vote["per_class"][code][key] == pytest.approx(expected["per_class"][code][key])
+    b = bad_version.backbones[0]
+    top = [model.classes[i] for i in np.argmax(proba.per_backbone[b], axis=1)]
+    assert ev.results["per_backbone"][b]["overall_accuracy"] == pytest.approx(
+        metrics.summary(actual, top, labels)["overall_accuracy"])
+    # Table II layout is the transpose of metrics' (rows actual) layout
+    t2 = metrics.table_ii(vote["confusion_matrix"])
+    assert t2["matrix"] == np.asarray(expected["confusion_matrix"]["matrix"]).T.tolist()
+
+
+def test_baselines_and_abstention_curve_are_stored(good_version):
+    LabSettings.objects.filter(pk=1).update(abstain_threshold=0.5)
+    ev = services.evaluation_run(model_version=good_version, trigger="admin")
+    models = ev.results["baselines"]["models"]
+    assert set(models) == {"knn3", "svm", "logreg", "tree"}
+    assert all(m["n"] == 12 for m in models.values())
+    assert models["knn3"]["overall_accuracy"] > 0.9  # colours are easy for k-NN on colour histograms
+    op = ev.results["abstention"]["operating_point"]
+    assert op["threshold"] == 0.5 and op["source"] == "lab settings"
+    assert ev.threshold == 0.5
+    assert len(ev.results["abstention"]["curve"]) == 100
+
+
+def test_explicit_promotion_and_rollback_are_audited(good_version, bad_version, lab_admin):
+    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
+    services.model_version_promote(version=bad_version, actor=lab_admin)
+    bad_version.refresh_from_db()
+    good_version.refresh_from_db()
+    assert bad_version.status == "active" and good_version.status == "retired"
+    assert AuditEvent.objects.filter(action="model.promote", target_id=str(bad_version.pk), actor=lab_admin).exists()
+    services.model_version_rollback(version=good_version, actor=lab_admin)
+    good_version.refresh_from_db()
+    assert good_version.status == "active"
+    event = AuditEvent.objects.get(action="model.rollback", target_id=str(good_version.pk))
+    assert event.actor == lab_admin and event.before == {"active": bad_version.pk}
+
+
+def test_rollback_refuses_a_version_that_was_never_active(good_version, bad_version, lab_admin):
+    from django.core.exceptions import ValidationError
+
+    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    with pytest.raises(ValidationError):
+        services.model_version_rollback(version=bad_version, actor=lab_admin)
+    with pytest.raises(ValidationError):
+        services.model_version_promote(version=good_version, actor=lab_admin)  # already active
