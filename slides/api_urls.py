@@ -1,3 +1,17 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns = []
+from . import api
+
+urlpatterns = [
+    path("slides/", api.SlideListCreateApi.as_view(), name="api_slides"),
+    path("slides/<int:pk>/", api.SlideDetailApi.as_view(), name="api_slide_detail"),
+    path("slides/<int:pk>/images/", api.SlideImagesUploadApi.as_view(), name="api_slide_images"),
+    path("slides/<int:pk>/cells/", api.SlideCellListApi.as_view(), name="api_slide_cells"),
+    path("slides/<int:pk>/cells/<int:cell_pk>/reclassify/", api.SlideCellReclassifyApi.as_view(),
+         name="api_slide_cell_reclassify"),
+    path("slides/<int:pk>/sign/", api.SlideSignApi.as_view(), name="api_slide_sign"),
+    path("slides/<int:pk>/correct/", api.SlideCorrectApi.as_view(), name="api_slide_correct"),
+    path("slides/<int:pk>/export/json/", api.SlideExportApi.as_view(), {"fmt": "json"}, name="api_slide_export_json"),
+    path("slides/<int:pk>/export/csv/", api.SlideExportApi.as_view(), {"fmt": "csv"}, name="api_slide_export_csv"),
+    path("slides/<int:pk>/export/fhir/", api.SlideExportApi.as_view(), {"fmt": "fhir"}, name="api_slide_export_fhir"),
+]

@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class SlidesConfig(AppConfig):
     name = "slides"
     verbose_name = "Slides and differential counts"
+
+    def ready(self):
+        from leukoportal import nav
+        from leukoportal.roles import LAB_ADMIN, LABELLER
+
+        nav.register("Slides", "slides:list", role=LABELLER, order=40)
+        nav.register("Reference intervals", "slides:reference_intervals", role=LAB_ADMIN, order=85)

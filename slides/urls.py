@@ -1,4 +1,21 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from . import views
 
 app_name = "slides"
-urlpatterns = []
+urlpatterns = [
+    path("", views.slide_list, name="list"),
+    path("reference-intervals/", views.reference_intervals, name="reference_intervals"),
+    path("<int:pk>/", views.slide_detail, name="detail"),
+    path("<int:pk>/upload/", views.slide_upload, name="upload"),
+    path("<int:pk>/update/", views.slide_update, name="update"),
+    path("<int:pk>/differential.json", views.slide_differential_json, name="differential_json"),
+    path("<int:pk>/verify/", views.slide_verify, name="verify"),
+    path("<int:pk>/cells/<int:cell_pk>/reclassify/", views.cell_reclassify, name="cell_reclassify"),
+    path("<int:pk>/sign/", views.slide_sign, name="sign"),
+    path("<int:pk>/correct/", views.slide_correct, name="correct"),
+    path("<int:pk>/retry/", views.slide_retry, name="retry"),
+    path("<int:pk>/report/", views.slide_report, name="report"),
+    path("<int:pk>/report.csv", views.slide_report_csv, name="report_csv"),
+    path("<int:pk>/report.fhir.json", views.slide_report_fhir, name="report_fhir"),
+]

@@ -1,0 +1,212 @@
+"""REST API for slides. Thin: validate, call a service, respond."""
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListAPIView
+from rest_framework.parsers import MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leukoportal.roles import IsLabeller, IsReviewer
+
+from . import selectors, services
+from .models import Slide, SlideCell
+
+
+class SlideOutputSerializer(serializers.ModelSerializer):
+    created_by = serializers.CharField(source="created_by.get_username", read_only=True)
+    signed_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Slide
+        fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count", "status",
+                  "task_state", "progress", "error", "model_version", "created_by", "created_at", "signed_by",
+                  "signed_at", "correction_reason"]
+
+    def get_signed_by(self, obj) -> str | None:
+        return obj.signed_by.get_username() if obj.signed_by_id else None
+
+
+class CellOutputSerializer(serializers.ModelSerializer):
+    final_class = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
+    field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
+    agreement = serializers.CharField(source="agreement_text", read_only=True)
+
+    class Meta:
+        model = SlideCell
+        fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
+                  "confidence", "agreement", "model_version", "final_class", "status"]
+
+
+def _raise(exc: DjangoValidationError):
+    raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
+
+
+def _conflict(exc: Exception) -> Response:
+    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+
+
+class SlideListCreateApi(ListAPIView):
+    """GET: slides (paginated, ?status=, ?code=). POST: create a slide."""
+
+    permission_classes = [IsLabeller]
+    serializer_class = SlideOutputSerializer
+
+    class InputSerializer(serializers.Serializer):
+        code = serializers.CharField(max_length=40)
+        kind = serializers.ChoiceField(choices=Slide.Kind.choices, default=Slide.Kind.FIELDS)
+        wbc_count = serializers.DecimalField(max_digits=7, decimal_places=2, required=False, allow_null=True)
+        target_count = serializers.ChoiceField(choices=Slide.TARGETS, default=100)
+        notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+
+    def get_queryset(self):
+        st = self.request.query_params.get("status")
+        if st and st not in Slide.Status.values:
+            raise ValidationError({"status": f"Unknown status; use one of {', '.join(Slide.Status.values)}."})
+        return selectors.slides_list(status=st, code=self.request.query_params.get("code"))
+
+    @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            slide = services.slide_create(created_by=request.user, **data.validated_data)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(SlideOutputSerializer(slide).data, status=status.HTTP_201_CREATED)
+
+
+class SlideDetailApi(APIView):
+    """The slide, its processing state and (once processed) its differential."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema(responses={200: inline_serializer("SlideDetail", {
+        "slide": SlideOutputSerializer(), "differential": serializers.DictField(allow_null=True)})})
+    def get(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
+        return Response({"slide": SlideOutputSerializer(slide).data,
+                         "differential": None if processing else selectors.slide_differential(slide=slide)})
+
+
+class SlideImagesUploadApi(APIView):
+    """POST the slide's fields (or cropped cells for a slide of kind 'cells') as `files`."""
+
+    permission_classes = [IsLabeller]
+    parser_classes = [MultiPartParser]
+
+    class InputSerializer(serializers.Serializer):
+        files = serializers.ListField(child=serializers.FileField(), allow_empty=False)
+
+    @extend_schema(request=InputSerializer, responses={201: inline_serializer("SlideUpload", {
+        "stored": serializers.ListField(), "refused": serializers.ListField()})})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        data = self.InputSerializer(data={"files": request.FILES.getlist("files")})
+        data.is_valid(raise_exception=True)
+        try:
+            result = services.slide_images_add(
+                slide=slide, files=[(f.name, f.read()) for f in data.validated_data["files"]], uploaded_by=request.user)
+        except services.SlideLocked as exc:
+            return _conflict(exc)
+        return Response(result, status=status.HTTP_201_CREATED if result["stored"] else status.HTTP_400_BAD_REQUEST)
+
+
+class SlideCellListApi(ListAPIView):
+    """The slide's cells: box in field pixels, pre-classification and final class."""
+
+    permission_classes = [IsLabeller]
+    serializer_class = CellOutputSerializer
+    pagination_class = None
+
+    def get_queryset(self):
+        slide = get_object_or_404(Slide, pk=self.kwargs["pk"])
+        return selectors.slide_cells(slide=slide)
+
+
+class SlideCellReclassifyApi(APIView):
+    """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
+
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        target = serializers.CharField(max_length=40)
+
+    @extend_schema(request=InputSerializer, responses={200: CellOutputSerializer})
+    def post(self, request, pk: int, cell_pk: int):
+        cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
+        except services.SlideLocked as exc:
+            return _conflict(exc)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(CellOutputSerializer(cell).data)
+
+
+class SlideSignApi(APIView):
+    permission_classes = [IsReviewer]
+
+    @extend_schema(request=None, responses={200: SlideOutputSerializer})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        try:
+            slide = services.slide_sign(slide=slide, actor=request.user)
+        except (services.SlideLocked, services.SlideNotReady) as exc:
+            return _conflict(exc)
+        return Response(SlideOutputSerializer(slide).data)
+
+
+class SlideCorrectApi(APIView):
+    """A signed slide is read-only: this makes a new version to verify and sign again."""
+
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
+        except services.SlideLocked as exc:
+            return _conflict(exc)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(SlideOutputSerializer(new).data, status=status.HTTP_201_CREATED)
+
+
+class SlideExportApi(APIView):
+    """The signed report: json (the frozen differential), csv, or fhir (FHIR R4 DiagnosticReport)."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema(responses={200: serializers.DictField()})
+    def get(self, request, pk: int, fmt: str = "json"):
+        from .views import fhir_report, report_csv_rows
+
+        slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
+        if slide.status != Slide.Status.SIGNED or not slide.report:
+            return _conflict(Exception("Reports exist only for signed slides: verify and sign this slide first."))
+        if fmt == "json":
+            return Response(slide.report)
+        if fmt == "fhir":
+            return Response(fhir_report(slide), content_type="application/fhir+json")
+        if fmt == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            csv.writer(buf).writerows(report_csv_rows(slide))
+            return HttpResponse(buf.getvalue(), content_type="text/csv; charset=utf-8")
+        raise ValidationError({"format": "Use json, csv or fhir."})

@@ -1,0 +1,93 @@
+"""Differential count of smear field image files (they need not be in the database).
+
+    python manage.py differential FIELD [FIELD ...] [--model ID|active] --json OUT
+
+Runs the same detection, cropping and classification as the portal (slides.pipeline and the
+model version's ensemble with the lab's abstention settings) and writes:
+{"cells": [{"field", "box": [x0, y0, x1, y1], "class", "confidence", "agreement": "k/n"}],
+ "counts": {code: n}, "percentages": {code: p}, "intervals": {code: [lo, hi]}}
+Percentages and 95% intervals (Wilson) are over the leukocyte classes.
+"""
+import json
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from PIL import Image, UnidentifiedImageError
+
+
+class Command(BaseCommand):
+    help = "Detect, crop and classify the white cells of smear fields; write the differential as JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("fields", nargs="+", help="Field image files (JPEG, PNG, TIFF).")
+        parser.add_argument("--model", default="active", help="Model version id, or 'active' (default).")
+        parser.add_argument("--json", dest="out", required=True, help="Output file ('-' for standard output).")
+        parser.add_argument("--method", choices=["wilson", "clopper-pearson"], default="wilson")
+
+    def handle(self, *args, **opts):
+        from annotations.imaging import ImageRejected, sanitize_image
+        from annotations.models import CellClass
+        from classifier.models import ModelVersion
+        from classifier.selectors import model_version_resolve
+        from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+        from django.conf import settings
+        from slides import pipeline
+
+        try:
+            version = model_version_resolve(opts["model"])
+        except ModelVersion.DoesNotExist as exc:
+            raise CommandError(str(exc)) from None
+        try:
+            model = ensemble_load(version)
+        except FileNotFoundError as exc:
+            raise CommandError(str(exc)) from None
+        threshold, min_agreement = lab_threshold(version), lab_min_agreement()
+
+        t0 = time.perf_counter()
+        found = []  # (field name, FoundCell)
+        for name in opts["fields"]:
+            path = Path(name)
+            if not path.is_file():
+                raise CommandError(f"{name}: no such file.")
+            try:
+                # The same decoding as an upload (pixel limit, orientation, metadata dropped).
+                clean = sanitize_image(path.read_bytes(), max_pixels=settings.UPLOAD_MAX_PIXELS,
+                                       max_bytes=settings.UPLOAD_MAX_BYTES)
+                import io
+
+                image = Image.open(io.BytesIO(clean.png_bytes))
+                image.load()
+            except (ImageRejected, UnidentifiedImageError, OSError) as exc:
+                raise CommandError(f"{name}: {getattr(exc, 'message', exc)}") from None
+            for cell in pipeline.find_cells(image):
+                found.append((name, cell))
+        t_detect = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        to_classify = [i for i, (_, c) in enumerate(found) if c.needs_model]
+        crops = [pipeline.as_stored(found[i][1].crop) for i in to_classify]
+        preds = dict(zip(to_classify, model.predict(crops, threshold=threshold, min_agreement=min_agreement)))
+        t_classify = time.perf_counter() - t0
+        n_b = len(model.backbones)
+        cells = []
+        for i, (name, cell) in enumerate(found):
+            p = preds.get(i)
+            if p is not None:
+                cells.append(pipeline.cell_record(field=name, box=cell.box, label=p.label, confidence=p.confidence,
+                                                  agreement=p.agreement, n_backbones=p.n_backbones))
+            else:
+                cells.append(pipeline.cell_record(field=name, box=cell.box, label=cell.kind, confidence=cell.score,
+                                                  agreement=0, n_backbones=n_b))
+        leuko = CellClass.objects.filter(is_leukocyte=True).values_list("code", flat=True)
+        result = pipeline.differential_json(cells, leukocyte_codes=list(leuko), method=opts["method"])
+        text = json.dumps(result, indent=2)
+        if opts["out"] == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(opts["out"]).write_text(text + "\n")
+            self.stderr.write(
+                f"{len(cells)} cell(s) in {len(opts['fields'])} field(s) with model v{version.pk}: "
+                f"detection {t_detect:.2f} s, classification {t_classify:.2f} s -> {opts['out']}"
+            )

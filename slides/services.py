@@ -1,0 +1,448 @@
+"""Writes for slides: create, upload fields or cells, process (detect, crop, classify),
+reclassify, sign, correct (new version), reference intervals."""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+from PIL import Image
+
+from annotations.deid import deidentified_code_problem
+from annotations.imaging import ImageRejected
+from annotations.models import CellClass, Source
+from annotations.services import audit_record, image_upload
+
+from . import pipeline
+from .models import ReferenceInterval, Slide, SlideCell, SlideField
+
+log = logging.getLogger(__name__)
+
+MAX_NOTES = 2000
+MAX_WBC = Decimal("1000")
+
+
+class SlideLocked(Exception):
+    """The slide cannot change now (signed, or still processing); the message says why."""
+
+
+class SlideNotReady(Exception):
+    """Signing is refused; the message says what is missing."""
+
+
+# --- Create --------------------------------------------------------------------------------
+def _clean_code(code: str) -> str:
+    code = (code or "").strip()
+    if not code:
+        raise ValidationError({"code": "An accession code is required."})
+    problem = deidentified_code_problem(code)
+    if problem:
+        raise ValidationError({"code": problem})
+    return code
+
+
+def _clean_wbc(wbc_count) -> Decimal | None:
+    if wbc_count in (None, ""):
+        return None
+    try:
+        value = Decimal(str(wbc_count))
+    except (InvalidOperation, ValueError):
+        raise ValidationError({"wbc_count": "The WBC count must be a number (10^9/L)."}) from None
+    if not value.is_finite() or value <= 0 or value > MAX_WBC:
+        raise ValidationError({"wbc_count": "The WBC count must be above 0 and at most 1000 (10^9/L)."})
+    return value.quantize(Decimal("0.01"))
+
+
+def _clean_target(target_count) -> int:
+    try:
+        target = int(target_count)
+    except (TypeError, ValueError):
+        target = -1
+    if target not in Slide.TARGETS:
+        raise ValidationError({"target_count": f"The target count must be one of {', '.join(map(str, Slide.TARGETS))}."})
+    return target
+
+
+def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", target_count=100,
+                 kind: str = Slide.Kind.FIELDS) -> Slide:
+    code = _clean_code(code)
+    wbc = _clean_wbc(wbc_count)
+    target = _clean_target(target_count)
+    if kind not in Slide.Kind.values:
+        raise ValidationError({"kind": f"Unknown kind; use one of {', '.join(Slide.Kind.values)}."})
+    notes = (notes or "").strip()
+    if len(notes) > MAX_NOTES:
+        raise ValidationError({"notes": f"Notes are limited to {MAX_NOTES} characters."})
+    if Slide.objects.filter(code=code).exists():
+        raise ValidationError({"code": f"A slide with the code {code} exists; correct its signed version instead."})
+    with transaction.atomic():
+        slide = Slide.objects.create(code=code, created_by=created_by, wbc_count=wbc, notes=notes,
+                                     target_count=target, kind=kind, status=Slide.Status.PROCESSING)
+        audit_record(actor=created_by, action="slide.create", target=slide,
+                     after={"code": code, "wbc_count": str(wbc) if wbc else None, "target": target, "kind": kind})
+    return slide
+
+
+def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = None, target_count=None) -> Slide:
+    """Change the WBC count, notes or target of a slide that is not signed."""
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        _check_editable(slide)
+        before = {"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
+                  "target": slide.target_count}
+        slide.wbc_count = _clean_wbc(wbc_count)
+        if notes is not None:
+            if len(notes) > MAX_NOTES:
+                raise ValidationError({"notes": f"Notes are limited to {MAX_NOTES} characters."})
+            slide.notes = notes.strip()
+        if target_count is not None:
+            slide.target_count = _clean_target(target_count)
+        slide.save(update_fields=["wbc_count", "notes", "target_count"])
+        audit_record(actor=actor, action="slide.update", target=slide, before=before,
+                     after={"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
+                            "target": slide.target_count})
+    return slide
+
+
+def _check_editable(slide: Slide) -> None:
+    if slide.status == Slide.Status.SIGNED:
+        raise SlideLocked(f"Slide {slide} is signed and read-only; make a correction (a new version) to change it.")
+
+
+# --- Upload --------------------------------------------------------------------------------
+def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], uploaded_by) -> dict:
+    """Store fields (or, for a slide of kind 'cells', cropped cells) through the de-identified
+    upload service and queue the processing. Each bad file is refused with its reason."""
+    _check_editable(slide)
+    stored, refused = [], []
+    source = Source.FIELD if slide.kind == Slide.Kind.FIELDS else Source.SLIDE_CELL
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        _check_editable(slide)
+        if slide.task_state == Slide.TaskState.RUNNING:
+            raise SlideLocked("The slide is being processed; add more images when it is done.")
+        position = slide.fields.count()
+        for name, data in files:
+            try:
+                outcome = image_upload(data=data, uploaded_by=uploaded_by, source=source, sample_code=slide.code,
+                                       enqueue_classification=False)
+            except ImageRejected as exc:
+                refused.append({"name": name, "reason": exc.message})
+                continue
+            image = outcome.image
+            if slide.kind == Slide.Kind.FIELDS:
+                if image.source != Source.FIELD:
+                    refused.append({"name": name, "reason": "This image is already stored as a cell image, not a field."})
+                    continue
+                _, created = SlideField.objects.get_or_create(slide=slide, image=image, defaults={"position": position})
+                if not created:
+                    refused.append({"name": name, "reason": "This field is already part of the slide."})
+                    continue
+                position += 1
+            else:
+                if slide.cells.filter(image=image).exists():
+                    refused.append({"name": name, "reason": "This cell is already part of the slide."})
+                    continue
+                SlideCell.objects.create(slide=slide, image=image)
+            stored.append({"name": name, "image": image.pk, "width": image.width, "height": image.height})
+        if stored:
+            slide.status = Slide.Status.PROCESSING
+            slide.task_state = Slide.TaskState.QUEUED
+            slide.progress = {"stage": "queued"}
+            slide.error = ""
+            slide.save(update_fields=["status", "task_state", "progress", "error"])
+            audit_record(actor=uploaded_by, action="slide.images_add", target=slide,
+                         after={"stored": [s["image"] for s in stored], "refused": len(refused), "kind": slide.kind})
+            _enqueue_processing(slide.pk)
+    return {"stored": stored, "refused": refused}
+
+
+def _enqueue_processing(slide_id: int) -> None:
+    from classifier.services import _send_safely
+
+    from .tasks import process_slide
+
+    transaction.on_commit(lambda: _send_safely(process_slide, slide_id))
+
+
+def slide_processing_retry(*, slide: Slide, actor) -> Slide:
+    """Queue a failed (or stuck) processing again; the work already done is kept."""
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        _check_editable(slide)
+        if slide.task_state == Slide.TaskState.QUEUED:
+            return slide
+        slide.task_state = Slide.TaskState.QUEUED
+        slide.status = Slide.Status.PROCESSING
+        slide.progress = {"stage": "queued"}
+        slide.error = ""
+        slide.save(update_fields=["task_state", "status", "progress", "error"])
+        audit_record(actor=actor, action="slide.retry", target=slide)
+        _enqueue_processing(slide.pk)
+    return slide
+
+
+# --- Processing ----------------------------------------------------------------------------
+def _progress(slide_id: int, **info) -> None:
+    Slide.objects.filter(pk=slide_id).update(progress=info)
+
+
+def _field_detect(*, slide: Slide, field: SlideField) -> int:
+    """Detect, crop and store the cells of one field (one transaction: all or nothing)."""
+    with default_storage.open(field.image.file.name, "rb") as handle:
+        image = Image.open(handle)
+        image.load()
+    found = pipeline.find_cells(image)
+    classes = {c.code: c for c in CellClass.objects.filter(code__in=pipeline.NON_LEUKOCYTE_KINDS)}
+    with transaction.atomic():
+        field = SlideField.objects.select_for_update().get(pk=field.pk)
+        if field.detected:
+            return 0
+        for cell in found:
+            outcome = image_upload(data=pipeline.png_bytes(cell.crop), uploaded_by=slide.created_by,
+                                   source=Source.SLIDE_CELL, sample_code=slide.code, enqueue_classification=False)
+            x0, y0, x1, y1 = cell.box
+            pre = "" if cell.needs_model else cell.kind
+            SlideCell.objects.create(
+                slide=slide, field=field, x0=x0, y0=y0, x1=x1, y1=y1, detector_kind=cell.kind,
+                detector_score=cell.score, image=outcome.image, predicted_class=pre, top_class=pre,
+                confidence=cell.score if pre else None, final_class=classes.get(pre) if pre else None,
+            )
+        field.detected = True
+        field.n_cells = len(found)
+        field.save(update_fields=["detected", "n_cells"])
+    return len(found)
+
+
+def _apply_predictions(*, slide: Slide, version) -> int:
+    from classifier.models import Prediction
+
+    cells = list(slide.cells.filter(predicted_class="").select_related("image"))
+    if not cells:
+        return 0
+    preds = {p.image_id: p for p in Prediction.objects.filter(model_version=version,
+                                                              image_id__in=[c.image_id for c in cells])}
+    classes = {c.code: c for c in CellClass.objects.all()}
+    abstain = CellClass.objects.filter(is_abstain=True).first()
+    updated = 0
+    for cell in cells:
+        p = preds.get(cell.image_id)
+        if p is None:
+            continue
+        cell.predicted_class, cell.top_class = p.label, p.top_class
+        cell.confidence, cell.agreement, cell.n_backbones = p.confidence, p.agreement, p.n_backbones
+        cell.model_version = version
+        if cell.final_class_id is None:
+            cell.final_class = abstain if p.abstained else classes.get(p.label, abstain)
+        cell.save(update_fields=["predicted_class", "top_class", "confidence", "agreement", "n_backbones",
+                                 "model_version", "final_class"])
+        updated += 1
+    return updated
+
+
+def slide_process(*, slide_id: int) -> Slide | None:
+    """Detect, crop and classify. Claimed with a conditional UPDATE (a second delivery does
+    nothing); each step only does what is missing, so a retry resumes where it stopped."""
+    from classifier.selectors import model_version_active
+    from classifier.services import images_classify
+
+    claimed = Slide.objects.filter(pk=slide_id, task_state=Slide.TaskState.QUEUED).update(
+        task_state=Slide.TaskState.RUNNING, progress={"stage": "starting"}
+    )
+    if not claimed:
+        log.info("Slide %s is not queued; nothing to do.", slide_id)
+        return None
+    slide = Slide.objects.get(pk=slide_id)
+    timings: dict[str, float] = {}
+    try:
+        t0 = time.perf_counter()
+        fields = list(slide.fields.filter(detected=False).select_related("image"))
+        for i, field in enumerate(fields):
+            _progress(slide_id, stage="detecting", done=i, total=len(fields))
+            _field_detect(slide=slide, field=field)
+        timings["detect_crop_store"] = round(time.perf_counter() - t0, 3)
+
+        version = slide.model_version or model_version_active()
+        todo = list(slide.cells.filter(predicted_class="").values_list("image_id", flat=True))
+        t0 = time.perf_counter()
+        if version is not None and todo:
+            _progress(slide_id, stage="classifying", done=0, total=len(todo))
+            images_classify(image_ids=todo, model_version_id=version.pk)
+            _apply_predictions(slide=slide, version=version)
+        timings["classify"] = round(time.perf_counter() - t0, 3)
+        # Without a model every remaining cell waits for an expert.
+        abstain = CellClass.objects.filter(is_abstain=True).first()
+        slide.cells.filter(final_class__isnull=True).update(final_class=abstain)
+    except Exception as exc:  # recorded on the row; the page offers a retry
+        log.exception("Processing slide %s failed", slide_id)
+        Slide.objects.filter(pk=slide_id).update(
+            task_state=Slide.TaskState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
+            progress={"stage": "failed"},
+        )
+        audit_record(actor=None, action="slide.process_failed", target=slide, after={"error": str(exc)[:500]})
+        return None
+    n_cells = slide.cells.count()
+    unresolved = _unresolved_count(slide)
+    Slide.objects.filter(pk=slide_id).update(
+        task_state=Slide.TaskState.DONE,
+        status=Slide.Status.READY,  # a reviewer verifies
+        model_version=version,
+        progress={"stage": "done", "cells": n_cells, "unresolved": unresolved, "seconds": timings,
+                  "model_version": version.pk if version else None},
+    )
+    audit_record(actor=None, action="slide.processed", target=slide,
+                 after={"cells": n_cells, "unresolved": unresolved, "model_version": version.pk if version else None})
+    return Slide.objects.get(pk=slide_id)
+
+
+def _unresolved_count(slide: Slide) -> int:
+    return slide.cells.filter(status=SlideCell.Status.COUNTED).filter(
+        Q(final_class__isnull=True) | Q(final_class__is_abstain=True)
+    ).count()
+
+
+# --- Verification --------------------------------------------------------------------------
+NOT_COUNTED = "not_counted"
+COUNTED = "counted"
+
+
+def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
+    """``target``: an active class code, 'not_counted' or 'counted'. Audited; the slide's
+    status follows (verified when no counted cell is left unidentified)."""
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=cell.slide_id)
+        _check_editable(slide)
+        if slide.task_state in (Slide.TaskState.RUNNING, Slide.TaskState.QUEUED):
+            raise SlideLocked("The slide is still being processed; wait for it to finish.")
+        cell = SlideCell.objects.select_related("final_class").get(pk=cell.pk)
+        before = {"class": cell.final_class.code if cell.final_class else None, "status": cell.status}
+        if target == NOT_COUNTED:
+            cell.status = SlideCell.Status.NOT_COUNTED
+        elif target == COUNTED:
+            cell.status = SlideCell.Status.COUNTED
+        else:
+            cell_class = CellClass.objects.filter(code=target).first()
+            if cell_class is None or not cell_class.active:
+                raise ValidationError({"target": f"Unknown or inactive class {target!r}."})
+            if cell_class.is_abstain:
+                raise ValidationError({"target": "'Unidentified' is the model's abstention; choose a class."})
+            cell.final_class = cell_class
+            cell.status = SlideCell.Status.COUNTED
+        after = {"class": cell.final_class.code if cell.final_class else None, "status": cell.status}
+        if after == before:
+            return cell
+        cell.changed_by, cell.changed_at = actor, timezone.now()
+        cell.save(update_fields=["final_class", "status", "changed_by", "changed_at"])
+        audit_record(actor=actor, action="slide.cell_reclassify", target=cell,
+                     before=dict(before, slide=slide.pk), after=dict(after, predicted=cell.predicted_class))
+        status = Slide.Status.VERIFIED if _unresolved_count(slide) == 0 else Slide.Status.READY
+        if slide.status != status:
+            slide.status = status
+            slide.save(update_fields=["status"])
+    return cell
+
+
+def slide_sign(*, slide: Slide, actor) -> Slide:
+    """Freeze the differential and sign. Every counted cell must have a class."""
+    from .selectors import slide_differential
+
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        if slide.status == Slide.Status.SIGNED:
+            raise SlideLocked(f"Slide {slide} is already signed.")
+        if slide.task_state != Slide.TaskState.DONE:
+            raise SlideNotReady("The slide has not finished processing.")
+        unresolved = _unresolved_count(slide)
+        if unresolved:
+            raise SlideNotReady(f"{unresolved} cell(s) are still unidentified: classify them or mark them not counted.")
+        report = slide_differential(slide=slide)
+        if not report["leukocyte_total"]:
+            raise SlideNotReady("No leukocyte is counted on this slide.")
+        now = timezone.now()
+        report["signed_at"] = now.isoformat()
+        report["signed_by"] = actor.get_username()
+        slide.report = report
+        slide.status = Slide.Status.SIGNED
+        slide.signed_by, slide.signed_at = actor, now
+        slide.save(update_fields=["report", "status", "signed_by", "signed_at"])
+        audit_record(actor=actor, action="slide.sign", target=slide,
+                     after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version})
+    return slide
+
+
+def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
+    """A signed slide is read-only: a correction makes a new version (a copy of its cells)
+    that can be verified and signed again. Both are audited."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why the signed report is corrected."})
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        if slide.status != Slide.Status.SIGNED:
+            raise SlideLocked("Only a signed slide is corrected by a new version; this one can still be edited.")
+        if Slide.objects.filter(previous=slide).exists():
+            raise SlideLocked(f"Slide {slide} already has a newer version.")
+        new = Slide.objects.create(
+            code=slide.code, version=slide.version + 1, previous=slide, kind=slide.kind, wbc_count=slide.wbc_count,
+            notes=slide.notes, target_count=slide.target_count, status=Slide.Status.READY,
+            task_state=Slide.TaskState.DONE, progress=dict(slide.progress or {}, stage="done"),
+            model_version=slide.model_version, created_by=actor, correction_reason=reason[:500],
+        )
+        field_map = {}
+        for f in slide.fields.all():
+            field_map[f.pk] = SlideField.objects.create(slide=new, image=f.image, position=f.position,
+                                                        detected=f.detected, n_cells=f.n_cells)
+        SlideCell.objects.bulk_create([
+            SlideCell(
+                slide=new, field=field_map.get(c.field_id), x0=c.x0, y0=c.y0, x1=c.x1, y1=c.y1,
+                detector_kind=c.detector_kind, detector_score=c.detector_score, image=c.image,
+                predicted_class=c.predicted_class, top_class=c.top_class, confidence=c.confidence,
+                agreement=c.agreement, n_backbones=c.n_backbones, model_version=c.model_version,
+                final_class=c.final_class, status=c.status, changed_by=c.changed_by, changed_at=c.changed_at,
+            )
+            for c in slide.cells.all()
+        ])
+        new.status = Slide.Status.VERIFIED if _unresolved_count(new) == 0 else Slide.Status.READY
+        new.save(update_fields=["status"])
+        audit_record(actor=actor, action="slide.correct", target=slide, after={"new_version": new.pk, "reason": reason[:500]})
+        audit_record(actor=actor, action="slide.create_version", target=new,
+                     before={"previous": slide.pk, "version": slide.version}, after={"version": new.version})
+    return new
+
+
+# --- Reference intervals -------------------------------------------------------------------
+def reference_interval_save(*, actor, interval: ReferenceInterval | None = None, **fields) -> ReferenceInterval:
+    """Create or change a reference interval (lab admins). Audited."""
+    codes = [c.strip() for c in str(fields.get("codes", "")).split("+") if c.strip()]
+    if not codes:
+        raise ValidationError({"codes": "Give at least one class code (join several with '+')."})
+    known = set(CellClass.objects.values_list("code", flat=True))
+    unknown = [c for c in codes if c not in known and c != "blast"]
+    if unknown:
+        raise ValidationError({"codes": f"Unknown class code(s): {', '.join(unknown)}."})
+    low, high = fields.get("low"), fields.get("high")
+    if low is not None and high is not None and low > high:
+        raise ValidationError({"low": "The lower limit is above the upper limit."})
+    if fields.get("measure") not in ReferenceInterval.Measure.values:
+        raise ValidationError({"measure": "Unknown measure."})
+    with transaction.atomic():
+        before = None
+        if interval is None:
+            interval = ReferenceInterval()
+        else:
+            interval = ReferenceInterval.objects.select_for_update().get(pk=interval.pk)
+            before = {k: getattr(interval, k) for k in ("name", "codes", "measure", "low", "high", "active")}
+        for key, value in fields.items():
+            setattr(interval, key, value)
+        interval.codes = "+".join(codes)
+        interval.full_clean()
+        interval.save()
+        audit_record(actor=actor, action="slide.reference_interval", target=interval, before=before,
+                     after={k: getattr(interval, k) for k in ("name", "codes", "measure", "low", "high", "active")})
+    return interval

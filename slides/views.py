@@ -1,0 +1,307 @@
+"""Slide pages: list and create, detail with progress and differential, verification, sign-off,
+reports (printable, CSV, FHIR) and the lab's reference intervals. Thin: validate, call a service."""
+import csv
+import json
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
+
+from . import fhir, selectors, services
+from .forms import CorrectionForm, ReferenceIntervalForm, SlideCreateForm, SlideUpdateForm
+from .models import ReferenceInterval, Slide, SlideCell
+
+
+def _errors(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return " ".join(f"{' '.join(v)}" for v in exc.message_dict.values())
+    return " ".join(exc.messages)
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get("Accept", "").startswith("application/json")
+
+
+@role_required(LABELLER)
+@require_http_methods(["GET", "POST"])
+def slide_list(request):
+    form = SlideCreateForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            slide = services.slide_create(created_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            for key, msgs in exc.message_dict.items():
+                form.add_error(key if key in form.fields else None, msgs)
+        else:
+            messages.success(request, f"Slide {slide.code} created: add its fields.")
+            return redirect("slides:detail", pk=slide.pk)
+    status = request.GET.get("status") or None
+    if status and status not in Slide.Status.values:
+        status = None
+    page = Paginator(selectors.slides_list(status=status, code=request.GET.get("q") or None), 50).get_page(
+        request.GET.get("page"))
+    return render(request, "slides/list.html", {"form": form, "page": page, "status": status,
+                                                "statuses": Slide.Status.choices},
+                  status=400 if request.method == "POST" else 200)
+
+
+@role_required(LABELLER)
+def slide_detail(request, pk: int):
+    slide = get_object_or_404(Slide.objects.select_related("created_by", "signed_by", "model_version"), pk=pk)
+    fields = []
+    for f in slide.fields.select_related("image"):
+        boxes = [
+            {"cell": c, "left": 100 * c.x0 / f.image.width, "top": 100 * c.y0 / f.image.height,
+             "width": 100 * (c.x1 - c.x0) / f.image.width, "height": 100 * (c.y1 - c.y0) / f.image.height}
+            for c in slide.cells.filter(field=f).select_related("final_class") if c.x0 is not None
+        ]
+        fields.append({"field": f, "boxes": boxes})
+    processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
+    return render(request, "slides/detail.html", {
+        "slide": slide,
+        "fields": fields,
+        "diff": selectors.slide_differential(slide=slide) if not processing else None,
+        "processing": processing,
+        "update_form": SlideUpdateForm(initial={"wbc_count": slide.wbc_count, "target_count": slide.target_count,
+                                                "notes": slide.notes}),
+        "correction_form": CorrectionForm(),
+        "versions": selectors.slide_versions(slide=slide),
+        "can_review": has_role(request.user, REVIEWER),
+    })
+
+
+@role_required(LABELLER)
+@require_POST
+def slide_upload(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    files = request.FILES.getlist("files")
+    if not files:
+        message = "Choose at least one image."
+        if _wants_json(request):
+            return JsonResponse({"error": message}, status=400)
+        messages.error(request, message)
+        return redirect("slides:detail", pk=pk)
+    try:
+        result = services.slide_images_add(slide=slide, files=[(f.name, f.read()) for f in files],
+                                           uploaded_by=request.user)
+    except services.SlideLocked as exc:
+        if _wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=409)
+        messages.error(request, str(exc))
+        return redirect("slides:detail", pk=pk)
+    if _wants_json(request):
+        return JsonResponse(result, status=201 if result["stored"] else 400)
+    if result["stored"]:
+        messages.success(request, f"{len(result['stored'])} image(s) stored; finding and classifying the cells.")
+    for r in result["refused"]:
+        messages.error(request, f"{r['name']}: {r['reason']}")
+    return redirect("slides:detail", pk=pk)
+
+
+@role_required(LABELLER)
+@require_POST
+def slide_update(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    form = SlideUpdateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("slides:detail", pk=pk)
+    try:
+        services.slide_update(slide=slide, actor=request.user, **form.cleaned_data)
+    except (services.SlideLocked, ValidationError) as exc:
+        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
+    else:
+        messages.success(request, "Saved.")
+    return redirect("slides:detail", pk=pk)
+
+
+@role_required(LABELLER)
+def slide_differential_json(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    return JsonResponse(_live(slide))
+
+
+def _live(slide: Slide) -> dict:
+    slide.refresh_from_db()
+    body = {"status": slide.status, "task_state": slide.task_state, "progress": slide.progress, "error": slide.error}
+    if slide.task_state not in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING):
+        diff = selectors.slide_differential(slide=slide)
+        body["differential"] = diff
+        body["html"] = render_to_string("slides/_differential.html", {"diff": diff})
+    return body
+
+
+@role_required(REVIEWER)
+def slide_verify(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    from annotations.selectors import cell_classes_active
+
+    return render(request, "slides/verify.html", {
+        "slide": slide,
+        "groups": selectors.slide_groups(slide=slide),
+        "diff": selectors.slide_differential(slide=slide),
+        "targets": [c for c in cell_classes_active() if not c.is_abstain],
+        "locked": slide.is_signed or slide.task_state != Slide.TaskState.DONE,
+    })
+
+
+@role_required(REVIEWER)
+@require_POST
+def cell_reclassify(request, pk: int, cell_pk: int):
+    cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
+    target = request.POST.get("target", "")
+    try:
+        cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=target)
+    except services.SlideLocked as exc:
+        if _wants_json(request):
+            return JsonResponse({"error": str(exc)}, status=409)
+        messages.error(request, str(exc))
+        return redirect("slides:verify", pk=pk)
+    except ValidationError as exc:
+        if _wants_json(request):
+            return JsonResponse({"error": _errors(exc)}, status=400)
+        messages.error(request, _errors(exc))
+        return redirect("slides:verify", pk=pk)
+    if _wants_json(request):
+        body = _live(cell.slide)
+        body["cell"] = {"id": cell.pk, "class": cell.final_class.code if cell.final_class else None,
+                        "status": cell.status}
+        return JsonResponse(body)
+    return redirect(reverse("slides:verify", kwargs={"pk": pk}) + f"#cell-{cell.pk}")
+
+
+@role_required(REVIEWER)
+@require_POST
+def slide_sign(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    try:
+        services.slide_sign(slide=slide, actor=request.user)
+    except (services.SlideLocked, services.SlideNotReady) as exc:
+        messages.error(request, str(exc))
+        return redirect("slides:verify", pk=pk)
+    messages.success(request, f"Slide {slide.code} v{slide.version} signed.")
+    return redirect("slides:report", pk=pk)
+
+
+@role_required(REVIEWER)
+@require_POST
+def slide_correct(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    form = CorrectionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Say why the signed report is corrected.")
+        return redirect("slides:detail", pk=pk)
+    try:
+        new = services.slide_correct(slide=slide, actor=request.user, reason=form.cleaned_data["reason"])
+    except (services.SlideLocked, ValidationError) as exc:
+        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
+        return redirect("slides:detail", pk=pk)
+    messages.success(request, f"Version {new.version} created from the signed version {slide.version}.")
+    return redirect("slides:verify", pk=new.pk)
+
+
+@role_required(REVIEWER)
+@require_POST
+def slide_retry(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    try:
+        services.slide_processing_retry(slide=slide, actor=request.user)
+    except services.SlideLocked as exc:
+        messages.error(request, str(exc))
+    return redirect("slides:detail", pk=pk)
+
+
+# --- Reports (signed slides only) ----------------------------------------------------------
+def _signed_or_409(slide: Slide):
+    if slide.status != Slide.Status.SIGNED or not slide.report:
+        return HttpResponse("Reports exist only for signed slides: verify and sign this slide first.",
+                            status=409, content_type="text/plain")
+    return None
+
+
+@role_required(LABELLER)
+def slide_report(request, pk: int):
+    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
+    refused = _signed_or_409(slide)
+    if refused:
+        return refused
+    return render(request, "slides/report.html", {"slide": slide, "report": slide.report,
+                                                  "versions": selectors.slide_versions(slide=slide)})
+
+
+def report_csv_rows(slide: Slide) -> list[list]:
+    report = slide.report
+    rows = [["accession", "version", "class", "name", "count", "percent", "ci95_low", "ci95_high",
+             "absolute_10e9_per_L", "per_100_wbc"]]
+    for r in report["rows"]:
+        if not r["count"] and "percent" not in r and "per_100_wbc" not in r:
+            continue
+        iv = r.get("interval") or ["", ""]
+        rows.append([slide.code, slide.version, r["code"], r["name"], r["count"], r.get("percent", ""),
+                     iv[0], iv[1], "" if r.get("absolute") is None else r["absolute"], r.get("per_100_wbc", "")])
+    return rows
+
+
+@role_required(LABELLER)
+def slide_report_csv(request, pk: int):
+    slide = get_object_or_404(Slide, pk=pk)
+    refused = _signed_or_409(slide)
+    if refused:
+        return refused
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.csv"'
+    writer = csv.writer(response)
+    for row in report_csv_rows(slide):
+        writer.writerow(row)
+    return response
+
+
+def fhir_report(slide: Slide) -> dict:
+    from annotations.models import CellClass
+
+    names = dict(CellClass.objects.values_list("code", "name"))
+    return fhir.diagnostic_report(report=slide.report, accession=slide.code, version=slide.version,
+                                  issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
+                                  names=names)
+
+
+@role_required(LABELLER)
+def slide_report_fhir(request, pk: int):
+    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
+    refused = _signed_or_409(slide)
+    if refused:
+        return refused
+    response = HttpResponse(json.dumps(fhir_report(slide), indent=2), content_type="application/fhir+json")
+    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.fhir.json"'
+    return response
+
+
+# --- Reference intervals (lab admins) ------------------------------------------------------
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def reference_intervals(request):
+    edit_id = request.GET.get("edit")
+    edit = ReferenceInterval.objects.filter(pk=edit_id).first() if edit_id and edit_id.isdigit() else None
+    form = ReferenceIntervalForm(instance=edit)
+    if request.method == "POST":
+        pk = request.POST.get("id", "")
+        edit = ReferenceInterval.objects.filter(pk=pk).first() if pk.isdigit() else None
+        form = ReferenceIntervalForm(request.POST, instance=edit)
+        if form.is_valid():
+            try:
+                services.reference_interval_save(actor=request.user, interval=edit, **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, _errors(exc))
+            else:
+                messages.success(request, "Reference interval saved.")
+                return redirect("slides:reference_intervals")
+    return render(request, "slides/reference_intervals.html", {
+        "intervals": ReferenceInterval.objects.all(), "form": form, "edit": edit,
+    }, status=400 if request.method == "POST" else 200)

@@ -1,0 +1,107 @@
+// Slide verification: select a cell, press a class key (or drag it onto a class group) and the
+// count updates live from the server's JSON answer. The forms under each cell work without it.
+(function () {
+  "use strict";
+  const root = document.getElementById("verify-groups");
+  if (!root || root.dataset.locked === "true") return;
+  const csrf = document.querySelector("#csrf-holder input[name=csrfmiddlewaretoken]").value;
+  const keys = {};
+  document.querySelectorAll(".class-group").forEach((g) => {
+    const kbd = g.querySelector("h2 kbd");
+    if (kbd) keys[kbd.textContent.trim().toLowerCase()] = g.dataset.class;
+  });
+  let selected = null;
+
+  function cells() { return Array.from(root.querySelectorAll(".slide-cell")); }
+  function select(cell) {
+    if (selected) selected.classList.remove("selected");
+    selected = cell;
+    if (cell) { cell.classList.add("selected"); cell.focus({ preventScroll: false }); }
+  }
+  function groupFor(target) {
+    return document.getElementById("group-" + target);
+  }
+  function refreshCounts() {
+    document.querySelectorAll(".class-group").forEach((g) => {
+      g.querySelector(".group-count").textContent = g.querySelectorAll(".slide-cell").length;
+    });
+  }
+  function showError(message) {
+    let box = document.getElementById("verify-error");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "verify-error";
+      box.className = "error";
+      root.parentNode.insertBefore(box, root);
+    }
+    box.textContent = message;
+  }
+
+  function reclassify(cell, target) {
+    const data = new FormData();
+    data.append("target", target);
+    cell.classList.add("busy");
+    return fetch(cell.dataset.url, {
+      method: "POST", body: data, credentials: "same-origin",
+      headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
+    }).then((r) => r.json().then((body) => ({ ok: r.ok, body: body }))).then(({ ok, body }) => {
+      cell.classList.remove("busy");
+      if (!ok) { showError(body.error || "The change was refused."); return; }
+      const dest = groupFor(body.cell.status === "not_counted" ? "not_counted" : body.cell.class);
+      if (dest) dest.querySelector(".cell-grid").appendChild(cell);
+      const select = cell.querySelector("select");
+      if (select) select.value = body.cell.status === "not_counted" ? "not_counted" : body.cell.class;
+      refreshCounts();
+      if (body.html) document.getElementById("differential-body").innerHTML = body.html;
+      const sign = document.getElementById("sign-button");
+      if (sign && body.differential) sign.disabled = body.differential.unresolved > 0;
+      cell.dataset.finalClass = body.cell.class;
+    }).catch(() => { cell.classList.remove("busy"); showError("The server could not be reached."); });
+  }
+
+  root.addEventListener("click", (e) => {
+    const cell = e.target.closest(".slide-cell");
+    if (cell && !e.target.closest("form")) select(cell);
+  });
+  document.addEventListener("keydown", (e) => {
+    if (!selected || e.target.closest("select, input, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    const list = cells();
+    const i = list.indexOf(selected);
+    let target = null;
+    if (e.key === "ArrowRight" || e.key === "ArrowDown") { select(list[Math.min(list.length - 1, i + 1)]); e.preventDefault(); return; }
+    if (e.key === "ArrowLeft" || e.key === "ArrowUp") { select(list[Math.max(0, i - 1)]); e.preventDefault(); return; }
+    if (e.key === "Delete" || e.key === "Backspace") target = "not_counted";
+    else if (e.key === "+") target = "counted";
+    else target = keys[e.key.toLowerCase()] || null;
+    if (!target) return;
+    e.preventDefault();
+    const cell = selected;
+    const next = list[i + 1] || null;
+    reclassify(cell, target).then(() => { if (next) select(next); });
+  });
+
+  root.addEventListener("dragstart", (e) => {
+    const cell = e.target.closest(".slide-cell");
+    if (!cell) return;
+    e.dataTransfer.setData("text/plain", cell.id);
+    e.dataTransfer.effectAllowed = "move";
+  });
+  document.querySelectorAll(".class-group").forEach((g) => {
+    g.addEventListener("dragover", (e) => { e.preventDefault(); g.classList.add("drop"); });
+    g.addEventListener("dragleave", () => g.classList.remove("drop"));
+    g.addEventListener("drop", (e) => {
+      e.preventDefault();
+      g.classList.remove("drop");
+      const cell = document.getElementById(e.dataTransfer.getData("text/plain"));
+      if (!cell || g.dataset.class === "unidentified") return;
+      reclassify(cell, g.dataset.class);
+    });
+  });
+  // The forms keep working; with JavaScript they answer in place.
+  root.querySelectorAll(".cell-form").forEach((form) => {
+    form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      reclassify(form.closest(".slide-cell"), form.querySelector("select").value);
+    });
+  });
+})();

@@ -1,0 +1,64 @@
+"""A slide of bccd-dev fields in headless Chromium: upload -> detection -> classification (a real
+Celery worker) -> verification (keys, drag, forms) -> signed report."""
+import pytest
+from playwright.sync_api import expect
+
+from annotations.models import LabSettings
+from slides.models import Slide
+from tests.conftest import browser_login, screenshot
+from tests.slides.conftest import field_paths, reference_intervals, register_model  # noqa: F401 (fixture)
+
+
+@pytest.mark.e2e
+@pytest.mark.worker
+def test_slide_from_upload_to_signed_report(live_server, browser, settings, reviewer, tiny_checkpoint,
+                                            celery_worker_process, reference_intervals):
+    register_model(settings, tiny_checkpoint)
+    LabSettings.objects.update(abstain_threshold=0.99)  # every cell waits for the expert
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))  # uncaught script errors (CSP included)
+    browser_login(page, live_server, reviewer.username)
+
+    page.goto(f"{live_server.url}/slides/")
+    page.fill("input[name=code]", "Jane Doe")
+    page.click("#slide-create button[type=submit]")
+    assert "looks like a name" in page.inner_text("#error-code") or "not a name" in page.inner_text("#error-code")
+    page.fill("input[name=code]", "E2E-0001")
+    page.fill("input[name=wbc_count]", "7.2")
+    page.click("#slide-create button[type=submit]")
+    page.wait_for_selector("#field-upload")
+    page.set_input_files("#field-files", [str(p) for p in field_paths(2)])
+    page.click("#field-upload-submit")
+    page.wait_for_selector("#differential-table", timeout=120_000)  # the page refreshes itself while processing
+    slide = Slide.objects.get(code="E2E-0001")
+    n_cells = slide.cells.count()
+    assert n_cells >= 2 and page.locator(".cell-box").count() == n_cells
+    screenshot(page, "slide-detail")
+
+    page.click("#verify-link")
+    page.wait_for_selector("#group-unidentified .slide-cell")
+    assert page.is_disabled("#sign-button")
+    # one cell by drag and drop onto the monocyte group
+    first = page.locator("#group-unidentified .slide-cell").first
+    first_id = first.get_attribute("id")
+    first.drag_to(page.locator("#group-monocyte"))
+    page.wait_for_selector(f"#group-monocyte #{first_id}")
+    # the rest with one key each
+    while page.locator("#group-unidentified .slide-cell").count():
+        remaining = page.locator("#group-unidentified .slide-cell").count()
+        page.locator("#group-unidentified .slide-cell").first.click(position={"x": 20, "y": 20})
+        page.keyboard.press("l")
+        expect(page.locator("#group-unidentified .slide-cell")).to_have_count(remaining - 1)
+    expect(page.locator("#sign-button")).to_be_enabled()
+    assert page.inner_text("[data-count-for=monocyte]") == "1"
+    assert page.inner_text("#leukocyte-total") == str(n_cells)
+    screenshot(page, "slide-verify")
+    page.click("#sign-button")
+    page.wait_for_selector("#report")
+    text = page.inner_text("#report")
+    assert "E2E-0001" in text and "Monocyte" in text
+    screenshot(page, "slide-report")
+    slide.refresh_from_db()
+    assert slide.status == Slide.Status.SIGNED and slide.report["counts"]["monocyte"] == 1
+    assert not errors, errors
