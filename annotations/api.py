@@ -2,20 +2,22 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leukoportal.roles import LAB_ADMIN, IsLabAdmin, IsLabeller, has_role
+from leukoportal.roles import LAB_ADMIN, IsLabAdmin, IsLabeller, IsReviewer, has_role
 
 from . import selectors, services
 from .archives import ArchiveRejected
 from .imaging import ImageRejected
-from .models import CellClass, CellImage, Split
+from .models import CellClass, CellImage, LabSettings, Split
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):
@@ -38,6 +40,7 @@ class ImageListCreateApi(ListAPIView):
     serializer_class = ImageOutputSerializer
     parser_classes = [MultiPartParser, FormParser]
 
+    @extend_schema_serializer(component_name="ImageListCreateInput")
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField()
         split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
@@ -97,6 +100,7 @@ class BatchUploadApi(APIView):
     permission_classes = [IsLabeller]
     parser_classes = [MultiPartParser]
 
+    @extend_schema_serializer(component_name="BatchUploadInput")
     class InputSerializer(serializers.Serializer):
         file = serializers.FileField(required=False)
         files = serializers.ListField(child=serializers.FileField(), required=False)
@@ -147,6 +151,7 @@ class CellClassSaveApi(APIView):
 
     permission_classes = [IsLabAdmin]
 
+    @extend_schema_serializer(component_name="CellClassSaveInput")
     class InputSerializer(serializers.Serializer):
         code = serializers.SlugField(max_length=40)
         name = serializers.CharField(max_length=100)
@@ -164,3 +169,275 @@ class CellClassSaveApi(APIView):
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from None
         return Response(CellClassSerializer(obj).data)
+
+
+# --- Labelling, review ---------------------------------------------------------------------
+
+class SuggestionSerializer(serializers.Serializer):
+    cell_class = serializers.CharField(source="code")
+    name = serializers.CharField()
+    confidence = serializers.FloatField()
+    abstained = serializers.BooleanField()
+    model_version = serializers.IntegerField(source="model_version_id")
+
+
+class MyLabelSerializer(serializers.Serializer):
+    cell_class = serializers.CharField(source="cell_class.code")
+    unsure = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
+    confirmed_suggestion = serializers.BooleanField(allow_null=True)
+
+
+class LabellingCellSerializer(serializers.Serializer):
+    """A cell as a labeller sees it: never another expert's label; no suggestion when blind."""
+
+    id = serializers.IntegerField()
+    split = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    file_url = serializers.CharField()
+    thumb_url = serializers.CharField()
+    suggestion = SuggestionSerializer(allow_null=True)
+    my_label = MyLabelSerializer(allow_null=True)
+
+
+def _cells_payload(images, user, lab) -> list[dict]:
+    images = list(images)
+    suggestions = selectors.suggestions_for(images=images, lab=lab)
+    mine = selectors.labels_current_of(user=user, image_ids=[im.pk for im in images])
+    return [
+        {
+            "id": im.pk, "split": im.split, "width": im.width, "height": im.height,
+            "file_url": reverse("api_image_file", args=[im.pk]),
+            "thumb_url": reverse("annotations:image_thumb", args=[im.pk]),
+            "suggestion": suggestions.get(im.pk), "my_label": mine.get(im.pk),
+        }
+        for im in images
+    ]
+
+
+class QueueCountsApi(APIView):
+    """How many cells each labelling queue holds for the caller."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema(responses={200: inline_serializer("QueueCounts", {
+        "queues": serializers.ListField(child=inline_serializer("QueueCount", {
+            "name": serializers.CharField(), "title": serializers.CharField(), "count": serializers.IntegerField()}))})})
+    def get(self, request):
+        counts = selectors.labelling_queue_counts(user=request.user)
+        return Response({"queues": [{"name": k, "title": v, "count": counts[k]} for k, v in selectors.QUEUES.items()]})
+
+
+class QueuePagination(PageNumberPagination):
+    page_size = 48
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class QueueListApi(ListAPIView):
+    """The cells of one queue (unlabelled, prelabelled, unsure, heldout) for the caller, in reading order."""
+
+    permission_classes = [IsLabeller]
+    serializer_class = LabellingCellSerializer
+    pagination_class = QueuePagination
+
+    def get_queryset(self):
+        queue = self.kwargs["queue"]
+        if queue not in selectors.QUEUES:
+            raise Http404(f"Unknown queue; use one of {', '.join(selectors.QUEUES)}.")
+        self.lab = LabSettings.get()
+        return selectors.labelling_queue(user=self.request.user, queue=queue, lab=self.lab)
+
+    def list(self, request, *args, **kwargs):
+        page = self.paginate_queryset(self.get_queryset())
+        data = LabellingCellSerializer(_cells_payload(page, request.user, self.lab), many=True).data
+        return self.get_paginated_response(data)
+
+
+class LabellingCellApi(APIView):
+    """One cell for labelling: its suggestion (unless blind) and the caller's own current label."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema(responses={200: LabellingCellSerializer})
+    def get(self, request, pk: int):
+        image = get_object_or_404(CellImage, pk=pk)
+        return Response(LabellingCellSerializer(_cells_payload([image], request.user, LabSettings.get())[0]).data)
+
+
+class LabelOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    cell_class = serializers.CharField(source="cell_class.code")
+    unsure = serializers.BooleanField()
+    suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
+    suggestion_model_version = serializers.IntegerField(source="suggestion_model_version_id", allow_null=True)
+    confirmed_suggestion = serializers.BooleanField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+def _active_class(code: str) -> CellClass:
+    cell_class = CellClass.objects.filter(code=code).first()
+    if cell_class is None:
+        raise ValidationError({"cell_class": [f"Unknown class {code!r}."]})
+    return cell_class
+
+
+class LabelCreateApi(APIView):
+    """Record the caller's label of one cell (a previous label of theirs is superseded, never deleted).
+
+    The suggestion the portal offered is recorded with it; 409 when a reviewer already decided the cell.
+    """
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema_serializer(component_name="LabelCreateInput")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.IntegerField()
+        cell_class = serializers.CharField(max_length=40)
+        unsure = serializers.BooleanField(default=False)
+        model_version = serializers.IntegerField(required=False, allow_null=True,
+                                                 help_text="The version whose suggestion was shown, if any.")
+
+    @extend_schema(request=InputSerializer, responses={201: LabelOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        image = get_object_or_404(CellImage, pk=v["image"])
+        try:
+            label = services.label_submit_as_offered(
+                image=image, labeller=request.user, cell_class=_active_class(v["cell_class"]),
+                unsure=v["unsure"], model_version_id=v.get("model_version"),
+            )
+        except services.LabelConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(LabelOutputSerializer(label).data, status=status.HTTP_201_CREATED)
+
+
+class LabelBulkCreateApi(APIView):
+    """One class for many cells at once (multi-select); each refused cell is listed with the reason."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema_serializer(component_name="LabelBulkCreateInput")
+    class InputSerializer(serializers.Serializer):
+        images = serializers.ListField(child=serializers.IntegerField(), min_length=1, max_length=200)
+        cell_class = serializers.CharField(max_length=40)
+        unsure = serializers.BooleanField(default=False)
+
+    @extend_schema(request=InputSerializer, responses={200: inline_serializer("BulkLabelResult", {
+        "labels": LabelOutputSerializer(many=True), "refused": serializers.ListField(child=serializers.DictField())})})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        outcome = services.labels_submit_many(image_ids=v["images"], labeller=request.user,
+                                              cell_class=_active_class(v["cell_class"]), unsure=v["unsure"])
+        return Response({"labels": LabelOutputSerializer(outcome.labelled, many=True).data, "refused": outcome.refused})
+
+
+class LabelWithdrawApi(APIView):
+    """Undo: the caller's current label of the cell is superseded without a replacement (kept in history)."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema_serializer(component_name="LabelWithdrawInput")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.IntegerField()
+
+    @extend_schema(request=InputSerializer, responses={200: inline_serializer("LabelWithdrawn", {
+        "withdrawn": serializers.BooleanField()})})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = get_object_or_404(CellImage, pk=data.validated_data["image"])
+        try:
+            withdrawn = services.label_withdraw(image=image, labeller=request.user)
+        except services.LabelConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response({"withdrawn": withdrawn is not None})
+
+
+class SideBySideLabelSerializer(serializers.Serializer):
+    labeller = serializers.CharField(source="labeller.username")
+    cell_class = serializers.CharField(source="cell_class.code")
+    unsure = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
+
+
+class AdjudicationItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    split = serializers.CharField()
+    file_url = serializers.CharField()
+    labels = SideBySideLabelSerializer(many=True)
+
+
+class AdjudicationOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    image = serializers.IntegerField(source="image_id")
+    cell_class = serializers.CharField(source="cell_class.code")
+    reviewer = serializers.CharField(source="reviewer.username")
+    note = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class AdjudicationApi(APIView):
+    """GET: the adjudication queue with every expert's label side by side. POST: a reviewer's final decision
+    (first decision wins; 409 for the second)."""
+
+    permission_classes = [IsReviewer]
+
+    @extend_schema_serializer(component_name="AdjudicationInput")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.IntegerField()
+        cell_class = serializers.CharField(max_length=40)
+        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+    @extend_schema(parameters=[OpenApiParameter("page", int)], responses={200: AdjudicationItemSerializer(many=True)})
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.adjudication_queue(), request, view=self)
+        labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
+        items = [{"id": im.pk, "split": im.split, "file_url": reverse("api_image_file", args=[im.pk]),
+                  "labels": labels[im.pk]} for im in page]
+        return paginator.get_paginated_response(AdjudicationItemSerializer(items, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: AdjudicationOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        image = get_object_or_404(CellImage, pk=v["image"])
+        try:
+            adjudication = services.adjudication_submit(image=image, reviewer=request.user,
+                                                        cell_class=_active_class(v["cell_class"]), note=v["note"])
+        except services.LabelConflict as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        return Response(AdjudicationOutputSerializer(adjudication).data, status=status.HTTP_201_CREATED)
+
+
+class LabSettingsApi(APIView):
+    """The lab's labelling rules (lab admins): independent labels needed per split, blind held-out mode."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema_serializer(component_name="LabSettingsInput")
+    class InputSerializer(serializers.Serializer):
+        labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
+        labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
+        blind_heldout = serializers.BooleanField()
+
+    @extend_schema(responses={200: InputSerializer})
+    def get(self, request):
+        return Response(self.InputSerializer(LabSettings.get()).data)
+
+    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        lab = services.lab_settings_update(actor=request.user, **data.validated_data)
+        return Response(self.InputSerializer(lab).data)

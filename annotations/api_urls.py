@@ -10,3 +10,14 @@ urlpatterns = [
     path("classes/", api.CellClassListApi.as_view(), name="api_classes"),
     path("classes/save/", api.CellClassSaveApi.as_view(), name="api_class_save"),
 ]
+
+urlpatterns += [
+    path("queues/", api.QueueCountsApi.as_view(), name="api_queues"),
+    path("queues/<slug:queue>/", api.QueueListApi.as_view(), name="api_queue"),
+    path("cells/<int:pk>/", api.LabellingCellApi.as_view(), name="api_cell"),
+    path("labels/", api.LabelCreateApi.as_view(), name="api_labels"),
+    path("labels/bulk/", api.LabelBulkCreateApi.as_view(), name="api_labels_bulk"),
+    path("labels/withdraw/", api.LabelWithdrawApi.as_view(), name="api_label_withdraw"),
+    path("adjudications/", api.AdjudicationApi.as_view(), name="api_adjudications"),
+    path("lab-settings/", api.LabSettingsApi.as_view(), name="api_lab_settings"),
+]

@@ -26,3 +26,46 @@ class CellClassForm(forms.ModelForm):
 
 class SplitMoveForm(forms.Form):
     split = forms.ChoiceField(choices=Split.choices)
+
+
+def _label_choices():
+    return [(c.code, c.name) for c in CellClass.objects.filter(active=True, is_abstain=False).order_by("display_order", "code")]
+
+
+class LabelForm(forms.Form):
+    """One expert's reading of one cell (the single-cell page; works without JavaScript)."""
+
+    cell_class = forms.ChoiceField(choices=(), widget=forms.RadioSelect)
+    unsure = forms.BooleanField(required=False, label="Not sure")
+    model_version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cell_class"].choices = _label_choices()
+
+
+class AdjudicationForm(forms.Form):
+    cell_class = forms.ChoiceField(choices=())
+    note = forms.CharField(required=False, max_length=500)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cell_class"].choices = _label_choices()
+
+
+class LabSettingsForm(forms.Form):
+    labels_required_train = forms.IntegerField(min_value=1, max_value=5, label="Independent labels needed, training cells")
+    labels_required_heldout = forms.IntegerField(min_value=1, max_value=5, label="Independent labels needed, held-out cells")
+    blind_heldout = forms.BooleanField(required=False, label="Blind mode on held-out cells (hide the model's suggestion)")
+
+
+class AgreementFilterForm(forms.Form):
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    split = forms.ChoiceField(required=False, choices=[("", "all")] + list(Split.choices))
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data

@@ -1,6 +1,9 @@
-from django.db.models import Count, Q, QuerySet
+from dataclasses import dataclass
 
-from .models import AuditEvent, CellClass, CellImage
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
+
+from .models import AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
 
 
 def cell_classes_active() -> QuerySet[CellClass]:
@@ -33,3 +36,166 @@ def dashboard_counts() -> dict:
         review=Count("id", filter=Q(needs_review=True)),
     )
     return agg
+
+
+# --- Labelling queues ----------------------------------------------------------------------
+QUEUES = {
+    "unlabelled": "Unlabelled",
+    "prelabelled": "Model pre-labelled, least confident first",
+    "unsure": "Flagged 'not sure' by others",
+    "heldout": "Held-out, still needing labels",
+}
+LABELLING_SOURCES = (Source.CELL, Source.SLIDE_CELL)
+
+
+def _current_labels(**filters):
+    return Label.objects.filter(image=OuterRef("pk"), superseded_at__isnull=True, **filters)
+
+
+def _needing_readers(*, user, lab: LabSettings) -> QuerySet[CellImage]:
+    """Cells still waiting for readings that this expert has not read (blind: whoever else has)."""
+    n_current = Subquery(
+        _current_labels().order_by().values("image").annotate(c=Count("id")).values("c")[:1],
+        output_field=IntegerField(),
+    )
+    required = Case(
+        When(split=Split.HELDOUT, then=Value(lab.labels_required_heldout)),
+        default=Value(lab.labels_required_train),
+        output_field=IntegerField(),
+    )
+    return (
+        CellImage.objects.filter(source__in=LABELLING_SOURCES, final_label__isnull=True, needs_review=False)
+        .annotate(n_current=Coalesce(n_current, 0), n_required=required)
+        .filter(n_current__lt=F("n_required"))
+        .exclude(Exists(_current_labels(labeller=user)))
+    )
+
+
+def labelling_queue(*, user, queue: str, lab: LabSettings | None = None) -> QuerySet[CellImage]:
+    """The cells of one queue for one expert, in the order they should be read.
+
+    unlabelled: training cells still needing readings; prelabelled: cells with a prediction of the
+    active model, least confident first (held-out cells only when the lab is not blind); unsure:
+    cells another expert flagged 'not sure'; heldout: held-out cells still needing readings.
+    A cell this expert already read is in none of them (their own label is changed on the cell's page).
+    """
+    from classifier.selectors import model_version_active
+
+    if queue not in QUEUES:
+        raise KeyError(queue)
+    lab = lab or LabSettings.get()
+    if queue == "unlabelled":
+        return _needing_readers(user=user, lab=lab).filter(split=Split.TRAIN).order_by("id")
+    if queue == "heldout":
+        return _needing_readers(user=user, lab=lab).filter(split=Split.HELDOUT).order_by("id")
+    if queue == "prelabelled":
+        version = model_version_active()
+        if version is None:
+            return CellImage.objects.none()
+        qs = _needing_readers(user=user, lab=lab)
+        if lab.blind_heldout:
+            qs = qs.filter(split=Split.TRAIN)
+        # a join (one prediction per image and version), not a correlated subquery: PostgreSQL sorts once
+        return (
+            qs.filter(predictions__model_version=version)
+            .annotate(suggestion_confidence=F("predictions__confidence"))
+            .order_by("suggestion_confidence", "id")
+        )
+    # unsure: someone else's current label says 'not sure'; not yet decided by a reviewer
+    return (
+        CellImage.objects.filter(source__in=LABELLING_SOURCES, final_label__isnull=True)
+        .filter(Exists(_current_labels(unsure=True).exclude(labeller=user)))
+        .exclude(Exists(_current_labels(labeller=user)))
+        .exclude(adjudications__isnull=False)
+        .order_by("id")
+    )
+
+
+def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str, int]:
+    """How many cells each queue holds for this expert (four COUNTs: faster here than one pass with
+    every subquery evaluated on every cell, because each lets PostgreSQL use anti-joins)."""
+    lab = lab or LabSettings.get()
+    return {name: labelling_queue(user=user, queue=name, lab=lab).count() for name in QUEUES}
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    code: str
+    name: str
+    confidence: float
+    abstained: bool
+    model_version_id: int
+
+
+def suggestions_for(*, images, lab: LabSettings | None = None) -> dict[int, Suggestion]:
+    """The active model's suggestion per image, hidden on held-out cells when the lab reads them blind.
+
+    When the model abstained, its top class is offered, marked as abstained.
+    """
+    from classifier.selectors import model_version_active
+
+    images = list(images)
+    lab = lab or LabSettings.get()
+    visible = [im.pk for im in images if not (lab.blind_heldout and im.split == Split.HELDOUT)]
+    version = model_version_active()
+    if not visible or version is None:
+        return {}
+    from classifier.models import Prediction
+
+    rows = Prediction.objects.filter(image_id__in=visible, model_version=version).only(
+        "image_id", "label", "top_class", "confidence", "abstained", "model_version_id"
+    )
+    names = dict(CellClass.objects.values_list("code", "name"))
+    out = {}
+    for p in rows:
+        code = p.top_class if p.abstained else p.label
+        if code not in names:
+            continue
+        out[p.image_id] = Suggestion(code, names[code], p.confidence, p.abstained, p.model_version_id)
+    return out
+
+
+def labels_current_of(*, user, image_ids) -> dict[int, Label]:
+    return {
+        lb.image_id: lb
+        for lb in Label.objects.filter(image_id__in=list(image_ids), labeller=user, superseded_at__isnull=True)
+        .select_related("cell_class", "suggested_class")
+    }
+
+
+def adjudication_queue() -> QuerySet[CellImage]:
+    return CellImage.objects.filter(needs_review=True, adjudications__isnull=True).order_by("id")
+
+
+def labels_side_by_side(*, image_ids) -> dict[int, list[Label]]:
+    out: dict[int, list[Label]] = {i: [] for i in image_ids}
+    for lb in (
+        Label.objects.filter(image_id__in=list(image_ids), superseded_at__isnull=True)
+        .select_related("labeller", "cell_class", "suggested_class")
+        .order_by("created_at")
+    ):
+        out[lb.image_id].append(lb)
+    return out
+
+
+def agreement_readings(*, start=None, end=None, split: str | None = None) -> list[tuple[int, str, str]]:
+    """Every expert's current reading made in the date range (inclusive), for the agreement page."""
+    qs = Label.objects.filter(superseded_at__isnull=True)
+    if start:
+        qs = qs.filter(created_at__date__gte=start)
+    if end:
+        qs = qs.filter(created_at__date__lte=end)
+    if split:
+        qs = qs.filter(image__split=split)
+    return list(qs.values_list("image_id", "labeller__username", "cell_class__code").order_by("image_id", "id"))
+
+
+def image_history_for(*, image: CellImage, user) -> QuerySet[AuditEvent]:
+    """A cell's history as this user may see it: reviewers see everything; a labeller reading a cell
+    that is not final yet sees only their own label events (blind reading)."""
+    from leukoportal.roles import REVIEWER, has_role
+
+    history = image_history(image=image)
+    if has_role(user, REVIEWER) or image.final_label_id is not None:
+        return history
+    return history.exclude(Q(action__startswith="label.") & ~Q(actor=user)).exclude(action="image.final_label")

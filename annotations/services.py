@@ -474,3 +474,149 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
                      after={"stored": summary.stored, "duplicates": summary.duplicates,
                             "labels": summary.labels_created, "refused": len(summary.refused), "split": split})
     return summary
+
+
+# --- Labelling portal ----------------------------------------------------------------------
+def label_suggestion_resolve(*, image: CellImage, model_version_id: int | None = None):
+    """The model suggestion the portal offers on this cell: (class, version), or (None, None).
+
+    Nothing is offered on held-out cells while the lab reads them blind. A client may name the
+    version whose suggestion it showed; that version must have a prediction for the cell.
+    """
+    from classifier.models import ModelVersion, Prediction
+
+    lab = LabSettings.get()
+    if lab.blind_heldout and image.split == Split.HELDOUT:
+        return None, None
+    predictions = Prediction.objects.filter(image=image).select_related("model_version")
+    if model_version_id is not None:
+        prediction = predictions.filter(model_version_id=model_version_id).first()
+        if prediction is None:
+            raise ValidationError({"model_version": f"Model version {model_version_id} made no prediction for this cell."})
+    else:
+        prediction = predictions.filter(model_version__status=ModelVersion.Status.ACTIVE).first()
+    if prediction is None:
+        return None, None
+    code = prediction.top_class if prediction.abstained else prediction.label
+    suggested = CellClass.objects.filter(code=code).first()
+    return (suggested, prediction.model_version) if suggested else (None, None)
+
+
+def label_submit_as_offered(
+    *, image: CellImage, labeller, cell_class: CellClass, unsure: bool = False, model_version_id: int | None = None
+) -> Label:
+    """Record a label together with the suggestion the portal offered (so 'confirmed or changed' is known)."""
+    suggested, version = label_suggestion_resolve(image=image, model_version_id=model_version_id)
+    return label_submit(
+        image=image, labeller=labeller, cell_class=cell_class, unsure=unsure,
+        suggested_class=suggested, suggestion_model_version=version,
+    )
+
+
+@dataclass
+class ManyLabelsOutcome:
+    labelled: list[Label] = field(default_factory=list)
+    refused: list[dict] = field(default_factory=list)
+
+
+def labels_submit_many(
+    *, image_ids: list[int], labeller, cell_class: CellClass, unsure: bool = False
+) -> ManyLabelsOutcome:
+    """One class for many cells at once; each cell is its own transaction, a refused one is reported."""
+    outcome = ManyLabelsOutcome()
+    images = CellImage.objects.in_bulk(image_ids)
+    for pk in dict.fromkeys(image_ids):
+        image = images.get(pk)
+        if image is None:
+            outcome.refused.append({"image": pk, "reason": "No such cell."})
+            continue
+        try:
+            outcome.labelled.append(
+                label_submit_as_offered(image=image, labeller=labeller, cell_class=cell_class, unsure=unsure)
+            )
+        except LabelConflict as exc:
+            outcome.refused.append({"image": pk, "reason": str(exc)})
+    return outcome
+
+
+def label_withdraw(*, image: CellImage, labeller) -> Label | None:
+    """Undo: the expert's current label is superseded without a replacement (the row is kept)."""
+    with transaction.atomic():
+        image = CellImage.objects.select_for_update().get(pk=image.pk)
+        if image.adjudications.exists():
+            raise LabelConflict("A reviewer has already adjudicated this cell; its label is final.")
+        current = image.labels.filter(labeller=labeller, superseded_at__isnull=True).select_related("cell_class").first()
+        if current is None:
+            return None
+        current.superseded_at = timezone.now()
+        current.save(update_fields=["superseded_at"])
+        audit_record(
+            actor=labeller, action="label.withdraw", target=image,
+            before={"class": current.cell_class.code, "unsure": current.unsure}, after=None,
+        )
+        _final_label_recompute(image)
+    return current
+
+
+def lab_settings_update(
+    *, actor, labels_required_train: int, labels_required_heldout: int, blind_heldout: bool
+) -> LabSettings:
+    """Change how many independent readings a cell needs and the blind mode; audited.
+
+    Cells already final keep their label; cells still waiting are re-evaluated under the new rule.
+    """
+    for name, value in (("labels_required_train", labels_required_train), ("labels_required_heldout", labels_required_heldout)):
+        if not 1 <= int(value) <= 5:
+            raise ValidationError({name: "Between 1 and 5 readings."})
+    with transaction.atomic():
+        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
+        fields = ("labels_required_train", "labels_required_heldout", "blind_heldout")
+        before = {f: getattr(lab, f) for f in fields}
+        after = {"labels_required_train": int(labels_required_train),
+                 "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout)}
+        if before == after:
+            return lab
+        for f, v in after.items():
+            setattr(lab, f, v)
+        lab.save(update_fields=list(fields))
+        audit_record(actor=actor, action="settings.labelling", target=lab, before=before, after=after)
+        waiting = CellImage.objects.filter(
+            final_label__isnull=True, adjudications__isnull=True, labels__superseded_at__isnull=True
+        ).distinct()
+        for image in waiting.select_related("final_label"):
+            _final_label_recompute(image)
+    return lab
+
+
+# --- Thumbnails ----------------------------------------------------------------------------
+THUMB_SIZES = (96, 128, 256)
+
+
+def image_thumbnail(*, image: CellImage, size: int = 128):
+    """Path of a small JPEG of the image under MEDIA_ROOT/thumbs/, made on first request."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image as PILImage
+
+    if size not in THUMB_SIZES:
+        raise ValidationError({"size": f"Thumbnail sizes: {', '.join(map(str, THUMB_SIZES))}."})
+    path = Path(settings.MEDIA_ROOT) / "thumbs" / str(size) / image.sha256[:2] / f"{image.sha256}.jpg"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with image.file.open("rb") as handle, PILImage.open(handle) as src:
+        src.draft("RGB", (size, size))
+        thumb = src.convert("RGB")
+        thumb.thumbnail((size, size), PILImage.Resampling.LANCZOS)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                thumb.save(out, format="JPEG", quality=85, optimize=True)
+            os.replace(tmp, path)  # atomic: a concurrent request sees the old state or the whole file
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    return path

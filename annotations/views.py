@@ -1,16 +1,24 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponseBadRequest, JsonResponse
+from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotModified, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from leukoportal.roles import LAB_ADMIN, LABELLER, has_role, role_required
+from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
 from .archives import ArchiveRejected
-from .forms import CellClassForm, SplitMoveForm, UploadForm
-from .models import AuditEvent, CellClass, CellImage, Split
+from .forms import (
+    AdjudicationForm,
+    AgreementFilterForm,
+    CellClassForm,
+    LabelForm,
+    LabSettingsForm,
+    SplitMoveForm,
+    UploadForm,
+)
+from .models import AuditEvent, CellClass, CellImage, LabSettings, Split
 
 
 def _uploaded_files(request):
@@ -85,13 +93,19 @@ def image_detail(request, pk: int):
     image = get_object_or_404(CellImage.objects.select_related("final_label", "uploaded_by"), pk=pk)
     from classifier.models import Prediction
 
+    lab = LabSettings.get()
+    hide_model = (lab.blind_heldout and image.split == Split.HELDOUT and image.final_label_id is None
+                  and not has_role(request.user, REVIEWER))
+    predictions = Prediction.objects.none() if hide_model else Prediction.objects.filter(image=image)
     return render(
         request,
         "annotations/image_detail.html",
         {
             "image": image,
-            "history": selectors.image_history(image=image),
-            "predictions": Prediction.objects.filter(image=image).select_related("model_version").order_by("-id"),
+            "history": selectors.image_history_for(image=image, user=request.user),
+            "predictions": predictions.select_related("model_version").order_by("-id"),
+            "blind": hide_model,
+            "label_url": _label_cell_url(image.pk, ""),
             "split_form": SplitMoveForm(initial={"split": image.split}),
             "can_move": has_role(request.user, LAB_ADMIN),
         },
@@ -151,3 +165,213 @@ def taxonomy(request):
                 messages.success(request, f"Saved {code}.")
                 return redirect("annotations:taxonomy")
     return render(request, "annotations/taxonomy.html", {"classes": CellClass.objects.all(), "form": form})
+
+
+# --- Labelling portal ----------------------------------------------------------------------
+GRID_PAGE_SIZE = 48
+
+
+def _label_classes():
+    return list(
+        CellClass.objects.filter(active=True, is_abstain=False).order_by("display_order", "code")
+        .values("code", "name", "hotkey")
+    )
+
+
+@role_required(LABELLER)
+def label_index(request):
+    """The four queues with how many cells each holds for this expert."""
+    counts = selectors.labelling_queue_counts(user=request.user)
+    queues = [{"name": k, "title": v, "count": counts[k]} for k, v in selectors.QUEUES.items()]
+    return render(request, "annotations/label_index.html", {"queues": queues, "lab": LabSettings.get()})
+
+
+@role_required(LABELLER)
+def label_queue(request, queue: str):
+    """A grid of cells labelled with one key each (labelling.js); every cell also links to its own page."""
+    if queue not in selectors.QUEUES:
+        raise Http404("Unknown queue.")
+    lab = LabSettings.get()
+    try:
+        page_number = max(1, int(request.GET.get("page", 1)))
+    except ValueError:
+        return HttpResponseBadRequest("page must be a number.")
+    # Only this queue is counted here (the other three are counted on the queue overview page).
+    queryset = selectors.labelling_queue(user=request.user, queue=queue, lab=lab)
+    total = queryset.count()
+    start = (page_number - 1) * GRID_PAGE_SIZE
+    cells = list(queryset.only("id", "split", "sha256")[start:start + GRID_PAGE_SIZE])
+    suggestions = selectors.suggestions_for(images=cells, lab=lab)
+    rows = [{"image": c, "suggestion": suggestions.get(c.pk)} for c in cells]
+    return render(request, "annotations/label_grid.html", {
+        "queue": queue,
+        "queue_title": selectors.QUEUES[queue],
+        "queues": [{"name": k, "title": v, "count": total if k == queue else None} for k, v in selectors.QUEUES.items()],
+        "rows": rows,
+        "total": total,
+        "page_number": page_number,
+        "has_next": start + GRID_PAGE_SIZE < total,
+        "classes": _label_classes(),
+        "lab": lab,
+    })
+
+
+@role_required(LABELLER)
+@require_http_methods(["GET", "POST"])
+def label_cell(request, pk: int):
+    """One cell, large and zoomable, with a form that works without JavaScript."""
+    image = get_object_or_404(CellImage.objects.select_related("final_label"), pk=pk)
+    queue = request.GET.get("queue") or request.POST.get("queue") or ""
+    if queue and queue not in selectors.QUEUES:
+        return HttpResponseBadRequest("Unknown queue.")
+    lab = LabSettings.get()
+    mine = selectors.labels_current_of(user=request.user, image_ids=[image.pk]).get(image.pk)
+    suggestion = selectors.suggestions_for(images=[image], lab=lab).get(image.pk)
+    initial = {"cell_class": mine.cell_class.code if mine else (suggestion.code if suggestion else None),
+               "unsure": mine.unsure if mine else False,
+               "model_version": suggestion.model_version_id if suggestion else None}
+    form = LabelForm(request.POST or None, initial=initial)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            cell_class = CellClass.objects.get(code=form.cleaned_data["cell_class"])
+            try:
+                services.label_submit_as_offered(
+                    image=image, labeller=request.user, cell_class=cell_class,
+                    unsure=form.cleaned_data["unsure"], model_version_id=form.cleaned_data.get("model_version"),
+                )
+            except services.LabelConflict as exc:
+                messages.error(request, str(exc))
+                status = 409
+            except ValidationError as exc:
+                form.add_error(None, exc)
+                status = 400
+            else:
+                messages.success(request, f"Cell {image.pk}: {cell_class.name}{' (not sure)' if form.cleaned_data['unsure'] else ''}.")
+                if queue:
+                    following = selectors.labelling_queue(user=request.user, queue=queue, lab=lab).only("id").first()
+                    if following is not None:
+                        return redirect(_label_cell_url(following.pk, queue))
+                    return redirect("annotations:label_queue", queue=queue)
+                return redirect(_label_cell_url(image.pk, ""))
+        else:
+            status = 400
+    return render(request, "annotations/label_cell.html", {
+        "image": image, "form": form, "mine": mine, "suggestion": suggestion, "queue": queue,
+        "classes": _label_classes(), "lab": lab,
+    }, status=status)
+
+
+def _label_cell_url(pk: int, queue: str) -> str:
+    from django.urls import reverse
+
+    url = reverse("annotations:label_cell", args=[pk])
+    return f"{url}?queue={queue}" if queue else url
+
+
+@role_required(LABELLER)
+def image_thumb(request, pk: int):
+    """A small JPEG made once and kept under MEDIA_ROOT/thumbs/; cached by the browser for a year."""
+    try:
+        size = int(request.GET.get("s", 128))
+    except ValueError:
+        return HttpResponseBadRequest("s must be a number.")
+    image = get_object_or_404(CellImage.objects.only("id", "sha256", "file"), pk=pk)
+    etag = f'"{image.sha256}-{size}"'
+    if etag in request.headers.get("If-None-Match", ""):
+        response = HttpResponseNotModified()
+    else:
+        try:
+            path = services.image_thumbnail(image=image, size=size)
+        except ValidationError as exc:
+            return HttpResponseBadRequest(" ".join(exc.messages))
+        except FileNotFoundError:
+            raise Http404("The image file is missing.") from None
+        response = FileResponse(path.open("rb"), content_type="image/jpeg")
+    response["Cache-Control"] = "private, max-age=31536000, immutable"  # content-addressed
+    response["ETag"] = etag
+    return response
+
+
+# --- Review --------------------------------------------------------------------------------
+REVIEW_PAGE_SIZE = 20
+
+
+@role_required(REVIEWER)
+def review_queue(request):
+    """Disputed and 'not sure' cells with every expert's label side by side."""
+    page = Paginator(selectors.adjudication_queue(), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+    ids = [im.pk for im in page]
+    labels = selectors.labels_side_by_side(image_ids=ids)
+    from classifier.selectors import predictions_latest_for
+
+    predictions = predictions_latest_for(ids)
+    rows = [{"image": im, "labels": labels[im.pk], "prediction": predictions.get(im.pk)} for im in page]
+    return render(request, "annotations/review_queue.html", {
+        "page": page, "rows": rows, "classes": _label_classes(), "form": AdjudicationForm(),
+    })
+
+
+@role_required(REVIEWER)
+@require_POST
+def review_decide(request, pk: int):
+    image = get_object_or_404(CellImage, pk=pk)
+    form = AdjudicationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return redirect("annotations:review_queue")
+    cell_class = CellClass.objects.get(code=form.cleaned_data["cell_class"])
+    try:
+        services.adjudication_submit(image=image, reviewer=request.user, cell_class=cell_class,
+                                     note=form.cleaned_data["note"])
+    except services.LabelConflict as exc:
+        messages.error(request, f"Cell {image.pk}: {exc}")
+    except ValidationError as exc:
+        messages.error(request, f"Cell {image.pk}: {' '.join(exc.messages)}")
+    else:
+        messages.success(request, f"Cell {image.pk} is final: {cell_class.name}.")
+    return redirect("annotations:review_queue")
+
+
+@role_required(REVIEWER)
+def agreement(request):
+    """Cohen's kappa per pair of experts, Fleiss' kappa overall, per-class agreement, confusion."""
+    from .agreement import agreement_report
+
+    form = AgreementFilterForm(request.GET or None)
+    report, status = None, 200
+    if form.is_bound and not form.is_valid():
+        status = 400
+    else:
+        data = form.cleaned_data if form.is_bound else {}
+        readings = selectors.agreement_readings(start=data.get("start"), end=data.get("end"),
+                                                split=data.get("split") or None)
+        order = list(CellClass.objects.order_by("display_order", "code").values_list("code", flat=True))
+        report = agreement_report(readings, classes=order)
+    matrix_rows = []
+    if report and report.classes:
+        matrix_rows = [{"code": c, "cells": row} for c, row in zip(report.classes, report.confusion)]
+    return render(request, "annotations/agreement.html", {"form": form, "report": report, "matrix_rows": matrix_rows},
+                  status=status)
+
+
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def lab_settings(request):
+    lab = LabSettings.get()
+    form = LabSettingsForm(request.POST or None, initial={
+        "labels_required_train": lab.labels_required_train,
+        "labels_required_heldout": lab.labels_required_heldout,
+        "blind_heldout": lab.blind_heldout,
+    })
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                services.lab_settings_update(actor=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                messages.success(request, "Labelling settings saved.")
+                return redirect("annotations:lab_settings")
+        return render(request, "annotations/lab_settings.html", {"form": form}, status=400)
+    return render(request, "annotations/lab_settings.html", {"form": form})

@@ -22,7 +22,7 @@
   });
   input.addEventListener("change", () => { chosen = Array.from(input.files); });
 
-  function sendOne(file, onProgress) {
+  function sendOne(file, onProgress, onUploaded) {
     return new Promise((resolve) => {
       const data = new FormData();
       data.append("files", file);
@@ -33,6 +33,7 @@
       xhr.setRequestHeader("X-CSRFToken", csrf());
       xhr.setRequestHeader("Accept", "application/json");
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+      xhr.upload.onload = () => { if (onUploaded) onUploaded(); };
       xhr.onload = () => {
         let body;
         try { body = JSON.parse(xhr.responseText); } catch (err) { body = { error: "Server answered " + xhr.status }; }
@@ -54,17 +55,23 @@
       const li = document.createElement("li");
       const bar = document.createElement("progress"); bar.max = 100; bar.value = 0;
       const name = document.createElement("span"); name.textContent = f.name;
-      li.append(bar, name); list.append(li);
+      const state = document.createElement("span"); state.className = "file-state muted";
+      li.append(bar, name, state); list.append(li);
+      bar.state = state;
       return bar;
     });
     const total = { stored: [], duplicates: [], refused: [] };
     let done = 0;
     for (let i = 0; i < chosen.length; i++) {
+      bars[i].state.textContent = "uploading…";
+      const isZip = chosen[i].name.toLowerCase().endsWith(".zip");
       const result = await sendOne(chosen[i], (p) => {
-        bars[i].value = p * 100;
-        overall.value = ((done + p) / chosen.length) * 100;
-      });
+        bars[i].value = p * (isZip ? 90 : 100);
+        overall.value = ((done + p * 0.95) / chosen.length) * 100;
+      }, () => { bars[i].state.textContent = isZip ? "unpacking and checking every image…" : "checking…"; });
       bars[i].value = 100; done += 1;
+      bars[i].state.textContent = (result.stored || []).length + " stored, " + (result.duplicates || []).length +
+        " duplicate(s), " + (result.refused || []).length + " refused";
       overall.value = (done / chosen.length) * 100;
       overallText.textContent = done + " / " + chosen.length;
       for (const k of ["stored", "duplicates", "refused"]) (result[k] || []).forEach((r) => total[k].push(r));

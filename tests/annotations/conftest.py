@@ -1,0 +1,34 @@
+import pytest
+
+from annotations.models import CellClass
+from annotations.services import image_upload
+from tests.conftest import png_bytes
+
+
+def cls(code: str) -> CellClass:
+    return CellClass.objects.get(code=code)
+
+
+def make_cells(user, n: int, *, split: str = "train", seed: int = 0) -> list:
+    return [
+        image_upload(data=png_bytes((seed, i, 7), size=(24, 24)), uploaded_by=user, split=split,
+                     enqueue_classification=False).image
+        for i in range(n)
+    ]
+
+
+@pytest.fixture
+def active_model(db):
+    from classifier.models import ModelVersion
+
+    return ModelVersion.objects.create(ensemble="offline", status=ModelVersion.Status.ACTIVE,
+                                       classes=["lymphocyte", "monocyte"], backbones=["efficientnet_lite0"])
+
+
+def predict(image, version, code: str, confidence: float, abstained: bool = False):
+    from classifier.models import Prediction
+
+    return Prediction.objects.create(
+        image=image, model_version=version, label="unidentified" if abstained else code, top_class=code,
+        confidence=confidence, agreement=1, n_backbones=1, abstained=abstained,
+    )
