@@ -1,7 +1,30 @@
-from django.contrib.admin import AdminSite
+from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.auth.views import redirect_to_login
 
 from .roles import LAB_ADMIN, has_role
+
+
+class AuditedAdminMixin:
+    """Every add, change and delete made in the Django admin is also an audit event (who, what, when)."""
+
+    def _audit(self, request, obj, action: str, message=None):
+        from annotations.services import audit_record
+
+        audit_record(actor=request.user, action=f"admin.{action}", target=(obj._meta.label, obj.pk),
+                     after={"object": str(obj)[:200], "change": message or None})
+
+    def log_addition(self, request, obj, message):
+        self._audit(request, obj, "add", message)
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        self._audit(request, obj, "change", message)
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for obj in queryset:
+            self._audit(request, obj, "delete")
+        return super().log_deletions(request, queryset)
 
 
 class LabAdminSite(AdminSite):
@@ -15,3 +38,10 @@ class LabAdminSite(AdminSite):
 
     def login(self, request, extra_context=None):
         return redirect_to_login(request.get_full_path())
+
+    def register(self, model_or_iterable, admin_class=None, **options):
+        """Every ModelAdmin registered here (ours or a library's) writes the audit trail."""
+        admin_class = admin_class or ModelAdmin
+        if not issubclass(admin_class, AuditedAdminMixin):
+            admin_class = type(admin_class.__name__, (AuditedAdminMixin, admin_class), {"__module__": admin_class.__module__})
+        return super().register(model_or_iterable, admin_class, **options)

@@ -225,6 +225,10 @@ MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 FEATURE_CACHE_DIR = Path(env_str("FEATURE_CACHE_DIR", str(VAR_DIR / "feature-cache")))
 CLASSIFIER_THRESHOLD = env_float("CLASSIFIER_THRESHOLD", 0.0)  # 0 = the model's own calibrated default
 AUTO_CLASSIFY_UPLOADS = env_bool("AUTO_CLASSIFY_UPLOADS", True)
+# Tests and fault benchmarks only: train on random-initialised backbones ("none") with recipe
+# overrides (JSON, e.g. {"input_size": 64}), so that no pretrained weights are needed.
+CLASSIFIER_TRAIN_WEIGHTS = env_choice("CLASSIFIER_TRAIN_WEIGHTS", "imagenet", {"imagenet", "none"})
+CLASSIFIER_TRAIN_OVERRIDES = __import__("json").loads(env_str("CLASSIFIER_TRAIN_OVERRIDES", "{}") or "{}")
 
 LOGGING = {
     "version": 1,

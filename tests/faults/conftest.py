@@ -1,0 +1,23 @@
+import shutil
+
+import pytest
+
+from .stack import Stack
+
+
+@pytest.fixture(scope="session")
+def fault_stack():
+    """One private PostgreSQL + Redis + Celery worker + gunicorn for all fault tests, with a tiny
+    active model and API users. Never the machine's shared services: these get killed."""
+    for tool in ("redis-server",):
+        if not shutil.which(tool):
+            pytest.fail(f"{tool} is needed for the fault tests (`make services` installs it).")
+    stack = Stack().start()
+    try:
+        stack.agent("model")
+        stack.users = stack.agent("users", labellers=4, reviewers=2, prefix="fault")
+        stack.start_worker()
+        stack.start_web()
+        yield stack
+    finally:
+        stack.close()
