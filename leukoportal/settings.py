@@ -53,6 +53,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukoportal.middleware.SecurityHeadersMiddleware",
+    "leukoportal.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "leukoportal.urls"
@@ -168,7 +169,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["leukoportal.roles.IsLabeller"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "leukoportal.schema.LeukoAutoSchema",
     "EXCEPTION_HANDLER": "leukoportal.api.exception_handler",
     "DEFAULT_THROTTLE_RATES": {"login": "10/min"},
 }
@@ -198,6 +199,10 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # Fail fast when Redis is away: the request still succeeds and the sweep resends the work.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", None)
 CELERY_TASK_IGNORE_RESULT = CELERY_RESULT_BACKEND is None
 CELERY_ACCEPT_CONTENT = ["json"]

@@ -2,6 +2,7 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
@@ -191,7 +192,7 @@ class SlideExportApi(APIView):
 
     permission_classes = [IsLabeller]
 
-    @extend_schema(responses={200: serializers.DictField()})
+    @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, pk: int, fmt: str = "json"):
         from .views import fhir_report, report_csv_rows
 

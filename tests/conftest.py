@@ -17,6 +17,7 @@ def _media_root(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.MODEL_DIR = tmp_path / "models"
     settings.FEATURE_CACHE_DIR = tmp_path / "feature-cache"
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 
 
 def make_user(django_user_model, username, role=None):

@@ -75,3 +75,20 @@ def test_login_is_rate_limited(client, labeller, settings):
     r = client.post("/accounts/login/", {"username": "lab1", "password": "a-long-test-password-42"})
     assert r.status_code == 429
     assert b"Too many failed attempts" in r.content
+
+
+def test_database_outage_is_a_clean_503(client, labeller, monkeypatch):
+    from django.db import OperationalError
+
+    import annotations.api
+
+    client.force_login(labeller)
+
+    def broken(*args, **kwargs):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(annotations.api.selectors, "images_list", broken)
+    response = client.get("/api/images/")
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "database is unavailable" in response.json()["detail"]
