@@ -68,10 +68,20 @@ class CellImage(models.Model):
     )
     final_label_at = models.DateTimeField(null=True, blank=True)
     needs_review = models.BooleanField(default=False, db_index=True)
+    current_label_count = models.PositiveSmallIntegerField(
+        default=0, help_text="Experts whose current label this image has (kept by the label services)."
+    )
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["split", "final_label"])]
+        indexes = [
+            models.Index(fields=["split", "final_label"]),
+            models.Index(
+                fields=["split", "current_label_count", "id"],
+                condition=Q(final_label__isnull=True, needs_review=False),
+                name="awaiting_readers",
+            ),
+        ]
 
     def __str__(self):
         return f"image {self.pk} ({self.sha256[:12]})"

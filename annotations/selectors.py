@@ -1,7 +1,6 @@
 from dataclasses import dataclass
 
-from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
 from .models import AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
 
@@ -54,19 +53,13 @@ def _current_labels(**filters):
 
 def _needing_readers(*, user, lab: LabSettings) -> QuerySet[CellImage]:
     """Cells still waiting for readings that this expert has not read (blind: whoever else has)."""
-    n_current = Subquery(
-        _current_labels().order_by().values("image").annotate(c=Count("id")).values("c")[:1],
-        output_field=IntegerField(),
-    )
-    required = Case(
-        When(split=Split.HELDOUT, then=Value(lab.labels_required_heldout)),
-        default=Value(lab.labels_required_train),
-        output_field=IntegerField(),
+    # current_label_count is kept by the label services, so this is an index range, not a subquery per cell
+    waiting = Q(split=Split.HELDOUT, current_label_count__lt=lab.labels_required_heldout) | Q(
+        split=Split.TRAIN, current_label_count__lt=lab.labels_required_train
     )
     return (
         CellImage.objects.filter(source__in=LABELLING_SOURCES, final_label__isnull=True, needs_review=False)
-        .annotate(n_current=Coalesce(n_current, 0), n_required=required)
-        .filter(n_current__lt=F("n_required"))
+        .filter(waiting)
         .exclude(Exists(_current_labels(labeller=user)))
     )
 

@@ -281,6 +281,9 @@ def _final_label_recompute(image: CellImage) -> None:
             needs_review = len(current) >= required or unsure
         elif len(current) >= required:
             final = current[0].cell_class
+    if image.current_label_count != len(current):
+        image.current_label_count = len(current)
+        image.save(update_fields=["current_label_count"])
     if final != image.final_label or needs_review != image.needs_review:
         before = {"final_label": image.final_label.code if image.final_label else None, "needs_review": image.needs_review}
         image.final_label = final

@@ -327,7 +327,7 @@ def main():
                 print(f"    first error: {r['first_error']}")
         print(f"load average after: {os.getloadavg()[0]:.1f} (other processes share these CPUs)")
         target = [r for r in results if r["clients"] == 20 and not r["name"].startswith("baseline")]
-        print(f"\ntarget p95 < 150 ms at 20 clients: "
+        print("\ntarget p95 < 150 ms at 20 clients: "
               + ", ".join(f"{r['name']}: {'met' if r['p95'] < 150 else 'NOT met'} ({r['p95']:.0f} ms)" for r in target))
 
         if not args.no_browser:

@@ -86,6 +86,7 @@ class Prediction(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["image", "model_version"], name="one_prediction_per_image_version")
         ]
+        indexes = [models.Index(fields=["model_version", "confidence"], name="prediction_by_confidence")]
 
     @property
     def agreement_text(self) -> str:

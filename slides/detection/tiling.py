@@ -1,7 +1,6 @@
 """Detection in large fields (e.g. 6000x4000 px scans) with overlapping tiles."""
 from __future__ import annotations
 
-import numpy as np
 
 from .core import (
     MIN_SIDE,

@@ -7,9 +7,9 @@ from django.db import connection
 from django.urls import reverse
 
 from annotations import selectors, services
-from annotations.models import AuditEvent, CellImage, Label, LabSettings
+from annotations.models import AuditEvent, Label, LabSettings
 from tests.annotations.conftest import cls, make_cells, predict
-from tests.conftest import PASSWORD, make_user
+from tests.conftest import make_user
 
 
 def queue_ids(user, queue):

@@ -3,7 +3,6 @@ clear refusal, never another exception and never a 500."""
 import io
 import json
 
-import pytest
 from django.test import Client
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from PIL import Image

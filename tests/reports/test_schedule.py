@@ -1,5 +1,4 @@
 """The nightly retraining schedule (django-celery-beat) and its trigger."""
-import pytest
 from django_celery_beat.models import PeriodicTask
 
 from annotations.models import AuditEvent, LabSettings

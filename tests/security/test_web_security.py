@@ -17,7 +17,7 @@ from django.utils import timezone
 from annotations.models import AuditEvent
 from leukoportal.roles import has_role
 from tests.conftest import PASSWORD, REPO, png_bytes
-from tests.leukoportal.test_access_matrix import NEEDS_PARAMETERS, PUBLIC, all_routes, fill, required_role
+from tests.leukoportal.test_access_matrix import NEEDS_PARAMETERS, all_routes, fill
 
 
 @pytest.fixture

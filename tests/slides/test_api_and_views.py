@@ -3,7 +3,6 @@ import csv
 import io
 import json
 
-import pytest
 
 from slides import services
 from slides.models import ReferenceInterval, Slide

@@ -6,7 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from PIL import Image
 
-from annotations.models import AuditEvent, CellClass, CellImage, LabSettings, Source
+from annotations.models import AuditEvent, CellImage, LabSettings, Source
 from slides import services
 from slides.models import Slide, SlideCell
 from slides.selectors import slide_differential
