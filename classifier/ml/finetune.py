@@ -1,0 +1,178 @@
+"""Partial fine-tuning of the last blocks, on cached activations.
+
+The frozen prefix of a backbone (everything before its last stages) is run once per image and
+view; its output maps are cached like features. The tail (last stages + head convolution) and
+the classification head are then trained on those maps: an epoch costs only the tail's forward
+and backward passes, so fine-tuning fits on a CPU. Batch-norm statistics stay frozen (eval
+mode); their affine parameters are trained.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .device import autocast
+from .errors import TrainingCancelled
+from .features import FeatureExtractor
+from .training import HeadFit, class_weights, seed_everything
+
+
+def supports_finetune(backbone: nn.Module) -> bool:
+    return hasattr(backbone, "forward_tail") and hasattr(backbone, "forward_prefix")
+
+
+class TailModel(nn.Module):
+    """cached prefix maps -> logits (tail of the backbone, multi-stage pooling, head)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, kind: str):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.kind = kind
+
+    def features(self, maps: torch.Tensor) -> torch.Tensor:
+        pooled, taps = self.backbone.forward_tail(maps)
+        return FeatureExtractor.pool(pooled, taps, self.kind)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(maps))
+
+
+@torch.inference_mode()
+def tail_features(backbone: nn.Module, maps: np.ndarray, kind: str, device: torch.device, precision: str,
+                  batch: int = 64) -> np.ndarray:
+    """Frozen-tail features of cached maps [N, V, C, H, W] -> [N, V, D]."""
+    backbone.eval().to(device)
+    n, v = maps.shape[:2]
+    flat = maps.reshape(n * v, *maps.shape[2:])
+    out = []
+    for s in range(0, len(flat), batch):
+        x = torch.from_numpy(flat[s:s + batch]).to(device).float().contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            pooled, taps = backbone.forward_tail(x)
+            out.append(FeatureExtractor.pool(pooled, taps, kind).float().cpu())
+    return torch.cat(out).reshape(n, v, -1).numpy()
+
+
+def _tta_logits(model: TailModel, maps: np.ndarray, device, precision, batch: int = 64) -> torch.Tensor:
+    model.eval()
+    n, v = maps.shape[:2]
+    flat = maps.reshape(n * v, *maps.shape[2:])
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(flat), batch):
+            x = torch.from_numpy(flat[s:s + batch]).to(device).float().contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                out.append(model(x).float().cpu())
+    return torch.cat(out).reshape(n, v, -1).mean(1) if out else torch.zeros(0)
+
+
+def finetune_tail(
+    backbone: nn.Module,
+    head: nn.Module,
+    maps_train: np.ndarray,  # [N, V, C, H, W] float16
+    y_train: np.ndarray,
+    maps_val: np.ndarray,  # [M, V', C, H, W] (the test-time views)
+    y_val: np.ndarray,
+    *,
+    n_classes: int,
+    config: dict,
+    seed: int,
+    device: torch.device,
+    precision: str,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> tuple[nn.Module, HeadFit]:
+    """Train the backbone's tail and the head (already fitted on frozen features) together.
+    Returns the fine-tuned backbone (a copy) and the fit of the head."""
+    g = seed_everything(seed)
+    backbone = copy.deepcopy(backbone).to(device)
+    head = head.to(device)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    tail_params = list(backbone.tail_parameters())
+    for p in tail_params:
+        p.requires_grad_(True)
+    model = TailModel(backbone, head, config["features"])
+    epochs = int(config["finetune_epochs"])
+    bs = int(config.get("finetune_batch_size", 32))
+    lr = float(config.get("finetune_lr", 1e-4))
+    opt = torch.optim.AdamW([
+        {"params": tail_params, "lr": lr},
+        {"params": [p for p in head.parameters() if p.requires_grad], "lr": lr * float(config.get("finetune_head_lr_mult", 10))},
+    ], weight_decay=float(config.get("finetune_weight_decay", 1e-2)))
+    n, v = maps_train.shape[:2]
+    steps = max(1, epochs * math.ceil(n / bs))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr * float(config.get("finetune_head_lr_mult", 10))],
+                                                total_steps=steps, pct_start=0.1)
+    cw = class_weights(y_train, n_classes).to(device) if config.get("class_weights", True) else None
+    smoothing = float(config.get("label_smoothing", 0.0))
+    ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    history: list[dict] = []
+
+    def evaluate():
+        if not len(yva):
+            return None, (0.0, 0.0)
+        logits = _tta_logits(model, maps_val, device, precision)
+        loss = F.cross_entropy(logits, yva).item()
+        acc = (logits.argmax(1) == yva).float().mean().item()
+        return logits, (acc, -loss)
+
+    _, best = evaluate()
+    best_state = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
+    best_epoch = 0
+    for epoch in range(1, epochs + 1):
+        backbone.eval()  # frozen BN statistics
+        head.train()
+        perm = torch.randperm(n, generator=g)
+        views = torch.randint(0, v, (n,), generator=g)
+        total, count = 0.0, 0
+        for s in range(0, n, bs):
+            if should_cancel and should_cancel():
+                raise TrainingCancelled()
+            idx = perm[s:s + bs]
+            if len(idx) < 2:
+                continue
+            x = torch.from_numpy(maps_train[idx.numpy(), views[idx].numpy()]).to(device).float()
+            if config.get("map_augment", True):  # the 8 symmetries of the square, on the maps
+                k = int(torch.randint(0, 4, (1,), generator=g))
+                x = torch.rot90(x, k, (2, 3))
+                if torch.rand(1, generator=g).item() < 0.5:
+                    x = x.flip(3)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, precision):
+                logits = model(x).float()
+            loss = F.cross_entropy(logits, ytr[idx].to(device), weight=cw, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        _, score = evaluate()
+        rec = {"epoch": epoch, "epochs": epochs, "loss": total / max(count, 1), "phase": "finetune"}
+        if len(yva):
+            rec.update(val_accuracy=score[0], val_loss=-score[1])
+        history.append(rec)
+        if on_epoch:
+            on_epoch(rec)
+        if score > best:
+            best, best_epoch = score, epoch
+            best_state = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
+    backbone.load_state_dict(best_state[0])
+    head.load_state_dict(best_state[1])
+    backbone.eval()
+    head.eval()
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    logits, _ = evaluate()
+    val_logits = logits.numpy() if logits is not None else np.zeros((0, n_classes), np.float32)
+    return backbone.cpu(), HeadFit(head=head.cpu(), history=history, val_logits=val_logits, best_epoch=best_epoch)

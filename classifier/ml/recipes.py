@@ -1,0 +1,76 @@
+"""Training recipes (``mode`` of :func:`classifier.ml.api.train`). Measured in docs/ml.md."""
+
+from __future__ import annotations
+
+import copy
+
+# The paper's recipe (Yu et al.): frozen backbone with its last layer dropped, pooled features,
+# 3 fully-connected + 2 batch-norm layers trained per backbone, majority vote.
+FROZEN = {
+    "mode": "frozen",
+    "features": "pooled",
+    "views": ["id"],  # cached views (augmentation while training the head)
+    "tta_views": ["id"],  # views averaged at prediction time
+    "input_size": None,  # None: the backbone's own; an int or {backbone: int} overrides
+    "feature_precision": "auto",
+    "head": "paper",
+    "head_kwargs": {"hidden": [512, 256], "dropout": 0.5},
+    "epochs": 60,
+    "batch_size": 64,
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "label_smoothing": 0.0,
+    "patience": 20,
+    "class_weights": True,
+    "val_fraction": 0.1,
+    "target_accuracy": 0.99,  # for the default abstention threshold (on the validation split)
+    "max_referred": 0.2,
+}
+
+# The default recipe: richer frozen features (pooled + intermediate stages), four cached
+# symmetric views as augmentation for a regularised linear head. Prediction uses one view
+# (speed); ``predict(..., views=[...])`` can average more (test-time augmentation).
+DEFAULT = dict(
+    FROZEN,
+    mode="default",
+    features="multistage",
+    views=["id", "flip", "rot90", "flip_rot90"],
+    tta_views=["id"],
+    head="linear",
+    head_kwargs={"dropout": 0.2},
+    epochs=40,
+    batch_size=128,
+    lr=2e-3,
+    weight_decay=5e-2,
+    label_smoothing=0.05,
+    patience=40,
+)
+
+# Partial fine-tuning: the default features, then the last blocks of each backbone trained
+# together with its head on the images (slow on a CPU; see docs/ml.md).
+FINETUNE = dict(
+    DEFAULT,
+    mode="finetune",
+    finetune_epochs=10,
+    finetune_lr=1e-4,
+    finetune_batch_size=32,
+)
+
+RECIPES = {"frozen": FROZEN, "default": DEFAULT, "finetune": FINETUNE}
+
+
+def recipe(mode: str, **overrides) -> dict:
+    if mode not in RECIPES:
+        raise ValueError(f"mode must be one of {', '.join(RECIPES)}, not {mode!r}")
+    cfg = copy.deepcopy(RECIPES[mode])
+    for k, v in overrides.items():
+        if v is not None:
+            cfg[k] = v
+    return cfg
+
+
+def input_size_for(config: dict, backbone: str, default: int) -> int:
+    s = config.get("input_size")
+    if isinstance(s, dict):
+        s = s.get(backbone)
+    return int(s) if s else default

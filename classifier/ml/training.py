@@ -1,0 +1,170 @@
+"""Training heads on cached features: split, class balance, early stopping, calibration."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .heads import build_head
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return g
+
+
+def stratified_split(keys: Sequence[str], labels: Sequence[int], *, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split by a seeded hash of each key (e.g. the image sha256).
+
+    Returns (train indices, validation indices). Each class keeps at least one training item;
+    classes with at least 2 items give at least one validation item."""
+    labels = np.asarray(labels)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        order = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}:{keys[i]}".encode()).hexdigest())
+        n_val = int(round(len(idx) * fraction))
+        if len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        else:
+            n_val = 0
+        val.extend(order[:n_val])
+        train.extend(order[n_val:])
+    return np.array(sorted(train), dtype=np.int64), np.array(sorted(val), dtype=np.int64)
+
+
+def class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights (mean 1 over present classes) for an imbalanced label set."""
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max((counts > 0).sum(), 1), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+@dataclass
+class HeadFit:
+    head: nn.Module
+    history: list[dict]
+    val_logits: np.ndarray  # [M, C] TTA-averaged logits of the validation items
+    best_epoch: int
+
+
+def _tta_logits(head: nn.Module, X: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """X [N, V, D] -> logits averaged over the V views [N, C]."""
+    head.eval()
+    n, v, d = X.shape
+    outs = []
+    with torch.inference_mode():
+        for s in range(0, n, batch):
+            xb = X[s:s + batch]
+            outs.append(head(xb.reshape(-1, d)).reshape(xb.shape[0], v, -1).mean(1))
+    return torch.cat(outs) if outs else torch.zeros(0)
+
+
+def train_head(
+    X_train: np.ndarray,  # [N, V, D]
+    y_train: np.ndarray,
+    X_val: np.ndarray,  # [M, V, D] (M may be 0)
+    y_val: np.ndarray,
+    *,
+    n_classes: int,
+    config: dict,
+    seed: int,
+    on_epoch: Callable[[dict], None] | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> HeadFit:
+    """Train one head. Each epoch every training item contributes one randomly drawn cached
+    view (augmentation); validation uses the mean over all views (test-time augmentation).
+    Class-weighted cross-entropy; AdamW with cosine decay; the epoch of best validation
+    accuracy (then lowest loss) is kept."""
+    from .features import Cancelled
+
+    g = seed_everything(seed)
+    Xtr = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32))
+    ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
+    Xva = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
+    yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    n, v, d = Xtr.shape
+    head = build_head(config, d, n_classes)
+    head.set_standardisation(Xtr.reshape(-1, d))
+    epochs = int(config["epochs"])
+    bs = int(config.get("batch_size", 128))
+    opt = torch.optim.AdamW(head.parameters(), lr=config.get("lr", 1e-3), weight_decay=config.get("weight_decay", 1e-4))
+    steps = epochs * math.ceil(n / bs)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.get("lr", 1e-3), total_steps=max(steps, 1), pct_start=0.1)
+    cw = class_weights(y_train, n_classes) if config.get("class_weights", True) else None
+    smoothing = float(config.get("label_smoothing", 0.0))
+    history: list[dict] = []
+    best = (-1.0, float("inf"))
+    best_state, best_epoch = None, 0
+    patience = int(config.get("patience", epochs))
+    since_best = 0
+    for epoch in range(1, epochs + 1):
+        if should_cancel and should_cancel():
+            raise Cancelled()
+        head.train()
+        perm = torch.randperm(n, generator=g)
+        views = torch.randint(0, v, (n,), generator=g)
+        total, count = 0.0, 0
+        for s in range(0, n, bs):
+            idx = perm[s:s + bs]
+            if len(idx) < 2 and config["head"] == "paper":  # BatchNorm needs 2 samples
+                continue
+            xb = Xtr[idx, views[idx]]
+            loss = F.cross_entropy(head(xb), ytr[idx], weight=cw, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+            count += len(idx)
+        rec = {"epoch": epoch, "epochs": epochs, "loss": total / max(count, 1)}
+        if len(yva):
+            logits = _tta_logits(head, Xva)
+            rec["val_loss"] = F.cross_entropy(logits, yva).item()
+            rec["val_accuracy"] = (logits.argmax(1) == yva).float().mean().item()
+            score = (rec["val_accuracy"], rec["val_loss"])
+        else:
+            score = (0.0, rec["loss"])
+        history.append(rec)
+        if on_epoch:
+            on_epoch(rec)
+        if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
+            best, best_epoch, since_best = score, epoch, 0
+            best_state = {k: t.detach().clone() for k, t in head.state_dict().items()}
+        else:
+            since_best += 1
+            if since_best >= patience:
+                break
+    if best_state is not None:
+        head.load_state_dict(best_state)
+    head.eval()
+    val_logits = _tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
+    return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 minimising validation NLL of softmax(z/T)."""
+    if len(y) == 0:
+        return 1.0
+    z = torch.from_numpy(np.asarray(logits, dtype=np.float64))
+    t = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    grid = np.exp(np.linspace(math.log(0.05), math.log(20.0), 200))
+    nll = [F.cross_entropy(z / T, t).item() for T in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def softmax_np(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64) / temperature
+    z = z - z.max(-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(-1, keepdims=True)
