@@ -136,7 +136,7 @@ def sanitize_image(data: bytes, *, max_pixels: int, max_bytes: int | None = None
     # A brand-new image object: nothing of the original's info dict can follow the pixels.
     clean = Image.frombytes("RGB", rgb.size, rgb.tobytes())
     buf = io.BytesIO()
-    clean.save(buf, format="PNG", compress_level=6)
+    clean.save(buf, format="PNG", compress_level=1)  # 4x faster than level 6 for ~20% more bytes
     png = buf.getvalue()
     return SanitizedImage(
         png_bytes=png,
