@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 
@@ -193,12 +194,18 @@ def _progress(slide_id: int, **info) -> None:
     Slide.objects.filter(pk=slide_id).update(progress=info)
 
 
-def _field_detect(*, slide: Slide, field: SlideField) -> int:
-    """Detect, crop and store the cells of one field (one transaction: all or nothing)."""
+def _field_find(field: SlideField) -> list:
+    """Detect and crop the cells of one field (pure work: no database)."""
     with default_storage.open(field.image.file.name, "rb") as handle:
         image = Image.open(handle)
         image.load()
-    found = pipeline.find_cells(image)
+    return pipeline.find_cells(image)
+
+
+def _field_detect(*, slide: Slide, field: SlideField, found: list | None = None) -> int:
+    """Store the cells found in one field (one transaction: all or nothing)."""
+    if found is None:
+        found = _field_find(field)
     classes = {c.code: c for c in CellClass.objects.filter(code__in=pipeline.NON_LEUKOCYTE_KINDS)}
     with transaction.atomic():
         field = SlideField.objects.select_for_update().get(pk=field.pk)
@@ -263,9 +270,11 @@ def slide_process(*, slide_id: int) -> Slide | None:
     try:
         t0 = time.perf_counter()
         fields = list(slide.fields.filter(detected=False).select_related("image"))
-        for i, field in enumerate(fields):
-            _progress(slide_id, stage="detecting", done=i, total=len(fields))
-            _field_detect(slide=slide, field=field)
+        # Detection of the next fields runs in a second thread while this one stores a field's cells.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for i, (field, found) in enumerate(zip(fields, pool.map(_field_find, fields))):
+                _progress(slide_id, stage="detecting", done=i, total=len(fields))
+                _field_detect(slide=slide, field=field, found=found)
         timings["detect_crop_store"] = round(time.perf_counter() - t0, 3)
 
         version = slide.model_version or model_version_active()
