@@ -1,8 +1,15 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponseBadRequest, HttpResponseNotModified, JsonResponse
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpResponseBadRequest,
+    HttpResponseNotModified,
+    JsonResponse,
+)
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
@@ -202,7 +209,11 @@ def label_queue(request, queue: str):
     start = (page_number - 1) * GRID_PAGE_SIZE
     cells = list(queryset.only("id", "split", "sha256")[start:start + GRID_PAGE_SIZE])
     suggestions = selectors.suggestions_for(images=cells, lab=lab)
-    rows = [{"image": c, "suggestion": suggestions.get(c.pk)} for c in cells]
+    # 48 cells x 3 links: reverse each route once and fill in the id (reverse() per cell is most of the render)
+    routes = {name: reverse(f"annotations:{name}", args=[0]).replace("/0/", "/{}/")
+              for name in ("image_file", "image_thumb", "label_cell")}
+    rows = [{"image": c, "suggestion": suggestions.get(c.pk),
+             "urls": {name: route.format(c.pk) for name, route in routes.items()}} for c in cells]
     return render(request, "annotations/label_grid.html", {
         "queue": queue,
         "queue_title": selectors.QUEUES[queue],
