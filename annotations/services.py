@@ -419,25 +419,12 @@ class ImportSummary:
 
 def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> ImportSummary:
     """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported."""
-    from pathlib import Path
-
     from .archives import IMAGE_EXTENSIONS
+    from .folders import class_folders
 
     _check_split(split)
-    root = Path(root)
-    if not root.is_dir():
-        raise ValidationError(f"{root} is not a directory.")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise ValidationError(f"{root} has no class folders (expected one folder per class code).")
-    classes = {c.code: c for c in CellClass.objects.all()}
-    unknown = [p.name for p in folders if p.name not in classes]
-    if unknown:
-        known = ", ".join(sorted(code for code, c in classes.items() if c.active and not c.is_abstain))
-        raise ValidationError(f"Unknown class folder(s): {', '.join(unknown)}. Known codes: {known}.")
-    inactive = [p.name for p in folders if not classes[p.name].active or classes[p.name].is_abstain]
-    if inactive:
-        raise ValidationError(f"Class folder(s) {', '.join(inactive)} name inactive or abstention classes.")
+    folders = class_folders(root)
+    classes = {c.code: c for c in CellClass.objects.filter(code__in=[p.name for p in folders])}
     files = [
         (folder.name, path)
         for folder in folders

@@ -4,25 +4,19 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
 from annotations.archives import IMAGE_EXTENSIONS
-from annotations.models import CellClass
+from annotations.folders import class_folders
 
 
 def folder_items(root: str | Path, *, check_taxonomy: bool = True) -> list[tuple[Path, str]]:
     """(path, class code) for every image under ``root``/<code>/; unknown codes are an error."""
-    root = Path(root)
-    if not root.is_dir():
-        raise CommandError(f"{root} is not a directory.")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not folders:
-        raise CommandError(f"{root} has no class folders (expected one folder per class code).")
-    if check_taxonomy:
-        known = set(CellClass.objects.filter(is_abstain=False).values_list("code", flat=True))
-        unknown = [p.name for p in folders if p.name not in known]
-        if unknown:
-            raise CommandError(f"Unknown class folder(s): {', '.join(unknown)}. Known codes: {', '.join(sorted(known))}.")
+    try:
+        folders = class_folders(root, check_taxonomy=check_taxonomy, allow_inactive=True)
+    except ValidationError as exc:
+        raise CommandError(" ".join(exc.messages)) from None
     items = [
         (path, folder.name)
         for folder in folders

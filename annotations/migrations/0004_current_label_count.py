@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.db import migrations, models
-from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
 
 
