@@ -5,9 +5,12 @@
 
 naive  = eager fp32, one image at a time (torchvision transforms, model(x[None]) under no_grad),
          as a user would write it; the same backbone + a linear head.
-engine = classifier.ml's EnsembleModel: batched, decoded ahead in threads, BN folded,
-         channels_last, inference_mode, bf16 autocast where the CPU has it and it agrees >= 99.5%
-         top-1 with fp32 on these images (measured here), AMP + pinned memory on CUDA.
+engine = classifier.ml's EnsembleModel: batched, decoded ahead in threads, one resize per input
+         size, inference_mode; on the CPU in two runtimes: PyTorch (BN folded, channels_last)
+         and OpenVINO (the default where installed), each in fp32, and OpenVINO in bf16 where
+         the CPU has native bf16. The bf16 row counts only where its top-1 agreement with fp32
+         (per backbone, heads fit on other real cells) is >= 99.5 % on these images, measured
+         here; else the engine runs fp32. CUDA: PyTorch with AMP + pinned memory.
 Each measurement runs in its own process, so the peak RSS is that configuration's.
 The paper's backbones are built with weights=None (same cost as with ImageNet weights, which
 are not on this machine); the offline (EfficientNet-Lite) ones with their real weights.
@@ -98,18 +101,18 @@ def worker_naive(job: dict) -> dict:
     return {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb()}
 
 
-def worker_engine(job: dict) -> dict:
-    import numpy as np
-    import torch
+def _engine(job: dict, precision: str, runtime: str):
+    import tempfile
 
     from classifier.ml.api import untrained_checkpoint
     from classifier.ml.checkpoint import load_checkpoint
     from classifier.ml.engine import EnsembleModel
     from classifier.ml.registry import get_spec
 
-    torch.set_num_threads(job["threads"])
     if job.get("checkpoint"):
         ckpt, digest = load_checkpoint(job["checkpoint"])
+        keep = [b for b in ckpt["backbones"] if b in job["backbones"]]
+        ckpt = dict(ckpt, backbones=keep)
     else:
         weights = "imagenet" if all(get_spec(b).family == "efficientnet_lite" for b in job["backbones"]) else None
         if job.get("random_weights"):
@@ -118,25 +121,70 @@ def worker_engine(job: dict) -> dict:
             path, digest = untrained_checkpoint(job["backbones"], CLASSES, out_dir=Path(tmp), weights=weights,
                                                 config_overrides={"tta_views": job["views"]})
             ckpt, digest = load_checkpoint(path)
-    model = EnsembleModel(ckpt, digest, device=job["device"], precision=job["precision"])
+    model = EnsembleModel(ckpt, digest, device=job["device"], precision=precision, runtime=runtime)
     if job.get("views"):
         model.tta_views = job["views"]
+    return model
+
+
+def worker_engine(job: dict) -> dict:
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    model = _engine(job, job["precision"], job["runtime"])
     paths = [Path(p) for p in job["images"]]
     model.predict_proba(paths[: job["batch_size"]], batch_size=job["batch_size"])  # warm-up
     _sync(model.device)
     t = time.perf_counter()
-    proba = model.predict_proba(paths, batch_size=job["batch_size"])
+    model.predict_proba(paths, batch_size=job["batch_size"])
     _sync(model.device)
     dt = time.perf_counter() - t
-    res = {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb(), "precision": model.precision,
-           "views": len(model.tta_views)}
-    if job.get("agreement_with") == "fp32" and model.precision != "fp32":
-        ref = EnsembleModel(ckpt, digest, device=job["device"], precision="fp32")
-        ref.tta_views = model.tta_views
-        p32 = ref.predict_proba(paths, batch_size=job["batch_size"])
-        res["agreement_fp32"] = float(np.mean(p32.stacked.argmax(2) == proba.stacked.argmax(2)))
-        res["max_prob_diff"] = float(np.abs(p32.stacked - proba.stacked).max())
-    return res
+    return {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb(), "precision": model.precision,
+            "runtime": model.runtime, "views": len(model.tta_views)}
+
+
+def worker_agreement(job: dict) -> dict:
+    """bf16 vs fp32 top-1 agreement per backbone on the benchmark images, in one runtime, with
+    the same heads in both: linear heads fit (logistic regression) on fp32 features of other
+    real labelled cells, unless a trained checkpoint is given."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from classifier.ml.features import extract_views
+    from classifier.ml.preprocess import batched_resized
+    from classifier.ml.registry import get_spec
+
+    torch.set_num_threads(job["threads"])
+    fp32 = _engine(job, "fp32", job["runtime"])
+    bf16 = _engine(job, "bf16", job["runtime"])
+    if not job.get("checkpoint"):
+        train = [Path(p) for p in job["train_images"]]
+        labels = np.array([CLASSES.index(Path(p).parent.name) for p in train])
+        for b in fp32.backbones:
+            size = fp32.input_sizes[b]
+            X = torch.cat([extract_views(fp32.extractors[b], get_spec(b), batch[size], ["id"], fp32.device, "fp32")[:, 0]
+                           for _, batch in batched_resized(train, [size], 32)])
+            head = fp32.heads[b]
+            head.set_standardisation(X)
+            Z = ((X - head.mean) / head.std).numpy()
+            lr = LogisticRegression(C=0.1, max_iter=300).fit(Z, labels)
+            W = np.zeros((len(CLASSES), Z.shape[1]), np.float32)
+            bias = np.full(len(CLASSES), -30.0, np.float32)  # classes absent from the fit set
+            W[lr.classes_] = lr.coef_
+            bias[lr.classes_] = lr.intercept_
+            linear = head.body[-1]
+            with torch.no_grad():
+                linear.weight.copy_(torch.from_numpy(W))
+                linear.bias.copy_(torch.from_numpy(bias))
+            bf16.heads[b].load_state_dict(head.state_dict())
+            fp32.temperature[b] = bf16.temperature[b] = 1.0
+    paths = [Path(p) for p in job["images"]]
+    p32 = fp32.predict_proba(paths, batch_size=job["batch_size"])
+    p16 = bf16.predict_proba(paths, batch_size=job["batch_size"])
+    per = (p32.stacked.argmax(2) == p16.stacked.argmax(2)).mean(1)
+    return {"agreement": float(per.min()), "per_backbone": dict(zip(fp32.backbones, map(float, per))),
+            "max_prob_diff": float(np.abs(p32.stacked - p16.stacked).max()), "precision": bf16.precision}
 
 
 def spawn(kind: str, job: dict) -> dict:
@@ -165,7 +213,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         kind, job = args.worker
-        print(json.dumps((worker_naive if kind == "naive" else worker_engine)(json.loads(job))))
+        workers = {"naive": worker_naive, "engine": worker_engine, "agreement": worker_agreement}
+        print(json.dumps(workers[kind](json.loads(job))))
         return
 
     import torch
@@ -173,6 +222,7 @@ def main() -> None:
     from classifier.ml.device import cpu_supports_bf16, resolve_device
     from classifier.ml.engine import BF16_MIN_AGREEMENT
     from classifier.ml.registry import ENSEMBLES
+    from classifier.ml.runtime import openvino_available
 
     device = resolve_device(args.device)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -191,45 +241,66 @@ def main() -> None:
         print("# paper backbones: weights=None (same cost; their ImageNet weights are not on this machine); "
               "offline backbones: real ImageNet weights from their packages")
 
-    precision = "fp32"
-    agreement_note = "fp32 (no bf16 on this CPU)"
-    if device.type == "cuda":
-        precision, agreement_note = "auto", "CUDA AMP (bf16)"
-    elif cpu_supports_bf16():
-        probe = spawn("engine", {"backbones": ENSEMBLES["offline"], "device": args.device, "threads": threads,
-                                 "images": images, "batch_size": bs, "precision": "bf16", "views": views,
-                                 "agreement_with": "fp32", "checkpoint": args.checkpoint,
-                                 "random_weights": args.random_weights})
-        agr = probe.get("agreement_fp32", 0.0)
-        heads = "trained heads" if args.checkpoint else "random heads (pessimistic)"
-        precision = "bf16" if agr >= BF16_MIN_AGREEMENT else "fp32"
-        agreement_note = (f"bf16 vs fp32 top-1 agreement {agr:.4f} per backbone on {len(images)} real images, "
-                          f"{heads}; max prob diff {probe.get('max_prob_diff', float('nan')):.4f} -> engine uses {precision}")
-    print(f"# precision: {agreement_note}")
-
     rows = []
     targets = [(b, [b]) for b in backbones] + [(f"ensemble:{e}", ENSEMBLES[e]) for e in ensembles]
+    bf16 = device.type == "cpu" and cpu_supports_bf16()
+    cpu = device.type == "cpu"
+    runtime = "openvino" if cpu and openvino_available() else "torch"
+    train_images = [str(p) for p in real_images(args.images + 9 * 10)[args.images:]]  # heads for the agreement
+    print(f"# engine runtime: {runtime}; bf16 rows need top-1 agreement >= {BF16_MIN_AGREEMENT} with fp32 here "
+          f"(heads: {'the trained checkpoint' if args.checkpoint else 'logistic regression on 90 other real cells'})")
+    _print_header(cpu)
     for name, bbs in targets:
         job = {"backbones": bbs, "device": args.device, "threads": threads, "batch_size": bs, "views": views,
-               "precision": precision, "random_weights": args.random_weights}
+               "random_weights": args.random_weights, "images": images,
+               "checkpoint": args.checkpoint if (args.checkpoint and all(b in ENSEMBLES["offline"] for b in bbs)) else None}
         naive = spawn("naive", dict(job, images=naive_images))
-        ckpt = args.checkpoint if (args.checkpoint and name == "ensemble:offline") else None
-        eng = spawn("engine", dict(job, images=images, checkpoint=ckpt))
-        rows.append((name, naive, eng))
-        _print_row(name, naive, eng, header=len(rows) == 1)
+        cols = {}
+        if cpu:
+            cols["torch fp32"] = spawn("engine", dict(job, precision="fp32", runtime="torch"))
+            if runtime == "openvino":
+                cols["openvino fp32"] = spawn("engine", dict(job, precision="fp32", runtime="openvino"))
+            if bf16:
+                cols["bf16"] = spawn("engine", dict(job, precision="bf16", runtime=runtime))
+                cols["agreement"] = spawn("agreement", dict(job, runtime=runtime, train_images=train_images))
+        else:
+            cols["cuda amp"] = spawn("engine", dict(job, precision="auto", runtime="torch"))
+        rows.append((name, naive, cols))
+        _print_row(name, naive, cols, runtime, cpu)
     print("# targets (2 CPU cores): paper ensemble >= 4x naive; offline ensemble >= 20 cells/s")
 
 
-def _print_row(name, naive, eng, header=False):
-    if header:
-        print(f"{'model':<24} {'naive cells/s':>13} {'engine cells/s':>14} {'speedup':>8} {'naive RSS MB':>12} "
-              f"{'engine RSS MB':>13} {'engine prec':>11}")
-    if "error" in naive or "error" in eng:
-        print(f"{name:<24} error: {naive.get('error') or eng.get('error')}")
-        return
-    print(f"{name:<24} {naive['cells_per_s']:>13.2f} {eng['cells_per_s']:>14.2f} "
-          f"{eng['cells_per_s'] / naive['cells_per_s']:>7.1f}x {naive['peak_rss_mb']:>12.0f} "
-          f"{eng['peak_rss_mb']:>13.0f} {eng['precision']:>11}", flush=True)
+def _print_header(cpu):
+    if cpu:
+        print(f"{'model':<24} {'naive':>7} {'torch fp32':>10} {'ov fp32':>8} {'bf16':>7} {'bf16 agree':>10} "
+              f"{'engine':>7} {'speedup':>7} {'naive MB':>8} {'engine MB':>9}  (cells/s)")
+    else:
+        print(f"{'model':<24} {'naive':>7} {'cuda amp':>9} {'speedup':>7} {'naive MB':>8} {'engine MB':>9}  (cells/s)")
+
+
+def _print_row(name, naive, cols, runtime, cpu):
+    from classifier.ml.engine import BF16_MIN_AGREEMENT
+
+    def f(d, k="cells_per_s"):
+        fmt = "{:.0f}" if k == "peak_rss_mb" else "{:.2f}"
+        return fmt.format(d[k]) if d and k in d else ("err" if d and "error" in d else "-")
+
+    errors = [d["error"] for d in [naive, *cols.values()] if d and "error" in d]
+    if not cpu:
+        eng = cols["cuda amp"]
+        sp = f"{eng['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in eng and "cells_per_s" in naive else "-"
+        print(f"{name:<24} {f(naive):>7} {f(eng):>9} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(eng, 'peak_rss_mb'):>9}")
+    else:
+        fp32 = cols.get("openvino fp32") or cols["torch fp32"]
+        agree = cols.get("agreement", {}).get("agreement")
+        chosen = cols["bf16"] if agree is not None and agree >= BF16_MIN_AGREEMENT and "cells_per_s" in cols.get("bf16", {}) else fp32
+        label = "bf16" if chosen is cols.get("bf16") else "fp32"
+        sp = f"{chosen['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in chosen and "cells_per_s" in naive else "-"
+        print(f"{name:<24} {f(naive):>7} {f(cols['torch fp32']):>10} {f(cols.get('openvino fp32')):>8} "
+              f"{f(cols.get('bf16')):>7} {('%.4f' % agree) if agree is not None else '-':>10} "
+              f"{f(chosen)+' '+label:>12} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(chosen, 'peak_rss_mb'):>9}", flush=True)
+    for e in errors:
+        print(f"#   error: {e}")
 
 
 if __name__ == "__main__":

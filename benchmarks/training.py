@@ -75,26 +75,34 @@ def main() -> None:
 
     if not args.skip_featurise:
         print(f"\n## 1. featurise (fresh cache, {args.featurise_cells} real cells, views={cfg['views']})")
-        print(f"{'backbone':<22} {'cells':>6} {'seconds':>8} {'cells/s':>8} {f'est. {args.cells} cells':>18}")
+        print("(baseline: PyTorch, bf16 autocast where the CPU has it, as the engine ran before; "
+              "new: the runtime training uses now)")
+        print(f"{'backbone':<22} {'cells':>6} {'baseline cells/s':>16} {'new cells/s':>12} {'runtime':>9} "
+              f"{f'est. {args.cells} cells (base/new)':>30}")
         sample = all_items[: args.featurise_cells]
         kind = "prefix" if cfg.get("finetune_epochs") else cfg["features"]
-        prec = cfg["feature_precision"]
-        if prec == "auto":
-            from classifier.ml.device import default_precision
+        from classifier.ml.device import default_precision
+        from classifier.ml.runtime import compile_extractor, resolve_runtime
 
-            prec = default_precision(torch.device(args.device))
+        dev = torch.device(args.device)
+        rt = resolve_runtime("auto", dev)
+        new_prec = "fp32" if rt == "openvino" else default_precision(dev)
         with tempfile.TemporaryDirectory() as tmp:
             for b in backbones:
                 spec = get_spec(b)
                 size = input_size_for(cfg, b, spec.input_size)
                 ext, ident = make_extractor(b, kind, weights="imagenet", input_size=size)
-                cache = FeatureCache(tmp, FeatureKey(b, ident, kind, size, tuple(cfg["views"]), prec))
-                t = time.perf_counter()
-                featurise([(it.sha256, it.path) for it in sample], extractor=ext, spec=spec, cache=cache,
-                          device=torch.device(args.device))
-                dt = time.perf_counter() - t
-                rate = len(sample) / dt
-                print(f"{b:<22} {len(sample):>6} {dt:>8.1f} {rate:>8.2f} {args.cells / rate:>16.0f} s", flush=True)
+                rates = []
+                for label, prec, runner in (("base", default_precision(dev), ext),
+                                            ("new", new_prec, compile_extractor(ext, size, runtime=rt, device=dev,
+                                                                               precision=new_prec))):
+                    cache = FeatureCache(Path(tmp) / label, FeatureKey(b, ident, kind, size, tuple(cfg["views"]), prec))
+                    t = time.perf_counter()
+                    featurise([(it.sha256, it.path) for it in sample], extractor=runner, spec=spec, cache=cache,
+                              device=dev)
+                    rates.append(len(sample) / (time.perf_counter() - t))
+                print(f"{b:<22} {len(sample):>6} {rates[0]:>16.2f} {rates[1]:>12.2f} {rt:>9} "
+                      f"{args.cells / rates[0]:>20.0f} s / {args.cells / rates[1]:.0f} s", flush=True)
 
     cache_dir = Path(args.cache_dir)
     with tempfile.TemporaryDirectory() as out:

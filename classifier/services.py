@@ -33,7 +33,7 @@ def ensemble_load(version: ModelVersion):
     path = checkpoint_abspath(version)
     if not path.exists():
         raise FileNotFoundError(f"The checkpoint of model version {version.pk} is missing: {path}")
-    return api.load_ensemble(path, device=settings.CLASSIFIER_DEVICE)
+    return api.load_ensemble(path, device=settings.CLASSIFIER_DEVICE, runtime=settings.CLASSIFIER_RUNTIME)
 
 
 def lab_threshold(version: ModelVersion) -> float | None:
@@ -296,6 +296,7 @@ def training_run_execute(*, run_id: int) -> ModelVersion | None:
         result = api.train(
             items, classes=classes, ensemble=run.ensemble, mode=run.mode, epochs=run.epochs,
             cache_dir=Path(settings.FEATURE_CACHE_DIR), out_dir=out_dir, device=settings.CLASSIFIER_DEVICE,
+            runtime=settings.CLASSIFIER_RUNTIME,
             progress=progress, should_cancel=should_cancel,
             **_train_test_options(),
         )

@@ -225,6 +225,8 @@ CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Classifier -----------------------------------------------------------------------------
 CLASSIFIER_DEVICE = env_choice("CLASSIFIER_DEVICE", "auto", {"auto", "cpu", "cuda"})
+# how the frozen layers run on the CPU: auto = OpenVINO when installed, else PyTorch (classifier/ml/runtime.py)
+CLASSIFIER_RUNTIME = env_choice("CLASSIFIER_RUNTIME", "auto", {"auto", "torch", "openvino"})
 CLASSIFIER_DEFAULT_ENSEMBLE = env_choice("CLASSIFIER_DEFAULT_ENSEMBLE", "offline", {"offline", "paper"})
 MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 FEATURE_CACHE_DIR = Path(env_str("FEATURE_CACHE_DIR", str(VAR_DIR / "feature-cache")))

@@ -5,7 +5,6 @@ Paths, labels and sha256s in; checkpoints, probabilities and votes out. Never im
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,15 +14,20 @@ import numpy as np
 import torch
 
 from .checkpoint import save_checkpoint, versions
-from .device import default_precision, resolve_device, set_threads
+from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .engine import CellPrediction, EnsembleModel, Probabilities, load_ensemble  # noqa: F401 (re-exported)
 from .errors import TrainingCancelled
 from .features import FeatureCache, FeatureExtractor, FeatureKey, feature_dim, featurise, load_features, make_extractor
 from .finetune import finetune_tail, supports_finetune, tail_features
 from .recipes import input_size_for, recipe
 from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble  # noqa: F401
+from .runtime import compile_extractor, resolve_runtime
 from .training import fit_temperature, seed_everything, softmax_np, stratified_split, train_head
 from .voting import abstention_curve, choose_threshold, default_min_agreement, vote
+
+# bf16 is checked against fp32 on this many validation cells (at most), and not below the minimum
+PRECISION_CHECK_CELLS = 240
+MIN_PRECISION_CHECK_CELLS = 50
 
 __all__ = [
     "TrainItem", "TrainResult", "TrainingCancelled", "CellPrediction", "EnsembleModel", "Probabilities",
@@ -70,6 +74,7 @@ def train(
     seed: int = 0,
     config_overrides: dict | None = None,
     threads: int | None = None,
+    runtime: str = "auto",
 ) -> TrainResult:
     """Train the heads of an ensemble on cached frozen features and write a checkpoint.
 
@@ -80,7 +85,8 @@ def train(
     A validation split (by a seeded hash of the sha256) is held out of training for early
     stopping, temperature scaling and the default abstention threshold. ``threads``: CPU threads
     to use (None: leave the process setting alone; the worker sets it once).
-    ``config_overrides``: recipe keys to change (see :mod:`classifier.ml.recipes`)."""
+    ``config_overrides``: recipe keys to change (see :mod:`classifier.ml.recipes`).
+    ``runtime``: how the frozen layers run on the CPU (see :mod:`classifier.ml.runtime`)."""
     t_start = time.time()
     classes = list(classes)
     if len(set(classes)) != len(classes) or len(classes) < 2:
@@ -111,10 +117,13 @@ def train(
     y = np.array([classes.index(it.label) for it in items], dtype=np.int64)
     tr_idx, va_idx = stratified_split(shas, y, fraction=float(cfg["val_fraction"]), seed=seed)
 
+    rt = resolve_runtime(runtime, dev)
     precision = cfg["feature_precision"]
-    if precision == "auto":
-        precision = default_precision(dev)
+    if precision == "auto":  # OpenVINO runs fp32 fast enough on the CPU: train on exact features
+        precision = "fp32" if rt == "openvino" else default_precision(dev)
     cfg["feature_precision"] = precision
+    # fp32 features are the same function in every runtime; reduced precision is not
+    cache_precision = precision if precision == "fp32" or rt == "torch" else f"{precision}@{rt}"
     views = list(cfg["views"])
     tta = list(cfg["tta_views"])
     tta_idx = [views.index(v) for v in tta]
@@ -130,11 +139,13 @@ def train(
         ext, ident = make_extractor(b, cache_kind, weights=weights, input_size=size, seed=seed)
         if finetune and not supports_finetune(ext.backbone):
             raise ValueError(f"mode='finetune' is not available for {b} (only the EfficientNet-Lite backbones)")
-        key = FeatureKey(b, ident, cache_kind, size, tuple(views), precision)
+        key = FeatureKey(b, ident, cache_kind, size, tuple(views), cache_precision)
         cache = FeatureCache(cache_dir, key)
         t0 = time.time()
+        missing = any(not cache.has(s) for s in shas)
+        run_ext = compile_extractor(ext, size, runtime=rt, device=dev, precision=precision) if missing else ext
         n_new = featurise(
-            [(it.sha256, it.path) for it in items], extractor=ext, spec=spec, cache=cache, device=dev,
+            [(it.sha256, it.path) for it in items], extractor=run_ext, spec=spec, cache=cache, device=dev,
             batch_size=128 if dev.type == "cuda" else 32,
             progress=lambda d, n, b=b: emit({"stage": "featurising", "backbone": b, "done": d, "total": n}),
             should_cancel=should_cancel,
@@ -204,14 +215,17 @@ def train(
             "abstention_curve": curve,
         })
 
-    # 4. reduced precision: does it agree with fp32 on real (validation) images?
-    bf16_agreement = 1.0 if precision == "fp32" else None
-    if precision != "fp32" and len(va_idx) and dev.type == "cpu":
+    # 4. bf16 on this CPU: do its votes agree with fp32 on real (validation) images, in the
+    #    runtime the engine will use? Unmeasured (too few cells, no bf16) means fp32.
+    bf16_agreement = None
+    if dev.type == "cpu" and cpu_supports_bf16() and len(va_idx) >= MIN_PRECISION_CHECK_CELLS:
         _check_cancel(should_cancel)
         emit({"stage": "checking_precision"})
-        bf16_agreement = _precision_agreement(items, va_idx, backbones, caches, final, heads, temps, tta, dev,
-                                              precision, from_cache=not finetune)
+        bf16_agreement = _precision_agreement(items, va_idx, backbones, final, heads, temps, tta, dev, rt,
+                                              {b: backbone_info[b]["input_size"] for b in backbones})
     metrics["bf16_agreement"] = bf16_agreement
+    metrics["precision_check"] = {"runtime": rt, "agreement": bf16_agreement,
+                                  "cells": min(len(va_idx), PRECISION_CHECK_CELLS) if bf16_agreement is not None else 0}
 
     # 5. checkpoint
     _check_cancel(should_cancel)
@@ -230,6 +244,7 @@ def train(
         "backbone_info": backbone_info,
         "backbone_state": backbone_state,
         "bf16_agreement": bf16_agreement,
+        "bf16_agreement_runtime": rt,
         "metrics": _jsonable(metrics),
         "versions": versions(),
         "seed": seed,
@@ -242,38 +257,29 @@ def train(
                        metrics=metrics, config=cfg, history=history)
 
 
-def _precision_agreement(items, va_idx, backbones, caches, extractors, heads, temps, tta, dev, precision,
-                         *, from_cache: bool, max_items: int = 160) -> float:
-    """Share of validation cells whose voted class is the same in fp32 as in the reduced
-    precision the features were computed with (at most ``max_items`` cells)."""
+def _precision_agreement(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes,
+                         *, max_items: int | None = None) -> float:
+    """Share of validation cells whose voted class is the same with the backbones run in bf16
+    as in fp32 (at most ``PRECISION_CHECK_CELLS`` cells), in ``runtime``."""
     from .features import extract_views
     from .preprocess import batched_resized
 
-    va_items = [items[i] for i in va_idx[:max_items]]
-    shas = [it.sha256 for it in va_items]
+    va_items = [items[i] for i in va_idx[: max_items or PRECISION_CHECK_CELLS]]
+    paths = [it.path for it in va_items]
     votes = {}
-    for prec in (precision, "fp32"):
+    for prec in ("bf16", "fp32"):
         probs = []
         for b in backbones:
-            key = caches[b].key
-            if prec != "fp32" and from_cache:
-                X = load_features(caches[b], shas)[:, [key.views.index(v) for v in tta]]
-            elif prec == "fp32" and from_cache:  # fp32 reference features are cached too
-                ref = FeatureCache(caches[b].dir.parent, dataclasses.replace(key, views=tuple(tta), precision="fp32"))
-                featurise([(it.sha256, it.path) for it in va_items], extractor=extractors[b], spec=get_spec(b),
-                          cache=ref, device=dev)
-                X = load_features(ref, shas)
-            else:
-                parts = []
-                for _, batch in batched_resized([it.path for it in va_items], [key.input_size], 32):
-                    parts.append(extract_views(extractors[b], get_spec(b), batch[key.input_size], tta, dev, prec))
-                X = torch.cat(parts).numpy()
+            run_ext = compile_extractor(extractors[b], sizes[b], runtime=runtime, device=dev, precision=prec)
+            parts = [extract_views(run_ext, get_spec(b), batch[sizes[b]], tta, dev, prec)
+                     for _, batch in batched_resized(paths, [sizes[b]], 32)]
+            X = torch.cat(parts)
             with torch.inference_mode():
                 n, v, d = X.shape
-                z = heads[b](torch.from_numpy(X).reshape(-1, d)).reshape(n, v, -1).mean(1).numpy()
+                z = heads[b](X.reshape(-1, d)).reshape(n, v, -1).mean(1).numpy()
             probs.append(softmax_np(z, temps[b]))
         votes[prec] = vote(np.stack(probs), "majority").label
-    return float((votes[precision] == votes["fp32"]).mean())
+    return float((votes["bf16"] == votes["fp32"]).mean())
 
 
 def _jsonable(x):

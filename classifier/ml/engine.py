@@ -1,10 +1,11 @@
 """Inference engine: an ensemble checkpoint turned into per-backbone probabilities and votes.
 
 Speed: images are decoded once (in threads, ahead of the network), resized once per distinct
-input size, batched; backbones run with batch norm folded into convolutions, ``channels_last``
-and under ``torch.inference_mode``; bf16 autocast on CPUs with native bf16 only where the
-checkpoint's measured agreement with fp32 is >= 99.5% (else fp32); AMP, bigger batches and
-pinned memory on CUDA. Models are loaded lazily, once per process (cache keyed by the
+input size, batched; on the CPU the frozen layers run compiled by OpenVINO (fused kernels;
+see :mod:`classifier.ml.runtime`), or in PyTorch with batch norm folded into convolutions,
+``channels_last`` and ``torch.inference_mode``; bf16 on CPUs with native bf16 only where the
+checkpoint's measured vote agreement with fp32, in the same runtime, is >= 99.5% (else fp32);
+AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache keyed by the
 checkpoint's sha256 and the device).
 """
 
@@ -26,6 +27,7 @@ from .optimize import optimise_for_inference
 from .preprocess import batched_resized
 from .recipes import input_size_for
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
+from .runtime import compile_extractor, resolve_runtime
 from .training import softmax_np
 from .voting import UNIDENTIFIED, VOTINGS, abstain_mask, default_min_agreement, vote
 
@@ -59,10 +61,11 @@ class Probabilities:
 
 class EnsembleModel:
     def __init__(self, ckpt: dict, sha256: str, *, device: str | torch.device = "auto", precision: str = "auto",
-                 threads: int | None = None):
+                 threads: int | None = None, runtime: str = "auto"):
         self.device = resolve_device(device)
         if self.device.type == "cpu" and threads is not None:
             set_threads(threads)
+        self.runtime = resolve_runtime(runtime, self.device)
         self.sha256 = sha256
         self.config: dict = ckpt["config"]
         self.classes: list[str] = list(ckpt["classes"])
@@ -86,7 +89,9 @@ class EnsembleModel:
         if self.device.type == "cuda":
             return default_precision(self.device)
         agreement = ckpt.get("bf16_agreement")
-        if cpu_supports_bf16() and agreement is not None and agreement >= BF16_MIN_AGREEMENT:
+        measured_in = ckpt.get("bf16_agreement_runtime", "torch")  # older checkpoints: PyTorch autocast
+        if (cpu_supports_bf16() and agreement is not None and agreement >= BF16_MIN_AGREEMENT
+                and measured_in == self.runtime):
             return "bf16"
         return "fp32"
 
@@ -113,7 +118,8 @@ class EnsembleModel:
         ext = ext.to(self.device).to(memory_format=torch.channels_last)
         head = build_head(self.config, int(info["feature_dim"]), len(self.classes))
         head.load_state_dict(ckpt["heads"][b])
-        self.extractors[b] = ext
+        self.extractors[b] = compile_extractor(ext, size, runtime=self.runtime, device=self.device,
+                                               precision=self.precision)
         self.heads[b] = head.eval().to(self.device)
         self.input_sizes[b] = size
 
@@ -180,21 +186,24 @@ class EnsembleModel:
         return preds
 
 
-_CACHE: dict[tuple[str, str, str], EnsembleModel] = {}
+_CACHE: dict[tuple[str, str, str, str], EnsembleModel] = {}
 _LOCK = threading.Lock()
 
 
-def load_ensemble(checkpoint_path: Path | str, *, device: str = "auto", precision: str = "auto") -> EnsembleModel:
-    """Load (once per process, cached by the checkpoint's sha256 and device) an ensemble."""
+def load_ensemble(checkpoint_path: Path | str, *, device: str = "auto", precision: str = "auto",
+                  runtime: str = "auto") -> EnsembleModel:
+    """Load (once per process, cached by the checkpoint's sha256, device, precision and
+    runtime) an ensemble."""
     dev = resolve_device(device)
+    rt = resolve_runtime(runtime, dev)
     digest = file_sha256(Path(checkpoint_path))  # memoised by (path, size, mtime)
-    key = (digest, str(dev), precision)
+    key = (digest, str(dev), precision, rt)
     with _LOCK:
         model = _CACHE.get(key)
         if model is None:
             ckpt, digest = load_checkpoint(checkpoint_path)
-            model = EnsembleModel(ckpt, digest, device=dev, precision=precision)
-            _CACHE[(digest, str(dev), precision)] = model
+            model = EnsembleModel(ckpt, digest, device=dev, precision=precision, runtime=rt)
+            _CACHE[(digest, str(dev), precision, rt)] = model
         return model
 
 

@@ -147,11 +147,15 @@ def extract_views(
     kind, maps [B, n_views, C, H, W] (float16)."""
     x = x_uint8.to(device, non_blocking=True)
     x = normalise(x, spec.mean, spec.std)
+    compiled = getattr(extractor, "is_openvino", False)  # precision is fixed in the compiled graph
     outs = []
     for v in views:
-        xv = apply_view(x, v).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
+        xv = apply_view(x, v)
+        if compiled:
             f = extractor(xv)
+        else:
+            with autocast(device, precision):
+                f = extractor(xv.contiguous(memory_format=torch.channels_last))
         outs.append(f.half().contiguous() if extractor.kind == "prefix" else f.float())
     return torch.stack(outs, 1).cpu()
 

@@ -45,6 +45,7 @@ class Command(BaseCommand):
             result = api.train(
                 items, classes=classes, ensemble=ensemble, mode=mode, epochs=epochs,
                 cache_dir=Path(settings.FEATURE_CACHE_DIR), out_dir=out_dir, device=settings.CLASSIFIER_DEVICE,
+                runtime=settings.CLASSIFIER_RUNTIME,
                 progress=progress, seed=seed,
             )
         except api.MissingWeightsError as exc:
