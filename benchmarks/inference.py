@@ -40,6 +40,7 @@ CLASSES = ["basophil", "eosinophil", "erythroblast", "immature_granulocyte", "ly
 
 def real_images(n: int) -> list[Path]:
     per = {c: sorted((DATA / c).glob("*.jpg")) for c in CLASSES}
+    n = min(n, sum(map(len, per.values())))  # a small folder (the demo cells) has fewer
     out, i = [], 0
     while len(out) < n:
         for c in CLASSES:
@@ -76,9 +77,10 @@ def worker_naive(job: dict) -> dict:
     for b in job["backbones"]:
         spec = get_spec(b)
         weights = "imagenet" if spec.family == "efficientnet_lite" and not job.get("random_weights") else None
-        net = torch.nn.Sequential(FeatureExtractor(build_backbone(b, weights), "pooled"),
+        size = int(job.get("input_sizes", {}).get(b, spec.input_size))  # the engine's input size
+        net = torch.nn.Sequential(FeatureExtractor(build_backbone(b, weights, input_size=size), "pooled"),
                                   torch.nn.Linear(spec.feature_dim, len(CLASSES))).eval().to(device)
-        tf = transforms.Compose([transforms.Resize((spec.input_size, spec.input_size)), transforms.ToTensor(),
+        tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
                                  transforms.Normalize(spec.mean, spec.std)])
         models.append((net, tf))
     paths = [Path(p) for p in job["images"]]
@@ -247,6 +249,21 @@ def main() -> None:
     cpu = device.type == "cpu"
     runtime = "openvino" if cpu and openvino_available() else "torch"
     train_images = [str(p) for p in real_images(args.images + 9 * 10)[args.images:]]  # heads for the agreement
+    # the engine's input size per backbone (the checkpoint's, else the default recipe's): the naive
+    # way runs at the same size
+    if args.checkpoint:
+        from classifier.ml.checkpoint import load_checkpoint
+
+        info = load_checkpoint(args.checkpoint)[0]["backbone_info"]
+        ck_sizes = {b: int(v["input_size"]) for b, v in info.items()}
+    else:
+        ck_sizes = {}
+    from classifier.ml.recipes import input_size_for, recipe
+    from classifier.ml.registry import get_spec
+
+    every = list(dict.fromkeys(backbones + [b for e in ensembles for b in ENSEMBLES[e]]))
+    sizes = {b: ck_sizes.get(b) or input_size_for(recipe("default"), b, get_spec(b).input_size) for b in every}
+    print("# input sizes (engine and naive): " + ", ".join(f"{b} {s}" for b, s in sizes.items()))
     print(f"# engine runtime: {runtime}; bf16 rows need top-1 agreement >= {BF16_MIN_AGREEMENT} with fp32 here "
           f"(heads: {'the trained checkpoint' if args.checkpoint else 'logistic regression on 90 other real cells'})")
     _print_header(cpu)
@@ -254,7 +271,7 @@ def main() -> None:
         job = {"backbones": bbs, "device": args.device, "threads": threads, "batch_size": bs, "views": views,
                "random_weights": args.random_weights, "images": images,
                "checkpoint": args.checkpoint if (args.checkpoint and all(b in ENSEMBLES["offline"] for b in bbs)) else None}
-        naive = spawn("naive", dict(job, images=naive_images))
+        naive = spawn("naive", dict(job, images=naive_images, input_sizes={b: sizes[b] for b in bbs}))
         cols = {}
         if cpu:
             cols["torch fp32"] = spawn("engine", dict(job, precision="fp32", runtime="torch"))

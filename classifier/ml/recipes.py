@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+from .preprocess import VIEWS
+
 # The paper's recipe (Yu et al.): frozen backbone with its last layer dropped, pooled features,
 # 3 fully-connected + 2 batch-norm layers trained per backbone, majority vote.
 FROZEN = {
@@ -27,14 +29,17 @@ FROZEN = {
     "max_referred": 0.2,
 }
 
-# The default recipe: richer frozen features (pooled + intermediate stages), four cached
-# symmetric views as augmentation for a regularised linear head. Prediction uses one view
-# (speed); ``predict(..., views=[...])`` can average more (test-time augmentation).
+# The default recipe: richer frozen features (pooled + intermediate stages), all eight
+# symmetric views cached as augmentation for a regularised linear head, EfficientNet-Lite0 at
+# 320 px (the others at their own size: in 5-fold cross-validation on pbc-dev only Lite0 gained
+# from the larger input; see docs/ml.md). Prediction uses one view (speed);
+# ``predict(..., views=[...])`` can average more (test-time augmentation).
 DEFAULT = dict(
     FROZEN,
     mode="default",
     features="multistage",
-    views=["id", "flip", "rot90", "flip_rot90"],
+    views=list(VIEWS),
+    input_size={"efficientnet_lite0": 320},
     tta_views=["id"],
     head="linear",
     head_kwargs={"dropout": 0.2},
@@ -51,6 +56,8 @@ DEFAULT = dict(
 FINETUNE = dict(
     DEFAULT,
     mode="finetune",
+    views=["id", "flip", "rot90", "flip_rot90"],  # cached prefix maps are large: four views
+    input_size=None,
     finetune_epochs=10,
     finetune_lr=1e-4,
     finetune_batch_size=32,
