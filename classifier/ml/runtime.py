@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -69,7 +70,9 @@ def _to_openvino(module: torch.nn.Module, input_size: int):
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
     example = torch.zeros(2, 3, input_size, input_size)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # the tracer is deprecated in favour of torch.export but works; OpenVINO's front end reads it
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace", category=FutureWarning)
         traced = torch.jit.trace(module.eval(), example, check_trace=False)
     decoder = TorchScriptPythonDecoder(traced)  # must outlive convert(): the front end calls back into it
     front_end = FrontEndManager().load_by_framework("pytorch")
