@@ -104,8 +104,6 @@ def worker_naive(job: dict) -> dict:
 
 
 def _engine(job: dict, precision: str, runtime: str):
-    import tempfile
-
     from classifier.ml.api import untrained_checkpoint
     from classifier.ml.checkpoint import load_checkpoint
     from classifier.ml.engine import EnsembleModel
@@ -224,7 +222,7 @@ def main() -> None:
     from classifier.ml.device import cpu_supports_bf16, resolve_device
     from classifier.ml.engine import BF16_MIN_AGREEMENT
     from classifier.ml.registry import ENSEMBLES
-    from classifier.ml.runtime import openvino_available
+    from classifier.ml.runtime import resolve_runtime
 
     device = resolve_device(args.device)
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -247,7 +245,7 @@ def main() -> None:
     targets = [(b, [b]) for b in backbones] + [(f"ensemble:{e}", ENSEMBLES[e]) for e in ensembles]
     bf16 = device.type == "cpu" and cpu_supports_bf16()
     cpu = device.type == "cpu"
-    runtime = "openvino" if cpu and openvino_available() else "torch"
+    runtime = resolve_runtime("auto", device)
     train_images = [str(p) for p in real_images(args.images + 9 * 10)[args.images:]]  # heads for the agreement
     # the engine's input size per backbone (the checkpoint's, else the default recipe's): the naive
     # way runs at the same size

@@ -257,14 +257,13 @@ def train(
                        metrics=metrics, config=cfg, history=history)
 
 
-def _precision_agreement(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes,
-                         *, max_items: int | None = None) -> float:
+def _precision_agreement(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes) -> float:
     """Share of validation cells whose voted class is the same with the backbones run in bf16
     as in fp32 (at most ``PRECISION_CHECK_CELLS`` cells), in ``runtime``."""
     from .features import extract_views
     from .preprocess import batched_resized
 
-    va_items = [items[i] for i in va_idx[: max_items or PRECISION_CHECK_CELLS]]
+    va_items = [items[i] for i in va_idx[:PRECISION_CHECK_CELLS]]
     paths = [it.path for it in va_items]
     votes = {}
     for prec in ("bf16", "fp32"):

@@ -5,8 +5,8 @@ input size, batched; on the CPU the frozen layers run compiled by OpenVINO (fuse
 see :mod:`classifier.ml.runtime`), or in PyTorch with batch norm folded into convolutions,
 ``channels_last`` and ``torch.inference_mode``; bf16 on CPUs with native bf16 only where the
 checkpoint's measured vote agreement with fp32, in the same runtime, is >= 99.5% (else fp32);
-AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache keyed by the
-checkpoint's sha256 and the device).
+AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache
+keyed by the checkpoint's sha256, the device, the precision and the runtime).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from .features import FeatureExtractor, extract_views
 from .heads import build_head
 from .optimize import optimise_for_inference
 from .preprocess import batched_resized
-from .recipes import input_size_for
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
 from .training import softmax_np
@@ -96,7 +95,7 @@ class EnsembleModel:
         return "fp32"
 
     def _load_backbone(self, b: str, ckpt: dict) -> None:
-        spec = get_spec(b)
+        get_spec(b)  # an unknown backbone name fails here, before anything loads
         info = ckpt["backbone_info"][b]
         size = int(info["input_size"])
         state = (ckpt.get("backbone_state") or {}).get(b)
