@@ -95,7 +95,8 @@ def main() -> None:
                 rates = []
                 for label, prec, runner in (("base", default_precision(dev), ext),
                                             ("new", new_prec, compile_extractor(ext, size, runtime=rt, device=dev,
-                                                                               precision=new_prec))):
+                                                                               precision=new_prec,
+                                                                               normalisation=(spec.mean, spec.std)))):
                     cache = FeatureCache(Path(tmp) / label, FeatureKey(b, ident, kind, size, tuple(cfg["views"]), prec))
                     t = time.perf_counter()
                     featurise([(it.sha256, it.path) for it in sample], extractor=runner, spec=spec, cache=cache,

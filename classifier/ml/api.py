@@ -26,7 +26,7 @@ from .training import fit_temperature, seed_everything, softmax_np, stratified_s
 from .voting import abstention_curve, choose_threshold, default_min_agreement, vote
 
 # bf16 is checked against fp32 on this many validation cells (at most), and not below the minimum
-PRECISION_CHECK_CELLS = 240
+PRECISION_CHECK_CELLS = 480
 MIN_PRECISION_CHECK_CELLS = 50
 
 __all__ = [
@@ -143,7 +143,8 @@ def train(
         cache = FeatureCache(cache_dir, key)
         t0 = time.time()
         missing = any(not cache.has(s) for s in shas)
-        run_ext = compile_extractor(ext, size, runtime=rt, device=dev, precision=precision) if missing else ext
+        run_ext = (compile_extractor(ext, size, runtime=rt, device=dev, precision=precision,
+                                     normalisation=(spec.mean, spec.std)) if missing else ext)
         n_new = featurise(
             [(it.sha256, it.path) for it in items], extractor=run_ext, spec=spec, cache=cache, device=dev,
             batch_size=128 if dev.type == "cuda" else 32,
@@ -216,16 +217,17 @@ def train(
         })
 
     # 4. bf16 on this CPU: do its votes agree with fp32 on real (validation) images, in the
-    #    runtime the engine will use? Unmeasured (too few cells, no bf16) means fp32.
-    bf16_agreement = None
+    #    runtime the engine will use, alone and with the fp32 re-check near decisions (see
+    #    classifier.ml.precision)? Unmeasured (too few cells, no bf16) means fp32.
+    bf16_check = None
     if dev.type == "cpu" and cpu_supports_bf16() and len(va_idx) >= MIN_PRECISION_CHECK_CELLS:
         _check_cancel(should_cancel)
         emit({"stage": "checking_precision"})
-        bf16_agreement = _precision_agreement(items, va_idx, backbones, final, heads, temps, tta, dev, rt,
-                                              {b: backbone_info[b]["input_size"] for b in backbones})
+        bf16_check = _precision_check(items, va_idx, backbones, final, heads, temps, tta, dev, rt,
+                                      {b: backbone_info[b]["input_size"] for b in backbones})
+    bf16_agreement = bf16_check["agreement"] if bf16_check else None
     metrics["bf16_agreement"] = bf16_agreement
-    metrics["precision_check"] = {"runtime": rt, "agreement": bf16_agreement,
-                                  "cells": min(len(va_idx), PRECISION_CHECK_CELLS) if bf16_agreement is not None else 0}
+    metrics["precision_check"] = dict(bf16_check or {"agreement": None, "cells": 0}, runtime=rt)
 
     # 5. checkpoint
     _check_cancel(should_cancel)
@@ -245,6 +247,7 @@ def train(
         "backbone_state": backbone_state,
         "bf16_agreement": bf16_agreement,
         "bf16_agreement_runtime": rt,
+        "bf16_recheck": bf16_check["recheck"] if bf16_check else None,
         "metrics": _jsonable(metrics),
         "versions": versions(),
         "seed": seed,
@@ -257,28 +260,30 @@ def train(
                        metrics=metrics, config=cfg, history=history)
 
 
-def _precision_agreement(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes) -> float:
-    """Share of validation cells whose voted class is the same with the backbones run in bf16
-    as in fp32 (at most ``PRECISION_CHECK_CELLS`` cells), in ``runtime``."""
+def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes) -> dict:
+    """bf16 against fp32 on at most ``PRECISION_CHECK_CELLS`` validation cells, in ``runtime``:
+    :func:`classifier.ml.precision.check` on the TTA-averaged logits of each backbone."""
     from .features import extract_views
+    from .precision import check
     from .preprocess import batched_resized
 
     va_items = [items[i] for i in va_idx[:PRECISION_CHECK_CELLS]]
     paths = [it.path for it in va_items]
-    votes = {}
+    logits = {}
     for prec in ("bf16", "fp32"):
-        probs = []
+        per = []
         for b in backbones:
-            run_ext = compile_extractor(extractors[b], sizes[b], runtime=runtime, device=dev, precision=prec)
-            parts = [extract_views(run_ext, get_spec(b), batch[sizes[b]], tta, dev, prec)
+            spec = get_spec(b)
+            run_ext = compile_extractor(extractors[b], sizes[b], runtime=runtime, device=dev, precision=prec,
+                                        normalisation=(spec.mean, spec.std))
+            parts = [extract_views(run_ext, spec, batch[sizes[b]], tta, dev, prec)
                      for _, batch in batched_resized(paths, [sizes[b]], 32)]
             X = torch.cat(parts)
             with torch.inference_mode():
                 n, v, d = X.shape
-                z = heads[b](X.reshape(-1, d)).reshape(n, v, -1).mean(1).numpy()
-            probs.append(softmax_np(z, temps[b]))
-        votes[prec] = vote(np.stack(probs), "majority").label
-    return float((votes["bf16"] == votes["fp32"]).mean())
+                per.append(heads[b](X.reshape(-1, d)).reshape(n, v, -1).mean(1).numpy())
+        logits[prec] = np.stack(per)
+    return check(logits["bf16"], logits["fp32"], np.array([temps[b] for b in backbones]))
 
 
 def _jsonable(x):

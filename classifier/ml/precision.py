@@ -1,0 +1,118 @@
+"""bf16 with an fp32 re-check near decisions.
+
+On CPUs with native bf16 the frozen layers run about twice as fast in bf16, but bf16 shifts
+every logit a little. Where a cell's answer is far from any decision boundary that shift
+cannot change it; where it is close, the cell is computed again in fp32. The votes then
+agree with fp32 while most cells run in bf16.
+
+The rule, per batch (``z``: TTA-averaged logits [backbones, cells, classes] from bf16):
+
+* a backbone's cell is recomputed in fp32 when its top-1 / top-2 logit margin is at most that
+  backbone's logit tolerance (the spread of the bf16 shifts of one cell's logits, largest shift
+  minus smallest, bounds how much any of its margins moved: a larger margin kept its top class);
+* a whole cell (every backbone) is recomputed when the majority vote is tied (the tie is
+  broken by mean probability, which bf16 may move) or when the top-1 / top-2 margin of the
+  mean probability (the soft vote) is at most the probability tolerance (the same spread, of
+  the mean probabilities).
+
+Tolerances are measured when the model is trained, on validation cells: the 98th percentile
+of the spreads (the largest one is an outlier: on pbc-dev it re-checked 55-64 % of the
+backbone results where the 98th percentile re-checks about 23 % with the same votes). A percentile is not a bound, so
+the same step measures, on validation cells that did not set the tolerances, how often the
+re-checked votes agree with fp32; the engine uses the re-check only where that agreement is
+>= the bf16 rule's 99.5 %.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .training import softmax_np
+from .voting import vote
+
+QUANTILE = 98  # tolerance: this percentile of the spreads seen on validation cells
+
+
+def _margin(a: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 along the last axis."""
+    part = np.sort(a, axis=-1)
+    return part[..., -1] - part[..., -2]
+
+
+def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray, proba_tol: float) -> np.ndarray:
+    """[backbones, cells] True where that backbone's result for that cell must be recomputed
+    in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B]."""
+    z = np.asarray(z, dtype=np.float64)
+    n_b = z.shape[0]
+    redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(n_b, 1)
+    probs = np.stack([softmax_np(z[b], float(temperatures[b])) for b in range(n_b)])
+    res = vote(probs, "majority")
+    tops = probs.argmax(2)
+    counts = np.stack([(tops == c).sum(0) for c in range(z.shape[2])], 1)  # [N, C] votes per class
+    tied = (counts == counts.max(1, keepdims=True)).sum(1) > 1
+    close = _margin(res.mean_proba) <= float(proba_tol)
+    return redo | (tied | close)[None, :]
+
+
+def _spread(d: np.ndarray) -> np.ndarray:
+    """Largest minus smallest along the last axis: how far any difference of two entries moved."""
+    return d.max(-1) - d.min(-1)
+
+
+def tolerances(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> tuple[np.ndarray, float]:
+    """Per backbone, the :data:`QUANTILE` percentile over these cells of the spread of the
+    bf16-minus-fp32 logit shifts of a cell; and the same for the mean probabilities."""
+    z16 = np.asarray(z16, dtype=np.float64)
+    z32 = np.asarray(z32, dtype=np.float64)
+    logit = np.percentile(_spread(z16 - z32), QUANTILE, axis=1)
+    p16 = np.stack([softmax_np(z16[b], float(t)) for b, t in enumerate(temperatures)]).mean(0)
+    p32 = np.stack([softmax_np(z32[b], float(t)) for b, t in enumerate(temperatures)]).mean(0)
+    return logit, float(np.percentile(_spread(p16 - p32), QUANTILE))
+
+
+def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol) -> tuple[np.ndarray, np.ndarray]:
+    """What the engine would compute: bf16 logits with the flagged ones replaced by fp32.
+    Returns (logits [B, N, C], mask [B, N])."""
+    mask = recheck_mask(z16, temperatures, logit_tol, proba_tol)
+    return np.where(mask[..., None], z32, z16), mask
+
+
+def _votes(z: np.ndarray, temperatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs = np.stack([softmax_np(z[b], float(t)) for b, t in enumerate(temperatures)])
+    return vote(probs, "majority").label, vote(probs, "soft").label
+
+
+def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> dict:
+    """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).
+
+    ``agreement``: share of cells with the same majority vote in plain bf16. ``recheck``:
+    tolerances from all cells (what the engine will use), and the re-checked votes' agreement
+    with fp32 (majority and soft, the worse of the two) measured two-fold: tolerances from one
+    half of the cells, agreement on the other half, and the other way round; with the share of
+    backbone results recomputed in fp32 there."""
+    z16 = np.asarray(z16, dtype=np.float64)
+    z32 = np.asarray(z32, dtype=np.float64)
+    temps = np.asarray(temperatures, dtype=np.float64)
+    n = z16.shape[1]
+    maj32, soft32 = _votes(z32, temps)
+    maj16, _ = _votes(z16, temps)
+    out = {"cells": int(n), "agreement": float((maj16 == maj32).mean()) if n else None}
+    halves = [np.arange(n)[0::2], np.arange(n)[1::2]]
+    same, redone, total = 0, 0, 0
+    for fit, held in (halves, halves[::-1]):
+        if not len(fit) or not len(held):
+            continue
+        lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
+        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt)
+        maj, soft = _votes(z, temps)
+        same += int(np.minimum(maj == maj32[held], soft == soft32[held]).sum())
+        redone += int(mask.sum())
+        total += len(held)
+    lt, pt = tolerances(z16, z32, temps)
+    out["recheck"] = {
+        "logit_tolerance": [float(v) for v in lt],
+        "proba_tolerance": pt,
+        "agreement": same / total if total else None,
+        "rechecked_share": redone / (total * z16.shape[0]) if total else None,
+    }
+    return out
