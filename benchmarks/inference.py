@@ -8,9 +8,13 @@ naive  = eager fp32, one image at a time (torchvision transforms, model(x[None])
 engine = classifier.ml's EnsembleModel: batched, decoded ahead in threads, one resize per input
          size, inference_mode; on the CPU in two runtimes: PyTorch (BN folded, channels_last)
          and OpenVINO (the default where installed), each in fp32, and OpenVINO in bf16 where
-         the CPU has native bf16. The bf16 row counts only where its top-1 agreement with fp32
-         (per backbone, heads fit on other real cells) is >= 99.5 % on these images, measured
-         here; else the engine runs fp32. CUDA: PyTorch with AMP + pinned memory.
+         the CPU has native bf16. The "engine" column is what the engine chooses by itself
+         (precision="auto"), as after training: bf16 is measured against fp32 on other real
+         cells (calibration cells; heads from --checkpoint or fit on 90 more cells), and the
+         engine runs bf16 where the votes agree >= 99.5 %, bf16 with the cells close to a
+         decision re-computed in fp32 where that agrees >= 99.5 % (classifier.ml.precision),
+         else fp32. Its agreement with fp32 is then measured on the timed images, which the
+         calibration never saw. CUDA: PyTorch with AMP + pinned memory.
 Each measurement runs in its own process, so the peak RSS is that configuration's.
 The paper's backbones are built with weights=None (same cost as with ImageNet weights, which
 are not on this machine); the offline (EfficientNet-Lite) ones with their real weights.
@@ -103,7 +107,7 @@ def worker_naive(job: dict) -> dict:
     return {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb()}
 
 
-def _engine(job: dict, precision: str, runtime: str):
+def _engine(job: dict, precision: str, runtime: str, with_ckpt: bool = False):
     from classifier.ml.api import untrained_checkpoint
     from classifier.ml.checkpoint import load_checkpoint
     from classifier.ml.engine import EnsembleModel
@@ -112,7 +116,8 @@ def _engine(job: dict, precision: str, runtime: str):
     if job.get("checkpoint"):
         ckpt, digest = load_checkpoint(job["checkpoint"])
         keep = [b for b in ckpt["backbones"] if b in job["backbones"]]
-        ckpt = dict(ckpt, backbones=keep)
+        if keep != list(ckpt["backbones"]):  # a part of a trained ensemble: its own precision check
+            ckpt = dict(ckpt, backbones=keep, bf16_agreement=None, bf16_recheck=None)
     else:
         weights = "imagenet" if all(get_spec(b).family == "efficientnet_lite" for b in job["backbones"]) else None
         if job.get("random_weights"):
@@ -124,7 +129,7 @@ def _engine(job: dict, precision: str, runtime: str):
     model = EnsembleModel(ckpt, digest, device=job["device"], precision=precision, runtime=runtime)
     if job.get("views"):
         model.tta_views = job["views"]
-    return model
+    return (model, ckpt) if with_ckpt else model
 
 
 def worker_engine(job: dict) -> dict:
@@ -139,24 +144,28 @@ def worker_engine(job: dict) -> dict:
     model.predict_proba(paths, batch_size=job["batch_size"])
     _sync(model.device)
     dt = time.perf_counter() - t
-    return {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb(), "precision": model.precision,
+    return {"cells_per_s": len(paths) / dt, "seconds": dt, "peak_rss_mb": peak_rss_mb(), "precision": model.precision_label,
             "runtime": model.runtime, "views": len(model.tta_views)}
 
 
-def worker_agreement(job: dict) -> dict:
-    """bf16 vs fp32 top-1 agreement per backbone on the benchmark images, in one runtime, with
-    the same heads in both: linear heads fit (logistic regression) on fp32 features of other
-    real labelled cells, unless a trained checkpoint is given."""
+def worker_calibrate(job: dict) -> dict:
+    """The checkpoint every engine column of a row loads: the trained one (--checkpoint), or
+    linear heads fit (logistic regression) on fp32 features of 90 other real labelled cells;
+    then, as training does, bf16 measured against fp32 on other real cells (the calibration
+    cells, not the timed ones): plain bf16 agreement and the fp32 re-check's tolerances
+    (classifier.ml.precision.check), stored in the checkpoint the engine loads."""
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
 
+    from classifier.ml.checkpoint import save_checkpoint
     from classifier.ml.features import extract_views
+    from classifier.ml.precision import check
     from classifier.ml.preprocess import batched_resized
     from classifier.ml.registry import get_spec
 
     torch.set_num_threads(job["threads"])
-    fp32 = _engine(job, "fp32", job["runtime"])
+    fp32, ckpt = _engine(job, "fp32", job["runtime"], with_ckpt=True)
     bf16 = _engine(job, "bf16", job["runtime"])
     if not job.get("checkpoint"):
         train = [Path(p) for p in job["train_images"]]
@@ -178,13 +187,40 @@ def worker_agreement(job: dict) -> dict:
                 linear.weight.copy_(torch.from_numpy(W))
                 linear.bias.copy_(torch.from_numpy(bias))
             bf16.heads[b].load_state_dict(head.state_dict())
-            fp32.temperature[b] = bf16.temperature[b] = 1.0
+            ckpt["heads"][b] = head.state_dict()
+            ckpt["temperature"][b] = fp32.temperature[b] = bf16.temperature[b] = 1.0
+    calib = [Path(p) for p in job["calibration_images"]]
+    z = {}
+    for prec, model in (("fp32", fp32), ("bf16", bf16)):
+        batches = [(s, {k: v for k, v in batch.items()}) for s, batch in batched_resized(calib, sorted(set(model.input_sizes.values())), 32)]
+        z[prec] = np.stack([np.concatenate([model._logits(model.extractors[b], b, batch, job["views"], prec) for _, batch in batches])
+                            for b in model.backbones])
+    measured = check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]))
+    ckpt = dict(ckpt, backbones=list(fp32.backbones), bf16_agreement=measured["agreement"],
+                bf16_agreement_runtime=fp32.runtime, bf16_recheck=measured["recheck"],
+                config=dict(ckpt["config"], tta_views=job["views"]))
+    path, _ = save_checkpoint(ckpt, Path(job["out_dir"]), stem="benchmark")
+    return {"checkpoint": str(path), "calibration": measured}
+
+
+def worker_agreement(job: dict) -> dict:
+    """Top-1 agreement with fp32 on the timed images (not the calibration cells) of the vote in
+    plain bf16 and of what the engine runs (``precision="auto"``)."""
+    import torch
+
+    from classifier.ml.voting import vote
+
+    torch.set_num_threads(job["threads"])
     paths = [Path(p) for p in job["images"]]
-    p32 = fp32.predict_proba(paths, batch_size=job["batch_size"])
-    p16 = bf16.predict_proba(paths, batch_size=job["batch_size"])
-    per = (p32.stacked.argmax(2) == p16.stacked.argmax(2)).mean(1)
-    return {"agreement": float(per.min()), "per_backbone": dict(zip(fp32.backbones, map(float, per))),
-            "max_prob_diff": float(np.abs(p32.stacked - p16.stacked).max()), "precision": bf16.precision}
+    votes, out = {}, {}
+    for prec in ("fp32", "bf16", "auto"):
+        model = _engine(job, prec, job["runtime"])
+        votes[prec] = vote(model.predict_proba(paths, batch_size=job["batch_size"]).stacked).label
+        if prec == "auto":
+            out["engine_precision"] = model.precision_label
+    out["bf16"] = float((votes["bf16"] == votes["fp32"]).mean())
+    out["engine"] = float((votes["auto"] == votes["fp32"]).mean())
+    return out
 
 
 def spawn(kind: str, job: dict) -> dict:
@@ -213,7 +249,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         kind, job = args.worker
-        workers = {"naive": worker_naive, "engine": worker_engine, "agreement": worker_agreement}
+        workers = {"naive": worker_naive, "engine": worker_engine, "calibrate": worker_calibrate,
+                   "agreement": worker_agreement}
         print(json.dumps(workers[kind](json.loads(job))))
         return
 
@@ -246,7 +283,9 @@ def main() -> None:
     bf16 = device.type == "cpu" and cpu_supports_bf16()
     cpu = device.type == "cpu"
     runtime = resolve_runtime("auto", device)
-    train_images = [str(p) for p in real_images(args.images + 9 * 10)[args.images:]]  # heads for the agreement
+    # other real cells: 90 to fit heads (without --checkpoint), 160 to measure bf16 as training does
+    more = [str(p) for p in real_images(args.images + 90 + 160)[args.images:]]
+    train_images, calibration_images = more[:90], more[90:]
     # the engine's input size per backbone (the checkpoint's, else the default recipe's): the naive
     # way runs at the same size
     if args.checkpoint:
@@ -262,9 +301,11 @@ def main() -> None:
     every = list(dict.fromkeys(backbones + [b for e in ensembles for b in ENSEMBLES[e]]))
     sizes = {b: ck_sizes.get(b) or input_size_for(recipe("default"), b, get_spec(b).input_size) for b in every}
     print("# input sizes (engine and naive): " + ", ".join(f"{b} {s}" for b, s in sizes.items()))
-    print(f"# engine runtime: {runtime}; bf16 rows need top-1 agreement >= {BF16_MIN_AGREEMENT} with fp32 here "
-          f"(heads: {'the trained checkpoint' if args.checkpoint else 'logistic regression on 90 other real cells'})")
+    print(f"# engine runtime: {runtime}; heads: {'the trained checkpoint' if args.checkpoint else 'logistic regression on 90 other real cells'}; "
+          f"bf16 measured against fp32 on {len(calibration_images)} other real cells as training does: the engine runs "
+          f"bf16 where its vote agreement is >= {BF16_MIN_AGREEMENT}, alone or with the fp32 re-check near decisions, else fp32")
     _print_header(cpu)
+    tmp = tempfile.TemporaryDirectory()
     for name, bbs in targets:
         job = {"backbones": bbs, "device": args.device, "threads": threads, "batch_size": bs, "views": views,
                "random_weights": args.random_weights, "images": images,
@@ -272,12 +313,21 @@ def main() -> None:
         naive = spawn("naive", dict(job, images=naive_images, input_sizes={b: sizes[b] for b in bbs}))
         cols = {}
         if cpu:
+            if bf16:
+                cal = spawn("calibrate", dict(job, runtime=runtime, train_images=train_images,
+                                              calibration_images=calibration_images, out_dir=tmp.name))
+                cols["calibration"] = cal.get("calibration", cal)
+                if "checkpoint" in cal:
+                    job = dict(job, checkpoint=cal["checkpoint"])
             cols["torch fp32"] = spawn("engine", dict(job, precision="fp32", runtime="torch"))
             if runtime == "openvino":
                 cols["openvino fp32"] = spawn("engine", dict(job, precision="fp32", runtime="openvino"))
             if bf16:
                 cols["bf16"] = spawn("engine", dict(job, precision="bf16", runtime=runtime))
-                cols["agreement"] = spawn("agreement", dict(job, runtime=runtime, train_images=train_images))
+                cols["engine"] = spawn("engine", dict(job, precision="auto", runtime=runtime))
+                cols["agreement"] = spawn("agreement", dict(job, runtime=runtime))
+            for f in Path(tmp.name).glob("benchmark-*.pt"):
+                f.unlink()
         else:
             cols["cuda amp"] = spawn("engine", dict(job, precision="auto", runtime="torch"))
         rows.append((name, naive, cols))
@@ -288,17 +338,19 @@ def main() -> None:
 def _print_header(cpu):
     if cpu:
         print(f"{'model':<24} {'naive':>7} {'torch fp32':>10} {'ov fp32':>8} {'bf16':>7} {'bf16 agree':>10} "
-              f"{'engine':>7} {'speedup':>7} {'naive MB':>8} {'engine MB':>9}  (cells/s)")
+              f"{'engine':>7} {'engine runs':>20} {'agree':>6} {'recheck':>7} {'speedup':>7} {'naive MB':>8} "
+              f"{'engine MB':>9}  (cells/s; agreement with fp32 on the timed cells)")
     else:
         print(f"{'model':<24} {'naive':>7} {'cuda amp':>9} {'speedup':>7} {'naive MB':>8} {'engine MB':>9}  (cells/s)")
 
 
 def _print_row(name, naive, cols, runtime, cpu):
-    from classifier.ml.engine import BF16_MIN_AGREEMENT
-
     def f(d, k="cells_per_s"):
         fmt = "{:.0f}" if k == "peak_rss_mb" else "{:.2f}"
         return fmt.format(d[k]) if d and k in d else ("err" if d and "error" in d else "-")
+
+    def pct(v):
+        return f"{100 * v:.1f}%" if isinstance(v, float) else "-"
 
     errors = [d["error"] for d in [naive, *cols.values()] if d and "error" in d]
     if not cpu:
@@ -306,14 +358,20 @@ def _print_row(name, naive, cols, runtime, cpu):
         sp = f"{eng['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in eng and "cells_per_s" in naive else "-"
         print(f"{name:<24} {f(naive):>7} {f(eng):>9} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(eng, 'peak_rss_mb'):>9}")
     else:
-        fp32 = cols.get("openvino fp32") or cols["torch fp32"]
-        agree = cols.get("agreement", {}).get("agreement")
-        chosen = cols["bf16"] if agree is not None and agree >= BF16_MIN_AGREEMENT and "cells_per_s" in cols.get("bf16", {}) else fp32
-        label = "bf16" if chosen is cols.get("bf16") else "fp32"
-        sp = f"{chosen['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in chosen and "cells_per_s" in naive else "-"
+        eng = cols.get("engine") or cols.get("openvino fp32") or cols["torch fp32"]
+        agree = cols.get("agreement", {})
+        recheck = (cols.get("calibration") or {}).get("recheck") or {}
+        runs = eng.get("precision", "fp32")
+        share = pct(recheck.get("rechecked_share")) if "re-check" in runs else "-"
+        sp = f"{eng['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in eng and "cells_per_s" in naive else "-"
         print(f"{name:<24} {f(naive):>7} {f(cols['torch fp32']):>10} {f(cols.get('openvino fp32')):>8} "
-              f"{f(cols.get('bf16')):>7} {('%.4f' % agree) if agree is not None else '-':>10} "
-              f"{f(chosen)+' '+label:>12} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(chosen, 'peak_rss_mb'):>9}", flush=True)
+              f"{f(cols.get('bf16')):>7} {pct(agree.get('bf16')):>10} {f(eng):>7} {runs:>20} {pct(agree.get('engine')):>6} "
+              f"{share:>7} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(eng, 'peak_rss_mb'):>9}", flush=True)
+        cal = cols.get("calibration") or {}
+        if "agreement" in cal:
+            print(f"#   calibration ({cal['cells']} other cells): plain bf16 {pct(cal['agreement'])}, re-checked "
+                  f"{pct(recheck.get('agreement'))} (two-fold), {pct(recheck.get('rechecked_share'))} of backbone results "
+                  f"re-computed in fp32", flush=True)
     for e in errors:
         print(f"#   error: {e}")
 
