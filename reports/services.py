@@ -106,9 +106,9 @@ def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) 
     actual = [r[2] for r in rows]
     labels = list(dict.fromkeys(list(model.classes) + sorted(set(actual))))
     t0 = time.perf_counter()
-    proba = model.predict_proba(paths)
     threshold = lab_threshold(version)
     threshold = model.default_threshold if threshold is None else float(threshold)
+    proba = model.predict_proba(paths, threshold=threshold)
     min_agreement = lab_min_agreement() or model.min_agreement
     preds = model.decide(proba, threshold=threshold, min_agreement=min_agreement)
     seconds = time.perf_counter() - t0

@@ -224,7 +224,7 @@ def train(
         _check_cancel(should_cancel)
         emit({"stage": "checking_precision"})
         bf16_check = _precision_check(items, va_idx, backbones, final, heads, temps, tta, dev, rt,
-                                      {b: backbone_info[b]["input_size"] for b in backbones})
+                                      {b: backbone_info[b]["input_size"] for b in backbones}, default_threshold)
     bf16_agreement = bf16_check["agreement"] if bf16_check else None
     metrics["bf16_agreement"] = bf16_agreement
     metrics["precision_check"] = dict(bf16_check or {"agreement": None, "cells": 0}, runtime=rt)
@@ -260,7 +260,7 @@ def train(
                        metrics=metrics, config=cfg, history=history)
 
 
-def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes) -> dict:
+def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes, threshold) -> dict:
     """bf16 against fp32 on at most ``PRECISION_CHECK_CELLS`` validation cells, in ``runtime``:
     :func:`classifier.ml.precision.check` on the TTA-averaged logits of each backbone."""
     from .features import extract_views
@@ -283,7 +283,7 @@ def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, de
                 n, v, d = X.shape
                 per.append(heads[b](X.reshape(-1, d)).reshape(n, v, -1).mean(1).numpy())
         logits[prec] = np.stack(per)
-    return check(logits["bf16"], logits["fp32"], np.array([temps[b] for b in backbones]))
+    return check(logits["bf16"], logits["fp32"], np.array([temps[b] for b in backbones]), threshold)
 
 
 def _jsonable(x):

@@ -151,9 +151,11 @@ class EnsembleModel:
     # -- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, images: Sequence, *, batch_size: int | None = None, views: Sequence[str] | None = None,
-                      backbones: Sequence[str] | None = None) -> Probabilities:
+                      backbones: Sequence[str] | None = None, threshold: float | None = None) -> Probabilities:
         """Calibrated probabilities per backbone and for the ensemble (mean). ``images``: PIL
-        images or paths. ``views``: test-time views (default: the checkpoint's)."""
+        images or paths. ``views``: test-time views (default: the checkpoint's). ``threshold``:
+        the abstention threshold the result will be decided with (default: the checkpoint's);
+        with the bf16 re-check, cells whose confidence is near it are computed in fp32."""
         views = list(views or self.tta_views)
         names = list(backbones or self.backbones)
         if batch_size is None:
@@ -168,7 +170,8 @@ class EnsembleModel:
             if self.recheck:
                 temps = np.array([self.temperature[b] for b in names])
                 tol = np.array([self.recheck["logit"][b] for b in names])
-                redo = recheck_mask(z, temps, tol, self.recheck["proba"])
+                redo = recheck_mask(z, temps, tol, self.recheck["proba"],
+                                    self.default_threshold if threshold is None else float(threshold))
                 for i, b in enumerate(names):
                     idx = np.flatnonzero(redo[i])
                     if len(idx):
@@ -197,7 +200,7 @@ class EnsembleModel:
             raise ValueError(f"voting must be one of {VOTINGS}, not {voting!r}")
         if not len(images):
             return []
-        proba = self.predict_proba(images, batch_size=batch_size, views=views)
+        proba = self.predict_proba(images, batch_size=batch_size, views=views, threshold=threshold)
         return self.decide(proba, threshold=threshold, min_agreement=min_agreement, voting=voting)
 
     def decide(self, proba: Probabilities, *, threshold: float | None = None, min_agreement: int | None = None,

@@ -11,9 +11,10 @@ The rule, per batch (``z``: TTA-averaged logits [backbones, cells, classes] from
   backbone's logit tolerance (the spread of the bf16 shifts of one cell's logits, largest shift
   minus smallest, bounds how much any of its margins moved: a larger margin kept its top class);
 * a whole cell (every backbone) is recomputed when the majority vote is tied (the tie is
-  broken by mean probability, which bf16 may move) or when the top-1 / top-2 margin of the
+  broken by mean probability, which bf16 may move), when the top-1 / top-2 margin of the
   mean probability (the soft vote) is at most the probability tolerance (the same spread, of
-  the mean probabilities).
+  the mean probabilities), or when its confidence is within that tolerance of the lab's
+  abstention threshold (so bf16 never decides whether a cell is referred to an expert).
 
 Tolerances are measured when the model is trained, on validation cells: the 98th percentile
 of the spreads (the largest one is an outlier: on pbc-dev it re-checked 55-64 % of the
@@ -39,9 +40,11 @@ def _margin(a: np.ndarray) -> np.ndarray:
     return part[..., -1] - part[..., -2]
 
 
-def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray, proba_tol: float) -> np.ndarray:
+def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray, proba_tol: float,
+                 threshold: float | None = None) -> np.ndarray:
     """[backbones, cells] True where that backbone's result for that cell must be recomputed
-    in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B]."""
+    in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B];
+    ``threshold``: the abstention threshold the result will be judged by."""
     z = np.asarray(z, dtype=np.float64)
     n_b = z.shape[0]
     redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(n_b, 1)
@@ -51,6 +54,8 @@ def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray,
     counts = np.stack([(tops == c).sum(0) for c in range(z.shape[2])], 1)  # [N, C] votes per class
     tied = (counts == counts.max(1, keepdims=True)).sum(1) > 1
     close = _margin(res.mean_proba) <= float(proba_tol)
+    if threshold is not None:
+        close |= np.abs(res.confidence - float(threshold)) <= float(proba_tol)
     return redo | (tied | close)[None, :]
 
 
@@ -70,48 +75,55 @@ def tolerances(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> tu
     return logit, float(np.percentile(_spread(p16 - p32), QUANTILE))
 
 
-def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol) -> tuple[np.ndarray, np.ndarray]:
+def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol,
+              threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """What the engine would compute: bf16 logits with the flagged ones replaced by fp32.
     Returns (logits [B, N, C], mask [B, N])."""
-    mask = recheck_mask(z16, temperatures, logit_tol, proba_tol)
+    mask = recheck_mask(z16, temperatures, logit_tol, proba_tol, threshold)
     return np.where(mask[..., None], z32, z16), mask
 
 
-def _votes(z: np.ndarray, temperatures: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _decisions(z: np.ndarray, temperatures: np.ndarray, threshold: float | None) -> tuple[np.ndarray, ...]:
+    """Majority vote, soft vote and (with a threshold) whether the cell is referred."""
     probs = np.stack([softmax_np(z[b], float(t)) for b, t in enumerate(temperatures)])
-    return vote(probs, "majority").label, vote(probs, "soft").label
+    maj = vote(probs, "majority")
+    out = (maj.label, vote(probs, "soft").label)
+    if threshold is not None:
+        out += (maj.confidence < float(threshold),)
+    return out
 
 
-def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> dict:
+def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None) -> dict:
     """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).
 
     ``agreement``: share of cells with the same majority vote in plain bf16. ``recheck``:
-    tolerances from all cells (what the engine will use), and the re-checked votes' agreement
-    with fp32 (majority and soft, the worse of the two) measured two-fold: tolerances from one
-    half of the cells, agreement on the other half, and the other way round; with the share of
+    tolerances from all cells (what the engine will use), and how often the re-checked result
+    is the same as fp32's (majority vote, soft vote and, given the abstention ``threshold``,
+    whether the cell is referred: all three), measured two-fold: tolerances from one half of
+    the cells, agreement on the other half, and the other way round; with the share of
     backbone results recomputed in fp32 there."""
     z16 = np.asarray(z16, dtype=np.float64)
     z32 = np.asarray(z32, dtype=np.float64)
     temps = np.asarray(temperatures, dtype=np.float64)
     n = z16.shape[1]
-    maj32, soft32 = _votes(z32, temps)
-    maj16, _ = _votes(z16, temps)
-    out = {"cells": int(n), "agreement": float((maj16 == maj32).mean()) if n else None}
+    ref = _decisions(z32, temps, threshold)
+    out = {"cells": int(n), "agreement": float((_decisions(z16, temps, None)[0] == ref[0]).mean()) if n else None}
     halves = [np.arange(n)[0::2], np.arange(n)[1::2]]
     same, redone, total = 0, 0, 0
     for fit, held in (halves, halves[::-1]):
         if not len(fit) or not len(held):
             continue
         lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
-        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt)
-        maj, soft = _votes(z, temps)
-        same += int(np.minimum(maj == maj32[held], soft == soft32[held]).sum())
+        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold)
+        got = _decisions(z, temps, threshold)
+        same += int(np.logical_and.reduce([g == r[held] for g, r in zip(got, ref)]).sum())
         redone += int(mask.sum())
         total += len(held)
     lt, pt = tolerances(z16, z32, temps)
     out["recheck"] = {
         "logit_tolerance": [float(v) for v in lt],
         "proba_tolerance": pt,
+        "threshold": threshold,
         "agreement": same / total if total else None,
         "rechecked_share": redone / (total * z16.shape[0]) if total else None,
     }

@@ -28,6 +28,9 @@ def test_small_margins_ties_and_close_soft_votes_are_rechecked():
     # a soft vote within the probability tolerance is rechecked as a whole cell
     soft_close = precision.recheck_mask(z[:, :1], T1, logit_tol=np.zeros(3), proba_tol=1.0)
     assert soft_close.all()
+    # so is a cell whose confidence is near the abstention threshold (referral must not depend on bf16)
+    assert not precision.recheck_mask(z[:, :1], T1, np.zeros(3), 0.02, threshold=0.5).any()
+    assert precision.recheck_mask(z[:, :1], T1, np.zeros(3), 0.02, threshold=0.99).all()
 
 
 def test_recheck_keeps_the_fp32_votes_where_plain_bf16_flips_them():
@@ -50,6 +53,25 @@ def test_recheck_keeps_the_fp32_votes_where_plain_bf16_flips_them():
     plain = (vote(p(z16)).label == vote(p(z32)).label).mean()
     assert (vote(p(z)).label == vote(p(z32)).label).mean() >= 0.995 > plain
     assert (vote(p(z), "soft").label == vote(p(z32), "soft").label).mean() >= 0.995
+
+
+def test_the_check_counts_referral_at_the_threshold():
+    rng = np.random.default_rng(2)
+    cells = rng.normal(0, 2, (1500, 4))
+    z32 = cells + rng.normal(0, 1, (3, 1500, 4))
+    z16 = z32 + rng.normal(0, 0.1, z32.shape)
+    out = precision.check(z16, z32, T1, threshold=0.7)
+    rc = out["recheck"]
+    assert rc["threshold"] == 0.7 and rc["agreement"] >= 0.995
+    # the same cells referred to an expert as in fp32, on new cells
+    cells = rng.normal(0, 2, (1500, 4))
+    z32 = cells + rng.normal(0, 1, (3, 1500, 4))
+    z16 = z32 + rng.normal(0, 0.1, z32.shape)
+    z, _ = precision.rechecked(z16, z32, T1, np.array(rc["logit_tolerance"]), rc["proba_tolerance"], 0.7)
+    p = lambda zz: np.stack([np.exp(b) / np.exp(b).sum(-1, keepdims=True) for b in zz])  # noqa: E731
+    conf = lambda zz: vote(p(zz)).confidence  # noqa: E731
+    plain = ((conf(z16) < 0.7) == (conf(z32) < 0.7)).mean()
+    assert ((conf(z) < 0.7) == (conf(z32) < 0.7)).mean() >= 0.995 > plain
 
 
 def test_no_noise_means_nothing_rechecked_but_ties():

@@ -28,7 +28,7 @@ class Command(BaseCommand):
             raise CommandError(f"No such file(s): {', '.join(missing)}")
         ensemble = ensemble_load(version)
         try:
-            proba = ensemble.predict_proba(paths)
+            proba = ensemble.predict_proba(paths, threshold=lab_threshold(version))
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not read an image: {exc}") from None
         preds = ensemble.decide(proba, threshold=lab_threshold(version), min_agreement=lab_min_agreement())
