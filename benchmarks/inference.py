@@ -195,7 +195,8 @@ def worker_calibrate(job: dict) -> dict:
         batches = [(s, {k: v for k, v in batch.items()}) for s, batch in batched_resized(calib, sorted(set(model.input_sizes.values())), 32)]
         z[prec] = np.stack([np.concatenate([model._logits(model.extractors[b], b, batch, job["views"], prec) for _, batch in batches])
                             for b in model.backbones])
-    measured = check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]))
+    measured = check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]),
+                     ckpt.get("default_threshold") or None)
     ckpt = dict(ckpt, backbones=list(fp32.backbones), bf16_agreement=measured["agreement"],
                 bf16_agreement_runtime=fp32.runtime, bf16_recheck=measured["recheck"],
                 config=dict(ckpt["config"], tta_views=job["views"]))
