@@ -192,8 +192,8 @@ def worker_calibrate(job: dict) -> dict:
     calib = [Path(p) for p in job["calibration_images"]]
     z = {}
     for prec, model in (("fp32", fp32), ("bf16", bf16)):
-        batches = [(s, {k: v for k, v in batch.items()}) for s, batch in batched_resized(calib, sorted(set(model.input_sizes.values())), 32)]
-        z[prec] = np.stack([np.concatenate([model._logits(model.extractors[b], b, batch, job["views"], prec) for _, batch in batches])
+        batches = [batch for _, batch in batched_resized(calib, sorted(set(model.input_sizes.values())), 32)]
+        z[prec] = np.stack([np.concatenate([model._logits(model.extractors[b], b, batch, job["views"], prec) for batch in batches])
                             for b in model.backbones])
     measured = check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]),
                      ckpt.get("default_threshold") or None)
@@ -213,15 +213,12 @@ def worker_agreement(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     paths = [Path(p) for p in job["images"]]
-    votes, out = {}, {}
+    votes = {}
     for prec in ("fp32", "bf16", "auto"):
         model = _engine(job, prec, job["runtime"])
         votes[prec] = vote(model.predict_proba(paths, batch_size=job["batch_size"]).stacked).label
-        if prec == "auto":
-            out["engine_precision"] = model.precision_label
-    out["bf16"] = float((votes["bf16"] == votes["fp32"]).mean())
-    out["engine"] = float((votes["auto"] == votes["fp32"]).mean())
-    return out
+    return {"bf16": float((votes["bf16"] == votes["fp32"]).mean()),
+            "engine": float((votes["auto"] == votes["fp32"]).mean())}
 
 
 def spawn(kind: str, job: dict) -> dict:

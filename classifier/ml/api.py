@@ -22,7 +22,7 @@ from .finetune import finetune_tail, supports_finetune, tail_features
 from .recipes import input_size_for, recipe
 from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble  # noqa: F401
 from .runtime import compile_extractor, resolve_runtime
-from .training import fit_temperature, seed_everything, softmax_np, stratified_split, train_head
+from .training import fit_temperature, seed_everything, softmax_np, stratified_split, train_head, tta_logits
 from .voting import abstention_curve, choose_threshold, default_min_agreement, vote
 
 # bf16 is checked against fp32 on this many validation cells (at most), and not below the minimum
@@ -278,10 +278,7 @@ def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, de
                                         normalisation=(spec.mean, spec.std))
             parts = [extract_views(run_ext, spec, batch[sizes[b]], tta, dev, prec)
                      for _, batch in batched_resized(paths, [sizes[b]], 32)]
-            X = torch.cat(parts)
-            with torch.inference_mode():
-                n, v, d = X.shape
-                per.append(heads[b](X.reshape(-1, d)).reshape(n, v, -1).mean(1).numpy())
+            per.append(tta_logits(heads[b], torch.cat(parts)).numpy())
         logits[prec] = np.stack(per)
     return check(logits["bf16"], logits["fp32"], np.array([temps[b] for b in backbones]), threshold)
 

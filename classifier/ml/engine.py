@@ -30,7 +30,7 @@ from .precision import recheck_mask
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
-from .training import softmax_np
+from .training import softmax_np, tta_logits
 from .voting import UNIDENTIFIED, VOTINGS, abstain_mask, default_min_agreement, vote
 
 BF16_MIN_AGREEMENT = 0.995
@@ -117,7 +117,7 @@ class EnsembleModel:
         return "bf16 + fp32 re-check" if self.recheck else self.precision
 
     def _load_backbone(self, b: str, ckpt: dict) -> None:
-        get_spec(b)  # an unknown backbone name fails here, before anything loads
+        spec = get_spec(b)  # an unknown backbone name fails here, before anything loads
         info = ckpt["backbone_info"][b]
         size = int(info["input_size"])
         state = (ckpt.get("backbone_state") or {}).get(b)
@@ -139,7 +139,7 @@ class EnsembleModel:
         ext = ext.to(self.device).to(memory_format=torch.channels_last)
         head = build_head(self.config, int(info["feature_dim"]), len(self.classes))
         head.load_state_dict(ckpt["heads"][b])
-        norm = (get_spec(b).mean, get_spec(b).std)
+        norm = (spec.mean, spec.std)
         self.extractors[b] = compile_extractor(ext, size, runtime=self.runtime, device=self.device,
                                                precision=self.precision, normalisation=norm)
         if self.recheck:
@@ -186,9 +186,7 @@ class EnsembleModel:
     def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> np.ndarray:
         """Logits of backbone ``b`` averaged over the views [B, C] (uncalibrated)."""
         feats = extract_views(extractor, get_spec(b), batch[self.input_sizes[b]], views, self.device, precision)
-        bsz, v, d = feats.shape
-        logits = self.heads[b](feats.reshape(-1, d).to(self.device)).float()
-        return logits.reshape(bsz, v, -1).mean(1).cpu().numpy()
+        return tta_logits(self.heads[b], feats.to(self.device)).float().cpu().numpy()
 
     def predict(self, images: Sequence, *, threshold: float | None = None, min_agreement: int | None = None,
                 voting: str = "majority", batch_size: int = 32, views: Sequence[str] | None = None,

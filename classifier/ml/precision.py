@@ -34,6 +34,11 @@ from .voting import vote
 QUANTILE = 98  # tolerance: this percentile of the spreads seen on validation cells
 
 
+def _probs(z: np.ndarray, temperatures) -> np.ndarray:
+    """Calibrated probabilities [B, N, C] of logits [B, N, C], one temperature per backbone."""
+    return np.stack([softmax_np(z[b], float(t)) for b, t in enumerate(temperatures)])
+
+
 def _margin(a: np.ndarray) -> np.ndarray:
     """Top-1 minus top-2 along the last axis."""
     part = np.sort(a, axis=-1)
@@ -46,17 +51,12 @@ def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray,
     in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B];
     ``threshold``: the abstention threshold the result will be judged by."""
     z = np.asarray(z, dtype=np.float64)
-    n_b = z.shape[0]
-    redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(n_b, 1)
-    probs = np.stack([softmax_np(z[b], float(temperatures[b])) for b in range(n_b)])
-    res = vote(probs, "majority")
-    tops = probs.argmax(2)
-    counts = np.stack([(tops == c).sum(0) for c in range(z.shape[2])], 1)  # [N, C] votes per class
-    tied = (counts == counts.max(1, keepdims=True)).sum(1) > 1
+    redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(z.shape[0], 1)
+    res = vote(_probs(z, temperatures), "majority")
     close = _margin(res.mean_proba) <= float(proba_tol)
     if threshold is not None:
         close |= np.abs(res.confidence - float(threshold)) <= float(proba_tol)
-    return redo | (tied | close)[None, :]
+    return redo | (res.tied | close)[None, :]
 
 
 def _spread(d: np.ndarray) -> np.ndarray:
@@ -70,9 +70,8 @@ def tolerances(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> tu
     z16 = np.asarray(z16, dtype=np.float64)
     z32 = np.asarray(z32, dtype=np.float64)
     logit = np.percentile(_spread(z16 - z32), QUANTILE, axis=1)
-    p16 = np.stack([softmax_np(z16[b], float(t)) for b, t in enumerate(temperatures)]).mean(0)
-    p32 = np.stack([softmax_np(z32[b], float(t)) for b, t in enumerate(temperatures)]).mean(0)
-    return logit, float(np.percentile(_spread(p16 - p32), QUANTILE))
+    shift = _probs(z16, temperatures).mean(0) - _probs(z32, temperatures).mean(0)
+    return logit, float(np.percentile(_spread(shift), QUANTILE))
 
 
 def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol,
@@ -85,7 +84,7 @@ def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_
 
 def _decisions(z: np.ndarray, temperatures: np.ndarray, threshold: float | None) -> tuple[np.ndarray, ...]:
     """Majority vote, soft vote and (with a threshold) whether the cell is referred."""
-    probs = np.stack([softmax_np(z[b], float(t)) for b, t in enumerate(temperatures)])
+    probs = _probs(z, temperatures)
     maj = vote(probs, "majority")
     out = (maj.label, vote(probs, "soft").label)
     if threshold is not None:

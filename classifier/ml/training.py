@@ -58,7 +58,7 @@ class HeadFit:
     best_epoch: int
 
 
-def _tta_logits(head: nn.Module, X: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+def tta_logits(head: nn.Module, X: torch.Tensor, batch: int = 4096) -> torch.Tensor:
     """X [N, V, D] -> logits averaged over the V views [N, C]."""
     head.eval()
     n, v, d = X.shape
@@ -129,7 +129,7 @@ def train_head(
             count += len(idx)
         rec = {"epoch": epoch, "epochs": epochs, "loss": total / max(count, 1)}
         if len(yva):
-            logits = _tta_logits(head, Xva)
+            logits = tta_logits(head, Xva)
             rec["val_loss"] = F.cross_entropy(logits, yva).item()
             rec["val_accuracy"] = (logits.argmax(1) == yva).float().mean().item()
             score = (rec["val_accuracy"], rec["val_loss"])
@@ -148,7 +148,7 @@ def train_head(
     if best_state is not None:
         head.load_state_dict(best_state)
     head.eval()
-    val_logits = _tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
+    val_logits = tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
     return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
 
 

@@ -17,6 +17,7 @@ class VoteResult:
     agreement: np.ndarray  # [N] number of backbones whose top class is the voted class
     confidence: np.ndarray  # [N] mean (calibrated) probability of the voted class
     mean_proba: np.ndarray  # [N, C]
+    tied: np.ndarray  # [N] True where several classes had the most votes (the mean probability chose)
 
 
 def default_min_agreement(n_backbones: int) -> int:
@@ -51,7 +52,8 @@ def vote(per_backbone: np.ndarray, voting: str = "majority") -> VoteResult:
         raise ValueError(f"voting must be one of {VOTINGS}, not {voting!r}")
     agreement = counts[np.arange(n), label]
     confidence = mean[np.arange(n), label]
-    return VoteResult(label=label, agreement=agreement, confidence=confidence, mean_proba=mean)
+    tied = (counts == counts.max(1, keepdims=True)).sum(1) > 1
+    return VoteResult(label=label, agreement=agreement, confidence=confidence, mean_proba=mean, tied=tied)
 
 
 def abstain_mask(result: VoteResult, *, threshold: float, min_agreement: int) -> np.ndarray:

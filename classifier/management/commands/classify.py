@@ -27,11 +27,12 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No such file(s): {', '.join(missing)}")
         ensemble = ensemble_load(version)
+        threshold = lab_threshold(version)
         try:
-            proba = ensemble.predict_proba(paths, threshold=lab_threshold(version))
+            proba = ensemble.predict_proba(paths, threshold=threshold)
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not read an image: {exc}") from None
-        preds = ensemble.decide(proba, threshold=lab_threshold(version), min_agreement=lab_min_agreement())
+        preds = ensemble.decide(proba, threshold=threshold, min_agreement=lab_min_agreement())
         rows = []
         for i, (path, p) in enumerate(zip(paths, preds)):
             votes = {b: ensemble.classes[int(np.argmax(proba.per_backbone[b][i]))] for b in proba.backbones}

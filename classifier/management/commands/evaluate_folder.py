@@ -31,8 +31,9 @@ class Command(BaseCommand):
         paths = [p for p, _ in pairs]
         actual = [code for _, code in pairs]
         t0 = time.perf_counter()
-        proba = ensemble.predict_proba(paths, batch_size=batch_size, threshold=lab_threshold(version))
-        preds = ensemble.decide(proba, threshold=lab_threshold(version), min_agreement=lab_min_agreement())
+        threshold = lab_threshold(version)
+        proba = ensemble.predict_proba(paths, batch_size=batch_size, threshold=threshold)
+        preds = ensemble.decide(proba, threshold=threshold, min_agreement=lab_min_agreement())
         elapsed = time.perf_counter() - t0
         predicted = [p.top_class for p in preds]
         labels = list(dict.fromkeys(list(ensemble.classes) + sorted(set(actual))))
