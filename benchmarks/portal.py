@@ -63,6 +63,12 @@ from annotations.models import Label
 # second one (as if the lab had asked for two readings from the start); earlier benchmark labels are superseded.
 LabSettings.objects.filter(pk=LabSettings.get().pk).update(labels_required_train=2)
 Label.objects.filter(labeller__username__startswith="bench", superseded_at__isnull=True).update(superseded_at=timezone.now())
+# the label services keep current_label_count; the bulk update above bypasses them, so recount
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+current = (Label.objects.filter(image=OuterRef("pk"), superseded_at__isnull=True).order_by()
+           .values("image").annotate(n=Count("id")).values("n"))
+CellImage.objects.update(current_label_count=Coalesce(Subquery(current), 0))
 CellImage.objects.filter(adjudications__isnull=True).update(final_label=None, final_label_at=None, needs_review=False)
 version = ModelVersion.objects.filter(ensemble="bench").first()
 if version is None:
