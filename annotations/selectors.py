@@ -64,13 +64,17 @@ def _needing_readers(*, user, lab: LabSettings) -> QuerySet[CellImage]:
     )
 
 
-def labelling_queue(*, user, queue: str, lab: LabSettings | None = None) -> QuerySet[CellImage]:
+_ACTIVE = object()  # "look the active model version up"
+
+
+def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version=_ACTIVE) -> QuerySet[CellImage]:
     """The cells of one queue for one expert, in the order they should be read.
 
     unlabelled: training cells still needing readings; prelabelled: cells with a prediction of the
     active model, least confident first (held-out cells only when the lab is not blind); unsure:
     cells another expert flagged 'not sure'; heldout: held-out cells still needing readings.
     A cell this expert already read is in none of them (their own label is changed on the cell's page).
+    ``version``: the active model version when the caller already has it (None: there is none).
     """
     from classifier.selectors import model_version_active
 
@@ -82,7 +86,8 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None) -> Quer
     if queue == "heldout":
         return _needing_readers(user=user, lab=lab).filter(split=Split.HELDOUT).order_by("id")
     if queue == "prelabelled":
-        version = model_version_active()
+        if version is _ACTIVE:
+            version = model_version_active()
         if version is None:
             return CellImage.objects.none()
         qs = _needing_readers(user=user, lab=lab)
@@ -120,17 +125,20 @@ class Suggestion:
     model_version_id: int
 
 
-def suggestions_for(*, images, lab: LabSettings | None = None) -> dict[int, Suggestion]:
+def suggestions_for(*, images, lab: LabSettings | None = None, version=_ACTIVE,
+                    names: dict[str, str] | None = None) -> dict[int, Suggestion]:
     """The active model's suggestion per image, hidden on held-out cells when the lab reads them blind.
 
-    When the model abstained, its top class is offered, marked as abstained.
+    When the model abstained, its top class is offered, marked as abstained. ``version`` and
+    ``names`` (class code -> name, every class) save their lookups when the caller has them.
     """
     from classifier.selectors import model_version_active
 
     images = list(images)
     lab = lab or LabSettings.get()
     visible = [im.pk for im in images if not (lab.blind_heldout and im.split == Split.HELDOUT)]
-    version = model_version_active()
+    if version is _ACTIVE:
+        version = model_version_active()
     if not visible or version is None:
         return {}
     from classifier.models import Prediction
@@ -138,7 +146,8 @@ def suggestions_for(*, images, lab: LabSettings | None = None) -> dict[int, Sugg
     rows = Prediction.objects.filter(image_id__in=visible, model_version=version).only(
         "image_id", "label", "top_class", "confidence", "abstained", "model_version_id"
     )
-    names = dict(CellClass.objects.values_list("code", "name"))
+    if names is None:
+        names = dict(CellClass.objects.values_list("code", "name"))
     out = {}
     for p in rows:
         code = p.top_class if p.abstained else p.label

@@ -1,4 +1,5 @@
 """Queues, blind double reading, suggestions, undo, settings, thumbnails and the portal pages."""
+import re
 import threading
 from pathlib import Path
 
@@ -224,7 +225,30 @@ def test_grid_counts_and_index_reflect_the_queues(client, labeller, lab_admin):
     assert index.status_code == 200
     assert [q["count"] for q in index.context["queues"]] == [3, 0, 0, 0]
     grid = client.get(reverse("annotations:label_queue", args=["unlabelled"]))
-    assert grid.context["total"] == 3 and len(grid.context["rows"]) == 3
+    assert grid.context["total"] == 3 and grid.context["n_cells"] == 3
+    assert grid.content.decode().count('<div class="lcell"') == 3
+
+
+def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_cells(client, labeller, lab_admin, active_model):
+    from annotations.models import CellClass
+
+    CellClass.objects.filter(code="monocyte").update(name='Mono<script>alert("x")</script>')
+    a, b = make_cells(lab_admin, 2)
+    (held,) = make_cells(lab_admin, 1, split="heldout", seed=1)
+    predict(a, active_model, "monocyte", 0.724)
+    predict(b, active_model, "monocyte", 0.3, abstained=True)
+    predict(held, active_model, "monocyte", 0.9)
+    set_lab(labels_required_heldout=1)
+    client.force_login(labeller)
+    html = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
+    assert "<script>alert" not in html and "Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 72%" in html
+    assert f'data-image="{a.pk}" data-split="train"' in html and f'data-suggest="monocyte" data-model-version="{active_model.pk}"' in html
+    assert "30% (unsure)" in html
+    assert [int(x) for x in re.findall(r'data-image="(\d+)"', html)] == [b.pk, a.pk]  # least confident first; blind: no held-out
+    html = client.get(reverse("annotations:label_queue", args=["heldout"])).content.decode()
+    assert f'data-image="{held.pk}" data-split="heldout"' in html and '<span class="suggest">blind</span>' in html
+    assert "data-suggest" not in html
+    assert f'href="/label/cell/{held.pk}/?queue=heldout"' in html and 'tabindex="0"' in html
 
 
 def test_single_cell_page_labels_without_javascript_and_moves_to_the_next_cell(client, labeller, lab_admin):
