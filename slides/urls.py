@@ -17,5 +17,6 @@ urlpatterns = [
     path("<int:pk>/retry/", views.slide_retry, name="retry"),
     path("<int:pk>/report/", views.slide_report, name="report"),
     path("<int:pk>/report.csv", views.slide_report_csv, name="report_csv"),
+    path("<int:pk>/report.pdf", views.slide_report_pdf, name="report_pdf"),
     path("<int:pk>/report.fhir.json", views.slide_report_fhir, name="report_fhir"),
 ]

@@ -263,6 +263,20 @@ def slide_report_csv(request, pk: int):
     return response
 
 
+@role_required(LABELLER)
+def slide_report_pdf(request, pk: int):
+    from .pdf import report_pdf
+
+    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
+    refused = _signed_or_409(slide)
+    if refused:
+        return refused
+    data = report_pdf(slide, model_version_label=str(slide.model_version_id or "—"), fields=slide.fields.count())
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.pdf"'
+    return response
+
+
 def fhir_report(slide: Slide) -> dict:
     from annotations.models import CellClass
 

@@ -3,6 +3,8 @@ import csv
 import io
 import json
 
+from pypdf import PdfReader
+
 
 from slides import services
 from slides.models import ReferenceInterval, Slide
@@ -110,6 +112,27 @@ def test_pages_list_create_detail_verify_sign_report(client, labeller, reviewer,
     mono = next(o for o in fhir["contained"] if o["code"]["coding"][0]["code"] == "5905-5")
     assert mono["valueQuantity"]["value"] == 100.0
     assert client.get(f"/slides/{slide.pk}/report.csv")["Content-Type"].startswith("text/csv")
+    pdf = client.get(f"/slides/{slide.pk}/report.pdf")
+    assert pdf["Content-Type"] == "application/pdf" and pdf.content.startswith(b"%PDF")
+    text = "".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "Leukocyte differential — PG-9 v1" in text and "Monocyte" in text and "100.0" in text
+    assert f"by {reviewer.get_username()}" in text and "Leukocytes counted" in text
+    assert "verified and signed by an expert" in text
+
+
+def test_pdf_report_only_for_signed_slides_and_roles_and_escapes_user_text(client, labeller, reviewer, active_model):
+    pk = _processed_slide(client, labeller)
+    assert client.get(f"/slides/{pk}/report.pdf").status_code == 409  # not signed
+    slide = Slide.objects.get(pk=pk)
+    client.force_login(reviewer)
+    for c in slide.cells.all():
+        assert client.post(f"/slides/{pk}/cells/{c.pk}/reclassify/", {"target": "lymphocyte"}).status_code == 302
+    assert client.post(f"/slides/{pk}/sign/").status_code == 302
+    Slide.objects.filter(pk=pk).update(notes='<font color="red">x</font> & <b>bold')  # markup in user text
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(client.get(f"/slides/{pk}/report.pdf").content)).pages)
+    assert '<font color="red">x</font> & <b>bold' in text and "Lymphocyte" in text
+    client.logout()
+    assert client.get(f"/slides/{pk}/report.pdf").status_code in (302, 403)
 
 
 def test_reference_intervals_are_seeded_and_editable_by_lab_admins(client, lab_admin, reviewer):
