@@ -13,7 +13,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .archives import ArchiveRejected, iter_zip_members
+from .archives import open_zip, zip_members
 from .deid import deidentified_code_problem
 from .imaging import ImageRejected, sanitize_image
 from .models import (
@@ -192,18 +192,20 @@ def files_upload(
 def zip_upload(
     *, fileobj: BinaryIO, uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
 ) -> BatchSummary:
-    """Store the images of a zip archive. A dangerous archive is refused whole and nothing is kept."""
-    batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
-    summary = BatchSummary(batch_id=batch.pk)
-    created_ids: list[int] = []
-    try:
-        for member in iter_zip_members(
-            fileobj,
-            max_entries=settings.ZIP_MAX_ENTRIES,
-            max_uncompressed=settings.ZIP_MAX_UNCOMPRESSED,
-            max_ratio=settings.ZIP_MAX_RATIO,
-            max_member_bytes=settings.UPLOAD_MAX_BYTES,
-        ):
+    """Store the images of a zip archive. A dangerous archive is refused whole (ArchiveRejected)
+    before anything is stored, the batch included; after that, a bad member is refused alone."""
+    _check_split(split)
+    sample_code = _check_sample_code(sample_code)
+    with open_zip(
+        fileobj,
+        max_entries=settings.ZIP_MAX_ENTRIES,
+        max_uncompressed=settings.ZIP_MAX_UNCOMPRESSED,
+        max_ratio=settings.ZIP_MAX_RATIO,
+        max_member_bytes=settings.UPLOAD_MAX_BYTES,
+    ) as zf:
+        batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
+        summary = BatchSummary(batch_id=batch.pk)
+        for member in zip_members(zf, max_member_bytes=settings.UPLOAD_MAX_BYTES):
             if member.refused:
                 summary.refused.append({"name": member.name, "reason": member.refused, "code": "member"})
                 continue
@@ -214,24 +216,9 @@ def zip_upload(
             except ImageRejected as exc:
                 summary.refused.append({"name": member.name, "reason": exc.message, "code": exc.code})
                 continue
-            if outcome.created:
-                created_ids.append(outcome.image.pk)
             _record_outcome(summary, member.name, outcome)
-    except ArchiveRejected:
-        _images_discard(created_ids)
-        batch.delete()
-        raise
     _batch_close(batch, summary)
     return summary
-
-
-def _images_discard(image_ids: list[int]) -> None:
-    """Undo images stored by a batch that was then refused as a whole."""
-    for image in CellImage.objects.filter(pk__in=image_ids):
-        name = image.file.name
-        AuditEvent.objects.filter(target_type="CellImage", target_id=str(image.pk), action="image.upload").delete()
-        image.delete()
-        default_storage.delete(name)
 
 
 def _batch_close(batch: UploadBatch, summary: BatchSummary) -> None:

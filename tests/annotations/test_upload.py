@@ -255,3 +255,27 @@ def test_dangerous_zip_is_refused_whole(case, client, labeller, settings):
     assert r.json()["file"][0]
     assert CellImage.objects.count() == 0
     assert media_files(settings) == []
+
+
+def test_zip_member_that_cannot_be_unpacked_is_refused_alone_and_a_refused_archive_leaves_no_trace(labeller, settings):
+    from annotations.archives import ArchiveRejected
+    from annotations.models import UploadBatch
+
+    # a member whose stored data fails its CRC check: refused alone, the others stored
+    buf = _zip({"one.png": png_bytes((1, 2, 3)), "two.png": png_bytes((4, 5, 6))}).getvalue()
+    with zipfile.ZipFile(io.BytesIO(buf)) as zf:
+        info = zf.getinfo("two.png")
+    data = bytearray(buf)
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)  # the member's compressed bytes
+    data[start + info.compress_size // 2] ^= 0xFF
+    corrupt = io.BytesIO(bytes(data))
+    summary = zip_upload(fileobj=corrupt, uploaded_by=labeller, channel="api").as_dict()
+    assert summary["counts"] == {"stored": 1, "duplicates": 0, "refused": 1}
+    assert summary["refused"][0]["name"] == "two.png" and "could not be unpacked" in summary["refused"][0]["reason"]
+    assert CellImage.objects.count() == 1
+    # a dangerous archive: refused before anything is stored, no batch row, no audit event
+    events = AuditEvent.objects.count()
+    with pytest.raises(ArchiveRejected):
+        zip_upload(fileobj=_zip({"ok.png": png_bytes((7, 7, 7)), "../evil.png": png_bytes()}), uploaded_by=labeller,
+                   channel="api")
+    assert CellImage.objects.count() == 1 and UploadBatch.objects.count() == 1 and AuditEvent.objects.count() == events
