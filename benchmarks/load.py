@@ -8,8 +8,9 @@ Usage (from the repo root)::
     .venv/bin/python benchmarks/load.py                        # 50 users, 120 s (+ 20 s baseline)
     .venv/bin/python benchmarks/load.py --users 50 --duration 300 --workers 5
 
-Set-up (once, reused by later runs): a database ``leukoportal_load`` on the PostgreSQL given by
-``LOAD_DATABASE_URL`` (default: the local server at 127.0.0.1:5432), migrated, with the cells
+Set-up (once, reused by later runs): a template database ``leukoportal_load_base`` on the
+PostgreSQL given by ``LOAD_DATABASE_URL`` (default: the local server at 127.0.0.1:5432; each run
+measures a fresh copy, ``leukoportal_load``, so every run starts from the same state), migrated, with the cells
 of /work/shared/data/pbc-dev (``--data``): ``--labelled`` per class imported with
 ``manage.py import_cells`` (final labels), the rest uploaded unlabelled for the experts' queues.
 A private Redis (free port) is the broker; the media and caches live under var/load/.
@@ -98,16 +99,21 @@ print(json.dumps({"users": out, "cells": CellImage.objects.count(),
 
 
 def prepare(args, env) -> dict:
+    """Build (once) the template database ``<name>_base``, then give this run a fresh copy of it
+    (PostgreSQL ``CREATE DATABASE ... TEMPLATE``): every run starts from the same cells, labels
+    and queues, so runs are comparable (the load itself labels thousands of cells)."""
     import psycopg
 
     admin_url = args.database_url.rsplit("/", 1)[0] + "/postgres"
     db_name = args.database_url.rsplit("/", 1)[1]
+    base_name = f"{db_name}_base"
+    base_url = f"{args.database_url.rsplit('/', 1)[0]}/{base_name}"
+    base_env = dict(env, DATABASE_URL=base_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db_name]).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{db_name}"')
-    subprocess.run([PY, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env, check=True, capture_output=True)
-    with psycopg.connect(args.database_url) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [base_name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{base_name}"')
+    subprocess.run([PY, "manage.py", "migrate", "--noinput"], cwd=REPO, env=base_env, check=True, capture_output=True)
+    with psycopg.connect(base_url) as conn:
         have = conn.execute("SELECT count(*) FROM annotations_cellimage").fetchone()[0]
     data = Path(args.data)
     unlabelled = []
@@ -122,12 +128,16 @@ def prepare(args, env) -> dict:
         if have < 1000:
             print(f"importing {args.labelled} labelled cells per class from {data} ...", flush=True)
             t0 = time.time()
-            subprocess.run([PY, "manage.py", "import_cells", str(tree), "--no-progress"], cwd=REPO, env=env, check=True)
+            subprocess.run([PY, "manage.py", "import_cells", str(tree), "--no-progress"], cwd=REPO, env=base_env,
+                           check=True)
             print(f"  imported in {time.time() - t0:.0f}s; uploading {len(unlabelled)} unlabelled ...", flush=True)
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     r = subprocess.run([PY, "-c", SETUP, json.dumps({"users": args.users, "unlabelled": unlabelled})], cwd=REPO,
-                       env=env, check=True, capture_output=True, text=True)
+                       env=base_env, check=True, capture_output=True, text=True)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{db_name}" TEMPLATE "{base_name}"')
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
