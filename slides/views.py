@@ -219,17 +219,18 @@ def slide_retry(request, pk: int):
 
 
 # --- Reports (signed slides only) ----------------------------------------------------------
-def _signed_or_409(slide: Slide):
+def _signed_slide(pk: int) -> tuple[Slide, HttpResponse | None]:
+    """The slide, and the 409 answer its report views give while it is not signed (else None)."""
+    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
     if slide.status != Slide.Status.SIGNED or not slide.report:
-        return HttpResponse("Reports exist only for signed slides: verify and sign this slide first.",
-                            status=409, content_type="text/plain")
-    return None
+        return slide, HttpResponse("Reports exist only for signed slides: verify and sign this slide first.",
+                                   status=409, content_type="text/plain")
+    return slide, None
 
 
 @role_required(LABELLER)
 def slide_report(request, pk: int):
-    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-    refused = _signed_or_409(slide)
+    slide, refused = _signed_slide(pk)
     if refused:
         return refused
     return render(request, "slides/report.html", {"slide": slide, "report": slide.report,
@@ -251,8 +252,7 @@ def report_csv_rows(slide: Slide) -> list[list]:
 
 @role_required(LABELLER)
 def slide_report_csv(request, pk: int):
-    slide = get_object_or_404(Slide, pk=pk)
-    refused = _signed_or_409(slide)
+    slide, refused = _signed_slide(pk)
     if refused:
         return refused
     response = HttpResponse(content_type="text/csv; charset=utf-8")
@@ -267,8 +267,7 @@ def slide_report_csv(request, pk: int):
 def slide_report_pdf(request, pk: int):
     from .pdf import report_pdf
 
-    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-    refused = _signed_or_409(slide)
+    slide, refused = _signed_slide(pk)
     if refused:
         return refused
     data = report_pdf(slide, model_version_label=str(slide.model_version_id or "—"), fields=slide.fields.count())
@@ -288,8 +287,7 @@ def fhir_report(slide: Slide) -> dict:
 
 @role_required(LABELLER)
 def slide_report_fhir(request, pk: int):
-    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-    refused = _signed_or_409(slide)
+    slide, refused = _signed_slide(pk)
     if refused:
         return refused
     response = HttpResponse(json.dumps(fhir_report(slide), indent=2), content_type="application/fhir+json")
