@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .archives import open_zip, zip_members
@@ -450,7 +450,17 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
         audit_record(actor=labelled_by, action="batch.import", target=batch,
                      after={"stored": summary.stored, "duplicates": summary.duplicates,
                             "labels": summary.labels_created, "refused": len(summary.refused), "split": split})
+        planner_statistics_refresh()
     return summary
+
+
+def planner_statistics_refresh() -> None:
+    """After a bulk import, refresh PostgreSQL's statistics of the cell and label tables.
+    Until autovacuum does it, the planner would take the new rows for none and plan the
+    labelling queues as nested loops: 80-90 ms per queue count instead of about 1 ms."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {CellImage._meta.db_table}, {Label._meta.db_table}")
 
 
 # --- Labelling portal ----------------------------------------------------------------------

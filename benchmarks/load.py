@@ -135,6 +135,8 @@ def prepare(args, env) -> dict:
         shutil.rmtree(tree, ignore_errors=True)
     r = subprocess.run([PY, "-c", SETUP, json.dumps({"users": args.users, "unlabelled": unlabelled})], cwd=REPO,
                        env=base_env, check=True, capture_output=True, text=True)
+    with psycopg.connect(base_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")  # the copy inherits the statistics autovacuum keeps on a database in use
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{db_name}" TEMPLATE "{base_name}"')

@@ -46,3 +46,15 @@ def test_heldout_import_needs_a_second_reader(tmp_path, demo_cells, labeller, la
     call_command("import_cells", str(root), "--split", "heldout", "--labelled-by", "lab2", "--no-progress")
     image.refresh_from_db()
     assert image.final_label.code == "basophil"
+
+
+def test_import_refreshes_the_planner_statistics_of_cells_and_labels(tmp_path, demo_cells, labeller):
+    """Without them PostgreSQL plans the labelling queues for empty tables (nested loops)."""
+    from django.db import connection
+
+    root = _small_tree(tmp_path, demo_cells)
+    call_command("import_cells", str(root), "--split", "train", "--labelled-by", "lab1", "--no-progress")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relname, reltuples FROM pg_class WHERE relname IN (%s, %s)",
+                       [CellImage._meta.db_table, Label._meta.db_table])
+        assert dict(cursor.fetchall()) == {CellImage._meta.db_table: 6, Label._meta.db_table: 6}
