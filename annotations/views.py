@@ -181,15 +181,13 @@ def taxonomy(request):
 GRID_PAGE_SIZE = 48
 
 
-def _label_classes():
-    return list(
-        CellClass.objects.filter(active=True, is_abstain=False).order_by("display_order", "code")
-        .values("code", "name", "hotkey")
-    )
+def _label_classes() -> list[dict]:
+    return _label_classes_and_names()[0]
 
 
 def _label_classes_and_names() -> tuple[list[dict], dict[str, str]]:
-    """:func:`_label_classes`, and every class's name by code, from one query."""
+    """The classes an expert labels with (active, not the abstention) in display order, and
+    every class's name by code, from one query."""
     rows = list(CellClass.objects.order_by("display_order", "code").values("code", "name", "hotkey", "active", "is_abstain"))
     classes = [{k: r[k] for k in ("code", "name", "hotkey")} for r in rows if r["active"] and not r["is_abstain"]]
     return classes, {r["code"]: r["name"] for r in rows}

@@ -104,10 +104,10 @@ def prepare(args, env) -> dict:
     and queues, so runs are comparable (the load itself labels thousands of cells)."""
     import psycopg
 
-    admin_url = args.database_url.rsplit("/", 1)[0] + "/postgres"
-    db_name = args.database_url.rsplit("/", 1)[1]
+    server, db_name = args.database_url.rsplit("/", 1)
+    admin_url = f"{server}/postgres"
     base_name = f"{db_name}_base"
-    base_url = f"{args.database_url.rsplit('/', 1)[0]}/{base_name}"
+    base_url = f"{server}/{base_name}"
     base_env = dict(env, DATABASE_URL=base_url)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [base_name]).fetchone():
