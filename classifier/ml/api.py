@@ -1,6 +1,17 @@
 """What the Django side calls: ``train``, ``load_ensemble``, ``EnsembleModel.predict``.
 
 Paths, labels and sha256s in; checkpoints, probabilities and votes out. Never imports Django.
+
+Training is a list of stages, each a function with explicit arguments (like torchvision's
+``references/classification``)::
+
+    plan = plan_training(items, classes=..., ...)
+    feats = {b: featurise_backbone(plan, b, cache_dir) for b in plan.backbones}
+    fits = {b: fit_backbone(plan, b, feats[b], i) for i, b in enumerate(plan.backbones)}
+    calibration = calibrate(plan, fits)
+    ood = fit_ood_stage(plan, fits)
+    precision = check_precision(plan, fits, calibration, ood)
+    save(checkpoint_dict(plan, feats, fits, calibration, ood, precision), out_dir)
 """
 
 from __future__ import annotations
@@ -17,10 +28,15 @@ from .checkpoint import save_checkpoint, versions
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .engine import CellPrediction, EnsembleModel, Probabilities, load_ensemble  # noqa: F401 (re-exported)
 from .errors import TrainingCancelled
-from .features import FeatureCache, FeatureExtractor, FeatureKey, feature_dim, featurise, load_features, make_extractor
+from .features import (FeatureCache, FeatureExtractor, FeatureKey, extract_views, feature_dim, featurise,
+                       load_features, make_extractor)
 from .finetune import finetune_tail, supports_finetune, tail_features
+from .heads import build_head
+from .ood import OODModel, fit_ood
+from .precision import check
+from .preprocess import batched_resized
 from .recipes import input_size_for, recipe
-from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble  # noqa: F401
+from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble, weights_sha256  # noqa: F401
 from .runtime import compile_extractor, resolve_runtime
 from .training import fit_temperature, seed_everything, softmax_np, stratified_split, train_head, tta_logits
 from .voting import abstention_curve, choose_threshold, default_min_agreement, vote
@@ -53,9 +69,65 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _check_cancel(should_cancel):
-    if should_cancel is not None and should_cancel():
-        raise TrainingCancelled()
+@dataclass
+class TrainPlan:
+    """Everything the stages share: the unique items, labels, split, recipe and where it runs."""
+
+    items: list[TrainItem]
+    shas: list[str]
+    y: np.ndarray
+    classes: list[str]
+    backbones: list[str]
+    tr_idx: np.ndarray
+    va_idx: np.ndarray
+    cfg: dict
+    device: torch.device
+    runtime: str
+    precision: str
+    cache_precision: str
+    weights: str | None
+    seed: int
+    finetune: bool
+    emit: Callable[[dict], None]
+    should_cancel: Callable[[], bool] | None
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def tta_idx(self) -> list[int]:
+        return [list(self.cfg["views"]).index(v) for v in self.cfg["tta_views"]]
+
+    def check_cancel(self) -> None:
+        if self.should_cancel is not None and self.should_cancel():
+            raise TrainingCancelled()
+
+
+@dataclass
+class Featurised:
+    """One backbone's cached features: where they are and how they were made."""
+
+    cache: FeatureCache
+    extractor: FeatureExtractor
+    info: dict  # checkpoint's backbone_info entry
+    stats: dict  # {"new": images featurised now, "seconds": ...}
+
+
+@dataclass
+class BackboneFit:
+    head: torch.nn.Module
+    temperature: float
+    val_probs: np.ndarray  # [M, C] calibrated
+    metrics: dict
+    final: FeatureExtractor  # the extractor the engine will run (fine-tuned or frozen)
+    finetuned: bool
+    ood_train: np.ndarray  # [N_train, D] features (mean over the test-time views) for the OOD bank
+    ood_val: np.ndarray  # [M, D]
+
+
+@dataclass
+class Calibration:
+    threshold: float
+    min_agreement: int
+    metrics: dict
 
 
 def train(
@@ -83,11 +155,46 @@ def train(
     ``"finetune"`` (default + the last two stages of each Lite trained on cached maps).
     ``weights=None`` random-initialises the backbones (tests only; never implicit).
     A validation split (by a seeded hash of the sha256) is held out of training for early
-    stopping, temperature scaling and the default abstention threshold. ``threads``: CPU threads
-    to use (None: leave the process setting alone; the worker sets it once).
-    ``config_overrides``: recipe keys to change (see :mod:`classifier.ml.recipes`).
-    ``runtime``: how the frozen layers run on the CPU (see :mod:`classifier.ml.runtime`)."""
+    stopping, temperature scaling, the default abstention threshold and the threshold of the
+    out-of-distribution score. ``threads``: CPU threads to use (None: leave the process setting
+    alone; the worker sets it once). ``config_overrides``: recipe keys to change (see
+    :mod:`classifier.ml.recipes`). ``runtime``: how the frozen layers run on the CPU (see
+    :mod:`classifier.ml.runtime`)."""
     t_start = time.time()
+    plan = plan_training(items, classes=classes, ensemble=ensemble, mode=mode, epochs=epochs, device=device,
+                         progress=progress, should_cancel=should_cancel, weights=weights, seed=seed,
+                         config_overrides=config_overrides, threads=threads, runtime=runtime)
+    feats = {b: featurise_backbone(plan, b, cache_dir=cache_dir) for b in plan.backbones}
+    t_heads = time.time()
+    fits = {b: fit_backbone(plan, b, feats[b], index=i) for i, b in enumerate(plan.backbones)}
+    heads_seconds = time.time() - t_heads
+    calibration = calibrate(plan, fits)
+    ood = fit_ood_stage(plan, fits)
+    precision_check = check_precision(plan, fits, calibration, ood)
+    plan.check_cancel()
+    plan.emit({"stage": "saving"})
+    metrics = dict(
+        {"per_backbone": {b: fits[b].metrics for b in plan.backbones},
+         "featurised": {b: feats[b].stats for b in plan.backbones},
+         "n_train": int(len(plan.tr_idx)), "n_val": int(len(plan.va_idx)), "heads_seconds": round(heads_seconds, 2)},
+        **calibration.metrics,
+        bf16_agreement=precision_check["agreement"] if precision_check else None,
+        precision_check=dict(precision_check or {"agreement": None, "cells": 0}, runtime=plan.runtime),
+        ood=ood.summary() if ood else None,
+    )
+    ckpt = checkpoint_dict(plan, feats, fits, calibration, ood, precision_check, metrics)
+    path, digest = save_checkpoint(ckpt, out_dir)
+    metrics["total_seconds"] = round(time.time() - t_start, 2)
+    plan.emit({"stage": "done", "checkpoint_sha256": digest})
+    return TrainResult(checkpoint_path=path, checkpoint_sha256=digest, classes=plan.classes, backbones=plan.backbones,
+                       metrics=metrics, config=plan.cfg, history=plan.history)
+
+
+def plan_training(items: Sequence[TrainItem], *, classes: Sequence[str], ensemble, mode: str, epochs: int | None,
+                  device: str, progress, should_cancel, weights: str | None, seed: int,
+                  config_overrides: dict | None, threads: int | None, runtime: str) -> TrainPlan:
+    """Check the inputs, drop duplicate images, split train / validation, resolve the recipe,
+    the device, the runtime and the feature precision."""
     classes = list(classes)
     if len(set(classes)) != len(classes) or len(classes) < 2:
         raise ValueError("classes must be at least two distinct class codes")
@@ -102,7 +209,6 @@ def train(
     dev = resolve_device(device)
     if dev.type == "cpu" and threads is not None:
         set_threads(threads)
-    emit = progress or (lambda e: None)
     seed_everything(seed)
 
     # unique images (the same sha256 twice is one image)
@@ -124,170 +230,189 @@ def train(
     cfg["feature_precision"] = precision
     # fp32 features are the same function in every runtime; reduced precision is not
     cache_precision = precision if precision == "fp32" or rt == "torch" else f"{precision}@{rt}"
-    views = list(cfg["views"])
-    tta = list(cfg["tta_views"])
-    tta_idx = [views.index(v) for v in tta]
     finetune = bool(cfg.get("finetune_epochs")) and cfg["mode"] in ("finetune", "default") and cfg.get("finetune", True)
+    return TrainPlan(items=items, shas=shas, y=y, classes=classes, backbones=backbones, tr_idx=tr_idx, va_idx=va_idx,
+                     cfg=cfg, device=dev, runtime=rt, precision=precision, cache_precision=cache_precision,
+                     weights=weights, seed=seed, finetune=finetune, emit=progress or (lambda e: None),
+                     should_cancel=should_cancel)
 
-    # 1. featurise (only what the cache lacks)
-    backbone_info, caches, extractors, featurised = {}, {}, {}, {}
-    for b in backbones:
-        _check_cancel(should_cancel)
-        spec = get_spec(b)
-        size = input_size_for(cfg, b, spec.input_size)
-        cache_kind = "prefix" if finetune else cfg["features"]
-        ext, ident = make_extractor(b, cache_kind, weights=weights, input_size=size, seed=seed)
-        if finetune and not supports_finetune(ext.backbone):
-            raise ValueError(f"mode='finetune' is not available for {b} (only the EfficientNet-Lite backbones)")
-        key = FeatureKey(b, ident, cache_kind, size, tuple(views), cache_precision)
-        cache = FeatureCache(cache_dir, key)
-        t0 = time.time()
-        missing = any(not cache.has(s) for s in shas)
-        run_ext = (compile_extractor(ext, size, runtime=rt, device=dev, precision=precision,
-                                     normalisation=(spec.mean, spec.std)) if missing else ext)
-        n_new = featurise(
-            [(it.sha256, it.path) for it in items], extractor=run_ext, spec=spec, cache=cache, device=dev,
-            batch_size=128 if dev.type == "cuda" else 32,
-            progress=lambda d, n, b=b: emit({"stage": "featurising", "backbone": b, "done": d, "total": n}),
-            should_cancel=should_cancel,
-        )
-        featurised[b] = {"new": n_new, "seconds": round(time.time() - t0, 2)}
-        backbone_info[b] = {
-            "weights": weights, "weights_sha256": ident if weights else None, "features": cfg["features"],
-            "input_size": size, "feature_dim": feature_dim(spec, cfg["features"]), "feature_key": key.slug,
-        }
-        caches[b], extractors[b] = cache, ext
 
-    # 2. heads (and, when fine-tuning, the last blocks on cached prefix maps)
-    history: list[dict] = []
-    heads, temps, val_probs, metrics_bb, finetuned = {}, {}, {}, {}, {}
-    t_heads = time.time()
-    for bi, b in enumerate(backbones):
-        _check_cancel(should_cancel)
+def featurise_backbone(plan: TrainPlan, b: str, *, cache_dir: Path) -> Featurised:
+    """Compute and cache the frozen features of one backbone (only what the cache lacks)."""
+    plan.check_cancel()
+    cfg = plan.cfg
+    spec = get_spec(b)
+    size = input_size_for(cfg, b, spec.input_size)
+    cache_kind = "prefix" if plan.finetune else cfg["features"]
+    ext, ident = make_extractor(b, cache_kind, weights=plan.weights, input_size=size, seed=plan.seed)
+    if plan.finetune and not supports_finetune(ext.backbone):
+        raise ValueError(f"mode='finetune' is not available for {b} (only the EfficientNet-Lite backbones)")
+    key = FeatureKey(b, ident, cache_kind, size, tuple(cfg["views"]), plan.cache_precision)
+    cache = FeatureCache(cache_dir, key)
+    t0 = time.time()
+    missing = any(not cache.has(s) for s in plan.shas)
+    run_ext = (compile_extractor(ext, size, runtime=plan.runtime, device=plan.device, precision=plan.precision,
+                                 normalisation=(spec.mean, spec.std)) if missing else ext)
+    n_new = featurise(
+        [(it.sha256, it.path) for it in plan.items], extractor=run_ext, spec=spec, cache=cache, device=plan.device,
+        batch_size=128 if plan.device.type == "cuda" else 32,
+        progress=lambda d, n: plan.emit({"stage": "featurising", "backbone": b, "done": d, "total": n}),
+        should_cancel=plan.should_cancel,
+    )
+    info = {
+        "weights": plan.weights, "weights_sha256": ident if plan.weights else None, "features": cfg["features"],
+        "input_size": size, "feature_dim": feature_dim(spec, cfg["features"]), "feature_key": key.slug,
+    }
+    return Featurised(cache=cache, extractor=ext, info=info, stats={"new": n_new, "seconds": round(time.time() - t0, 2)})
 
-        def on_epoch(r, b=b):
-            history.append(dict(r, backbone=b))
-            emit(dict(r, stage="training", backbone=b))
 
-        X = load_features(caches[b], shas)
-        maps = None
-        if finetune:
-            maps = X
-            X = tail_features(extractors[b].backbone, maps, cfg["features"], dev, precision)
-        fit = train_head(X[tr_idx], y[tr_idx], X[va_idx][:, tta_idx], y[va_idx], n_classes=len(classes),
-                         config=cfg, seed=seed + bi, on_epoch=on_epoch, should_cancel=should_cancel)
-        if finetune:
-            emit({"stage": "finetuning", "backbone": b})
-            del X
-            bb, fit = finetune_tail(extractors[b].backbone, fit.head, maps[tr_idx], y[tr_idx],
-                                    maps[va_idx][:, tta_idx], y[va_idx], n_classes=len(classes), config=cfg,
-                                    seed=seed + bi, device=dev, precision=precision, on_epoch=on_epoch,
-                                    should_cancel=should_cancel)
-            finetuned[b] = bb
-            del maps
-        heads[b] = fit.head
-        temps[b] = fit_temperature(fit.val_logits, y[va_idx])
-        val_probs[b] = softmax_np(fit.val_logits, temps[b])
-        metrics_bb[b] = {
-            "val_accuracy": float((fit.val_logits.argmax(1) == y[va_idx]).mean()) if len(va_idx) else None,
-            "best_epoch": fit.best_epoch, "temperature": temps[b],
-        }
-    final = {b: FeatureExtractor(finetuned.get(b, extractors[b].backbone), cfg["features"]).eval() for b in backbones}
-    heads_seconds = time.time() - t_heads
+def fit_backbone(plan: TrainPlan, b: str, feats: Featurised, *, index: int) -> BackboneFit:
+    """Train one backbone's head on its cached features (and, when fine-tuning, its last blocks
+    on the cached prefix maps), then its temperature on the validation split."""
+    plan.check_cancel()
+    cfg, tr, va, y = plan.cfg, plan.tr_idx, plan.va_idx, plan.y
+    tta_idx = plan.tta_idx
 
-    # 3. vote on the validation split: metrics and the default abstention threshold
-    emit({"stage": "calibrating"})
-    n_b = len(backbones)
-    min_agree = default_min_agreement(n_b)
-    metrics: dict = {"per_backbone": metrics_bb, "featurised": featurised, "n_train": int(len(tr_idx)),
-                     "n_val": int(len(va_idx)), "heads_seconds": round(heads_seconds, 2)}
-    default_threshold = 0.0
-    if len(va_idx):
-        stacked = np.stack([val_probs[b] for b in backbones])
-        res = vote(stacked, "majority")
-        curve = abstention_curve(stacked, y[va_idx], min_agreement=min_agree)
-        default_threshold = choose_threshold(curve, float(cfg["target_accuracy"]), float(cfg["max_referred"]))
-        accepted = next(c for c in curve if c["threshold"] == default_threshold)
-        metrics.update({
-            "val_accuracy_majority": float((res.label == y[va_idx]).mean()),
-            "val_accuracy_soft": float((stacked.mean(0).argmax(1) == y[va_idx]).mean()),
-            "val_accuracy_accepted": accepted["accuracy_accepted"],
-            "val_referred": accepted["referred"],
-            "abstention_curve": curve,
-        })
+    def on_epoch(r):
+        plan.history.append(dict(r, backbone=b))
+        plan.emit(dict(r, stage="training", backbone=b))
 
-    # 4. bf16 on this CPU: do its votes agree with fp32 on real (validation) images, in the
-    #    runtime the engine will use, alone and with the fp32 re-check near decisions (see
-    #    classifier.ml.precision)? Unmeasured (too few cells, no bf16) means fp32.
-    bf16_check = None
-    if dev.type == "cpu" and cpu_supports_bf16() and len(va_idx) >= MIN_PRECISION_CHECK_CELLS:
-        _check_cancel(should_cancel)
-        emit({"stage": "checking_precision"})
-        bf16_check = _precision_check(items, va_idx, backbones, final, heads, temps, tta, dev, rt,
-                                      {b: backbone_info[b]["input_size"] for b in backbones}, default_threshold)
-    bf16_agreement = bf16_check["agreement"] if bf16_check else None
-    metrics["bf16_agreement"] = bf16_agreement
-    metrics["precision_check"] = dict(bf16_check or {"agreement": None, "cells": 0}, runtime=rt)
+    X = load_features(feats.cache, plan.shas)
+    backbone = feats.extractor.backbone
+    maps = None
+    if plan.finetune:
+        maps = X
+        X = tail_features(backbone, maps, cfg["features"], plan.device, plan.precision)
+    fit = train_head(X[tr], y[tr], X[va][:, tta_idx], y[va], n_classes=len(plan.classes), config=cfg,
+                     seed=plan.seed + index, on_epoch=on_epoch, should_cancel=plan.should_cancel)
+    if plan.finetune:
+        plan.emit({"stage": "finetuning", "backbone": b})
+        backbone, fit = finetune_tail(backbone, fit.head, maps[tr], y[tr], maps[va][:, tta_idx], y[va],
+                                      n_classes=len(plan.classes), config=cfg, seed=plan.seed + index,
+                                      device=plan.device, precision=plan.precision, on_epoch=on_epoch,
+                                      should_cancel=plan.should_cancel)
+        # the OOD bank lives in the fine-tuned features the engine will compute
+        X = tail_features(backbone, maps[:, tta_idx], cfg["features"], plan.device, plan.precision)
+        del maps
+        ood_feats = X.mean(1)
+    else:
+        ood_feats = X[:, tta_idx].mean(1)
+    temperature = fit_temperature(fit.val_logits, y[va])
+    metrics = {
+        "val_accuracy": float((fit.val_logits.argmax(1) == y[va]).mean()) if len(va) else None,
+        "best_epoch": fit.best_epoch, "temperature": temperature,
+    }
+    return BackboneFit(head=fit.head, temperature=temperature, val_probs=softmax_np(fit.val_logits, temperature),
+                       metrics=metrics, final=FeatureExtractor(backbone, cfg["features"]).eval(),
+                       finetuned=plan.finetune, ood_train=ood_feats[tr], ood_val=ood_feats[va])
 
-    # 5. checkpoint
-    _check_cancel(should_cancel)
-    emit({"stage": "saving"})
+
+def calibrate(plan: TrainPlan, fits: dict[str, BackboneFit]) -> Calibration:
+    """Vote on the validation split: the ensemble's validation metrics and the default
+    abstention threshold (the recipe's target accuracy on accepted cells within its referral
+    budget)."""
+    plan.check_cancel()
+    plan.emit({"stage": "calibrating"})
+    min_agree = default_min_agreement(len(plan.backbones))
+    y_val = plan.y[plan.va_idx]
+    if not len(y_val):
+        return Calibration(threshold=0.0, min_agreement=min_agree, metrics={})
+    stacked = np.stack([fits[b].val_probs for b in plan.backbones])
+    res = vote(stacked, "majority")
+    curve = abstention_curve(stacked, y_val, min_agreement=min_agree)
+    threshold = choose_threshold(curve, float(plan.cfg["target_accuracy"]), float(plan.cfg["max_referred"]))
+    accepted = next(c for c in curve if c["threshold"] == threshold)
+    return Calibration(threshold=threshold, min_agreement=min_agree, metrics={
+        "val_accuracy_majority": float((res.label == y_val).mean()),
+        "val_accuracy_soft": float((stacked.mean(0).argmax(1) == y_val).mean()),
+        "val_accuracy_accepted": accepted["accuracy_accepted"],
+        "val_referred": accepted["referred"],
+        "abstention_curve": curve,
+    })
+
+
+def fit_ood_stage(plan: TrainPlan, fits: dict[str, BackboneFit]) -> OODModel:
+    """The out-of-distribution score: nearest training cells in each backbone's features, its
+    threshold on the validation split (see :mod:`classifier.ml.ood`)."""
+    plan.check_cancel()
+    plan.emit({"stage": "fitting_ood"})
+    cfg = plan.cfg
+    return fit_ood({b: fits[b].ood_train for b in plan.backbones}, {b: fits[b].ood_val for b in plan.backbones},
+                   train_labels=plan.y[plan.tr_idx], k=int(cfg.get("ood_k", 5)),
+                   quantile=float(cfg.get("ood_quantile", 97.5)), seed=plan.seed)
+
+
+def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: Calibration,
+                    ood: OODModel | None) -> dict | None:
+    """bf16 on this CPU: do its votes (and referrals, and out-of-distribution flags) agree with
+    fp32 on real validation images, in the runtime the engine will use, alone and with the fp32
+    re-check near decisions (see :mod:`classifier.ml.precision`)? Unmeasured (too few cells,
+    no bf16, not the CPU) is None: the engine then runs fp32."""
+    if (plan.device.type != "cpu" or not cpu_supports_bf16()
+            or len(plan.va_idx) < MIN_PRECISION_CHECK_CELLS):
+        return None
+    plan.check_cancel()
+    plan.emit({"stage": "checking_precision"})
+    va_items = [plan.items[i] for i in plan.va_idx[:PRECISION_CHECK_CELLS]]
+    paths = [it.path for it in va_items]
+    views = list(plan.cfg["tta_views"])
+    logits, features = {}, {}
+    for prec in ("bf16", "fp32"):
+        per, per_feats = [], {}
+        for b in plan.backbones:
+            spec = get_spec(b)
+            size = input_size_for(plan.cfg, b, spec.input_size)
+            run_ext = compile_extractor(fits[b].final, size, runtime=plan.runtime, device=plan.device, precision=prec,
+                                        normalisation=(spec.mean, spec.std))
+            parts = [extract_views(run_ext, spec, batch[size], views, plan.device, prec)
+                     for _, batch in batched_resized(paths, [size], 32)]
+            f = torch.cat(parts)
+            per.append(tta_logits(fits[b].head, f).numpy())
+            per_feats[b] = f.mean(1).numpy()
+        logits[prec] = np.stack(per)
+        features[prec] = per_feats
+    ood_scores = None
+    if ood is not None:
+        ood_scores = (ood.score(features["bf16"]), ood.score(features["fp32"]), ood.threshold)
+    return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
+                 calibration.threshold, ood=ood_scores)
+
+
+def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],
+                    calibration: Calibration, ood: OODModel | None, precision_check: dict | None,
+                    metrics: dict) -> dict:
+    """The checkpoint: plain tensors and builtins (loaded with ``weights_only=True``)."""
+    backbones = plan.backbones
     backbone_state = None
-    if weights is None or finetuned:  # random init / fine-tuned: ship the backbone weights
-        backbone_state = {b: final[b].backbone.state_dict() for b in backbones if weights is None or b in finetuned}
-    ckpt = {
-        "classes": classes,
+    if plan.weights is None or plan.finetune:  # random init / fine-tuned: ship the backbone weights
+        backbone_state = {b: fits[b].final.backbone.state_dict() for b in backbones}
+    return {
+        "classes": plan.classes,
         "backbones": backbones,
-        "config": cfg,
-        "heads": {b: heads[b].state_dict() for b in backbones},
-        "temperature": temps,
-        "default_threshold": float(default_threshold),
-        "min_agreement": min_agree,
-        "backbone_info": backbone_info,
+        "config": plan.cfg,
+        "heads": {b: fits[b].head.state_dict() for b in backbones},
+        "temperature": {b: fits[b].temperature for b in backbones},
+        "default_threshold": float(calibration.threshold),
+        "min_agreement": calibration.min_agreement,
+        "backbone_info": {b: feats[b].info for b in backbones},
         "backbone_state": backbone_state,
-        "bf16_agreement": bf16_agreement,
-        "bf16_agreement_runtime": rt,
-        "bf16_recheck": bf16_check["recheck"] if bf16_check else None,
-        "metrics": _jsonable(metrics),
+        "bf16_agreement": precision_check["agreement"] if precision_check else None,
+        "bf16_agreement_runtime": plan.runtime,
+        "bf16_recheck": precision_check["recheck"] if precision_check else None,
+        "ood": ood.state_dict() if ood is not None else None,
+        "metrics": jsonable(metrics),
         "versions": versions(),
-        "seed": seed,
+        "seed": plan.seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path, digest = save_checkpoint(ckpt, out_dir)
-    metrics["total_seconds"] = round(time.time() - t_start, 2)
-    emit({"stage": "done", "checkpoint_sha256": digest})
-    return TrainResult(checkpoint_path=path, checkpoint_sha256=digest, classes=classes, backbones=backbones,
-                       metrics=metrics, config=cfg, history=history)
 
 
-def _precision_check(items, va_idx, backbones, extractors, heads, temps, tta, dev, runtime, sizes, threshold) -> dict:
-    """bf16 against fp32 on at most ``PRECISION_CHECK_CELLS`` validation cells, in ``runtime``:
-    :func:`classifier.ml.precision.check` on the TTA-averaged logits of each backbone."""
-    from .features import extract_views
-    from .precision import check
-    from .preprocess import batched_resized
-
-    va_items = [items[i] for i in va_idx[:PRECISION_CHECK_CELLS]]
-    paths = [it.path for it in va_items]
-    logits = {}
-    for prec in ("bf16", "fp32"):
-        per = []
-        for b in backbones:
-            spec = get_spec(b)
-            run_ext = compile_extractor(extractors[b], sizes[b], runtime=runtime, device=dev, precision=prec,
-                                        normalisation=(spec.mean, spec.std))
-            parts = [extract_views(run_ext, spec, batch[sizes[b]], tta, dev, prec)
-                     for _, batch in batched_resized(paths, [sizes[b]], 32)]
-            per.append(tta_logits(heads[b], torch.cat(parts)).numpy())
-        logits[prec] = np.stack(per)
-    return check(logits["bf16"], logits["fp32"], np.array([temps[b] for b in backbones]), threshold)
-
-
-def _jsonable(x):
+def jsonable(x):
+    """Builtins only (numpy scalars to Python numbers), for checkpoints and JSON columns."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.floating,)):
         return float(x)
     if isinstance(x, (np.integer,)):

@@ -9,6 +9,11 @@ close to a decision computed again in fp32 (:mod:`classifier.ml.precision`; chec
 before that re-check: plain bf16 at >= 99.5%); else fp32;
 AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache
 keyed by the checkpoint's sha256, the device, the precision and the runtime).
+
+Every prediction carries its out-of-distribution score (:mod:`classifier.ml.ood`), computed from
+the same features; a cell over the score's threshold is referred to an expert like a split vote,
+with the reason :data:`REASON_TEXT` gives. Checkpoints from before the score have none
+(``ood_score`` is None, and ``ood_checked`` False).
 """
 
 from __future__ import annotations
@@ -25,15 +30,31 @@ from .checkpoint import load_checkpoint
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
+from .ood import OODModel
 from .optimize import optimise_for_inference
 from .precision import recheck_mask
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
 from .training import softmax_np, tta_logits
-from .voting import UNIDENTIFIED, VOTINGS, abstain_mask, default_min_agreement, vote
+from .voting import UNIDENTIFIED, VOTINGS, default_min_agreement, vote
 
 BF16_MIN_AGREEMENT = 0.995
+
+# Why a cell is referred to an expert (codes stored with predictions), most serious first.
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+SPLIT_VOTE = "split_vote"
+LOW_CONFIDENCE = "low_confidence"
+REASON_TEXT = {
+    OUT_OF_DISTRIBUTION: "unlike the training images",
+    SPLIT_VOTE: "split vote",
+    LOW_CONFIDENCE: "low confidence",
+}
+
+
+def reason_text(reasons: Sequence[str]) -> str:
+    """The reasons, in words, most serious first ("" when the cell was accepted)."""
+    return "; ".join(REASON_TEXT.get(r, r) for r in reasons)
 
 
 @dataclass
@@ -46,6 +67,16 @@ class CellPrediction:
     abstained: bool
     per_backbone: dict[str, dict[str, float]] = field(default_factory=dict)
     probabilities: dict[str, float] = field(default_factory=dict)
+    ood_score: float | None = None  # None: the checkpoint has no out-of-distribution score
+    reasons: list[str] = field(default_factory=list)  # why it was referred (codes, most serious first)
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return OUT_OF_DISTRIBUTION in self.reasons
+
+    @property
+    def reason(self) -> str:
+        return reason_text(self.reasons)
 
 
 @dataclass
@@ -54,6 +85,7 @@ class Probabilities:
     backbones: list[str]
     per_backbone: dict[str, np.ndarray]  # backbone -> [N, C] calibrated probabilities
     ensemble: np.ndarray  # [N, C] mean of the calibrated probabilities
+    ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores (None: no score)
 
     @property
     def stacked(self) -> np.ndarray:
@@ -78,6 +110,7 @@ class EnsembleModel:
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))
         self.metrics: dict = ckpt.get("metrics", {})
         self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
+        self.ood: OODModel | None = OODModel.from_state(ckpt["ood"]) if ckpt.get("ood") else None
         self.precision = self._choose_precision(precision, ckpt)
         self.extractors: dict[str, FeatureExtractor] = {}
         self.fp32_extractors: dict[str, FeatureExtractor] = {}  # the re-check's
@@ -100,14 +133,16 @@ class EnsembleModel:
             # measured with the re-check: use it where it passes, never plain bf16 (a plain
             # agreement of 100 % on a few hundred cells does not show >= 99.5 % on the next ones,
             # and where bf16 moves little the re-check costs little)
-            if ((recheck.get("agreement") or 0.0) >= BF16_MIN_AGREEMENT
+            ood_measured = self.ood is None or recheck.get("ood_tolerance") is not None
+            if ((recheck.get("agreement") or 0.0) >= BF16_MIN_AGREEMENT and ood_measured
                     and len(recheck["logit_tolerance"]) == len(self.backbones)):
                 self.recheck = {"logit": dict(zip(self.backbones, recheck["logit_tolerance"])),
-                                "proba": float(recheck["proba_tolerance"])}
+                                "proba": float(recheck["proba_tolerance"]),
+                                "ood": recheck.get("ood_tolerance")}
                 return "bf16"
             return "fp32"
         agreement = ckpt.get("bf16_agreement")  # checkpoints from before the re-check
-        if agreement is not None and agreement >= BF16_MIN_AGREEMENT:
+        if agreement is not None and agreement >= BF16_MIN_AGREEMENT and self.ood is None:
             return "bf16"
         return "fp32"
 
@@ -152,41 +187,58 @@ class EnsembleModel:
     @torch.inference_mode()
     def predict_proba(self, images: Sequence, *, batch_size: int | None = None, views: Sequence[str] | None = None,
                       backbones: Sequence[str] | None = None, threshold: float | None = None) -> Probabilities:
-        """Calibrated probabilities per backbone and for the ensemble (mean). ``images``: PIL
-        images or paths. ``views``: test-time views (default: the checkpoint's). ``threshold``:
-        the abstention threshold the result will be decided with (default: the checkpoint's);
-        with the bf16 re-check, cells whose confidence is near it are computed in fp32."""
+        """Calibrated probabilities per backbone and for the ensemble (mean), and the
+        out-of-distribution score of each cell. ``images``: PIL images or paths. ``views``:
+        test-time views (default: the checkpoint's). ``threshold``: the abstention threshold the
+        result will be decided with (default: the checkpoint's); with the bf16 re-check, cells
+        whose confidence or OOD score is near its threshold are computed in fp32."""
         views = list(views or self.tta_views)
         names = list(backbones or self.backbones)
         if batch_size is None:
             batch_size = 128 if self.device.type == "cuda" else 32
         n = len(images)
         out = {b: np.zeros((n, len(self.classes)), np.float32) for b in names}
+        scored = self.ood is not None and set(self.ood.backbones) <= set(names)
+        ood_scores = np.zeros(n, np.float64) if scored else None
         sizes = sorted({self.input_sizes[b] for b in names})
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
             if self.device.type == "cuda":
                 batch = {s: x.pin_memory() for s, x in batch.items()}
-            z = np.stack([self._logits(self.extractors[b], b, batch, views, self.precision) for b in names])
+            zs, feats = [], {}
+            for b in names:
+                z, f = self._logits(self.extractors[b], b, batch, views, self.precision)
+                zs.append(z)
+                feats[b] = f
+            z = np.stack(zs)
+            scores = self.ood.score(feats) if scored else None
             if self.recheck:
                 temps = np.array([self.temperature[b] for b in names])
                 tol = np.array([self.recheck["logit"][b] for b in names])
+                near_ood = (scores, self.ood.threshold, self.recheck["ood"]) if scored else None
                 redo = recheck_mask(z, temps, tol, self.recheck["proba"],
-                                    self.default_threshold if threshold is None else float(threshold))
+                                    self.default_threshold if threshold is None else float(threshold), ood=near_ood)
                 for i, b in enumerate(names):
                     idx = np.flatnonzero(redo[i])
                     if len(idx):
                         part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
-                        z[i, idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
+                        z[i, idx], feats[b][idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
+                if scored and redo.any():
+                    scores = self.ood.score(feats)
             for i, b in enumerate(names):
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
+            if scored:
+                ood_scores[start:start + z.shape[1]] = scores
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
-        return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0))
+        return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
+                             ood_scores=ood_scores)
 
     @torch.inference_mode()
-    def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> np.ndarray:
-        """Logits of backbone ``b`` averaged over the views [B, C] (uncalibrated)."""
+    def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> tuple[np.ndarray, np.ndarray]:
+        """Logits of backbone ``b`` averaged over the views [B, C] (uncalibrated), and its
+        features averaged over the views [B, D] (what the out-of-distribution score reads)."""
         feats = extract_views(extractor, get_spec(b), batch[self.input_sizes[b]], views, self.device, precision)
-        return tta_logits(self.heads[b], feats.to(self.device)).float().cpu().numpy()
+        logits = tta_logits(self.heads[b], feats.to(self.device)).float().cpu().numpy()
+        return logits, feats.float().mean(1).cpu().numpy()
 
     def predict(self, images: Sequence, *, threshold: float | None = None, min_agreement: int | None = None,
                 voting: str = "majority", batch_size: int = 32, views: Sequence[str] | None = None,
@@ -208,21 +260,33 @@ class EnsembleModel:
         k = self.min_agreement if min_agreement is None else int(min_agreement)
         stacked = proba.stacked
         res = vote(stacked, voting)
-        abst = abstain_mask(res, threshold=t, min_agreement=k)
+        split = res.agreement < k
+        low = res.confidence < t
+        ood = (self.ood.flags(proba.ood_scores) if proba.ood_scores is not None
+               else np.zeros(stacked.shape[1], dtype=bool))
         preds = []
         for i in range(stacked.shape[1]):
             top = self.classes[int(res.label[i])]
+            reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (SPLIT_VOTE, split[i]),
+                                              (LOW_CONFIDENCE, low[i])) if hit]
             preds.append(CellPrediction(
-                label=UNIDENTIFIED if abst[i] else top,
+                label=UNIDENTIFIED if reasons else top,
                 top_class=top,
                 confidence=float(res.confidence[i]),
                 agreement=int(res.agreement[i]),
                 n_backbones=len(proba.backbones),
-                abstained=bool(abst[i]),
+                abstained=bool(reasons),
                 per_backbone={b: dict(zip(self.classes, map(float, proba.per_backbone[b][i]))) for b in proba.backbones},
                 probabilities=dict(zip(self.classes, map(float, res.mean_proba[i]))),
+                ood_score=None if proba.ood_scores is None else float(proba.ood_scores[i]),
+                reasons=reasons,
             ))
         return preds
+
+    @property
+    def ood_checked(self) -> bool:
+        """Whether this model scores how unlike its training images a cell is."""
+        return self.ood is not None
 
 
 _CACHE: dict[tuple[str, str, str, str], EnsembleModel] = {}

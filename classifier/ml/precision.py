@@ -13,8 +13,9 @@ The rule, per batch (``z``: TTA-averaged logits [backbones, cells, classes] from
 * a whole cell (every backbone) is recomputed when the majority vote is tied (the tie is
   broken by mean probability, which bf16 may move), when the top-1 / top-2 margin of the
   mean probability (the soft vote) is at most the probability tolerance (the same spread, of
-  the mean probabilities), or when its confidence is within that tolerance of the lab's
-  abstention threshold (so bf16 never decides whether a cell is referred to an expert).
+  the mean probabilities), when its confidence is within that tolerance of the lab's
+  abstention threshold, or when its out-of-distribution score is within the OOD tolerance of
+  that score's threshold (so bf16 never decides whether a cell is referred to an expert).
 
 Tolerances are measured when the model is trained, on validation cells: the 98th percentile
 of the spreads (the largest one is an outlier: on pbc-dev it re-checked 55-64 % of the
@@ -46,16 +47,20 @@ def _margin(a: np.ndarray) -> np.ndarray:
 
 
 def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray, proba_tol: float,
-                 threshold: float | None = None) -> np.ndarray:
+                 threshold: float | None = None, *, ood: tuple[np.ndarray, float, float] | None = None) -> np.ndarray:
     """[backbones, cells] True where that backbone's result for that cell must be recomputed
     in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B];
-    ``threshold``: the abstention threshold the result will be judged by."""
+    ``threshold``: the abstention threshold the result will be judged by; ``ood``: the cells'
+    bf16 out-of-distribution scores, that score's threshold and its tolerance."""
     z = np.asarray(z, dtype=np.float64)
     redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(z.shape[0], 1)
     res = vote(_probs(z, temperatures), "majority")
     close = _margin(res.mean_proba) <= float(proba_tol)
     if threshold is not None:
         close |= np.abs(res.confidence - float(threshold)) <= float(proba_tol)
+    if ood is not None:
+        scores, ood_threshold, ood_tol = ood
+        close |= np.abs(np.asarray(scores, dtype=np.float64) - float(ood_threshold)) <= float(ood_tol)
     return redo | (res.tied | close)[None, :]
 
 
@@ -75,37 +80,51 @@ def tolerances(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> tu
 
 
 def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol,
-              threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+              threshold: float | None = None, *, ood=None) -> tuple[np.ndarray, np.ndarray]:
     """What the engine would compute: bf16 logits with the flagged ones replaced by fp32.
-    Returns (logits [B, N, C], mask [B, N])."""
-    mask = recheck_mask(z16, temperatures, logit_tol, proba_tol, threshold)
+    Returns (logits [B, N, C], mask [B, N]). ``ood``: (bf16 scores, threshold, tolerance)."""
+    mask = recheck_mask(z16, temperatures, logit_tol, proba_tol, threshold, ood=ood)
     return np.where(mask[..., None], z32, z16), mask
 
 
-def _decisions(z: np.ndarray, temperatures: np.ndarray, threshold: float | None) -> tuple[np.ndarray, ...]:
-    """Majority vote, soft vote and (with a threshold) whether the cell is referred."""
+def _decisions(z: np.ndarray, temperatures: np.ndarray, threshold: float | None,
+               ood_flags: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Majority vote, soft vote, (with a threshold) whether the cell is referred for its
+    confidence and (with the out-of-distribution flags) whether it is flagged."""
     probs = _probs(z, temperatures)
     maj = vote(probs, "majority")
     out = (maj.label, vote(probs, "soft").label)
     if threshold is not None:
         out += (maj.confidence < float(threshold),)
+    if ood_flags is not None:
+        out += (np.asarray(ood_flags, dtype=bool),)
     return out
 
 
-def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None) -> dict:
+def ood_tolerance(s16: np.ndarray, s32: np.ndarray) -> float:
+    """The :data:`QUANTILE` percentile of how far bf16 moved the out-of-distribution scores."""
+    return float(np.percentile(np.abs(np.asarray(s16, np.float64) - np.asarray(s32, np.float64)), QUANTILE))
+
+
+def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None, *,
+          ood: tuple[np.ndarray, np.ndarray, float] | None = None) -> dict:
     """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).
 
     ``agreement``: share of cells with the same majority vote in plain bf16. ``recheck``:
     tolerances from all cells (what the engine will use), and how often the re-checked result
-    is the same as fp32's (majority vote, soft vote and, given the abstention ``threshold``,
-    whether the cell is referred: all three), measured two-fold: tolerances from one half of
-    the cells, agreement on the other half, and the other way round; with the share of
+    is the same as fp32's (majority vote, soft vote, given the abstention ``threshold`` whether
+    the cell is referred, and given ``ood`` = (bf16 scores, fp32 scores, threshold) whether it
+    is flagged out-of-distribution: all of them), measured two-fold: tolerances from one half
+    of the cells, agreement on the other half, and the other way round; with the share of
     backbone results recomputed in fp32 there."""
     z16 = np.asarray(z16, dtype=np.float64)
     z32 = np.asarray(z32, dtype=np.float64)
     temps = np.asarray(temperatures, dtype=np.float64)
     n = z16.shape[1]
-    ref = _decisions(z32, temps, threshold)
+    s16 = s32 = ood_threshold = None
+    if ood is not None:
+        s16, s32, ood_threshold = np.asarray(ood[0], np.float64), np.asarray(ood[1], np.float64), float(ood[2])
+    ref = _decisions(z32, temps, threshold, None if ood is None else s32 > ood_threshold)
     out = {"cells": int(n), "agreement": float((_decisions(z16, temps, None)[0] == ref[0]).mean()) if n else None}
     halves = [np.arange(n)[0::2], np.arange(n)[1::2]]
     same, redone, total = 0, 0, 0
@@ -113,8 +132,14 @@ def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold:
         if not len(fit) or not len(held):
             continue
         lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
-        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold)
-        got = _decisions(z, temps, threshold)
+        held_ood, flags = None, None
+        if ood is not None:
+            held_ood = (s16[held], ood_threshold, ood_tolerance(s16[fit], s32[fit]))
+        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold, ood=held_ood)
+        if ood is not None:  # near its threshold the whole cell is recomputed in fp32
+            near = np.abs(s16[held] - ood_threshold) <= held_ood[2]
+            flags = np.where(near, s32[held], s16[held]) > ood_threshold
+        got = _decisions(z, temps, threshold, flags)
         same += int(np.logical_and.reduce([g == r[held] for g, r in zip(got, ref)]).sum())
         redone += int(mask.sum())
         total += len(held)
@@ -122,6 +147,7 @@ def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold:
     out["recheck"] = {
         "logit_tolerance": [float(v) for v in lt],
         "proba_tolerance": pt,
+        "ood_tolerance": ood_tolerance(s16, s32) if ood is not None else None,
         "threshold": threshold,
         "agreement": same / total if total else None,
         "rechecked_share": redone / (total * z16.shape[0]) if total else None,

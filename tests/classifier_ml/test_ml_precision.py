@@ -90,14 +90,20 @@ def test_engine_rechecks_in_fp32_only_where_the_checkpoint_measured_it(trained, 
     fp32 = EnsembleModel(ckpt, digest, device="cpu", precision="fp32", runtime="openvino")
     assert fp32.recheck is None and fp32.precision_label == "fp32"
     # everything within the tolerance: every cell is recomputed, so the output is fp32's
-    everything = {"logit_tolerance": [1e9] * n_b, "proba_tolerance": 1.0, "agreement": 1.0, "rechecked_share": 1.0}
+    everything = {"logit_tolerance": [1e9] * n_b, "proba_tolerance": 1.0, "ood_tolerance": 1e9, "agreement": 1.0,
+                  "rechecked_share": 1.0}
     ck = dict(ckpt, bf16_agreement=0.9, bf16_agreement_runtime="openvino", bf16_recheck=everything)
     model = EnsembleModel(ck, digest, device="cpu", runtime="openvino")
     if not cpu_supports_bf16():
         assert model.precision == "fp32" and model.recheck is None
         return
     assert model.precision == "bf16" and model.precision_label == "bf16 + fp32 re-check"
-    np.testing.assert_allclose(model.predict_proba(paths).stacked, fp32.predict_proba(paths).stacked, atol=1e-5)
+    got, ref = model.predict_proba(paths), fp32.predict_proba(paths)
+    np.testing.assert_allclose(got.stacked, ref.stacked, atol=1e-5)
+    np.testing.assert_allclose(got.ood_scores, ref.ood_scores, atol=1e-3)
+    # a re-check measured without the out-of-distribution score: bf16 could move a cell across its threshold
+    unmeasured = dict(ck, bf16_recheck={k: v for k, v in everything.items() if k != "ood_tolerance"})
+    assert EnsembleModel(unmeasured, digest, device="cpu", runtime="openvino").precision == "fp32"
     # a re-check that did not reach the agreement rule, or measured in another runtime: fp32
     weak = dict(ck, bf16_recheck=dict(everything, agreement=0.99))
     assert EnsembleModel(weak, digest, device="cpu", runtime="openvino").precision == "fp32"
@@ -107,7 +113,7 @@ def test_engine_rechecks_in_fp32_only_where_the_checkpoint_measured_it(trained, 
     other = dict(ck, bf16_agreement_runtime="torch")
     assert EnsembleModel(other, digest, device="cpu", runtime="openvino").precision == "fp32"
     # no tolerance: plain bf16 everywhere but on tied votes (always re-checked)
-    nothing = dict(everything, logit_tolerance=[0.0] * n_b, proba_tolerance=0.0)
+    nothing = dict(everything, logit_tolerance=[0.0] * n_b, proba_tolerance=0.0, ood_tolerance=0.0)
     plain = EnsembleModel(dict(ck, bf16_recheck=nothing), digest, device="cpu", runtime="openvino")
     bf16 = EnsembleModel(ckpt, digest, device="cpu", precision="bf16", runtime="openvino").predict_proba(paths)
     tops = bf16.stacked.argmax(2)

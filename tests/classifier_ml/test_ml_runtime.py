@@ -103,9 +103,14 @@ def test_bf16_only_where_measured_in_the_same_runtime(trained):
     assert EnsembleModel(measured, digest, device="cpu", runtime="openvino").precision == "fp32"
     low = dict(ckpt, bf16_agreement=0.99, bf16_agreement_runtime="openvino")
     assert EnsembleModel(low, digest, device="cpu", runtime="openvino").precision == "fp32"
-    good = dict(ckpt, bf16_agreement=0.999, bf16_agreement_runtime="openvino")
+    # checkpoints from before the re-check (and before the out-of-distribution score): plain bf16
+    good = dict(ckpt, ood=None, bf16_agreement=0.999, bf16_agreement_runtime="openvino")
     want = "bf16" if cpu_supports_bf16() else "fp32"
     assert EnsembleModel(good, digest, device="cpu", runtime="openvino").precision == want
+    # plain bf16 was never measured against the out-of-distribution score: fp32
+    scored = dict(good, ood=ckpt["ood"])
+    assert ckpt["ood"] is not None
+    assert EnsembleModel(scored, digest, device="cpu", runtime="openvino").precision == "fp32"
 
 
 def test_training_features_are_exact_fp32_with_openvino(trained):

@@ -10,7 +10,8 @@ from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
 
 
 class Command(BaseCommand):
-    help = "Classify image files: class, confidence, agreement and each backbone's vote."
+    help = ("Classify image files: class, confidence, agreement, each backbone's vote, the out-of-distribution "
+            "score and, for a cell referred to an expert, the reason.")
 
     def add_arguments(self, parser):
         parser.add_argument("files", nargs="+")
@@ -37,8 +38,15 @@ class Command(BaseCommand):
         for i, (path, p) in enumerate(zip(paths, preds)):
             votes = {b: ensemble.classes[int(np.argmax(proba.per_backbone[b][i]))] for b in proba.backbones}
             rows.append({"file": str(path), "class": p.label, "top_class": p.top_class, "confidence": p.confidence,
-                         "agreement": f"{p.agreement}/{p.n_backbones}", "abstained": p.abstained, "votes": votes})
+                         "agreement": f"{p.agreement}/{p.n_backbones}", "abstained": p.abstained, "votes": votes,
+                         "reason": p.reason or None, "reasons": p.reasons, "ood_score": p.ood_score,
+                         "out_of_distribution": p.out_of_distribution})
             self.stdout.write(f"{path}\t{p.label}\t{p.confidence:.3f}\t{p.agreement}/{p.n_backbones}\t"
-                              + " ".join(f"{b}={v}" for b, v in votes.items()))
+                              + " ".join(f"{b}={v}" for b, v in votes.items())
+                              + (f"\treferred: {p.reason}" if p.abstained else ""))
+        if not ensemble.ood_checked:
+            self.stderr.write(f"Model version {version.pk} has no out-of-distribution score (trained before it "
+                              "existed): retrain it to have cells unlike its training images flagged.")
         if json_out:
-            Path(json_out).write_text(json.dumps({"model_version": version.pk, "results": rows}, indent=2))
+            Path(json_out).write_text(json.dumps({"model_version": version.pk, "ood_checked": ensemble.ood_checked,
+                                                  "results": rows}, indent=2))

@@ -6,6 +6,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.folders import folder_items
+from classifier.ml.engine import REASON_TEXT
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_resolve
 from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
@@ -43,6 +44,7 @@ class Command(BaseCommand):
             top = [ensemble.classes[i] for i in np.argmax(proba.per_backbone[b], axis=1)]
             per_backbone[b] = float(np.mean([a == t for a, t in zip(actual, top)]))
         accepted = [(a, p.top_class) for a, p in zip(actual, preds) if not p.abstained]
+        ood_flagged = sum(p.out_of_distribution for p in preds)
         out = {
             "model_version": version.pk,
             "ensemble": version.ensemble,
@@ -59,13 +61,18 @@ class Command(BaseCommand):
             "confusion_matrix": {"labels": labels, "matrix": summary["confusion_matrix"]["matrix"],
                                  "rows": "actual", "columns": "predicted"},
             "per_backbone": per_backbone,
+            # every cell referred to an expert, for any reason (split vote, low confidence, out-of-distribution)
             "abstained": sum(p.abstained for p in preds),
+            "ood_flagged": ood_flagged if ensemble.ood_checked else None,
+            "referred_by_reason": {r: sum(r in p.reasons for p in preds) for r in REASON_TEXT},
             "accuracy_on_accepted": (sum(a == t for a, t in accepted) / len(accepted)) if accepted else None,
+            "accepted_and_wrong": (sum(a != t for a, t in accepted) / len(actual)) if actual else None,
             "cells_per_second": len(actual) / elapsed if elapsed > 0 else None,
         }
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(out, indent=2))
         self.stdout.write(
-            f"overall accuracy {out['overall_accuracy']:.4f} on {len(actual)} cells; abstained {out['abstained']}; "
+            f"overall accuracy {out['overall_accuracy']:.4f} on {len(actual)} cells; abstained {out['abstained']} "
+            f"(out-of-distribution {out['ood_flagged']}); "
             f"{out['cells_per_second']:.1f} cells/s; written to {json_out}"
         )

@@ -1,0 +1,122 @@
+"""The out-of-distribution score: unit properties on synthetic features, and on real images a
+model trained on PBC cells flags smear-field crops from another microscope and stain (BCCD)."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from classifier.ml import api
+from classifier.ml.checkpoint import load_checkpoint
+from classifier.ml.engine import OUT_OF_DISTRIBUTION, EnsembleModel
+from classifier.ml.ood import MIN_VALIDATION, OODModel, fit_ood, kth_distance, l2_normalise
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cluster(rng, n, centre, spread=0.3):
+    return centre + rng.normal(0, spread, (n, len(centre)))
+
+
+def _features(seed=0, n=400, dim=64, shift=0.0):
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(99).normal(0, 1, (3, dim))
+    centres[:, : dim // 2] += shift
+    x = np.concatenate([_cluster(rng, n // 3, c) for c in centres])
+    y = np.repeat(np.arange(3), n // 3)
+    return {"a": x, "b": x[:, ::-1] * 2 + 1}, y
+
+
+def test_kth_distance_skips_the_cell_itself_only_when_asked():
+    bank = l2_normalise(np.eye(4) + 0.01)
+    assert np.allclose(kth_distance(bank, bank, 1), 0, atol=1e-6)
+    assert (kth_distance(bank, bank, 1, exclude_self=True) > 0.5).all()
+
+
+def test_in_domain_cells_pass_and_shifted_cells_are_flagged():
+    train, y = _features(0)
+    val, _ = _features(1, n=150)
+    model = fit_ood(train, val, train_labels=y)
+    assert model.threshold_from == "validation" and model.n_validation == 150
+    same, _ = _features(2, n=600)
+    foreign, _ = _features(3, n=300, shift=1.5)
+    assert model.flags(model.score(same)).mean() <= 0.06
+    assert model.flags(model.score(foreign)).mean() == 1.0
+    # the threshold is the validation cells' 97.5th percentile: about 2.5 % of them over it
+    assert 0.0 < model.expected_rate <= 0.04
+
+
+def test_state_round_trip_gives_the_same_scores_and_loads_weights_only(tmp_path):
+    train, y = _features(0)
+    val, _ = _features(1, n=150)
+    model = fit_ood(train, val, train_labels=y)
+    torch.save(model.state_dict(), tmp_path / "ood.pt")
+    back = OODModel.from_state(torch.load(tmp_path / "ood.pt", weights_only=True))
+    probe, _ = _features(4, n=60, shift=0.5)
+    np.testing.assert_allclose(back.score(probe), model.score(probe), rtol=1e-2, atol=1e-2)  # bank kept in fp16
+    assert back.threshold == model.threshold and back.k == model.k
+    with pytest.raises(ValueError, match="unknown out-of-distribution method"):
+        OODModel.from_state(dict(model.state_dict(), method="energy"))
+
+
+def test_few_validation_cells_set_the_threshold_from_the_training_cells():
+    train, y = _features(0)
+    val, _ = _features(1, n=MIN_VALIDATION - 1)
+    model = fit_ood(train, {b: v[: MIN_VALIDATION - 1] for b, v in val.items()}, train_labels=y)
+    assert model.threshold_from == "training (leave-one-out)"
+    same, _ = _features(2, n=600)
+    assert model.flags(model.score(same)).mean() <= 0.06
+
+
+def test_a_large_training_set_is_subsampled_by_class():
+    train, y = _features(0, n=900)
+    model = fit_ood(train, {}, train_labels=y, max_bank=300)
+    assert model.n_bank == 300 and model.banks["a"].shape == (300, 64)
+
+
+def test_every_prediction_carries_its_score_and_reason(trained, dataset):
+    result, events, _ = trained
+    assert "fitting_ood" in [e.get("stage") for e in events]
+    assert result.metrics["ood"]["threshold_from"] in ("validation", "training (leave-one-out)")
+    ckpt, digest = load_checkpoint(result.checkpoint_path)
+    model = EnsembleModel(ckpt, digest, device="cpu", precision="fp32")
+    assert model.ood_checked
+    preds = model.predict([it.path for it in dataset])
+    assert all(p.ood_score is not None for p in preds)
+    for p in preds:
+        assert p.abstained == bool(p.reasons)
+        assert p.out_of_distribution == (p.ood_score > model.ood.threshold)
+    # a checkpoint from before the score: no score, and nothing invented
+    old = EnsembleModel(dict(ckpt, ood=None), digest, device="cpu", precision="fp32")
+    assert not old.ood_checked
+    assert all(p.ood_score is None and OUT_OF_DISTRIBUTION not in p.reasons for p in old.predict([dataset[0].path]))
+
+
+@pytest.mark.slow
+def test_model_trained_on_pbc_cells_flags_bccd_field_crops_and_not_held_out_pbc_cells(tmp_path):
+    """Real ImageNet weights (shipped in a Python package) and real images: the demo's PBC cells
+    (CellaVision, May-Grünwald-Giemsa) against white cells cropped from the demo's BCCD fields."""
+    from slides.pipeline import as_stored, find_cells
+
+    demo = REPO / "demo" / "cells"
+    classes = sorted(d.name for d in demo.iterdir() if d.is_dir())
+    train, held = [], []
+    for c in classes:
+        for i, p in enumerate(sorted((demo / c).iterdir())):
+            (held if i % 5 == 0 else train).append((p, c))
+    items = [api.TrainItem(path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), label=c) for p, c in train]
+    result = api.train(items, classes=classes, ensemble=["efficientnet_lite0"], mode="default", epochs=30,
+                       cache_dir=tmp_path / "cache", out_dir=tmp_path / "out", device="cpu",
+                       config_overrides={"views": ["id", "flip"], "input_size": 224})
+    model = api.load_ensemble(result.checkpoint_path, device="cpu")
+    crops = [as_stored(c.crop) for f in sorted((REPO / "demo" / "fields").glob("*.jpg"))
+             for c in find_cells(Image.open(f)) if c.needs_model]
+    assert len(crops) >= 5
+    foreign = model.predict(crops)
+    assert all(p.out_of_distribution and p.abstained and p.label == "unidentified" for p in foreign)
+    assert all("unlike the training images" in p.reason for p in foreign)
+    in_domain = model.predict([p for p, _ in held])
+    assert sum(p.out_of_distribution for p in in_domain) <= 2  # of 27; about 2.5 % expected
