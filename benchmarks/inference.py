@@ -221,6 +221,35 @@ def worker_agreement(job: dict) -> dict:
             "engine": float((votes["auto"] == votes["fp32"]).mean())}
 
 
+def gflop_per_cell(backbone: str, size: int) -> float:
+    """Forward FLOPs of one backbone on one image (a multiply-add counts 2), by torch's counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from classifier.ml.registry import build_backbone
+
+    model = build_backbone(backbone, None, input_size=size).eval()
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(dtype, threads: int, n: int = 2048, reps: int = 8) -> float:
+    """What this machine's cores compute at best: a large matrix product, GFLOP/s."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    seconds = time.perf_counter() - t0
+    torch.set_num_threads(before)
+    return 2 * n ** 3 * reps / seconds / 1e9
+
+
 def spawn(kind: str, job: dict) -> dict:
     proc = subprocess.run([sys.executable, __file__, "--worker", kind, json.dumps(job)], capture_output=True,
                           text=True, cwd=REPO)
@@ -299,6 +328,13 @@ def main() -> None:
     every = list(dict.fromkeys(backbones + [b for e in ensembles for b in ENSEMBLES[e]]))
     sizes = {b: ck_sizes.get(b) or input_size_for(recipe("default"), b, get_spec(b).input_size) for b in every}
     print("# input sizes (engine and naive): " + ", ".join(f"{b} {s}" for b, s in sizes.items()))
+    flops = {b: gflop_per_cell(b, sizes[b]) for b in every}
+    print("# GFLOP per cell (forward, one view; an ensemble is the sum): "
+          + ", ".join(f"{b} {v:.2f}" for b, v in flops.items()))
+    if cpu:
+        print(f"# this machine's limit: matrix product {matmul_gflops(torch.float32, threads):.0f} GFLOP/s in fp32, "
+              f"{matmul_gflops(torch.bfloat16, threads):.0f} GFLOP/s in bf16 ({threads} threads); the GFLOP/s columns "
+              "are cells/s x GFLOP per cell (the fp32 re-check's extra work not counted)")
     print(f"# engine runtime: {runtime}; heads: {'the trained checkpoint' if args.checkpoint else 'logistic regression on 90 other real cells'}; "
           f"bf16 measured against fp32 on {len(calibration_images)} other real cells as training does: the engine runs "
           f"bf16 where its vote agreement is >= {BF16_MIN_AGREEMENT}, alone or with the fp32 re-check near decisions, else fp32")
@@ -329,7 +365,7 @@ def main() -> None:
         else:
             cols["cuda amp"] = spawn("engine", dict(job, precision="auto", runtime="torch"))
         rows.append((name, naive, cols))
-        _print_row(name, naive, cols, runtime, cpu)
+        _print_row(name, naive, cols, runtime, cpu, sum(flops[b] for b in bbs) * len(views))
     print("# targets (2 CPU cores): paper ensemble >= 4x naive; offline ensemble >= 20 cells/s")
 
 
@@ -337,18 +373,21 @@ def _print_header(cpu):
     if cpu:
         print(f"{'model':<24} {'naive':>7} {'torch fp32':>10} {'ov fp32':>8} {'bf16':>7} {'bf16 agree':>10} "
               f"{'engine':>7} {'engine runs':>20} {'agree':>6} {'recheck':>7} {'speedup':>7} {'naive MB':>8} "
-              f"{'engine MB':>9}  (cells/s; agreement with fp32 on the timed cells)")
+              f"{'engine MB':>9} {'naive GF/s':>10} {'engine GF/s':>11}  (cells/s; agreement with fp32 on the timed cells)")
     else:
         print(f"{'model':<24} {'naive':>7} {'cuda amp':>9} {'speedup':>7} {'naive MB':>8} {'engine MB':>9}  (cells/s)")
 
 
-def _print_row(name, naive, cols, runtime, cpu):
+def _print_row(name, naive, cols, runtime, cpu, gflop=None):
     def f(d, k="cells_per_s"):
         fmt = "{:.0f}" if k == "peak_rss_mb" else "{:.2f}"
         return fmt.format(d[k]) if d and k in d else ("err" if d and "error" in d else "-")
 
     def pct(v):
         return f"{100 * v:.1f}%" if isinstance(v, float) else "-"
+
+    def gfs(d):
+        return f"{d['cells_per_s'] * gflop:.1f}" if gflop and d and "cells_per_s" in d else "-"
 
     errors = [d["error"] for d in [naive, *cols.values()] if d and "error" in d]
     if not cpu:
@@ -364,7 +403,8 @@ def _print_row(name, naive, cols, runtime, cpu):
         sp = f"{eng['cells_per_s'] / naive['cells_per_s']:.1f}x" if "cells_per_s" in eng and "cells_per_s" in naive else "-"
         print(f"{name:<24} {f(naive):>7} {f(cols['torch fp32']):>10} {f(cols.get('openvino fp32')):>8} "
               f"{f(cols.get('bf16')):>7} {pct(agree.get('bf16')):>10} {f(eng):>7} {runs:>20} {pct(agree.get('engine')):>6} "
-              f"{share:>7} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(eng, 'peak_rss_mb'):>9}", flush=True)
+              f"{share:>7} {sp:>7} {f(naive, 'peak_rss_mb'):>8} {f(eng, 'peak_rss_mb'):>9} {gfs(naive):>10} "
+              f"{gfs(eng):>11}", flush=True)
         cal = cols.get("calibration") or {}
         if "agreement" in cal:
             print(f"#   calibration ({cal['cells']} other cells): plain bf16 {pct(cal['agreement'])}, re-checked "

@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+
 
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
@@ -77,6 +79,14 @@ class Prediction(models.Model):
     agreement = models.PositiveSmallIntegerField()
     n_backbones = models.PositiveSmallIntegerField()
     abstained = models.BooleanField(default=False)
+    reasons = models.JSONField(
+        default=list, blank=True,
+        help_text="Why the cell was referred to an expert: out_of_distribution, split_vote, low_confidence.",
+    )
+    ood_score = models.FloatField(
+        null=True, blank=True,
+        help_text="How unlike the version's training images the cell is (null: the version has no such score).",
+    )
     per_backbone = models.JSONField(default=dict)
     probabilities = models.JSONField(default=dict)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -91,3 +101,12 @@ class Prediction(models.Model):
     @property
     def agreement_text(self) -> str:
         return f"{self.agreement}/{self.n_backbones}"
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return OUT_OF_DISTRIBUTION in (self.reasons or [])
+
+    @property
+    def reason(self) -> str:
+        """Why the cell was referred, in words ("" when accepted)."""
+        return reason_text(self.reasons or [])

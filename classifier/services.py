@@ -12,7 +12,7 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from annotations.models import CellImage, LabSettings, Split
+from annotations.models import CellImage, LabSettings, Source, Split
 from annotations.services import audit_record
 
 from .models import ModelVersion, Prediction, TrainingRun
@@ -97,6 +97,8 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
                 agreement=p.agreement,
                 n_backbones=p.n_backbones,
                 abstained=p.abstained,
+                reasons=p.reasons,
+                ood_score=p.ood_score,
                 per_backbone=p.per_backbone,
                 probabilities=p.probabilities,
             )
@@ -244,20 +246,31 @@ def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:
 
 
 def training_snapshot() -> tuple[list, dict]:
-    """Freeze the final labels of the train split (held-out cells never train)."""
+    """Freeze the final labels of the train split (held-out cells never train): labelled cells
+    and, unless the lab's settings say slides do not train, cells verified on slides, with their
+    provenance (``provenance["slide_cell"]``: [image id, slide id] pairs)."""
     from classifier.ml.api import TrainItem
+    from slides.models import SlideCell
 
+    sources = [Source.CELL] + ([Source.SLIDE_CELL] if LabSettings.get().slides_train else [])
     images = (
-        CellImage.objects.filter(split=Split.TRAIN, final_label__isnull=False, final_label__is_abstain=False)
-        .exclude(source="field")
+        CellImage.objects.filter(split=Split.TRAIN, final_label__isnull=False, final_label__is_abstain=False,
+                                 source__in=sources)
         .select_related("final_label")
         .order_by("pk")
     )
-    items, rows = [], []
+    items, rows, from_slides = [], [], []
     for img in images:
         items.append(TrainItem(path=Path(default_storage.path(img.file.name)), sha256=img.sha256, label=img.final_label.code))
         rows.append([img.pk, img.sha256, img.final_label.code])
-    return items, {"source": "labels", "items": rows}
+        if img.source == Source.SLIDE_CELL:
+            from_slides.append(img.pk)
+    slide_of = {}
+    for image_id, slide_id in (SlideCell.objects.filter(image_id__in=from_slides).order_by("slide_id")
+                               .values_list("image_id", "slide_id")):
+        slide_of.setdefault(image_id, slide_id)
+    provenance = {"slide_cell": [[pk, slide_of.get(pk)] for pk in from_slides]}
+    return items, {"source": "labels", "items": rows, "provenance": provenance}
 
 
 def training_run_execute(*, run_id: int) -> ModelVersion | None:

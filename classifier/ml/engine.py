@@ -33,6 +33,7 @@ from .heads import build_head
 from .ood import OODModel
 from .optimize import optimise_for_inference
 from .precision import recheck_mask
+from .reasons import LOW_CONFIDENCE, OUT_OF_DISTRIBUTION, REASON_TEXT, SPLIT_VOTE, reason_text  # noqa: F401
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
@@ -40,22 +41,6 @@ from .training import softmax_np, tta_logits
 from .voting import UNIDENTIFIED, VOTINGS, default_min_agreement, vote
 
 BF16_MIN_AGREEMENT = 0.995
-
-# Why a cell is referred to an expert (codes stored with predictions), most serious first.
-OUT_OF_DISTRIBUTION = "out_of_distribution"
-SPLIT_VOTE = "split_vote"
-LOW_CONFIDENCE = "low_confidence"
-REASON_TEXT = {
-    OUT_OF_DISTRIBUTION: "unlike the training images",
-    SPLIT_VOTE: "split vote",
-    LOW_CONFIDENCE: "low confidence",
-}
-
-
-def reason_text(reasons: Sequence[str]) -> str:
-    """The reasons, in words, most serious first ("" when the cell was accepted)."""
-    return "; ".join(REASON_TEXT.get(r, r) for r in reasons)
-
 
 @dataclass
 class CellPrediction:
@@ -86,6 +71,7 @@ class Probabilities:
     per_backbone: dict[str, np.ndarray]  # backbone -> [N, C] calibrated probabilities
     ensemble: np.ndarray  # [N, C] mean of the calibrated probabilities
     ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores (None: no score)
+    features: dict[str, np.ndarray] | None = None  # backbone -> [N, D], only when asked (keep_features)
 
     @property
     def stacked(self) -> np.ndarray:
@@ -186,12 +172,14 @@ class EnsembleModel:
     # -- inference ----------------------------------------------------------------------
     @torch.inference_mode()
     def predict_proba(self, images: Sequence, *, batch_size: int | None = None, views: Sequence[str] | None = None,
-                      backbones: Sequence[str] | None = None, threshold: float | None = None) -> Probabilities:
+                      backbones: Sequence[str] | None = None, threshold: float | None = None,
+                      keep_features: bool = False) -> Probabilities:
         """Calibrated probabilities per backbone and for the ensemble (mean), and the
         out-of-distribution score of each cell. ``images``: PIL images or paths. ``views``:
         test-time views (default: the checkpoint's). ``threshold``: the abstention threshold the
         result will be decided with (default: the checkpoint's); with the bf16 re-check, cells
-        whose confidence or OOD score is near its threshold are computed in fp32."""
+        whose confidence or OOD score is near its threshold are computed in fp32.
+        ``keep_features``: also return each backbone's features (for measurements)."""
         views = list(views or self.tta_views)
         names = list(backbones or self.backbones)
         if batch_size is None:
@@ -200,6 +188,7 @@ class EnsembleModel:
         out = {b: np.zeros((n, len(self.classes)), np.float32) for b in names}
         scored = self.ood is not None and set(self.ood.backbones) <= set(names)
         ood_scores = np.zeros(n, np.float64) if scored else None
+        kept = {b: [] for b in names} if keep_features else None
         sizes = sorted({self.input_sizes[b] for b in names})
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
             if self.device.type == "cuda":
@@ -228,9 +217,13 @@ class EnsembleModel:
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
             if scored:
                 ood_scores[start:start + z.shape[1]] = scores
+            if kept is not None:
+                for b in names:
+                    kept[b].append(feats[b])
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
+        features = {b: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for b, v in kept.items()} if kept else None
         return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
-                             ood_scores=ood_scores)
+                             ood_scores=ood_scores, features=features)
 
     @torch.inference_mode()
     def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.folders import folder_items
-from classifier.ml.engine import REASON_TEXT
+from classifier.ml.reasons import REASON_TEXT
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_resolve
 from classifier.services import ensemble_load, lab_min_agreement, lab_threshold

@@ -1,0 +1,21 @@
+"""Why a cell is referred to an expert instead of being accepted: codes (stored with each
+prediction) and their words. No torch here, so that the web side can import it cheaply."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+# most serious first
+OUT_OF_DISTRIBUTION = "out_of_distribution"
+SPLIT_VOTE = "split_vote"
+LOW_CONFIDENCE = "low_confidence"
+REASON_TEXT = {
+    OUT_OF_DISTRIBUTION: "unlike the training images",
+    SPLIT_VOTE: "split vote",
+    LOW_CONFIDENCE: "low confidence",
+}
+
+
+def reason_text(reasons: Sequence[str]) -> str:
+    """The reasons, in words, most serious first ("" when the cell was accepted)."""
+    return "; ".join(REASON_TEXT.get(r, r) for r in reasons)
