@@ -164,6 +164,11 @@ class LabSettings(models.Model):
     )
     retrain_min_new_labels = models.PositiveIntegerField(default=100)
     promotion_margin = models.FloatField(default=0.02, help_text="Largest allowed drop of any class's sensitivity.")
+    slides_train = models.BooleanField(
+        default=True,
+        help_text="Cells verified on slides enter the next training snapshot (how the model adapts to this lab's "
+                  "microscope and stain).",
+    )
 
     class Meta:
         verbose_name_plural = "lab settings"
@@ -173,5 +178,9 @@ class LabSettings(models.Model):
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
 
-    def labels_required(self, split: str) -> int:
+    def labels_required(self, split: str, source: str = Source.CELL) -> int:
+        """Readings that make a final label. A cell found in a slide field is labelled by the
+        reviewer who verifies it on the slide (one reading)."""
+        if source == Source.SLIDE_CELL:
+            return 1
         return self.labels_required_heldout if split == Split.HELDOUT else self.labels_required_train

@@ -44,7 +44,9 @@ QUEUES = {
     "unsure": "Flagged 'not sure' by others",
     "heldout": "Held-out, still needing labels",
 }
-LABELLING_SOURCES = (Source.CELL, Source.SLIDE_CELL)
+# Cells found in slide fields are read on the slide's verification screen by a reviewer, whose
+# verification is their label: they never wait in the labellers' queues.
+LABELLING_SOURCES = (Source.CELL,)
 
 
 def _current_labels(**filters):

@@ -257,7 +257,7 @@ def _final_label_recompute(image: CellImage) -> None:
     """Agreement of the required number of experts makes the final label; else review."""
     adjudication = image.adjudications.order_by("-id").first()
     current = list(image.labels.filter(superseded_at__isnull=True))
-    required = LabSettings.get().labels_required(image.split)
+    required = LabSettings.get().labels_required(image.split, source=image.source)
     final, needs_review = None, False
     if adjudication is not None:
         final = adjudication.cell_class
