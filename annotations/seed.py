@@ -3,7 +3,9 @@
 Idempotent; used by a data migration (with historical models) and by the test suite.
 """
 
-# code, name, hotkey, order, is_leukocyte, is_abstain
+# code, name, hotkey, order, is_leukocyte, is_abstain. Blasts and atypical lymphocytes are rare in
+# the public training sets: an expert assigns them during verification, and a differential says
+# "not assessed by the model" for every class the model version has no training data for.
 TAXONOMY = [
     ("neutrophil_segmented", "Neutrophil, segmented", "n", 10, True, False),
     ("neutrophil_band", "Neutrophil, band (stab)", "b", 20, True, False),
@@ -13,6 +15,7 @@ TAXONOMY = [
     ("eosinophil", "Eosinophil", "e", 50, True, False),
     ("basophil", "Basophil", "a", 60, True, False),
     ("immature_granulocyte", "Immature granulocyte", "i", 70, True, False),
+    ("blast", "Blast", "t", 75, True, False),
     ("erythroblast", "Erythroblast (nucleated red cell)", "r", 80, False, False),
     ("platelet", "Platelet", "p", 90, False, False),
     ("smudge", "Smudge cell", "s", 100, False, False),

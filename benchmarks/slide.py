@@ -99,7 +99,7 @@ def choose_fields(n_cells: int) -> list[Path]:
 
     fields, total = [], 0
     for path in sorted((BCCD / "JPEGImages").glob("*.jpg")):
-        found = sum(1 for c in find_cells(Image.open(path)) if c.needs_model)
+        found = sum(1 for c in find_cells(Image.open(path)).cells if c.needs_model)
         if found:
             fields.append(path)
             total += found

@@ -23,9 +23,9 @@ class SlideOutputSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Slide
-        fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count", "status",
-                  "task_state", "progress", "error", "model_version", "created_by", "created_at", "signed_by",
-                  "signed_at", "correction_reason"]
+        fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count",
+                  "microns_per_pixel", "status", "task_state", "progress", "error", "model_version", "created_by",
+                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason"]
 
     def get_signed_by(self, obj) -> str | None:
         return obj.signed_by.get_username() if obj.signed_by_id else None
@@ -62,6 +62,8 @@ class SlideListCreateApi(ListAPIView):
         kind = serializers.ChoiceField(choices=Slide.Kind.choices, default=Slide.Kind.FIELDS)
         wbc_count = serializers.DecimalField(max_digits=7, decimal_places=2, required=False, allow_null=True)
         target_count = serializers.ChoiceField(choices=Slide.TARGETS, default=100)
+        microns_per_pixel = serializers.FloatField(required=False, allow_null=True, default=None,
+                                                   help_text="The fields' scale; blank: measured on their red cells.")
         notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
     def get_queryset(self):
@@ -153,15 +155,27 @@ class SlideCellReclassifyApi(APIView):
 
 
 class SlideSignApi(APIView):
+    """Sign the differential. While warnings stand (fewer cells than the target, ...) a
+    ``reason`` is required: without one the answer is 400 with the ``warnings``."""
+
     permission_classes = [IsReviewer]
 
-    @extend_schema(request=None, responses={200: SlideOutputSerializer})
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+    @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
         try:
-            slide = services.slide_sign(slide=slide, actor=request.user)
+            slide = services.slide_sign(slide=slide, actor=request.user, reason=data.validated_data["reason"])
+        except services.SignatureNeedsReason as exc:
+            return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
         except (services.SlideLocked, services.SlideNotReady) as exc:
             return _conflict(exc)
+        except DjangoValidationError as exc:
+            _raise(exc)
         return Response(SlideOutputSerializer(slide).data)
 
 
@@ -188,13 +202,14 @@ class SlideCorrectApi(APIView):
 
 
 class SlideExportApi(APIView):
-    """The signed report: json (the frozen differential), csv, or fhir (FHIR R4 DiagnosticReport)."""
+    """The signed report: json (the frozen differential), csv, fhir (FHIR R4 DiagnosticReport) or
+    hl7 (HL7 v2.5.1 ORU^R01)."""
 
     permission_classes = [IsLabeller]
 
     @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, pk: int, fmt: str = "json"):
-        from .views import fhir_report, report_csv_rows
+        from .views import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 
         slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
         if slide.status != Slide.Status.SIGNED or not slide.report:
@@ -210,4 +225,6 @@ class SlideExportApi(APIView):
             buf = io.StringIO()
             csv.writer(buf).writerows(report_csv_rows(slide))
             return HttpResponse(buf.getvalue(), content_type="text/csv; charset=utf-8")
-        raise ValidationError({"format": "Use json, csv or fhir."})
+        if fmt == "hl7":
+            return HttpResponse(hl7_report(slide).encode("utf-8"), content_type=HL7_CONTENT_TYPE)
+        raise ValidationError({"format": "Use json, csv, fhir or hl7."})

@@ -14,4 +14,5 @@ urlpatterns = [
     path("slides/<int:pk>/export/json/", api.SlideExportApi.as_view(), {"fmt": "json"}, name="api_slide_export_json"),
     path("slides/<int:pk>/export/csv/", api.SlideExportApi.as_view(), {"fmt": "csv"}, name="api_slide_export_csv"),
     path("slides/<int:pk>/export/fhir/", api.SlideExportApi.as_view(), {"fmt": "fhir"}, name="api_slide_export_fhir"),
+    path("slides/<int:pk>/export/hl7/", api.SlideExportApi.as_view(), {"fmt": "hl7"}, name="api_slide_export_hl7"),
 ]

@@ -35,6 +35,10 @@ class Slide(models.Model):
     )
     notes = models.TextField(blank=True, max_length=2000)
     target_count = models.PositiveSmallIntegerField(default=100, choices=[(t, str(t)) for t in TARGETS])
+    microns_per_pixel = models.FloatField(
+        null=True, blank=True,
+        help_text="The fields' scale (µm per pixel). Blank: measured on each field's red cells (about 7.5 µm).",
+    )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING, db_index=True)
     task_state = models.CharField(max_length=10, choices=TaskState.choices, default=TaskState.IDLE)
     progress = models.JSONField(default=dict, blank=True)
@@ -50,6 +54,9 @@ class Slide(models.Model):
     signed_at = models.DateTimeField(null=True, blank=True)
     report = models.JSONField(null=True, blank=True, help_text="The differential frozen at signing.")
     correction_reason = models.CharField(max_length=500, blank=True)
+    sign_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why it was signed although warnings stood (e.g. below the target count).",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -75,6 +82,9 @@ class SlideField(models.Model):
     position = models.PositiveIntegerField(default=0)
     detected = models.BooleanField(default=False)
     n_cells = models.PositiveIntegerField(default=0)
+    scale = models.JSONField(
+        default=dict, blank=True, help_text="The scale detection used: µm per pixel and its source (red cells, setting, default).",
+    )
 
     class Meta:
         ordering = ["position", "id"]

@@ -14,7 +14,10 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
+
 FOOTER = "LeukoPortal — decision support; every differential is verified and signed by an expert."
+STATUS_TEXT = {"insufficient": "no flag: insufficient count", "suppressed": "no flag: withheld"}
 
 
 def _num(value, digits: int) -> str:
@@ -36,8 +39,21 @@ def _table(rows: list[list], widths, *, header: bool = True, marked: tuple[int, 
     return table
 
 
-def report_pdf(slide, *, model_version_label: str, fields: int) -> bytes:
-    """The PDF of a signed slide's stored report (``slide.report``)."""
+def _method(slide, report) -> str:
+    """The method line frozen at signing; reports signed before it was stored get it rebuilt."""
+    if report.get("method"):
+        return report["method"]
+    if slide.kind == "cells":
+        where = f"{slide.cells.count()} cropped cell image(s) uploaded"
+    else:
+        where = f"white cells located in {slide.fields.count()} field(s)"
+    return (f"Digital morphology: {where}, pre-classified by model v{slide.model_version_id or '—'}, "
+            "every cell verified by an expert.")
+
+
+def report_pdf(slide, *, release: dict) -> bytes:
+    """The PDF of a signed slide's stored report (``slide.report``); ``release``: the version's
+    release status and successor (selectors.slide_report_release)."""
     report = slide.report
     styles = getSampleStyleSheet()
     body = styles["BodyText"].clone("cell", fontSize=9, leading=11)
@@ -48,17 +64,26 @@ def report_pdf(slide, *, model_version_label: str, fields: int) -> bytes:
 
     title = f"Leukocyte differential — {slide.code} v{slide.version}" + (" (corrected)" if slide.version > 1 else "")
     story = [Paragraph(escape(title), styles["Title"])]
+    warn = styles["BodyText"].clone("warn", fontSize=10, leading=13, textColor=colors.HexColor("#8a1c1c"))
+    successor = release.get("successor")
+    if release.get("superseded"):
+        story += [para(f"SUPERSEDED by version {successor.version}: this report is withdrawn; use the corrected "
+                       f"report of version {successor.version}.", warn), Spacer(1, 3 * mm)]
+    elif successor is not None:
+        story += [para(f"A correction (version {successor.version}) is in progress; this report stands until it "
+                       "is signed.", warn), Spacer(1, 3 * mm)]
     facts = [["Accession", para(slide.code)],
              ["Signed", para(f"{timezone.localtime(slide.signed_at):%Y-%m-%d %H:%M} by {slide.signed_by.get_username()}")]]
     if slide.wbc_count:
         facts.append(["WBC count", para(f"{slide.wbc_count} ×10^9/L")])
-    facts.append(["Method", para(f"Digital morphology: white cells located in {fields} field(s), pre-classified by "
-                                 f"model v{model_version_label}, every cell verified by an expert. "
-                                 f"95% intervals: {report.get('interval_method', '')}.")])
+    facts.append(["Method", para(f"{_method(slide, report)} 95% intervals: {report.get('interval_method', '')}.")])
     if slide.notes:
         facts.append(["Notes", para(slide.notes)])
     if slide.correction_reason:
         facts.append(["Correction", para(slide.correction_reason)])
+    if report.get("sign_warnings") or report.get("sign_reason"):
+        facts.append(["Signed despite", para(" ".join(report.get("sign_warnings") or []) or "—")])
+        facts.append(["Reason", para(report.get("sign_reason") or "—")])
     story += [_table(facts, [32 * mm, 138 * mm], header=False), Spacer(1, 5 * mm)]
 
     wbc = report.get("wbc_count")
@@ -66,7 +91,11 @@ def report_pdf(slide, *, model_version_label: str, fields: int) -> bytes:
     rows = [head]
     for r in report["rows"]:
         if r.get("is_leukocyte"):
-            rows.append([para(r["name"]), r["count"], _num(r.get("percent"), 1), _interval(r.get("interval"))]
+            if r.get("not_assessed") and not r["count"]:
+                rows.append([para(r["name"]), "—", para(NOT_ASSESSED, small), ""] + ([""] if wbc else []))
+                continue
+            name = r["name"] + (f" ({NOT_ASSESSED})" if r.get("not_assessed") else "")
+            rows.append([para(name), r["count"], _num(r.get("percent"), 1), _interval(r.get("interval"))]
                         + ([_num(r.get("absolute"), 2)] if wbc else []))
     rows.append(["Leukocytes counted", report.get("leukocyte_total", 0), f"target {report.get('target', '')}", ""]
                 + ([""] if wbc else []))
@@ -85,14 +114,25 @@ def report_pdf(slide, *, model_version_label: str, fields: int) -> bytes:
         if neut.get("absolute") is not None:
             text += f", {_num(neut['absolute'], 2)} ×10^9/L"
         story += [Spacer(1, 3 * mm), Paragraph(escape(text + "."), styles["BodyText"])]
+    summary = report.get("flag_summary") or {}
+    standing = [summary.get("suppressed_reason") and f"No automatic flag: {summary['suppressed_reason']}",
+                summary.get("insufficient") or report.get("target_message"),
+                *[f"Count further — {c['message']}" for c in report.get("count_further") or []]]
+    standing = [s[:1].upper() + s[1:] for s in standing if s]
+    if standing:
+        story += [Spacer(1, 3 * mm)] + [para(text, warn) for text in standing]
     flags = report.get("flags") or []
     if flags:
         rows = [["Measure", "Value", "95% interval", "Reference", "Flag"]]
         marked = tuple(i for i, f in enumerate(flags, start=1) if f.get("flag"))
         for f in flags:
             reference = f"{'—' if f.get('low') is None else f['low']} – {'—' if f.get('high') is None else f['high']}"
+            if f.get("status") == "not_assessed":
+                rows.append([para(f"{f['name']} ({f['unit']})"), "—", "", reference, para(NOT_ASSESSED, small)])
+                continue
             rows.append([para(f"{f['name']} ({f['unit']})"), _num(f.get("value"), 2), _interval(f.get("interval"), 2),
-                         reference, para(f.get("flag") or "")])
+                         reference, para(f.get("flag") or f.get("possible") or STATUS_TEXT.get(f.get("status"), ""),
+                                         body if f.get("flag") else small)])
         story += [Paragraph("Reference intervals", styles["Heading2"]),
                   _table(rows, [55 * mm, 20 * mm, 30 * mm, 25 * mm, 40 * mm], marked=marked)]
     story += [Spacer(1, 5 * mm), para(FOOTER, small)]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from .detection import crop_cell, detect_in_large_field, detect_white_cells, to_rgb_array
+from .detection.scale import FieldScale, field_scale
 from .stats import differential
 
 CROP_MARGIN = 0.15
@@ -34,21 +35,33 @@ class FoundCell:
         return self.kind not in NON_LEUKOCYTE_KINDS
 
 
-def find_cells(image, *, margin: float = CROP_MARGIN) -> list[FoundCell]:
+@dataclass
+class FieldCells:
+    cells: list[FoundCell]
+    scale: FieldScale  # the field's scale and where it comes from (red cells, a setting, the default)
+
+
+def find_cells(image, *, microns_per_pixel: float | None = None, margin: float = CROP_MARGIN) -> FieldCells:
     """Every white cell of a field (tiles for large fields, a cell on a tile border once), in
-    reading order (top to bottom, left to right), each with its crop."""
+    reading order (top to bottom, left to right), each with its crop. The detector's sizes follow
+    the field's scale: ``microns_per_pixel`` when given, else measured on the field's red cells."""
     rgb = to_rgb_array(image)
     h, w = rgb.shape[:2]
+    scale = field_scale(rgb, microns_per_pixel=microns_per_pixel)
+    params = scale.params()
     if max(h, w) > TILE_ABOVE:
-        dets = detect_in_large_field(rgb, tile=TILE, overlap=TILE_OVERLAP)
+        # A tile's overlap must hold a whole nucleus, whatever the magnification.
+        overlap = max(TILE_OVERLAP, int(1.3 * params.cell_diameter_px))
+        dets = detect_in_large_field(rgb, tile=max(TILE, 4 * overlap), overlap=overlap, params=params)
     else:
-        dets = detect_white_cells(rgb)
+        dets = detect_white_cells(rgb, params=params)
     dets = sorted(dets, key=lambda d: (d.box[1], d.box[0], d.box[3], d.box[2]))
-    return [
+    cells = [
         FoundCell(box=tuple(int(v) for v in d.box), score=float(d.score), kind=d.kind,
                   crop=crop_cell(rgb, d.box, margin=margin))
         for d in dets
     ]
+    return FieldCells(cells=cells, scale=scale)
 
 
 def png_bytes(image: Image.Image) -> bytes:

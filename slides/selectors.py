@@ -7,7 +7,7 @@ from django.db.models import Count, Q, QuerySet
 
 from annotations.models import CellClass
 
-from . import stats
+from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
 
 
@@ -38,18 +38,46 @@ def reference_rules() -> list[dict]:
     ]
 
 
+PER_100_CODES = ("erythroblast",)  # non-leukocytes reported per 100 WBC
+
+
+def slide_flags_suppressed_reason(*, slide: Slide) -> str | None:
+    """Why no automatic flag may be raised on this slide for now, or None.
+
+    The one hook for reasons that hold back every reference-interval flag until an expert has
+    dealt with them (e.g. images unlike those the model was trained on): return the reason
+    shown to the reader; the differential then raises no flag and says why."""
+    return None
+
+
+def slide_not_assessed_codes(*, slide: Slide, classes) -> set[str]:
+    """Classes of the differential the slide's model version has no training data for: the
+    model can never propose them, so only an expert assigns them ("not assessed by the model —
+    expert only"). Without a model version every cell was classified by an expert and no class
+    is singled out."""
+    version = slide.model_version
+    if version is None:
+        return set()
+    known = set(version.classes or [])
+    return {c.code for c in classes
+            if (c.is_leukocyte or c.code in PER_100_CODES) and not c.is_abstain and c.code not in known}
+
+
 def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> dict:
     """Everything the screens and reports show, as JSON-able data."""
     classes = list(CellClass.objects.all().order_by("display_order", "code"))
     by_code = {c.code: c for c in classes}
     leuko = [c.code for c in classes if c.is_leukocyte]
+    cells = slide.cells.all()
     counted = Counter(
-        slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__isnull=False)
+        cells.filter(status=SlideCell.Status.COUNTED, final_class__isnull=False)
         .values_list("final_class__code", flat=True)
     )
     wbc = float(slide.wbc_count) if slide.wbc_count is not None else None
-    report_codes = [c.code for c in classes if c.is_leukocyte and c.active] + ["erythroblast"]
+    report_codes = [c.code for c in classes if c.is_leukocyte and c.active] + list(PER_100_CODES)
     diff = stats.differential(counted, leukocyte_codes=leuko, report_codes=report_codes, wbc_count=wbc, method=method)
+    not_assessed = slide_not_assessed_codes(slide=slide, classes=classes)
+    suppressed = slide_flags_suppressed_reason(slide=slide)
     thresholds = {k: v for k, v in stats.CLINICAL_THRESHOLDS.items() if k in by_code}
     rows = []
     for c in classes:
@@ -57,7 +85,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         if not (c.active or n):
             continue
         row = {"code": c.code, "name": c.name, "hotkey": c.hotkey, "count": n, "is_leukocyte": c.is_leukocyte,
-               "is_abstain": c.is_abstain}
+               "is_abstain": c.is_abstain, "not_assessed": c.code in not_assessed,
+               "note": stats.NOT_ASSESSED_NOTE if c.code in not_assessed else ""}
         if c.code in diff.percentages:
             row.update(percent=diff.percentages[c.code], interval=diff.intervals[c.code],
                        absolute=diff.absolute.get(c.code))
@@ -72,9 +101,10 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         neutrophils = {"count": k, "percent": round(100 * k / n, 2),
                        "interval": list(stats.proportion_interval(k, n, method=method)),
                        "absolute": round(wbc * k / n, 3) if wbc is not None else None}
-    cells = slide.cells.all()
     with_pred = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").filter(final_class__isnull=False)
     agree = sum(1 for p, f in with_pred.values_list("predicted_class", "final_class__code") if p == f)
+    flags = stats.evaluate_flags(diff, reference_rules(), target=slide.target_count,
+                                 flags_suppressed_reason=suppressed, not_assessed=not_assessed)
     data = diff.as_dict()
     data.update(
         rows=rows,
@@ -82,14 +112,53 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         target=slide.target_count,
         target_message=stats.target_message(diff.leukocyte_total, slide.target_count),
         count_further=stats.count_further(diff, thresholds=thresholds),
-        flags=stats.evaluate_flags(diff, reference_rules()),
+        flags=flags,
+        flag_summary=stats.flag_summary(flags, counted=diff.leukocyte_total, target=slide.target_count,
+                                        flags_suppressed_reason=suppressed),
+        not_assessed=sorted(not_assessed),
         cells_total=cells.count(),
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
         unresolved=slide_unresolved_count(slide=slide),
         model_agreement={"agreed": agree, "total": with_pred.count()},
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
+    data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
     return data
+
+
+def slide_sign_warnings(*, slide: Slide, diff: dict | None = None) -> list[str]:
+    """The reasons a signature on this slide needs a written justification: the page's
+    confirmation step, the API's required ``reason`` and the sign service all ask this one place.
+    Empty when the slide can be signed without one."""
+    if diff is None:
+        diff = slide_differential(slide=slide)
+    warnings = []
+    if diff["leukocyte_total"] < slide.target_count:
+        warnings.append(f"Insufficient count: {diff['leukocyte_total']} of the target {slide.target_count} "
+                        "leukocytes counted.")
+    suppressed = (diff.get("flag_summary") or {}).get("suppressed_reason")
+    if suppressed:
+        warnings.append(f"Automatic flags are withheld: {suppressed}")
+    return warnings
+
+
+def slide_method_text(*, slide: Slide) -> str:
+    """The report's method line, for fields and for cropped cells alike."""
+    model = f"model v{slide.model_version_id}" if slide.model_version_id else "no model (every cell classified by an expert)"
+    if slide.kind == Slide.Kind.CELLS:
+        n = slide.cells.count()
+        where = f"{n} cropped cell image(s) uploaded"
+    else:
+        fields = list(slide.fields.values_list("scale", flat=True))
+        where = f"white cells located in {len(fields)} field(s)"
+        sources = {(f or {}).get("source") for f in fields}
+        if slide.microns_per_pixel:
+            where += f" at the slide's set scale of {slide.microns_per_pixel:g} µm/px"
+        elif sources == {"red cells"}:
+            where += ", each field's scale measured on its red cells"
+        elif "default" in sources:
+            where += ", the scale of some fields assumed (too few red cells to measure)"
+    return (f"Digital morphology: {where}, pre-classified by {model}, every cell verified by an expert.")
 
 
 def slide_groups(*, slide: Slide) -> list[dict]:
@@ -108,6 +177,16 @@ def slide_groups(*, slide: Slide) -> list[dict]:
                             "hotkey": "", "is_abstain": False, "cells": []}
         groups[code]["cells"].append(cell)
     return list(groups.values()) + [not_counted]
+
+
+def slide_report_release(*, slide: Slide) -> dict:
+    """The release status of a signed version: "final", "corrected" (a later version), or
+    "superseded" once a newer version is signed; ``successor`` is the next version (signed or
+    still being corrected) or None."""
+    successor = Slide.objects.filter(previous=slide).only("pk", "version", "status").first()
+    superseded = successor is not None and successor.status == Slide.Status.SIGNED
+    return {"status": lis.release_status(version=slide.version, superseded=superseded), "superseded": superseded,
+            "successor": successor}
 
 
 def slide_versions(*, slide: Slide) -> list[Slide]:

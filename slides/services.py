@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
+from functools import partial
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -21,6 +22,7 @@ from annotations.models import CellClass, Source
 from annotations.services import audit_record, image_upload
 
 from . import pipeline
+from .detection import scale as detection_scale
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ class SlideLocked(Exception):
 
 class SlideNotReady(Exception):
     """Signing is refused; the message says what is missing."""
+
+
+class SignatureNeedsReason(SlideNotReady):
+    """Warnings stand (e.g. fewer cells than the target): signing needs a written reason."""
+
+    def __init__(self, warnings: list[str]):
+        self.warnings = list(warnings)
+        super().__init__("Signing needs a reason because: " + " ".join(self.warnings))
 
 
 # --- Create --------------------------------------------------------------------------------
@@ -70,11 +80,26 @@ def _clean_target(target_count) -> int:
     return target
 
 
+def _clean_scale(microns_per_pixel) -> float | None:
+    if microns_per_pixel in (None, ""):
+        return None
+    try:
+        value = float(microns_per_pixel)
+    except (TypeError, ValueError):
+        raise ValidationError({"microns_per_pixel": "The scale must be a number (µm per pixel)."}) from None
+    lo, hi = detection_scale.MIN_MICRONS_PER_PIXEL, detection_scale.MAX_MICRONS_PER_PIXEL
+    if not lo <= value <= hi:
+        raise ValidationError({"microns_per_pixel": f"The scale must be between {lo} and {hi} µm per pixel "
+                                                    "(leave it blank to measure it on the red cells)."})
+    return value
+
+
 def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", target_count=100,
-                 kind: str = Slide.Kind.FIELDS) -> Slide:
+                 kind: str = Slide.Kind.FIELDS, microns_per_pixel=None) -> Slide:
     code = _clean_code(code)
     wbc = _clean_wbc(wbc_count)
     target = _clean_target(target_count)
+    scale = _clean_scale(microns_per_pixel)
     if kind not in Slide.Kind.values:
         raise ValidationError({"kind": f"Unknown kind; use one of {', '.join(Slide.Kind.values)}."})
     notes = (notes or "").strip()
@@ -84,30 +109,39 @@ def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", targ
         raise ValidationError({"code": f"A slide with the code {code} exists; correct its signed version instead."})
     with transaction.atomic():
         slide = Slide.objects.create(code=code, created_by=created_by, wbc_count=wbc, notes=notes,
-                                     target_count=target, kind=kind, status=Slide.Status.PROCESSING)
+                                     target_count=target, kind=kind, status=Slide.Status.PROCESSING,
+                                     microns_per_pixel=scale)
         audit_record(actor=created_by, action="slide.create", target=slide,
-                     after={"code": code, "wbc_count": str(wbc) if wbc else None, "target": target, "kind": kind})
+                     after={"code": code, "wbc_count": str(wbc) if wbc else None, "target": target, "kind": kind,
+                            "microns_per_pixel": scale})
     return slide
 
 
-def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = None, target_count=None) -> Slide:
-    """Change the WBC count, notes or target of a slide that is not signed."""
+_KEEP = object()
+
+
+def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = None, target_count=None,
+                 microns_per_pixel=_KEEP) -> Slide:
+    """Change the WBC count, notes, target or scale setting of a slide that is not signed. The
+    scale applies to the fields detected after the change."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
         _check_editable(slide)
         before = {"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
-                  "target": slide.target_count}
+                  "target": slide.target_count, "microns_per_pixel": slide.microns_per_pixel}
         slide.wbc_count = _clean_wbc(wbc_count)
+        if microns_per_pixel is not _KEEP:
+            slide.microns_per_pixel = _clean_scale(microns_per_pixel)
         if notes is not None:
             if len(notes) > MAX_NOTES:
                 raise ValidationError({"notes": f"Notes are limited to {MAX_NOTES} characters."})
             slide.notes = notes.strip()
         if target_count is not None:
             slide.target_count = _clean_target(target_count)
-        slide.save(update_fields=["wbc_count", "notes", "target_count"])
+        slide.save(update_fields=["wbc_count", "notes", "target_count", "microns_per_pixel"])
         audit_record(actor=actor, action="slide.update", target=slide, before=before,
                      after={"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
-                            "target": slide.target_count})
+                            "target": slide.target_count, "microns_per_pixel": slide.microns_per_pixel})
     return slide
 
 
@@ -194,18 +228,19 @@ def _progress(slide_id: int, **info) -> None:
     Slide.objects.filter(pk=slide_id).update(progress=info)
 
 
-def _field_find(field: SlideField) -> list:
-    """Detect and crop the cells of one field (pure work: no database)."""
+def _field_find(field: SlideField, microns_per_pixel: float | None = None) -> pipeline.FieldCells:
+    """Detect and crop the cells of one field at its scale (pure work: no database)."""
     with default_storage.open(field.image.file.name, "rb") as handle:
         image = Image.open(handle)
         image.load()
-    return pipeline.find_cells(image)
+    return pipeline.find_cells(image, microns_per_pixel=microns_per_pixel)
 
 
-def _field_detect(*, slide: Slide, field: SlideField, found: list | None = None) -> int:
-    """Store the cells found in one field (one transaction: all or nothing)."""
-    if found is None:
-        found = _field_find(field)
+def _field_detect(*, slide: Slide, field: SlideField, result: pipeline.FieldCells | None = None) -> int:
+    """Store the cells found in one field and the scale used (one transaction: all or nothing)."""
+    if result is None:
+        result = _field_find(field, slide.microns_per_pixel)
+    found = result.cells
     classes = {c.code: c for c in CellClass.objects.filter(code__in=pipeline.NON_LEUKOCYTE_KINDS)}
     with transaction.atomic():
         field = SlideField.objects.select_for_update().get(pk=field.pk)
@@ -223,7 +258,8 @@ def _field_detect(*, slide: Slide, field: SlideField, found: list | None = None)
             )
         field.detected = True
         field.n_cells = len(found)
-        field.save(update_fields=["detected", "n_cells"])
+        field.scale = result.scale.as_dict()
+        field.save(update_fields=["detected", "n_cells", "scale"])
     return len(found)
 
 
@@ -272,9 +308,10 @@ def slide_process(*, slide_id: int) -> Slide | None:
         fields = list(slide.fields.filter(detected=False).select_related("image"))
         # Detection of the next fields runs in a second thread while this one stores a field's cells.
         with ThreadPoolExecutor(max_workers=2) as pool:
-            for i, (field, found) in enumerate(zip(fields, pool.map(_field_find, fields))):
+            find = partial(_field_find, microns_per_pixel=slide.microns_per_pixel)
+            for i, (field, result) in enumerate(zip(fields, pool.map(find, fields))):
                 _progress(slide_id, stage="detecting", done=i, total=len(fields))
-                _field_detect(slide=slide, field=field, found=found)
+                _field_detect(slide=slide, field=field, result=result)
         timings["detect_crop_store"] = round(time.perf_counter() - t0, 3)
 
         version = slide.model_version or model_version_active()
@@ -357,10 +394,15 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
     return cell
 
 
-def slide_sign(*, slide: Slide, actor) -> Slide:
-    """Freeze the differential and sign. Every counted cell must have a class."""
-    from .selectors import slide_differential
+def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
+    """Freeze the differential and sign. Every counted cell must have a class; while warnings
+    stand (``selectors.slide_sign_warnings``: fewer cells than the target, ...) the signature
+    needs a written ``reason``, which is audited and printed on every report format."""
+    from .selectors import slide_differential, slide_method_text, slide_sign_warnings
 
+    reason = (reason or "").strip()
+    if len(reason) > 500:
+        raise ValidationError({"reason": "The reason is limited to 500 characters."})
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
         if slide.status == Slide.Status.SIGNED:
@@ -373,15 +415,23 @@ def slide_sign(*, slide: Slide, actor) -> Slide:
         report = slide_differential(slide=slide)
         if not report["leukocyte_total"]:
             raise SlideNotReady("No leukocyte is counted on this slide.")
+        warnings = slide_sign_warnings(slide=slide, diff=report)
+        if warnings and not reason:
+            raise SignatureNeedsReason(warnings)
         now = timezone.now()
         report["signed_at"] = now.isoformat()
         report["signed_by"] = actor.get_username()
+        report["sign_warnings"] = warnings
+        report["sign_reason"] = reason
+        report["method"] = slide_method_text(slide=slide)
         slide.report = report
         slide.status = Slide.Status.SIGNED
         slide.signed_by, slide.signed_at = actor, now
-        slide.save(update_fields=["report", "status", "signed_by", "signed_at"])
+        slide.sign_reason = reason
+        slide.save(update_fields=["report", "status", "signed_by", "signed_at", "sign_reason"])
         audit_record(actor=actor, action="slide.sign", target=slide,
-                     after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version})
+                     after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version,
+                            "warnings": warnings, "reason": reason})
     return slide
 
 
@@ -400,13 +450,14 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
         new = Slide.objects.create(
             code=slide.code, version=slide.version + 1, previous=slide, kind=slide.kind, wbc_count=slide.wbc_count,
             notes=slide.notes, target_count=slide.target_count, status=Slide.Status.READY,
+            microns_per_pixel=slide.microns_per_pixel,
             task_state=Slide.TaskState.DONE, progress=dict(slide.progress or {}, stage="done"),
             model_version=slide.model_version, created_by=actor, correction_reason=reason[:500],
         )
         field_map = {}
         for f in slide.fields.all():
             field_map[f.pk] = SlideField.objects.create(slide=new, image=f.image, position=f.position,
-                                                        detected=f.detected, n_cells=f.n_cells)
+                                                        detected=f.detected, n_cells=f.n_cells, scale=f.scale)
         SlideCell.objects.bulk_create([
             SlideCell(
                 slide=new, field=field_map.get(c.field_id), x0=c.x0, y0=c.y0, x1=c.x1, y1=c.y1,
@@ -432,7 +483,7 @@ def reference_interval_save(*, actor, interval: ReferenceInterval | None = None,
     if not codes:
         raise ValidationError({"codes": "Give at least one class code (join several with '+')."})
     known = set(CellClass.objects.values_list("code", flat=True))
-    unknown = [c for c in codes if c not in known and c != "blast"]
+    unknown = [c for c in codes if c not in known]
     if unknown:
         raise ValidationError({"codes": f"Unknown class code(s): {', '.join(unknown)}."})
     low, high = fields.get("low"), fields.get("high")

@@ -152,45 +152,129 @@ def count_further(diff: Differential, *, thresholds: Mapping[str, float] = CLINI
     return out
 
 
-def evaluate_flags(diff: Differential, rules: Iterable[Mapping]) -> list[dict]:
-    """Each rule: name, codes (list), measure (percent / absolute / per_100_wbc), low, high,
-    flag_low, flag_high. Returns one row per rule that can be evaluated, with its flag (or '')."""
+# Interpretation codes (the same letters in FHIR's v3-ObservationInterpretation and HL7 v2 table
+# 0078): high, low, normal, and indeterminate where the count cannot decide.
+HIGH, LOW, NORMAL, INDETERMINATE = "H", "L", "N", "IND"
+NOT_ASSESSED_NOTE = "not assessed by the model — expert only"
+
+
+def _measure_interval(k: int, n: int, measure: str, *, wbc_count: float | None, method: str):
+    """(value, 95% interval, unit) of ``k`` cells of ``n`` leukocytes in the rule's measure, or
+    None when it cannot be evaluated (no WBC count for an absolute measure)."""
+    if measure == "percent":
+        return 100.0 * k / n, list(proportion_interval(k, n, method=method)), "%"
+    if measure == "absolute":
+        if wbc_count is None:
+            return None
+        lo, hi = proportion_interval(k, n, method=method)
+        return wbc_count * k / n, [round(wbc_count * lo / 100, 3), round(wbc_count * hi / 100, 3)], "10^9/L"
+    if measure == "per_100_wbc":
+        return 100.0 * k / n, list(per_100_interval(k, n, method=method)), "/100 WBC"
+    raise ValueError(f"unknown measure {measure!r}")
+
+
+def _side(interval, value, low, high) -> tuple[str, str]:
+    """(where the 95% interval lies, where the point lies): "high"/"low"/"" each."""
+    lo, hi = interval
+    wholly = "high" if high is not None and lo > high else "low" if low is not None and hi < low else ""
+    point = "high" if high is not None and value > high else "low" if low is not None and value < low else ""
+    return wholly, point
+
+
+def _decisive_count(k: int, n: int, rule: Mapping, direction: str, *, wbc_count, method: str) -> int | None:
+    """The smallest further count (200, 400, 1000) whose interval would lie wholly outside the
+    reference interval at the same observed proportion; None beyond 1000."""
+    for total in FURTHER_COUNTS:
+        if total <= n:
+            continue
+        k2 = round(k * total / n)
+        value, interval, _ = _measure_interval(k2, total, rule["measure"], wbc_count=wbc_count, method=method)
+        if _side(interval, value, rule.get("low"), rule.get("high"))[0] == direction:
+            return total
+    return None
+
+
+def insufficient_message(counted: int, target: int) -> str | None:
+    """The standing message of a count below its target (no automatic flag is raised then)."""
+    if counted >= target:
+        return None
+    return f"insufficient count ({counted} of {target}): no automatic flag is raised below the target count."
+
+
+def evaluate_flags(diff: Differential, rules: Iterable[Mapping], *, target: int = 0,
+                   flags_suppressed_reason: str | None = None, not_assessed: Iterable[str] = ()) -> list[dict]:
+    """The reference-interval rows of a differential: the ONE place where flags are decided.
+
+    Each rule: name, codes (list), measure (percent / absolute / per_100_wbc), low, high,
+    flag_low, flag_high. One row per rule that can be evaluated, with its ``status``:
+
+    * ``flag``: the whole 95% interval lies outside the reference interval (``flag`` holds the
+      flag, ``direction`` high/low, interpretation H/L);
+    * ``possible``: the point estimate is outside but the interval overlaps the reference
+      interval -- ``possible`` says "possible …; count more cells to decide" (how many when a
+      count up to 1000 would decide), interpretation IND, no flag;
+    * ``normal``: the point estimate is inside (interpretation N);
+    * ``insufficient``: fewer leukocytes than ``target`` were counted -- no automatic flag,
+      whatever the values (interpretation IND);
+    * ``suppressed``: ``flags_suppressed_reason`` is given (e.g. the images are unlike those the
+      model was trained on) -- no automatic flag until that is resolved (interpretation IND);
+    * ``not_assessed``: every class of the rule is one the model has no training data for and
+      no cell was assigned to it -- no value is reported (``note`` says so).
+    """
     rows = []
     n = diff.leukocyte_total
+    not_assessed = set(not_assessed)
+    insufficient = n < target
     for rule in rules:
         codes = list(rule["codes"])
         k = sum(diff.counts.get(c, 0) for c in codes)
-        measure = rule["measure"]
         if not n:
             continue
-        if measure == "percent":
-            value = 100.0 * k / n
-            interval = list(proportion_interval(k, n, method=diff.method))
-            unit = "%"
-        elif measure == "absolute":
-            if diff.wbc_count is None:
-                continue
-            value = diff.wbc_count * k / n
-            lo, hi = proportion_interval(k, n, method=diff.method)
-            interval = [round(diff.wbc_count * lo / 100, 3), round(diff.wbc_count * hi / 100, 3)]
-            unit = "10^9/L"
-        elif measure == "per_100_wbc":
-            value = 100.0 * k / n
-            interval = list(per_100_interval(k, n, method=diff.method))
-            unit = "/100 WBC"
-        else:
-            raise ValueError(f"unknown measure {measure!r}")
+        measured = _measure_interval(k, n, rule["measure"], wbc_count=diff.wbc_count, method=diff.method)
+        if measured is None:
+            continue
+        value, interval, unit = measured
         low, high = rule.get("low"), rule.get("high")
-        flag, direction = "", ""
-        if high is not None and value > high:
-            flag, direction = rule.get("flag_high") or f"{rule['name']} high", "high"
-        elif low is not None and value < low:
-            flag, direction = rule.get("flag_low") or f"{rule['name']} low", "low"
-        rows.append({
-            "name": rule["name"], "codes": codes, "measure": measure, "unit": unit, "value": round(value, 3),
-            "interval": interval, "low": low, "high": high, "flag": flag, "direction": direction,
-        })
+        row = {"name": rule["name"], "codes": codes, "measure": rule["measure"], "unit": unit,
+               "value": round(value, 3), "interval": interval, "low": low, "high": high, "flag": "",
+               "direction": "", "possible": "", "status": "normal", "interpretation": NORMAL, "note": ""}
+        unassessed = [c for c in codes if c in not_assessed]
+        if unassessed and len(unassessed) == len(codes) and k == 0:
+            row.update(value=None, interval=None, status="not_assessed", interpretation=None, note=NOT_ASSESSED_NOTE)
+            rows.append(row)
+            continue
+        if unassessed:
+            row["note"] = f"{', '.join(unassessed)}: {NOT_ASSESSED_NOTE}"
+        wholly, point = _side(interval, value, low, high)
+        label = (rule.get("flag_high") or f"{rule['name']} high") if (wholly or point) == "high" else (
+            rule.get("flag_low") or f"{rule['name']} low")
+        if flags_suppressed_reason:
+            row.update(status="suppressed", interpretation=INDETERMINATE)
+        elif insufficient:
+            row.update(status="insufficient", interpretation=INDETERMINATE)
+        elif wholly:
+            row.update(status="flag", flag=label, direction=wholly, interpretation=HIGH if wholly == "high" else LOW)
+        elif point:
+            needed = _decisive_count(k, n, rule, point, wbc_count=diff.wbc_count, method=diff.method)
+            row.update(status="possible", direction=point, interpretation=INDETERMINATE, count_to=needed,
+                       possible=f"possible {label[:1].lower() + label[1:]}; count more cells to decide"
+                       + (f" (at this proportion, {needed} leukocytes would)." if needed else
+                          f" (beyond {FURTHER_COUNTS[-1]} leukocytes, or confirm by another method)."))
+        rows.append(row)
     return rows
+
+
+def flag_summary(rows: Iterable[Mapping], *, counted: int, target: int,
+                 flags_suppressed_reason: str | None = None) -> dict:
+    """What a report says above its table: the flags raised, the possible ones, and why none
+    may be raised (suppressed, insufficient count)."""
+    rows = list(rows)
+    return {
+        "flags": [r["flag"] for r in rows if r.get("status") == "flag"],
+        "possible": [r["possible"] for r in rows if r.get("status") == "possible"],
+        "insufficient": insufficient_message(counted, target),
+        "suppressed_reason": flags_suppressed_reason or None,
+    }
 
 
 # Adult defaults a lab starts from (editable). Percent of leukocytes, 10^9/L, per 100 WBC.

@@ -19,4 +19,5 @@ urlpatterns = [
     path("<int:pk>/report.csv", views.slide_report_csv, name="report_csv"),
     path("<int:pk>/report.pdf", views.slide_report_pdf, name="report_pdf"),
     path("<int:pk>/report.fhir.json", views.slide_report_fhir, name="report_fhir"),
+    path("<int:pk>/report.hl7", views.slide_report_hl7, name="report_hl7"),
 ]

@@ -2,6 +2,7 @@
 reports (printable, CSV, FHIR) and the lab's reference intervals. Thin: validate, call a service."""
 import csv
 import json
+from collections import defaultdict
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -14,8 +15,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
-from . import fhir, selectors, services
-from .forms import CorrectionForm, ReferenceIntervalForm, SlideCreateForm, SlideUpdateForm
+from . import fhir, hl7, selectors, services
+from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
 
 
@@ -55,12 +56,15 @@ def slide_list(request):
 @role_required(LABELLER)
 def slide_detail(request, pk: int):
     slide = get_object_or_404(Slide.objects.select_related("created_by", "signed_by", "model_version"), pk=pk)
+    cells_by_field = defaultdict(list)  # one query for every box of every field
+    for c in slide.cells.filter(field__isnull=False, x0__isnull=False).select_related("final_class"):
+        cells_by_field[c.field_id].append(c)
     fields = []
     for f in slide.fields.select_related("image"):
         boxes = [
             {"cell": c, "left": 100 * c.x0 / f.image.width, "top": 100 * c.y0 / f.image.height,
              "width": 100 * (c.x1 - c.x0) / f.image.width, "height": 100 * (c.y1 - c.y0) / f.image.height}
-            for c in slide.cells.filter(field=f).select_related("final_class") if c.x0 is not None
+            for c in cells_by_field[f.pk]
         ]
         fields.append({"field": f, "boxes": boxes})
     processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
@@ -70,7 +74,8 @@ def slide_detail(request, pk: int):
         "diff": selectors.slide_differential(slide=slide) if not processing else None,
         "processing": processing,
         "update_form": SlideUpdateForm(initial={"wbc_count": slide.wbc_count, "target_count": slide.target_count,
-                                                "notes": slide.notes}),
+                                                "notes": slide.notes, "microns_per_pixel": slide.microns_per_pixel}),
+        "release": selectors.slide_report_release(slide=slide) if slide.is_signed else None,
         "correction_form": CorrectionForm(),
         "versions": selectors.slide_versions(slide=slide),
         "can_review": has_role(request.user, REVIEWER),
@@ -180,11 +185,18 @@ def cell_reclassify(request, pk: int, cell_pk: int):
 @role_required(REVIEWER)
 @require_POST
 def slide_sign(request, pk: int):
+    """Sign; while warnings stand (selectors.slide_sign_warnings) a reason is required, and a
+    request without one gets the confirmation step: the warnings and a field for the reason."""
     slide = get_object_or_404(Slide, pk=pk)
+    form = SignForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
-        services.slide_sign(slide=slide, actor=request.user)
-    except (services.SlideLocked, services.SlideNotReady) as exc:
-        messages.error(request, str(exc))
+        services.slide_sign(slide=slide, actor=request.user, reason=reason)
+    except services.SignatureNeedsReason as exc:
+        return render(request, "slides/sign_confirm.html", {"slide": slide, "warnings": exc.warnings, "form": form},
+                      status=400)
+    except (services.SlideLocked, services.SlideNotReady, ValidationError) as exc:
+        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
         return redirect("slides:verify", pk=pk)
     messages.success(request, f"Slide {slide.code} v{slide.version} signed.")
     return redirect("slides:report", pk=pk)
@@ -234,19 +246,29 @@ def slide_report(request, pk: int):
     if refused:
         return refused
     return render(request, "slides/report.html", {"slide": slide, "report": slide.report,
+                                                  "release": selectors.slide_report_release(slide=slide),
                                                   "versions": selectors.slide_versions(slide=slide)})
 
 
 def report_csv_rows(slide: Slide) -> list[list]:
+    """One row per class; the report's status and the signature's warnings and reason repeat on
+    every row so that each row stands alone."""
     report = slide.report
+    release = selectors.slide_report_release(slide=slide)
+    status = release["status"] + (f" (by v{release['successor'].version})" if release["superseded"] else "")
+    warnings = " ".join(report.get("sign_warnings") or [])
+    reason = report.get("sign_reason") or ""
     rows = [["accession", "version", "class", "name", "count", "percent", "ci95_low", "ci95_high",
-             "absolute_10e9_per_L", "per_100_wbc"]]
+             "absolute_10e9_per_L", "per_100_wbc", "note", "report_status", "signature_warnings", "signature_reason"]]
     for r in report["rows"]:
         if not r["count"] and "percent" not in r and "per_100_wbc" not in r:
             continue
-        iv = r.get("interval") or ["", ""]
-        rows.append([slide.code, slide.version, r["code"], r["name"], r["count"], r.get("percent", ""),
-                     iv[0], iv[1], "" if r.get("absolute") is None else r["absolute"], r.get("per_100_wbc", "")])
+        unassessed = r.get("not_assessed") and not r["count"]
+        iv = ["", ""] if unassessed else (r.get("interval") or ["", ""])
+        rows.append([slide.code, slide.version, r["code"], r["name"], r["count"],
+                     "" if unassessed else r.get("percent", ""), iv[0], iv[1],
+                     "" if unassessed or r.get("absolute") is None else r["absolute"],
+                     "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason])
     return rows
 
 
@@ -270,19 +292,36 @@ def slide_report_pdf(request, pk: int):
     slide, refused = _signed_slide(pk)
     if refused:
         return refused
-    data = report_pdf(slide, model_version_label=str(slide.model_version_id or "—"), fields=slide.fields.count())
+    data = report_pdf(slide, release=selectors.slide_report_release(slide=slide))
     response = HttpResponse(data, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.pdf"'
     return response
 
 
-def fhir_report(slide: Slide) -> dict:
+def _lis_arguments(slide: Slide) -> dict:
     from annotations.models import CellClass
 
-    names = dict(CellClass.objects.values_list("code", "name"))
-    return fhir.diagnostic_report(report=slide.report, accession=slide.code, version=slide.version,
-                                  issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
-                                  names=names)
+    release = selectors.slide_report_release(slide=slide)
+    return {"report": slide.report, "accession": slide.code, "version": slide.version,
+            "names": dict(CellClass.objects.values_list("code", "name")), "superseded": release["superseded"],
+            "successor_version": release["successor"].version if release["successor"] else None,
+            "correction_reason": slide.correction_reason}
+
+
+def fhir_report(slide: Slide) -> dict:
+    return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
+                                  **_lis_arguments(slide))
+
+
+def hl7_report(slide: Slide) -> str:
+    from django.utils import timezone
+
+    now = timezone.now()
+    return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(),
+                       control_id=f"LP{slide.pk}-{now:%Y%m%d%H%M%S%f}", created_at=now, **_lis_arguments(slide))
+
+
+HL7_CONTENT_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
 
 
 @role_required(LABELLER)
@@ -292,6 +331,16 @@ def slide_report_fhir(request, pk: int):
         return refused
     response = HttpResponse(json.dumps(fhir_report(slide), indent=2), content_type="application/fhir+json")
     response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.fhir.json"'
+    return response
+
+
+@role_required(LABELLER)
+def slide_report_hl7(request, pk: int):
+    slide, refused = _signed_slide(pk)
+    if refused:
+        return refused
+    response = HttpResponse(hl7_report(slide).encode("utf-8"), content_type=HL7_CONTENT_TYPE)
+    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.hl7"'
     return response
 
 

@@ -37,6 +37,16 @@
     box.textContent = message;
   }
 
+  // The reasons a signature needs a justification follow the count (the server checks again).
+  function showSignWarnings(warnings) {
+    const box = document.getElementById("sign-warnings");
+    if (!box) return;
+    const list = document.getElementById("sign-warning-list");
+    list.replaceChildren(...warnings.map((w) => { const li = document.createElement("li"); li.textContent = w; return li; }));
+    box.hidden = warnings.length === 0;
+    document.getElementById("sign-reason").required = warnings.length > 0;
+  }
+
   function reclassify(cell, target) {
     const data = new FormData();
     data.append("target", target);
@@ -55,6 +65,7 @@
       if (body.html) document.getElementById("differential-body").innerHTML = body.html;
       const sign = document.getElementById("sign-button");
       if (sign && body.differential) sign.disabled = body.differential.unresolved > 0;
+      if (body.differential) showSignWarnings(body.differential.sign_warnings || []);
       cell.dataset.finalClass = body.cell.class;
     }).catch(() => { cell.classList.remove("busy"); showError("The server could not be reached."); });
   }

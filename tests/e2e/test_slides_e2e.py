@@ -54,11 +54,66 @@ def test_slide_from_upload_to_signed_report(live_server, browser, settings, revi
     assert page.inner_text("[data-count-for=monocyte]") == "1"
     assert page.inner_text("#leukocyte-total") == str(n_cells)
     screenshot(page, "slide-verify")
+    expect(page.locator("#sign-warnings")).to_be_visible()  # fewer cells than the target of 100
+    page.fill("#sign-reason", "end-to-end test slide")
     page.click("#sign-button")
     page.wait_for_selector("#report")
     text = page.inner_text("#report")
-    assert "E2E-0001" in text and "Monocyte" in text
+    assert "E2E-0001" in text and "Monocyte" in text and "end-to-end test slide" in text
     screenshot(page, "slide-report")
     slide.refresh_from_db()
     assert slide.status == Slide.Status.SIGNED and slide.report["counts"]["monocyte"] == 1
+    assert not errors, errors
+
+
+@pytest.mark.e2e
+def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the_pdf(
+        live_server, browser, settings, labeller, reviewer, tiny_checkpoint, reference_intervals, demo_cells):
+    import io
+
+    from pypdf import PdfReader
+
+    from slides import services
+
+    register_model(settings, tiny_checkpoint)  # trained without blasts or atypical lymphocytes
+    slide = services.slide_create(code="E2E-SHORT", created_by=labeller, kind=Slide.Kind.CELLS, wbc_count="7.0")
+    files = [(p.name, p.read_bytes()) for code in ("lymphocyte", "monocyte")
+             for p in sorted((demo_cells / code).iterdir())[:3]]
+    services.slide_images_add(slide=slide, files=files, uploaded_by=labeller)
+    assert services.slide_process(slide_id=slide.pk) is not None
+    for cell in slide.cells.select_related("final_class"):  # the expert's classes; the browser does the sign-off
+        services.slide_cell_reclassify(cell=cell, actor=reviewer, target="lymphocyte" if cell.pk % 2 else "monocyte")
+
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    browser_login(page, live_server, reviewer.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    messages = page.inner_text("#diff-messages")
+    assert "Insufficient count (6 of 100)" in messages
+    assert page.locator("#diff-messages .flag").count() == 0  # 6 cells: no automatic flag at all
+    assert "not assessed by the model — expert only" in page.inner_text("[data-pct-for=blast]")
+    assert "not assessed by the model — expert only" in page.inner_text("[data-pct-for=atypical_lymphocyte]")
+    screenshot(page, "slide-short-count")
+
+    page.goto(f"{live_server.url}/slides/{slide.pk}/verify/")
+    expect(page.locator("#sign-warnings")).to_be_visible()
+    assert "Insufficient count: 6 of the target 100" in page.inner_text("#sign-warning-list")
+    page.click("#sign-button")  # no reason yet: the browser does not submit
+    assert page.url.endswith(f"/slides/{slide.pk}/verify/")
+    slide.refresh_from_db()
+    assert slide.status != Slide.Status.SIGNED
+    page.fill("#sign-reason", "Leukopenic sample; 6 cells is all the smear holds")
+    page.click("#sign-button")
+    page.wait_for_selector("#report")
+    assert "Leukopenic sample; 6 cells is all the smear holds" in page.inner_text("#sign-reason")
+    assert "6 cropped cell image(s) uploaded" in page.inner_text("#method")
+    screenshot(page, "slide-signed-with-reason")
+    response = page.request.get(f"{live_server.url}/slides/{slide.pk}/report.pdf")
+    assert response.ok and response.headers["content-type"] == "application/pdf"
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(response.body())).pages)
+    assert "Leukopenic sample; 6 cells is all the smear holds" in text
+    assert "Insufficient count (6 of 100)" in text and "not assessed by the model" in text
+    slide.refresh_from_db()
+    assert slide.status == Slide.Status.SIGNED and slide.sign_reason.startswith("Leukopenic sample")
     assert not errors, errors

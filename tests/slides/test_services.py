@@ -98,9 +98,16 @@ def test_abstained_cells_block_signing_until_an_expert_resolves_them(slide, labe
     assert d["unresolved"] == 0 and d["counts"].get("lymphocyte", 0) >= 1
     first.refresh_from_db()
     assert first.predicted_class == "unidentified" and first.final_class.code == "lymphocyte"  # the ledger
-    signed = services.slide_sign(slide=slide, actor=reviewer)
+    with pytest.raises(services.SignatureNeedsReason) as exc:  # fewer cells than the target of 100
+        services.slide_sign(slide=slide, actor=reviewer)
+    assert exc.value.warnings == [f"Insufficient count: {d['leukocyte_total']} of the target 100 leukocytes counted."]
+    signed = services.slide_sign(slide=slide, actor=reviewer, reason="  sparse smear; no better sample  ")
     assert signed.status == Slide.Status.SIGNED and signed.report["counts"] == d["counts"]
     assert signed.report["signed_by"] == "rev1"
+    assert signed.sign_reason == signed.report["sign_reason"] == "sparse smear; no better sample"
+    assert signed.report["sign_warnings"] == exc.value.warnings
+    event = AuditEvent.objects.get(action="slide.sign", target_id=str(slide.pk))
+    assert event.after["reason"] == "sparse smear; no better sample" and event.after["warnings"] == exc.value.warnings
 
 
 def test_signed_slide_is_read_only_and_a_correction_makes_a_new_audited_version(slide, labeller, reviewer,
@@ -113,7 +120,7 @@ def test_signed_slide_is_read_only_and_a_correction_makes_a_new_audited_version(
             services.slide_cell_reclassify(cell=c, actor=reviewer, target="monocyte")
     if not slide_differential(slide=slide)["leukocyte_total"]:
         services.slide_cell_reclassify(cell=slide.cells.first(), actor=reviewer, target="monocyte")
-    slide = services.slide_sign(slide=slide, actor=reviewer)
+    slide = services.slide_sign(slide=slide, actor=reviewer, reason="demo field")
     cell = slide.cells.first()
     with pytest.raises(services.SlideLocked, match="read-only"):
         services.slide_cell_reclassify(cell=cell, actor=reviewer, target="eosinophil")
@@ -175,8 +182,9 @@ def test_cropped_cells_can_be_uploaded_as_a_slide(labeller, active_model, demo_c
 
 
 def test_a_large_field_is_processed_in_tiles_with_boxes_in_field_pixels(slide, labeller, active_model):
-    # 2x2 mosaic of four 640x480 demo fields padded into a 3000x2200 field (> the tiling limit)
-    big = Image.new("RGB", (3000, 2200), (236, 226, 226))
+    # 2x2 mosaic of four 640x480 demo fields padded into a 3000x2200 field (> the tiling limit); the padding
+    # has the fields' own background colour, as a large scan of one smear would
+    big = Image.new("RGB", (3000, 2200), (208, 211, 206))
     for i, p in enumerate(field_paths(4)):
         big.paste(Image.open(p).convert("RGB"), (100 + (i % 2) * 1500, 100 + (i // 2) * 1100))
     buf = io.BytesIO()
@@ -188,3 +196,86 @@ def test_a_large_field_is_processed_in_tiles_with_boxes_in_field_pixels(slide, l
     quadrants = {((c.x0 > 1500), (c.y0 > 1100)) for c in cells}
     assert len(quadrants) == 4  # cells found in every part of the large field
     assert all(c.x1 <= 3000 and c.y1 <= 2200 for c in cells)
+    scale = slide.fields.get().scale  # measured on the red cells at a resolution where they are resolved
+    assert scale["source"] == "red cells" and 70 < scale["red_cell_diameter_px"] < 150
+
+
+def test_a_count_at_its_target_signs_without_a_reason(slide, labeller, reviewer, active_model):
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
+                              uploaded_by=labeller)
+    slide = _process(slide)
+    for c in slide.cells.all():
+        services.slide_cell_reclassify(cell=c, actor=reviewer, target="lymphocyte")
+    n = slide_differential(slide=slide)["leukocyte_total"]
+    assert 0 < n < 100
+    Slide.objects.filter(pk=slide.pk).update(target_count=n)  # the forms offer 100/200/400; the rule is n >= target
+    signed = services.slide_sign(slide=Slide.objects.get(pk=slide.pk), actor=reviewer)
+    assert signed.sign_reason == "" and signed.report["sign_warnings"] == []
+    assert signed.report["flag_summary"]["insufficient"] is None
+
+
+def test_each_field_records_the_scale_detection_used(labeller, active_model):
+    slide = services.slide_create(code="SC-1", created_by=labeller)
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
+                              uploaded_by=labeller)
+    slide = _process(slide)
+    scale = slide.fields.get().scale
+    assert scale["source"] == "red cells" and 0.03 < scale["microns_per_pixel"] < 0.15
+    assert scale["red_cell_diameter_px"] > 50  # BCCD red cells are about 100 px across
+
+    set_slide = services.slide_create(code="SC-2", created_by=labeller, microns_per_pixel="0.0745")
+    assert set_slide.microns_per_pixel == 0.0745
+    services.slide_images_add(slide=set_slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
+                              uploaded_by=labeller)
+    set_slide = _process(set_slide)
+    assert set_slide.fields.get().scale == {"microns_per_pixel": 0.0745, "source": "setting",
+                                            "red_cell_diameter_px": None}
+    with pytest.raises(ValidationError, match="between"):
+        services.slide_create(code="SC-3", created_by=labeller, microns_per_pixel="7.5")
+
+
+def test_classes_without_training_data_are_reported_as_not_assessed(slide, labeller, reviewer, active_model):
+    assert "blast" not in active_model.classes and "atypical_lymphocyte" not in active_model.classes
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(2)],
+                              uploaded_by=labeller)
+    slide = _process(slide)
+    d = slide_differential(slide=slide)
+    rows = {r["code"]: r for r in d["rows"]}
+    assert rows["blast"]["not_assessed"] and rows["blast"]["note"] == "not assessed by the model — expert only"
+    assert rows["atypical_lymphocyte"]["not_assessed"] and not rows["lymphocyte"]["not_assessed"]
+    assert {"blast", "atypical_lymphocyte"} <= set(d["not_assessed"])
+    blasts = next(f for f in d["flags"] if f["codes"] == ["blast"])
+    assert blasts["status"] == "not_assessed" and blasts["value"] is None  # not "Blasts (%) 0.00"
+    # an expert assigns a blast: counted, still marked as the expert's alone
+    services.slide_cell_reclassify(cell=slide.cells.first(), actor=reviewer, target="blast")
+    d = slide_differential(slide=slide)
+    row = next(r for r in d["rows"] if r["code"] == "blast")
+    assert row["count"] == 1 and row["percent"] > 0 and row["not_assessed"]
+    assert next(f for f in d["flags"] if f["codes"] == ["blast"])["status"] != "not_assessed"
+
+
+def test_blast_is_in_the_taxonomy_and_reference_intervals_name_known_classes_only(lab_admin):
+    from django.apps import apps
+
+    from annotations.models import CellClass
+    from slides.models import ReferenceInterval
+
+    blast = CellClass.objects.get(code="blast")
+    assert blast.is_leukocyte and blast.active and not blast.is_abstain
+    assert CellClass.objects.filter(code="atypical_lymphocyte", active=True).exists()
+    services.reference_interval_save(actor=lab_admin, name="Blasts", codes="blast", measure="percent", high=0.0)
+    with pytest.raises(ValidationError, match="Unknown class"):
+        services.reference_interval_save(actor=lab_admin, name="X", codes="blast+promonocyte", measure="percent")
+    # the data migration: an interval naming an unknown code loses it (audited); none left -> inactive
+    import importlib
+
+    migration = importlib.import_module("slides.migrations.0004_reference_intervals_known_codes")
+    mixed = ReferenceInterval.objects.create(name="Mixed", codes="monocyte+promonocyte", measure="percent")
+    unknown = ReferenceInterval.objects.create(name="Unknown", codes="promonocyte", measure="percent")
+    migration.fix_unknown_codes(apps, None)
+    mixed.refresh_from_db()
+    unknown.refresh_from_db()
+    assert (mixed.codes, mixed.active) == ("monocyte", True)
+    assert (unknown.codes, unknown.active) == ("promonocyte", False)
+    event = AuditEvent.objects.get(action="slide.reference_interval", target_id=str(mixed.pk))
+    assert event.before["codes"] == "monocyte+promonocyte" and "promonocyte" in event.after["reason"]

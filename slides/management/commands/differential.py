@@ -2,8 +2,9 @@
 
     python manage.py differential FIELD [FIELD ...] [--model ID|active] --json OUT
 
-Runs the same detection, cropping and classification as the portal (slides.pipeline and the
-model version's ensemble with the lab's abstention settings) and writes:
+Runs the same detection (each field's scale measured on its red cells, or --microns-per-pixel),
+cropping and classification as the portal (slides.pipeline and the model version's ensemble with
+the lab's abstention settings) and writes:
 {"cells": [{"field", "box": [x0, y0, x1, y1], "class", "confidence", "agreement": "k/n"}],
  "counts": {code: n}, "percentages": {code: p}, "intervals": {code: [lo, hi]}}
 Percentages and 95% intervals (Wilson) are over the leukocyte classes.
@@ -25,6 +26,8 @@ class Command(BaseCommand):
         parser.add_argument("--model", default="active", help="Model version id, or 'active' (default).")
         parser.add_argument("--json", dest="out", required=True, help="Output file ('-' for standard output).")
         parser.add_argument("--method", choices=["wilson", "clopper-pearson"], default="wilson")
+        parser.add_argument("--microns-per-pixel", type=float, default=None,
+                            help="The fields' scale; default: measured on each field's red cells.")
 
     def handle(self, *args, **opts):
         from annotations.imaging import ImageRejected, sanitize_image
@@ -61,7 +64,11 @@ class Command(BaseCommand):
                 image.load()
             except (ImageRejected, UnidentifiedImageError, OSError) as exc:
                 raise CommandError(f"{name}: {getattr(exc, 'message', exc)}") from None
-            for cell in pipeline.find_cells(image):
+            try:
+                result = pipeline.find_cells(image, microns_per_pixel=opts["microns_per_pixel"])
+            except ValueError as exc:  # a scale outside the plausible range
+                raise CommandError(str(exc)) from None
+            for cell in result.cells:
                 found.append((name, cell))
         t_detect = time.perf_counter() - t0
 
