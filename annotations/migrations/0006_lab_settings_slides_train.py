@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotations', '0004_current_label_count'),
+        ('annotations', '0005_seed_blast_class'),
     ]
 
     operations = [
