@@ -36,11 +36,19 @@ class CellOutputSerializer(serializers.ModelSerializer):
     box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
     field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
     agreement = serializers.CharField(source="agreement_text", read_only=True)
+    reason = serializers.CharField(read_only=True, help_text="Why the model referred the cell, in words.")
+    out_of_distribution = serializers.BooleanField(read_only=True)
+    verified = serializers.BooleanField(read_only=True, help_text="An expert decided on this cell.")
+    verified_by = serializers.SerializerMethodField()
 
     class Meta:
         model = SlideCell
         fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
-                  "confidence", "agreement", "model_version", "final_class", "status"]
+                  "confidence", "agreement", "reasons", "reason", "ood_score", "out_of_distribution",
+                  "model_version", "final_class", "status", "verified", "verified_by"]
+
+    def get_verified_by(self, obj) -> str | None:
+        return obj.changed_by.get_username() if obj.changed_by_id else None
 
 
 def _raise(exc: DjangoValidationError):
@@ -152,6 +160,30 @@ class SlideCellReclassifyApi(APIView):
         except DjangoValidationError as exc:
             _raise(exc)
         return Response(CellOutputSerializer(cell).data)
+
+
+class SlideCellsConfirmApi(APIView):
+    """Confirm, as they are, the counted cells of one class that no expert has verified yet
+    (each becomes the reviewer's label, audited). Reviewers."""
+
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        code = serializers.CharField(max_length=40)
+
+    @extend_schema(request=InputSerializer,
+                   responses={200: inline_serializer("SlideCellsConfirmOutput", {"confirmed": serializers.IntegerField()})})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
+        except services.SlideLocked as exc:
+            return _conflict(exc)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response({"confirmed": n})
 
 
 class SlideSignApi(APIView):

@@ -9,6 +9,7 @@ urlpatterns = [
     path("slides/<int:pk>/cells/", api.SlideCellListApi.as_view(), name="api_slide_cells"),
     path("slides/<int:pk>/cells/<int:cell_pk>/reclassify/", api.SlideCellReclassifyApi.as_view(),
          name="api_slide_cell_reclassify"),
+    path("slides/<int:pk>/cells/confirm/", api.SlideCellsConfirmApi.as_view(), name="api_slide_cells_confirm"),
     path("slides/<int:pk>/sign/", api.SlideSignApi.as_view(), name="api_slide_sign"),
     path("slides/<int:pk>/correct/", api.SlideCorrectApi.as_view(), name="api_slide_correct"),
     path("slides/<int:pk>/export/json/", api.SlideExportApi.as_view(), {"fmt": "json"}, name="api_slide_export_json"),

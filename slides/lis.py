@@ -159,6 +159,9 @@ def report_comments(report: Mapping, *, status: str, version: int, correction_re
                    if successor_version else "Superseded by a newer version: this version is withdrawn.")
     if version > 1:
         out.append(f"Corrected report (version {version})" + (f": {correction_reason}" if correction_reason else "."))
+    domain = report.get("domain") or {}
+    if domain.get("unlike"):
+        out.append(domain["message"])
     summary = report.get("flag_summary") or {}
     flags = summary.get("flags")
     if flags is None:  # reports signed before the summary existed

@@ -2,6 +2,8 @@
 from django.conf import settings
 from django.db import models
 
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+
 
 class Slide(models.Model):
     class Status(models.TextChoices):
@@ -117,6 +119,8 @@ class SlideCell(models.Model):
     model_version = models.ForeignKey(
         "classifier.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    reasons = models.JSONField(default=list, blank=True, help_text="Why the model referred the cell (codes).")
+    ood_score = models.FloatField(null=True, blank=True, help_text="How unlike the model's training images the cell is.")
     # expert
     final_class = models.ForeignKey(
         "annotations.CellClass", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -141,6 +145,20 @@ class SlideCell(models.Model):
         if self.agreement is None or not self.n_backbones:
             return ""
         return f"{self.agreement}/{self.n_backbones}"
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return OUT_OF_DISTRIBUTION in (self.reasons or [])
+
+    @property
+    def reason(self) -> str:
+        """Why the model referred the cell, in words ("" when it was accepted)."""
+        return reason_text(self.reasons or [])
+
+    @property
+    def verified(self) -> bool:
+        """An expert decided on this cell (confirmed or changed its class, or its counting)."""
+        return self.changed_by_id is not None
 
     @property
     def unresolved(self) -> bool:

@@ -115,7 +115,9 @@ def report_pdf(slide, *, release: dict) -> bytes:
             text += f", {_num(neut['absolute'], 2)} ×10^9/L"
         story += [Spacer(1, 3 * mm), Paragraph(escape(text + "."), styles["BodyText"])]
     summary = report.get("flag_summary") or {}
-    standing = [summary.get("suppressed_reason") and f"No automatic flag: {summary['suppressed_reason']}",
+    domain = report.get("domain") or {}
+    standing = [domain.get("unlike") and domain["message"],
+                summary.get("suppressed_reason") and f"No automatic flag: {summary['suppressed_reason']}",
                 summary.get("insufficient") or report.get("target_message"),
                 *[f"Count further — {c['message']}" for c in report.get("count_further") or []]]
     standing = [s[:1].upper() + s[1:] for s in standing if s]

@@ -6,6 +6,7 @@ from collections import Counter
 from django.db.models import Count, Q, QuerySet
 
 from annotations.models import CellClass
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
@@ -21,7 +22,7 @@ def slides_list(*, status: str | None = None, code: str | None = None) -> QueryS
 
 
 def slide_cells(*, slide: Slide) -> QuerySet[SlideCell]:
-    return slide.cells.select_related("final_class", "field", "image").order_by("id")
+    return slide.cells.select_related("final_class", "field", "image", "changed_by").order_by("id")
 
 
 def slide_unresolved_count(*, slide: Slide) -> int:
@@ -41,12 +42,52 @@ def reference_rules() -> list[dict]:
 PER_100_CODES = ("erythroblast",)  # non-leukocytes reported per 100 WBC
 
 
-def slide_flags_suppressed_reason(*, slide: Slide) -> str | None:
-    """Why no automatic flag may be raised on this slide for now, or None.
+DOMAIN_ALPHA = 0.01  # one-sided binomial test: the share of out-of-distribution cells is clearly too high
+DOMAIN_MESSAGE = ("These images are unlike the images the model was trained on — every cell needs verification.")
 
-    The one hook for reasons that hold back every reference-interval flag until an expert has
-    dealt with them (e.g. images unlike those the model was trained on): return the reason
-    shown to the reader; the differential then raises no flag and says why."""
+
+def slide_domain_check(*, slide: Slide) -> dict:
+    """Are this slide's images unlike the model's training images?
+
+    The model flags about ``expected`` of in-domain cells out-of-distribution (measured on its
+    validation cells; at least the share its threshold was set to leave out). When the slide's
+    share is clearly above that — a one-sided binomial test at ``DOMAIN_ALPHA``, not a fixed
+    guess — the slide is ``unlike`` the training images: every page and report says so, and no
+    automatic flag is raised until every counted cell has been verified by an expert."""
+    version = slide.model_version
+    ood = (version.metrics or {}).get("ood") if version is not None else None
+    cells = slide.cells.filter(model_version=version) if version is not None else slide.cells.none()
+    scored = [(r, v) for r, v in cells.exclude(ood_score__isnull=True).values_list("reasons", "changed_by_id")]
+    out = {"checked": bool(ood) and bool(scored), "classified": len(scored), "ood": 0, "share": None,
+           "expected": None, "p_value": None, "unlike": False, "message": ""}
+    if not out["checked"]:
+        if version is not None and not ood:
+            out["message"] = (f"Model v{version.pk} has no out-of-distribution check (trained before it existed): "
+                              "retrain it to have images unlike its training images flagged.")
+        return out
+    from scipy.stats import binomtest
+
+    k = sum(OUT_OF_DISTRIBUTION in (r or []) for r, _ in scored)
+    n = len(scored)
+    expected = max(float(ood.get("expected_rate") or 0.0), 1 - float(ood.get("quantile", 97.5)) / 100)
+    p_value = float(binomtest(k, n, expected, alternative="greater").pvalue)
+    unverified = slide.cells.filter(status=SlideCell.Status.COUNTED, changed_by__isnull=True).count()
+    out.update(ood=k, share=round(k / n, 4), expected=round(expected, 4), p_value=p_value,
+               unlike=p_value < DOMAIN_ALPHA, unverified=unverified)
+    if out["unlike"]:
+        out["message"] = (f"{DOMAIN_MESSAGE} {k} of {n} cells were unlike the training images "
+                          f"({100 * k / n:.0f} %; about {100 * expected:.1f} % expected).")
+    return out
+
+
+def slide_flags_suppressed_reason(*, slide: Slide, domain: dict | None = None) -> str | None:
+    """Why no automatic flag may be raised on this slide for now, or None: the one place for
+    reasons that hold back every reference-interval flag until an expert has dealt with them.
+    Today: images unlike the training images, until every counted cell is verified."""
+    domain = domain if domain is not None else slide_domain_check(slide=slide)
+    if domain["unlike"] and domain.get("unverified"):
+        return (f"the images are unlike the images the model was trained on, and {domain['unverified']} counted "
+                "cell(s) are not verified by an expert yet")
     return None
 
 
@@ -77,7 +118,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
     report_codes = [c.code for c in classes if c.is_leukocyte and c.active] + list(PER_100_CODES)
     diff = stats.differential(counted, leukocyte_codes=leuko, report_codes=report_codes, wbc_count=wbc, method=method)
     not_assessed = slide_not_assessed_codes(slide=slide, classes=classes)
-    suppressed = slide_flags_suppressed_reason(slide=slide)
+    domain = slide_domain_check(slide=slide)
+    suppressed = slide_flags_suppressed_reason(slide=slide, domain=domain)
     thresholds = {k: v for k, v in stats.CLINICAL_THRESHOLDS.items() if k in by_code}
     rows = []
     for c in classes:
@@ -120,6 +162,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
         unresolved=slide_unresolved_count(slide=slide),
         model_agreement={"agreed": agree, "total": with_pred.count()},
+        domain=domain,
+        verified=cells.filter(changed_by__isnull=False).count(),
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
     data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
@@ -176,6 +220,8 @@ def slide_groups(*, slide: Slide) -> list[dict]:
             groups[code] = {"code": code, "name": cell.final_class.name if cell.final_class else code,
                             "hotkey": "", "is_abstain": False, "cells": []}
         groups[code]["cells"].append(cell)
+    for g in groups.values():
+        g["unverified"] = sum(1 for c in g["cells"] if not c.verified)
     return list(groups.values()) + [not_counted]
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.models import CellClass, Source
-from annotations.services import audit_record, image_upload
+from annotations.services import LabelConflict, audit_record, image_upload, label_submit
 
 from . import pipeline
 from .detection import scale as detection_scale
@@ -280,11 +280,12 @@ def _apply_predictions(*, slide: Slide, version) -> int:
             continue
         cell.predicted_class, cell.top_class = p.label, p.top_class
         cell.confidence, cell.agreement, cell.n_backbones = p.confidence, p.agreement, p.n_backbones
+        cell.reasons, cell.ood_score = list(p.reasons or []), p.ood_score
         cell.model_version = version
         if cell.final_class_id is None:
             cell.final_class = abstain if p.abstained else classes.get(p.label, abstain)
         cell.save(update_fields=["predicted_class", "top_class", "confidence", "agreement", "n_backbones",
-                                 "model_version", "final_class"])
+                                 "reasons", "ood_score", "model_version", "final_class"])
         updated += 1
     return updated
 
@@ -359,8 +360,11 @@ COUNTED = "counted"
 
 
 def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
-    """``target``: an active class code, 'not_counted' or 'counted'. Audited; the slide's
-    status follows (verified when no counted cell is left unidentified)."""
+    """An expert's decision on one cell. ``target``: an active class code (the cell's current
+    class confirms it), 'not_counted' or 'counted'. A class is also the expert's label of the
+    cell's image, recorded against the model's suggestion (confirmed or changed), so that
+    verified cells train the next model. Audited; the slide's status follows (verified when no
+    counted cell is left unidentified)."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=cell.slide_id)
         _check_editable(slide)
@@ -368,6 +372,7 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
             raise SlideLocked("The slide is still being processed; wait for it to finish.")
         cell = SlideCell.objects.select_related("final_class").get(pk=cell.pk)
         before = {"class": cell.final_class.code if cell.final_class else None, "status": cell.status}
+        cell_class = None
         if target == NOT_COUNTED:
             cell.status = SlideCell.Status.NOT_COUNTED
         elif target == COUNTED:
@@ -381,17 +386,46 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
             cell.final_class = cell_class
             cell.status = SlideCell.Status.COUNTED
         after = {"class": cell.final_class.code if cell.final_class else None, "status": cell.status}
-        if after == before:
+        confirms = after == before and cell_class is not None and cell.changed_by_id != getattr(actor, "pk", None)
+        if after == before and not confirms:
             return cell
         cell.changed_by, cell.changed_at = actor, timezone.now()
         cell.save(update_fields=["final_class", "status", "changed_by", "changed_at"])
-        audit_record(actor=actor, action="slide.cell_reclassify", target=cell,
-                     before=dict(before, slide=slide.pk), after=dict(after, predicted=cell.predicted_class))
+        label = _verification_label(cell=cell, actor=actor, cell_class=cell_class) if cell_class else None
+        audit_record(actor=actor, action="slide.cell_verify" if confirms else "slide.cell_reclassify", target=cell,
+                     before=dict(before, slide=slide.pk),
+                     after=dict(after, predicted=cell.predicted_class, suggested=cell.top_class or None,
+                                label=label.pk if label else None))
         status = Slide.Status.VERIFIED if _unresolved_count(slide) == 0 else Slide.Status.READY
         if slide.status != status:
             slide.status = status
             slide.save(update_fields=["status"])
     return cell
+
+
+def _verification_label(*, cell: SlideCell, actor, cell_class: CellClass):
+    """The verifier's label of the cell's image, with the suggestion the model made (its top
+    class, even where it referred the cell). None where a reviewer already adjudicated the
+    image (that decision stays its final label)."""
+    suggested = CellClass.objects.filter(code=cell.top_class).first() if cell.top_class else None
+    try:
+        return label_submit(image=cell.image, labeller=actor, cell_class=cell_class, suggested_class=suggested,
+                            suggestion_model_version=cell.model_version)
+    except LabelConflict:
+        return None
+
+
+def slide_cells_confirm(*, slide: Slide, actor, code: str) -> int:
+    """Confirm, as they are, every counted cell of one class that no expert has verified yet
+    (one decision per cell, each audited and labelled as :func:`slide_cell_reclassify` does).
+    Returns how many were confirmed."""
+    if CellClass.objects.filter(code=code, is_abstain=True).exists():
+        raise ValidationError({"target": "Cells the model could not identify need a class each; choose one per cell."})
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__code=code, changed_by__isnull=True)
+                 .order_by("id"))
+    for cell in cells:
+        slide_cell_reclassify(cell=cell, actor=actor, target=code)
+    return len(cells)
 
 
 def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
@@ -464,6 +498,7 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
                 detector_kind=c.detector_kind, detector_score=c.detector_score, image=c.image,
                 predicted_class=c.predicted_class, top_class=c.top_class, confidence=c.confidence,
                 agreement=c.agreement, n_backbones=c.n_backbones, model_version=c.model_version,
+                reasons=c.reasons, ood_score=c.ood_score,
                 final_class=c.final_class, status=c.status, changed_by=c.changed_by, changed_at=c.changed_at,
             )
             for c in slide.cells.all()

@@ -12,6 +12,7 @@ urlpatterns = [
     path("<int:pk>/differential.json", views.slide_differential_json, name="differential_json"),
     path("<int:pk>/verify/", views.slide_verify, name="verify"),
     path("<int:pk>/cells/<int:cell_pk>/reclassify/", views.cell_reclassify, name="cell_reclassify"),
+    path("<int:pk>/cells/confirm/", views.cells_confirm, name="cells_confirm"),
     path("<int:pk>/sign/", views.slide_sign, name="sign"),
     path("<int:pk>/correct/", views.slide_correct, name="correct"),
     path("<int:pk>/retry/", views.slide_retry, name="retry"),

@@ -177,9 +177,26 @@ def cell_reclassify(request, pk: int, cell_pk: int):
     if _wants_json(request):
         body = _live(cell.slide)
         body["cell"] = {"id": cell.pk, "class": cell.final_class.code if cell.final_class else None,
-                        "status": cell.status}
+                        "status": cell.status, "verified": cell.verified,
+                        "verified_by": cell.changed_by.get_username() if cell.changed_by_id else None}
         return JsonResponse(body)
     return redirect(reverse("slides:verify", kwargs={"pk": pk}) + f"#cell-{cell.pk}")
+
+
+@role_required(REVIEWER)
+@require_POST
+def cells_confirm(request, pk: int):
+    """Confirm, as they are, the unverified counted cells of one class group."""
+    slide = get_object_or_404(Slide, pk=pk)
+    try:
+        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=request.POST.get("code", ""))
+    except services.SlideLocked as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, _errors(exc))
+    else:
+        messages.success(request, f"{n} cell(s) confirmed.")
+    return redirect("slides:verify", pk=pk)
 
 
 @role_required(REVIEWER)
@@ -258,8 +275,10 @@ def report_csv_rows(slide: Slide) -> list[list]:
     status = release["status"] + (f" (by v{release['successor'].version})" if release["superseded"] else "")
     warnings = " ".join(report.get("sign_warnings") or [])
     reason = report.get("sign_reason") or ""
+    domain = (report.get("domain") or {}).get("message", "") if (report.get("domain") or {}).get("unlike") else ""
     rows = [["accession", "version", "class", "name", "count", "percent", "ci95_low", "ci95_high",
-             "absolute_10e9_per_L", "per_100_wbc", "note", "report_status", "signature_warnings", "signature_reason"]]
+             "absolute_10e9_per_L", "per_100_wbc", "note", "report_status", "signature_warnings", "signature_reason",
+             "domain_warning"]]
     for r in report["rows"]:
         if not r["count"] and "percent" not in r and "per_100_wbc" not in r:
             continue
@@ -268,7 +287,8 @@ def report_csv_rows(slide: Slide) -> list[list]:
         rows.append([slide.code, slide.version, r["code"], r["name"], r["count"],
                      "" if unassessed else r.get("percent", ""), iv[0], iv[1],
                      "" if unassessed or r.get("absolute") is None else r["absolute"],
-                     "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason])
+                     "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason,
+                     domain])
     return rows
 
 

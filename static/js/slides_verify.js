@@ -67,6 +67,12 @@
       if (sign && body.differential) sign.disabled = body.differential.unresolved > 0;
       if (body.differential) showSignWarnings(body.differential.sign_warnings || []);
       cell.dataset.finalClass = body.cell.class;
+      const mark = cell.querySelector(".verified-mark");
+      if (mark && body.cell.verified) {
+        mark.textContent = "✓ verified" + (body.cell.verified_by ? " by " + body.cell.verified_by : "");
+        mark.hidden = false;
+        cell.classList.add("verified");
+      }
     }).catch(() => { cell.classList.remove("busy"); showError("The server could not be reached."); });
   }
 

@@ -75,9 +75,12 @@ def test_api_flow_with_role_checks(client, labeller, reviewer, active_model):
     assert float(obx["26450-7"].obx_5.to_er7()) == round(100 / len(cells), 2) or obx["26450-7"].obx_5.to_er7()
     assert any("only two fields \\F\\ demo" in n.nte_3.to_er7() for n in order.children if n.name == "NTE")
     rows = list(csv.reader(io.StringIO(client.get(f"/api/slides/{pk}/export/csv/").content.decode())))
-    assert rows[0][:3] == ["accession", "version", "class"] and rows[0][-1] == "signature_reason"
+    assert rows[0][:3] == ["accession", "version", "class"] and rows[0][-3:] == [
+        "signature_warnings", "signature_reason", "domain_warning"]
+    col = {name: i for i, name in enumerate(rows[0])}
     eos = next(r for r in rows if r[2] == "eosinophil")
-    assert int(eos[4]) == 1 and eos[-1] == "only two fields | demo" and "Insufficient count" in eos[-2]
+    assert int(eos[4]) == 1 and eos[col["signature_reason"]] == "only two fields | demo"
+    assert "Insufficient count" in eos[col["signature_warnings"]]
     blast = next(r for r in rows if r[2] == "blast")  # the tiny model has no blasts: no reassuring 0.0
     assert blast[5] == "" and blast[10] == "not assessed by the model — expert only"
     data = client.get(f"/api/slides/{pk}/export/json/").json()

@@ -1,0 +1,137 @@
+"""Slides from another microscope and stain: the domain check, flags withheld until every cell is
+verified, and verification as the lab's label that trains the next model."""
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from annotations.models import CellClass, CellImage, Label, LabSettings, Source
+from annotations.selectors import labelling_queue
+from classifier.services import training_snapshot
+from slides import selectors, services
+from slides.models import Slide, SlideCell
+from tests.conftest import PASSWORD
+
+from .conftest import field_paths, pbc_split, register_model
+
+pytestmark = pytest.mark.django_db
+
+
+def processed_slide(user, *, kind=Slide.Kind.FIELDS, files=None, code="DOM-0001"):
+    slide = services.slide_create(code=code, created_by=user, kind=kind, wbc_count="6.0")
+    files = files if files is not None else [(p.name, p.read_bytes()) for p in field_paths(5)]
+    services.slide_images_add(slide=slide, files=files, uploaded_by=user)
+    Slide.objects.filter(pk=slide.pk).update(task_state=Slide.TaskState.QUEUED)
+    return services.slide_process(slide_id=slide.pk)
+
+
+def test_a_slide_of_foreign_fields_says_so_and_raises_no_flag_until_every_cell_is_verified(
+        settings, client, reviewer, pbc_checkpoint, reference_intervals):
+    register_model(settings, pbc_checkpoint)
+    slide = processed_slide(reviewer)
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED))
+    assert len(cells) >= 5
+    # every white cell from the other microscope is referred, with the reason
+    assert all(c.out_of_distribution and c.final_class.is_abstain for c in cells)
+    assert all("unlike the training images" in c.reason for c in cells)
+    domain = selectors.slide_domain_check(slide=slide)
+    assert domain["unlike"] and domain["ood"] == domain["classified"] == len(cells)
+    assert domain["p_value"] < selectors.DOMAIN_ALPHA
+
+    client.login(username=reviewer.username, password=PASSWORD)
+    page = client.get(reverse("slides:detail", args=[slide.pk])).content.decode()
+    assert "unlike the images the model was trained on" in page
+    verify = client.get(reverse("slides:verify", args=[slide.pk])).content.decode()
+    assert "referred: unlike the training images" in verify and 'id="domain-banner"' in verify
+
+    # an expert classifies the cells as neutrophils: far too many for the reference interval,
+    # but while cells are unverified no flag is raised, and signing would need a reason
+    for cell in cells[:-1]:
+        services.slide_cell_reclassify(cell=cell, actor=reviewer, target="neutrophil_segmented")
+    diff = selectors.slide_differential(slide=slide)
+    assert diff["flag_summary"]["suppressed_reason"] and "not verified" in diff["flag_summary"]["suppressed_reason"]
+    assert not [f for f in diff["flags"] if f.get("status") == "flag"]
+    services.slide_cell_reclassify(cell=cells[-1], actor=reviewer, target="neutrophil_segmented")
+    diff = selectors.slide_differential(slide=slide)
+    assert diff["flag_summary"]["suppressed_reason"] is None  # every counted cell verified
+    assert diff["domain"]["unlike"]  # still said on the report
+
+
+def test_a_slide_of_cells_like_the_training_cells_is_not_flagged(settings, reviewer, pbc_checkpoint):
+    register_model(settings, pbc_checkpoint)
+    held = pbc_split()[1]
+    slide = processed_slide(reviewer, kind=Slide.Kind.CELLS, files=[(p.name, p.read_bytes()) for p, _ in held],
+                            code="DOM-0002")
+    domain = selectors.slide_domain_check(slide=slide)
+    assert domain["checked"] and domain["classified"] == len(held)
+    assert not domain["unlike"] and domain["ood"] <= 2
+    assert "unlike" not in selectors.slide_differential(slide=slide)["domain"]["message"]
+
+
+def test_a_model_without_the_score_says_it_cannot_check(settings, reviewer, pbc_checkpoint):
+    version = register_model(settings, pbc_checkpoint)
+    version.metrics = dict(version.metrics, ood=None)
+    version.save(update_fields=["metrics"])
+    slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(1)], code="DOM-0003")
+    domain = selectors.slide_domain_check(slide=slide)
+    assert not domain["checked"] and not domain["unlike"]
+    assert "no out-of-distribution check" in domain["message"]
+
+
+def test_a_verified_slide_cell_is_a_label_trains_the_next_model_and_never_waits_in_a_queue(
+        settings, labeller, reviewer, reviewer2, pbc_checkpoint):
+    register_model(settings, pbc_checkpoint)
+    slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(2)], code="DOM-0004")
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED).order_by("id"))
+    changed, confirmed = cells[0], cells[1]
+    # not in any labeller's queue before or after verification
+    queue = labelling_queue(user=labeller, queue="unlabelled")
+    assert not queue.filter(pk__in=[c.image_id for c in cells]).exists()
+
+    services.slide_cell_reclassify(cell=changed, actor=reviewer, target="eosinophil")
+    label = Label.objects.get(image=changed.image, labeller=reviewer, superseded_at__isnull=True)
+    assert label.cell_class.code == "eosinophil"
+    assert label.suggested_class is not None and label.suggested_class.code == changed.top_class
+    assert label.confirmed_suggestion is (changed.top_class == "eosinophil")
+    image = CellImage.objects.get(pk=changed.image_id)
+    assert image.source == Source.SLIDE_CELL and image.final_label.code == "eosinophil"
+
+    # confirming a cell as it is: the cell's current class, by another reviewer
+    services.slide_cell_reclassify(cell=confirmed, actor=reviewer, target="lymphocyte")
+    confirmed.refresh_from_db()
+    services.slide_cell_reclassify(cell=confirmed, actor=reviewer2, target="lymphocyte")
+    confirmed.refresh_from_db()
+    assert confirmed.changed_by == reviewer2 and confirmed.verified
+    assert Label.objects.get(image=confirmed.image, labeller=reviewer2, superseded_at__isnull=True).cell_class.code == "lymphocyte"
+    from annotations.models import AuditEvent
+
+    assert AuditEvent.objects.filter(action="slide.cell_verify", target_id=str(confirmed.pk), actor=reviewer2).exists()
+
+    items, snapshot = training_snapshot()
+    rows = {row[0]: row[2] for row in snapshot["items"]}
+    assert rows[changed.image_id] == "eosinophil"
+    assert [changed.image_id, slide.pk] in snapshot["provenance"]["slide_cell"]
+    assert not labelling_queue(user=labeller, queue="unlabelled").filter(pk=changed.image_id).exists()
+    # the lab can keep slides out of training
+    LabSettings.objects.update(slides_train=False)
+    _, snapshot = training_snapshot()
+    assert changed.image_id not in {row[0] for row in snapshot["items"]}
+
+
+def test_confirm_a_class_group_verifies_each_unverified_cell(settings, client, reviewer, pbc_checkpoint):
+    register_model(settings, pbc_checkpoint)
+    slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(3)], code="DOM-0005")
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED))
+    for cell in cells:
+        SlideCell.objects.filter(pk=cell.pk).update(final_class=CellClass.objects.get(code="lymphocyte"))
+    client.login(username=reviewer.username, password=PASSWORD)
+    with pytest.raises(ValidationError, match="need a class each"):
+        services.slide_cells_confirm(slide=slide, actor=reviewer, code="unidentified")
+    answer = client.post(reverse("api_slide_cells_confirm", args=[slide.pk]), {"code": "lymphocyte"})
+    assert answer.status_code == 200 and answer.json() == {"confirmed": len(cells)}
+    listed = client.get(reverse("api_slide_cells", args=[slide.pk])).json()
+    rows = listed["results"] if isinstance(listed, dict) else listed
+    assert all(r["verified"] and r["verified_by"] == reviewer.username for r in rows if r["status"] == "counted")
+    assert all("reason" in r and "ood_score" in r for r in rows)
+    assert Label.objects.filter(labeller=reviewer, image_id__in=[c.image_id for c in cells]).count() == len(cells)
+    # twice is nothing more
+    assert services.slide_cells_confirm(slide=slide, actor=reviewer, code="lymphocyte") == 0
