@@ -132,6 +132,12 @@ class SlideCell(models.Model):
             return ""
         return f"{self.agreement}/{self.n_backbones}"
 
+    @staticmethod
+    def verified_q() -> models.Q:
+        """Cells a person has verified: classified or marked by hand, or on a signed slide (signing
+        confirms every cell). Until then a cell's final class is only the model's own call."""
+        return models.Q(changed_by__isnull=False) | models.Q(slide__status=Slide.Status.SIGNED)
+
     @property
     def unresolved(self) -> bool:
         return self.status == self.Status.COUNTED and (self.final_class is None or self.final_class.is_abstain)

@@ -38,8 +38,9 @@ def reference_rules() -> list[dict]:
     ]
 
 
-def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> dict:
-    """Everything the screens and reports show, as JSON-able data."""
+def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, signing: bool = False) -> dict:
+    """Everything the screens and reports show, as JSON-able data. ``signing``: the expert is signing
+    now, which verifies every cell."""
     classes = list(CellClass.objects.all().order_by("display_order", "code"))
     by_code = {c.code: c for c in classes}
     leuko = [c.code for c in classes if c.is_leukocyte]
@@ -73,8 +74,12 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
                        "interval": list(stats.proportion_interval(k, n, method=method)),
                        "absolute": round(wbc * k / n, 3) if wbc is not None else None}
     cells = slide.cells.all()
+    # only cells a person verified: before that a cell's final class is the model's own call
     with_pred = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").filter(final_class__isnull=False)
+    if not signing:
+        with_pred = with_pred.filter(SlideCell.verified_q())
     agree = sum(1 for p, f in with_pred.values_list("predicted_class", "final_class__code") if p == f)
+    pre_classified = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").count()
     data = diff.as_dict()
     data.update(
         rows=rows,
@@ -86,7 +91,7 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         cells_total=cells.count(),
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
         unresolved=slide_unresolved_count(slide=slide),
-        model_agreement={"agreed": agree, "total": with_pred.count()},
+        model_agreement={"agreed": agree, "total": with_pred.count(), "pre_classified": pre_classified},
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
     return data
