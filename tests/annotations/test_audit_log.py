@@ -6,12 +6,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import services
-from annotations.changes import Change, field_changes, readable
 from annotations.models import AuditEvent
 from tests.annotations.conftest import cls, make_cells
 
 
 def test_field_changes_lists_only_what_changed_in_plain_words():
+    from annotations.changes import Change, field_changes, readable
+
     assert field_changes({"final_label": None, "needs_review": True}, {"final_label": "monocyte", "needs_review": True}) == [
         Change("final label", "—", "monocyte")]
     assert field_changes(None, {"class": "lymphocyte", "unsure": False}) == [

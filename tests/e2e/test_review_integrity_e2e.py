@@ -14,7 +14,6 @@ from annotations.models import CellClass
 from classifier.models import ModelVersion, Prediction, TrainingRun
 from reports import metrics
 from reports.models import Evaluation, GateDecision
-from reports.selectors import paired_comparison_of
 from tests.annotations.conftest import cls, make_cells, predict
 from tests.conftest import browser_login, make_user, screenshot
 
@@ -119,6 +118,8 @@ def _evaluation(version, results, snapshot_hash="same-cells"):
 
 
 def test_evaluation_report_at_1366_px(browser, live_server, django_user_model):
+    from reports.selectors import paired_comparison_of
+
     users(django_user_model)
     classes = list(CellClass.objects.filter(is_abstain=False).order_by("display_order").values_list("code", flat=True))
     old = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now(), classes=classes)
