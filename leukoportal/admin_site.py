@@ -35,6 +35,7 @@ class LabAdminSite(AdminSite):
 
     site_header = "LeukoPortal administration"
     site_title = "LeukoPortal admin"
+    refusal = "The Django admin is for lab admins with a staff account."
 
     def has_permission(self, request):
         return request.user.is_active and request.user.is_staff and has_role(request.user, LAB_ADMIN)
@@ -50,8 +51,6 @@ class LabAdminSite(AdminSite):
             return inner(request, *args, **kwargs)
 
         return wrapped
-
-    refusal = "The Django admin is for lab admins with a staff account."
 
     def login(self, request, extra_context=None):
         if request.user.is_authenticated and not self.has_permission(request):

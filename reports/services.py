@@ -236,13 +236,14 @@ def evaluation_for_snapshot(*, model_version: ModelVersion, snapshot: dict) -> E
 
 # --- Promotion gate -----------------------------------------------------------------------
 def heldout_sample(*, items: list, classes: list[str], lab: LabSettings) -> dict:
-    """The held-out snapshot's size, in total and per class the versions know, against the lab's
-    minimums for the gate to decide on its own."""
+    """The held-out snapshot's size, in total and per class the versions know (a class neither
+    version can predict says nothing about which is better), against the lab's minimums for the gate
+    to decide on its own."""
     from collections import Counter
 
     abstain = set(CellClass.objects.filter(is_abstain=True).values_list("code", flat=True))
     counts = Counter(row[2] for row in items)
-    per_class = {c: counts.get(c, 0) for c in sorted(set(classes) | set(counts)) if c not in abstain}
+    per_class = {c: counts.get(c, 0) for c in sorted(set(classes)) if c not in abstain}
     short = {c: n for c, n in per_class.items() if n < lab.gate_min_heldout_per_class}
     return {"total": len(items), "min_total": lab.gate_min_heldout_total, "per_class": per_class,
             "min_per_class": lab.gate_min_heldout_per_class, "short": short,
