@@ -23,7 +23,7 @@ venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
 run: venv
-	DEBUG=$${DEBUG:-true} $(PY) manage.py runportal
+	$(PY) manage.py runportal
 
 services:
 	scripts/ensure_services.sh

@@ -22,12 +22,21 @@ from .models import CellClass, CellImage, LabSettings, Split
 
 class ImageOutputSerializer(serializers.ModelSerializer):
     final_label = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    needs_review = serializers.SerializerMethodField(
+        help_text="Whether the experts disagree; null where the lab's blind mode hides other readings from the caller.")
     file_url = serializers.SerializerMethodField()
 
     class Meta:
         model = CellImage
         fields = ["id", "sha256", "width", "height", "original_format", "source", "split", "sample_code",
                   "batch", "uploaded_at", "final_label", "needs_review", "file_url"]
+
+    def get_needs_review(self, obj) -> bool | None:
+        request = self.context.get("request")
+        if request is None:
+            return None  # reader unknown: say nothing about other experts' readings
+        lab = self.context.setdefault("lab", LabSettings.get())  # one lookup for a whole page
+        return None if lab.hides_other_readings(image=obj, user=request.user) else obj.needs_review
 
     def get_file_url(self, obj) -> str:
         return f"/api/images/{obj.pk}/file/"
@@ -68,7 +77,7 @@ class ImageListCreateApi(ListAPIView):
             )
         except ImageRejected as exc:
             return Response({"file": [exc.message], "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
-        body = ImageOutputSerializer(outcome.image).data
+        body = ImageOutputSerializer(outcome.image, context={"request": request}).data
         body["duplicate"] = not outcome.created
         return Response(body, status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK)
 
@@ -204,7 +213,7 @@ class LabellingCellSerializer(serializers.Serializer):
 
 def _cells_payload(images, user, lab) -> list[dict]:
     images = list(images)
-    suggestions = selectors.suggestions_for(images=images, lab=lab)
+    suggestions = selectors.suggestions_for(images=images, user=user, lab=lab)
     mine = selectors.labels_current_of(user=user, image_ids=[im.pk for im in images])
     return [
         {
@@ -366,7 +375,13 @@ class SideBySideLabelSerializer(serializers.Serializer):
     cell_class = serializers.CharField(source="cell_class.code")
     unsure = serializers.BooleanField()
     created_at = serializers.DateTimeField()
-    suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
+    suggested_class = serializers.SerializerMethodField(
+        help_text="The model's suggestion the expert was shown; null where blind mode hides the model's call.")
+
+    def get_suggested_class(self, obj) -> str | None:
+        if obj.image_id in self.context.get("model_hidden", ()) or obj.suggested_class_id is None:
+            return None
+        return obj.suggested_class.code
 
 
 class AdjudicationItemSerializer(serializers.Serializer):
@@ -402,9 +417,12 @@ class AdjudicationApi(APIView):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.adjudication_queue(), request, view=self)
         labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
+        lab = LabSettings.get()
+        hidden = {im.pk for im in page if lab.hides_model_call(image=im, user=request.user)}
         items = [{"id": im.pk, "split": im.split, "file_url": reverse("api_image_file", args=[im.pk]),
                   "labels": labels[im.pk]} for im in page]
-        return paginator.get_paginated_response(AdjudicationItemSerializer(items, many=True).data)
+        data = AdjudicationItemSerializer(items, many=True, context={"model_hidden": hidden}).data
+        return paginator.get_paginated_response(data)
 
     @extend_schema(request=InputSerializer, responses={201: AdjudicationOutputSerializer})
     def post(self, request):

@@ -69,3 +69,20 @@ class AgreementFilterForm(forms.Form):
         if data.get("start") and data.get("end") and data["start"] > data["end"]:
             raise forms.ValidationError("The start date is after the end date.")
         return data
+
+
+class AuditFilterForm(forms.Form):
+    """The audit log's filters; every one is optional and they combine."""
+
+    action = forms.CharField(required=False, max_length=40, help_text="Part of the action, e.g. model or rollback.")
+    user = forms.CharField(required=False, max_length=150, help_text="Part of the user name.")
+    target = forms.CharField(required=False, max_length=110,
+                             help_text="A target type and/or id, e.g. ModelVersion, 12 or CellImage 12.")
+    start = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="From")
+    end = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), label="To")
+
+    def clean(self):
+        data = super().clean()
+        if data.get("start") and data.get("end") and data["start"] > data["end"]:
+            raise forms.ValidationError("The start date is after the end date.")
+        return data

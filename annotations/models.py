@@ -2,6 +2,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from leukoportal.roles import REVIEWER, has_role
+
 
 class CellClass(models.Model):
     """One entry of the lab's taxonomy. Never deleted: deactivate instead, past labels keep it."""
@@ -169,6 +171,12 @@ class LabSettings(models.Model):
         help_text="Cells verified on slides enter the next training snapshot (how the model adapts to this lab's "
                   "microscope and stain).",
     )
+    gate_min_heldout_per_class = models.PositiveIntegerField(
+        default=20, help_text="Held-out cells each class needs before the promotion gate decides on its own."
+    )
+    gate_min_heldout_total = models.PositiveIntegerField(
+        default=200, help_text="Held-out cells in total the promotion gate needs before it decides on its own."
+    )
 
     class Meta:
         verbose_name_plural = "lab settings"
@@ -184,3 +192,23 @@ class LabSettings(models.Model):
         if source == Source.SLIDE_CELL:
             return 1
         return self.labels_required_heldout if split == Split.HELDOUT else self.labels_required_train
+
+    # The blind held-out rule: every screen, API and selector that shows a model's call on a cell or
+    # another expert's reading asks one of these two methods (``image`` needs ``split`` and ``final_label_id``).
+    def hides_model_call(self, *, image, user) -> bool:
+        """Is the model's call on this cell (its class and its confidence) hidden from this reader?
+
+        In blind mode a held-out cell is read without the model: nobody sees its call until the cell
+        is decided (has a final label), so neither the experts reading it nor a reviewer adjudicating
+        it is drawn toward the model; a labeller does not see it even then, since they may still
+        change their own reading. Training cells always show it.
+        """
+        if not (self.blind_heldout and image.split == Split.HELDOUT):
+            return False
+        return image.final_label_id is None or not has_role(user, REVIEWER)
+
+    def hides_other_readings(self, *, image, user) -> bool:
+        """Does this reader see only their own reading of this cell, not whether other experts agree
+        (``needs_review``, "waiting for adjudication")? Labellers of blind held-out cells; reviewers
+        adjudicate disputes, so they see them."""
+        return self.hides_model_call(image=image, user=user) and not has_role(user, REVIEWER)

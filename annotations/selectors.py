@@ -22,6 +22,24 @@ def images_list(*, split: str | None = None, labelled: bool | None = None, sourc
     return qs
 
 
+def audit_events(*, action: str = "", user: str = "", target: str = "", start=None, end=None) -> QuerySet[AuditEvent]:
+    """The audit log, newest first, filtered by a part of the action and of the user name, a target
+    ("ModelVersion", "12", "CellImage 12" or "CellImage:12": a type matches in part, an id exactly)
+    and a date range (inclusive)."""
+    qs = AuditEvent.objects.select_related("actor").order_by("-id")
+    if action:
+        qs = qs.filter(action__icontains=action.strip())
+    if user:
+        qs = qs.filter(actor__username__icontains=user.strip())
+    for part in target.replace(":", " ").split():
+        qs = qs.filter(target_id=part) if part.isdigit() else qs.filter(target_type__icontains=part)
+    if start:
+        qs = qs.filter(created_at__date__gte=start)
+    if end:
+        qs = qs.filter(created_at__date__lte=end)
+    return qs
+
+
 def image_history(*, image: CellImage) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(target_type="CellImage", target_id=str(image.pk)).select_related("actor").order_by("id")
 
@@ -102,13 +120,17 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
             .order_by("suggestion_confidence", "id")
         )
     # unsure: someone else's current label says 'not sure'; not yet decided by a reviewer
-    return (
+    qs = (
         CellImage.objects.filter(source__in=LABELLING_SOURCES, final_label__isnull=True)
         .filter(Exists(_current_labels(unsure=True).exclude(labeller=user)))
         .exclude(Exists(_current_labels(labeller=user)))
         .exclude(adjudications__isnull=False)
-        .order_by("id")
     )
+    if lab.blind_heldout:
+        # another expert's 'not sure' is their reading: blind held-out cells go to a reviewer instead
+        # (LabSettings.hides_other_readings)
+        qs = qs.exclude(split=Split.HELDOUT)
+    return qs.order_by("id")
 
 
 def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str, int]:
@@ -116,6 +138,13 @@ def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str,
     every subquery evaluated on every cell, because each lets PostgreSQL use anti-joins)."""
     lab = lab or LabSettings.get()
     return {name: labelling_queue(user=user, queue=name, lab=lab).count() for name in QUEUES}
+
+
+def model_call_text(*, name: str, confidence: float | None, abstained: bool) -> str:
+    """How every screen words the model's call on a cell: "Monocyte 81%", or, when the model
+    abstained, "unidentified (top: Monocyte 41%)". ("Not sure" is an expert's flag, never the model's.)"""
+    share = "" if confidence is None else f" {round(confidence * 100)}%"  # rounded as {% widthratio %} did
+    return f"unidentified (top: {name}{share})" if abstained else f"{name}{share}"
 
 
 @dataclass(frozen=True)
@@ -126,10 +155,27 @@ class Suggestion:
     abstained: bool
     model_version_id: int
 
+    @property
+    def text(self) -> str:
+        return model_call_text(name=self.name, confidence=self.confidence, abstained=self.abstained)
 
-def suggestions_for(*, images, lab: LabSettings | None = None, version=_ACTIVE,
+
+def class_names() -> dict[str, str]:
+    """Every class's name by code (inactive classes too: past labels and predictions keep them)."""
+    return dict(CellClass.objects.values_list("code", "name"))
+
+
+def _suggestion(prediction, names: dict[str, str]) -> Suggestion | None:
+    code = prediction.top_class if prediction.abstained else prediction.label
+    if code not in names:
+        return None
+    return Suggestion(code, names[code], prediction.confidence, prediction.abstained, prediction.model_version_id)
+
+
+def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_ACTIVE,
                     names: dict[str, str] | None = None) -> dict[int, Suggestion]:
-    """The active model's suggestion per image, hidden on held-out cells when the lab reads them blind.
+    """The active model's suggestion per image, except where the lab's blind rule hides the model's
+    call from this reader (:meth:`LabSettings.hides_model_call`).
 
     When the model abstained, its top class is offered, marked as abstained. ``version`` and
     ``names`` (class code -> name, every class) save their lookups when the caller has them.
@@ -138,7 +184,7 @@ def suggestions_for(*, images, lab: LabSettings | None = None, version=_ACTIVE,
 
     images = list(images)
     lab = lab or LabSettings.get()
-    visible = [im.pk for im in images if not (lab.blind_heldout and im.split == Split.HELDOUT)]
+    visible = [im.pk for im in images if not lab.hides_model_call(image=im, user=user)]
     if version is _ACTIVE:
         version = model_version_active()
     if not visible or version is None:
@@ -149,13 +195,30 @@ def suggestions_for(*, images, lab: LabSettings | None = None, version=_ACTIVE,
         "image_id", "label", "top_class", "confidence", "abstained", "model_version_id"
     )
     if names is None:
-        names = dict(CellClass.objects.values_list("code", "name"))
+        names = class_names()
     out = {}
     for p in rows:
-        code = p.top_class if p.abstained else p.label
-        if code not in names:
-            continue
-        out[p.image_id] = Suggestion(code, names[code], p.confidence, p.abstained, p.model_version_id)
+        suggestion = _suggestion(p, names)
+        if suggestion is not None:
+            out[p.image_id] = suggestion
+    return out
+
+
+def model_calls_latest(*, images, user, lab: LabSettings | None = None) -> dict[int, Suggestion]:
+    """The model's call per image for the review screen: the active version's, else the newest one,
+    except where the lab's blind rule hides it from this reader."""
+    from classifier.selectors import predictions_latest_for
+
+    lab = lab or LabSettings.get()
+    visible = [im.pk for im in images if not lab.hides_model_call(image=im, user=user)]
+    if not visible:
+        return {}
+    names = class_names()
+    out = {}
+    for pk, p in predictions_latest_for(visible).items():
+        suggestion = _suggestion(p, names)
+        if suggestion is not None:
+            out[pk] = suggestion
     return out
 
 

@@ -464,16 +464,16 @@ def planner_statistics_refresh() -> None:
 
 
 # --- Labelling portal ----------------------------------------------------------------------
-def label_suggestion_resolve(*, image: CellImage, model_version_id: int | None = None):
-    """The model suggestion the portal offers on this cell: (class, version), or (None, None).
+def label_suggestion_resolve(*, image: CellImage, labeller, model_version_id: int | None = None):
+    """The model suggestion the portal offers this expert on this cell: (class, version), or (None, None).
 
-    Nothing is offered on held-out cells while the lab reads them blind. A client may name the
-    version whose suggestion it showed; that version must have a prediction for the cell.
+    Nothing is offered where the lab's blind rule hides the model's call from this reader
+    (held-out cells read blind). A client may name the version whose suggestion it showed; that
+    version must have a prediction for the cell.
     """
     from classifier.models import ModelVersion, Prediction
 
-    lab = LabSettings.get()
-    if lab.blind_heldout and image.split == Split.HELDOUT:
+    if LabSettings.get().hides_model_call(image=image, user=labeller):
         return None, None
     predictions = Prediction.objects.filter(image=image).select_related("model_version")
     if model_version_id is not None:
@@ -493,7 +493,7 @@ def label_submit_as_offered(
     *, image: CellImage, labeller, cell_class: CellClass, unsure: bool = False, model_version_id: int | None = None
 ) -> Label:
     """Record a label together with the suggestion the portal offered (so 'confirmed or changed' is known)."""
-    suggested, version = label_suggestion_resolve(image=image, model_version_id=model_version_id)
+    suggested, version = label_suggestion_resolve(image=image, labeller=labeller, model_version_id=model_version_id)
     return label_submit(
         image=image, labeller=labeller, cell_class=cell_class, unsure=unsure,
         suggested_class=suggested, suggestion_model_version=version,

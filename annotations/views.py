@@ -10,8 +10,6 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.html import escape
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_http_methods, require_POST
 
 from classifier.selectors import model_version_active
@@ -22,13 +20,14 @@ from .archives import ArchiveRejected
 from .forms import (
     AdjudicationForm,
     AgreementFilterForm,
+    AuditFilterForm,
     CellClassForm,
     LabelForm,
     LabSettingsForm,
     SplitMoveForm,
     UploadForm,
 )
-from .models import AuditEvent, CellClass, CellImage, LabSettings, Split
+from .models import CellClass, CellImage, LabSettings, Split
 
 
 def _uploaded_files(request):
@@ -104,8 +103,7 @@ def image_detail(request, pk: int):
     from classifier.models import Prediction
 
     lab = LabSettings.get()
-    hide_model = (lab.blind_heldout and image.split == Split.HELDOUT and image.final_label_id is None
-                  and not has_role(request.user, REVIEWER))
+    hide_model = lab.hides_model_call(image=image, user=request.user)
     predictions = Prediction.objects.none() if hide_model else Prediction.objects.filter(image=image)
     return render(
         request,
@@ -114,7 +112,9 @@ def image_detail(request, pk: int):
             "image": image,
             "history": selectors.image_history_for(image=image, user=request.user),
             "predictions": predictions.select_related("model_version").order_by("-id"),
+            "names": selectors.class_names(),
             "blind": hide_model,
+            "readings_hidden": lab.hides_other_readings(image=image, user=request.user),
             "label_url": _label_cell_url(image.pk, ""),
             "split_form": SplitMoveForm(initial={"split": image.split}),
             "can_move": has_role(request.user, LAB_ADMIN),
@@ -149,12 +149,14 @@ def image_split_move(request, pk: int):
 
 @role_required(LAB_ADMIN)
 def audit_log(request):
-    qs = AuditEvent.objects.select_related("actor").order_by("-id")
-    action = request.GET.get("action")
-    if action:
-        qs = qs.filter(action=action)
-    page = Paginator(qs, 100).get_page(request.GET.get("page"))
-    return render(request, "annotations/audit_log.html", {"page": page, "action": action})
+    form = AuditFilterForm(request.GET or None)
+    if form.is_bound and not form.is_valid():
+        return render(request, "annotations/audit_log.html", {"form": form, "page": None}, status=400)
+    filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v}
+    page = Paginator(selectors.audit_events(**filters), 100).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(request, "annotations/audit_log.html", {"form": form, "page": page, "query": query.urlencode()})
 
 
 @role_required(LAB_ADMIN)
@@ -201,35 +203,6 @@ def label_index(request):
     return render(request, "annotations/label_index.html", {"queues": queues, "lab": LabSettings.get()})
 
 
-def _grid_cells_html(cells, suggestions, queue: str, lab) -> str:
-    """The cells of the labelling grid (labelling.js reads their data attributes). Built here
-    rather than in a template loop: that loop was a third of the page's server time."""
-    # reverse each route once and fill in the id
-    file_url, thumb_url, cell_url = (reverse(f"annotations:{name}", args=[0]).replace("/0/", "/{}/")
-                                     for name in ("image_file", "image_thumb", "label_cell"))
-    queue = escape(queue)
-    out = []
-    for i, im in enumerate(cells):
-        pk = int(im.pk)
-        s = suggestions.get(pk)
-        if s:
-            data = f' data-suggest="{escape(s.code)}" data-model-version="{int(s.model_version_id)}"'
-            # round() as the {% widthratio %} tag did
-            note = f"model: {escape(s.name)} {round(s.confidence * 100)}%{' (unsure)' if s.abstained else ''}"
-        else:
-            data = ""
-            note = "blind" if im.split == Split.HELDOUT and lab.blind_heldout else "&nbsp;"
-        out.append(
-            f'<div class="lcell" tabindex="{0 if i == 0 else -1}" role="button" aria-label="cell {pk}"\n'
-            f'       data-image="{pk}" data-split="{escape(im.split)}" data-file="{file_url.format(pk)}"{data}>\n'
-            f'    <img src="{thumb_url.format(pk)}" width="128" height="128" alt="cell {pk}" decoding="async">\n'
-            f'    <span class="suggest">{note}</span>\n'
-            f'    <span class="mine" data-class=""></span>\n'
-            f'    <a class="open" href="{cell_url.format(pk)}?queue={queue}" tabindex="-1">#{pk} \u2922</a>\n'
-            f'  </div>\n')
-    return mark_safe("".join(out))  # every text value above is escaped; the rest are ints and reversed routes
-
-
 @role_required(LABELLER)
 def label_queue(request, queue: str):
     """A grid of cells labelled with one key each (labelling.js); every cell also links to its own page."""
@@ -245,14 +218,15 @@ def label_queue(request, queue: str):
     queryset = selectors.labelling_queue(user=request.user, queue=queue, lab=lab, version=version)
     total = queryset.count()
     start = (page_number - 1) * GRID_PAGE_SIZE
-    cells = list(queryset.only("id", "split")[start:start + GRID_PAGE_SIZE])
+    cells = list(queryset.only("id", "split", "final_label")[start:start + GRID_PAGE_SIZE])
     classes, names = _label_classes_and_names()
-    suggestions = selectors.suggestions_for(images=cells, lab=lab, version=version, names=names)
+    suggestions = selectors.suggestions_for(images=cells, user=request.user, lab=lab, version=version, names=names)
     return render(request, "annotations/label_grid.html", {
         "queue": queue,
         "queue_title": selectors.QUEUES[queue],
         "queues": [{"name": k, "title": v, "count": total if k == queue else None} for k, v in selectors.QUEUES.items()],
-        "cells_html": _grid_cells_html(cells, suggestions, queue, lab),
+        "cells": [{"image": im, "suggestion": suggestions.get(im.pk),
+                   "blind": lab.hides_model_call(image=im, user=request.user)} for im in cells],
         "n_cells": len(cells),
         "total": total,
         "page_number": page_number,
@@ -272,7 +246,7 @@ def label_cell(request, pk: int):
         return HttpResponseBadRequest("Unknown queue.")
     lab = LabSettings.get()
     mine = selectors.labels_current_of(user=request.user, image_ids=[image.pk]).get(image.pk)
-    suggestion = selectors.suggestions_for(images=[image], lab=lab).get(image.pk)
+    suggestion = selectors.suggestions_for(images=[image], user=request.user, lab=lab).get(image.pk)
     initial = {"cell_class": mine.cell_class.code if mine else (suggestion.code if suggestion else None),
                "unsure": mine.unsure if mine else False,
                "model_version": suggestion.model_version_id if suggestion else None}
@@ -304,7 +278,7 @@ def label_cell(request, pk: int):
             status = 400
     return render(request, "annotations/label_cell.html", {
         "image": image, "form": form, "mine": mine, "suggestion": suggestion, "queue": queue,
-        "classes": _label_classes(), "lab": lab,
+        "classes": _label_classes(), "lab": lab, "blind": lab.hides_model_call(image=image, user=request.user),
     }, status=status)
 
 
@@ -345,12 +319,11 @@ REVIEW_PAGE_SIZE = 20
 def review_queue(request):
     """Disputed and 'not sure' cells with every expert's label side by side."""
     page = Paginator(selectors.adjudication_queue(), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
-    ids = [im.pk for im in page]
-    labels = selectors.labels_side_by_side(image_ids=ids)
-    from classifier.selectors import predictions_latest_for
-
-    predictions = predictions_latest_for(ids)
-    rows = [{"image": im, "labels": labels[im.pk], "prediction": predictions.get(im.pk)} for im in page]
+    lab = LabSettings.get()
+    labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
+    calls = selectors.model_calls_latest(images=page, user=request.user, lab=lab)
+    rows = [{"image": im, "labels": labels[im.pk], "model_call": calls.get(im.pk),
+             "blind": lab.hides_model_call(image=im, user=request.user)} for im in page]
     return render(request, "annotations/review_queue.html", {
         "page": page, "rows": rows, "classes": _label_classes(), "form": AdjudicationForm(),
     })
@@ -395,8 +368,8 @@ def agreement(request):
     matrix_rows = []
     if report and report.classes:
         matrix_rows = [{"code": c, "cells": row} for c, row in zip(report.classes, report.confusion)]
-    return render(request, "annotations/agreement.html", {"form": form, "report": report, "matrix_rows": matrix_rows},
-                  status=status)
+    return render(request, "annotations/agreement.html", {"form": form, "report": report, "matrix_rows": matrix_rows,
+                                                          "names": selectors.class_names()}, status=status)
 
 
 @role_required(LAB_ADMIN)

@@ -48,12 +48,14 @@ class ModelVersionDetailApi(RetrieveAPIView):
 
 
 class ModelVersionPromoteApi(APIView):
-    """Activate a version explicitly, whatever the gate said (audited). Needs ``{"confirm": true}``."""
+    """Activate a candidate explicitly, whatever the gate said (audited with the reason).
+    Needs ``{"confirm": true, "reason": "..."}``."""
 
     permission_classes = [IsLabAdmin]
 
     class InputSerializer(serializers.Serializer):
         confirm = serializers.BooleanField()
+        reason = serializers.CharField(max_length=500, help_text="Why (kept in the audit log).")
 
     @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
@@ -64,22 +66,31 @@ class ModelVersionPromoteApi(APIView):
         data.is_valid(raise_exception=True)
         if not data.validated_data["confirm"]:
             raise ValidationError({"confirm": "Send confirm=true to promote this version."})
-        model_version_promote(version=version, actor=request.user)
+        model_version_promote(version=version, actor=request.user, reason=data.validated_data["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 
 
 class ModelVersionRollbackApi(APIView):
-    """Make an earlier (retired) version active again (audited)."""
+    """Make a version that was active before (retired) active again, audited with the reason.
+    Needs ``{"confirm": true, "reason": "..."}``."""
 
     permission_classes = [IsLabAdmin]
 
-    @extend_schema(request=None, responses={200: ModelVersionOutputSerializer})
+    class InputSerializer(serializers.Serializer):
+        confirm = serializers.BooleanField()
+        reason = serializers.CharField(max_length=500, help_text="Why (kept in the audit log).")
+
+    @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
         from reports.services import model_version_rollback
 
         version = get_object_or_404(ModelVersion, pk=pk)
-        model_version_rollback(version=version, actor=request.user)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data["confirm"]:
+            raise ValidationError({"confirm": "Send confirm=true to make this version active again."})
+        model_version_rollback(version=version, actor=request.user, reason=data.validated_data["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 

@@ -33,6 +33,8 @@ def training_run_status(run: TrainingRun) -> dict:
     """Status, stage, a percentage and the figures of the latest progress report."""
     p = dict(run.progress or {})
     stage = p.get("stage") or run.status
+    if stage == "done" and run.status == TrainingRun.Status.RUNNING:
+        stage = "saving"  # the library has finished; the run is not registered yet (the page keeps polling)
     backbones = _backbones(run)
     n_b = max(len(backbones), 1)
     b = p.get("backbone")

@@ -24,6 +24,15 @@ def model_version_resolve(ref: str | int | None) -> ModelVersion:
         raise ModelVersion.DoesNotExist(f"Model version {pk} does not exist.") from None
 
 
+def model_version_switch_label(*, version: ModelVersion, active: ModelVersion | None) -> str:
+    """What the button that activates ``version`` says: "Promote v5", "Activate v3 (newer)" or "Roll back to v2"."""
+    if version.status == ModelVersion.Status.CANDIDATE or version.activated_at is None:
+        return f"Promote v{version.pk}"
+    if active is not None and version.pk > active.pk:
+        return f"Activate v{version.pk} (newer)"
+    return f"Roll back to v{version.pk}"
+
+
 def predictions_latest_for(image_ids) -> dict[int, Prediction]:
     """The active model's prediction for each image id (else the newest one)."""
     active = model_version_active()

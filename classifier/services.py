@@ -125,8 +125,9 @@ def images_unclassified_sweep(*, limit: int = 5000) -> int:
 
 
 # --- Model versions ------------------------------------------------------------------------
-def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "promotion") -> ModelVersion:
-    """Make ``version`` the active one; the previous active version is retired. Audited."""
+def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "promotion", note: str = "") -> ModelVersion:
+    """Make ``version`` the active one; the previous active version is retired. Audited as
+    ``model.<reason>``, with the person's ``note`` (why) when they gave one."""
     if version.status in (ModelVersion.Status.TRAINING, ModelVersion.Status.FAILED):
         raise ValueError(f"Model version {version.pk} is {version.status} and cannot be activated.")
     with transaction.atomic():
@@ -144,7 +145,7 @@ def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "
             action=f"model.{reason}",
             target=version,
             before={"active": previous.pk if previous else None},
-            after={"active": version.pk},
+            after={"active": version.pk, **({"reason": note} if note else {})},
         )
     return version
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("training/", views.training, name="training"),
     path("training/start/", views.training_start, name="training_start"),
     path("training/schedule/", views.schedule, name="schedule"),
+    path("training/gate/", views.gate_settings, name="gate_settings"),
     path("training/<int:pk>/", views.training_run, name="training_run"),
     path("training/<int:pk>/progress.json", views.training_progress, name="training_progress"),
     path("training/<int:pk>/cancel/", views.training_cancel, name="training_cancel"),

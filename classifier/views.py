@@ -12,10 +12,10 @@ from annotations.models import LabSettings
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
 from . import services
-from .forms import ScheduleForm, TrainingForm
+from .forms import PromotionGateForm, ScheduleForm, TrainingForm
 from .models import ModelVersion, TrainingRun
 from .progress import training_run_status
-from .selectors import model_version_active, training_run_current
+from .selectors import model_version_active, model_version_switch_label, training_run_current
 
 
 @role_required(REVIEWER)
@@ -27,49 +27,54 @@ def versions(request):
                                                         "active": model_version_active()})
 
 
-@role_required(LAB_ADMIN)
-@require_http_methods(["GET", "POST"])
-def version_promote(request, pk: int):
-    """Explicit promotion, whatever the gate said: a confirmation page, then an audited POST."""
+def _version_switch(request, pk: int, *, rollback: bool):
+    """Promotion and rollback alike: a confirmation page that shows the figures, then a POST with a
+    ticked confirmation and a reason, which the service audits."""
     from reports import selectors as report_selectors
-    from reports.services import model_version_promote
+    from reports.services import model_version_promote, model_version_rollback
 
     version = get_object_or_404(ModelVersion, pk=pk)
     active = model_version_active()
+    label = model_version_switch_label(version=version, active=active)
+    url_name = "classifier:version_rollback" if rollback else "classifier:version_promote"
     if request.method == "POST":
         if request.POST.get("confirm") != "yes":
-            messages.error(request, "Tick the confirmation box to promote this version.")
-            return redirect("classifier:version_promote", pk=version.pk)
+            messages.error(request, f"Tick the confirmation box to {label[0].lower()}{label[1:]}.")
+            return redirect(url_name, pk=version.pk)
+        service = model_version_rollback if rollback else model_version_promote
         try:
-            model_version_promote(version=version, actor=request.user)
+            service(version=version, actor=request.user, reason=request.POST.get("reason", ""))
         except ValidationError as exc:
             messages.error(request, " ".join(exc.messages))
-            return redirect("classifier:versions")
+            return redirect(url_name, pk=version.pk)
         messages.success(request, f"v{version.pk} is now the active model"
                                   f"{f'; v{active.pk} is retired' if active else ''}. New cells are read by v{version.pk}; "
                                   "past predictions keep the version that made them.")
         return redirect("classifier:versions")
+    evaluation = report_selectors.evaluation_latest(model_version=version)
+    active_evaluation = report_selectors.evaluation_latest(model_version=active) if active else None
+    comparison = (report_selectors.paired_comparison_of(evaluation, active_evaluation)
+                  if evaluation and active_evaluation and active != version else {})
     return render(request, "classifier/promote_confirm.html", {
-        "version": version, "active": active,
+        "version": version, "active": active, "label": label, "rollback": rollback,
         "gate": report_selectors.gate_decision_latest(model_version=version),
-        "evaluation": report_selectors.evaluation_latest(model_version=version),
-        "active_evaluation": report_selectors.evaluation_latest(model_version=active) if active else None,
+        "evaluation": evaluation, "active_evaluation": active_evaluation, "comparison": comparison,
+        "vote_worse": report_selectors.vote_worse_than_backbones(evaluation) if evaluation else [],
     })
 
 
 @role_required(LAB_ADMIN)
-@require_POST
-def version_rollback(request, pk: int):
-    from reports.services import model_version_rollback
+@require_http_methods(["GET", "POST"])
+def version_promote(request, pk: int):
+    """Explicit promotion of a candidate, whatever the gate said (confirmation, reason, audit)."""
+    return _version_switch(request, pk, rollback=False)
 
-    version = get_object_or_404(ModelVersion, pk=pk)
-    try:
-        model_version_rollback(version=version, actor=request.user)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, f"Rolled back: v{version.pk} is active again.")
-    return redirect("classifier:versions")
+
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def version_rollback(request, pk: int):
+    """A version that was active before becomes active again (confirmation, reason, audit)."""
+    return _version_switch(request, pk, rollback=True)
 
 
 def _schedule_initial() -> dict:
@@ -84,6 +89,7 @@ def _schedule_initial() -> dict:
 @role_required(LAB_ADMIN)
 @require_GET
 def training(request):
+    from reports.selectors import heldout_labelled_count
     from reports.services import new_final_labels_count
 
     current = training_run_current()
@@ -96,6 +102,8 @@ def training(request):
         "active": model_version_active(),
         "schedule": schedule,
         "new_labels": new_final_labels_count(),
+        "lab": LabSettings.get(),
+        "heldout_labelled": heldout_labelled_count(),
     })
 
 
@@ -111,7 +119,7 @@ def training_start(request):
     except (services.TrainingBusy, ValueError) as exc:
         messages.error(request, str(exc))
         return redirect("classifier:training")
-    messages.success(request, f"Training run {run.pk} is queued.")
+    messages.success(request, f"Training run {run.pk} started; this page follows it.")
     return redirect("classifier:training_run", pk=run.pk)
 
 
@@ -176,3 +184,27 @@ def schedule(request):
     status = 400 if request.method == "POST" else 200
     return render(request, "classifier/schedule.html", {"form": form, "task": initial["task"],
                                                         "new_labels": new_final_labels_count()}, status=status)
+
+
+@role_required(LAB_ADMIN)
+@require_http_methods(["GET", "POST"])
+def gate_settings(request):
+    """What the promotion gate needs before it activates a new version on its own."""
+    from reports.services import promotion_gate_update
+
+    lab = LabSettings.get()
+    form = PromotionGateForm(request.POST or None, initial={
+        "min_heldout_per_class": lab.gate_min_heldout_per_class, "min_heldout_total": lab.gate_min_heldout_total,
+        "margin_percent": round(100 * lab.promotion_margin, 3)})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            promotion_gate_update(actor=request.user, min_heldout_per_class=data["min_heldout_per_class"],
+                                  min_heldout_total=data["min_heldout_total"], margin=data["margin_percent"] / 100)
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, "Promotion gate saved.")
+            return redirect("classifier:gate_settings")
+    status = 400 if request.method == "POST" else 200
+    return render(request, "classifier/gate_settings.html", {"form": form}, status=status)

@@ -1,5 +1,8 @@
+from functools import wraps
+
 from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 
 from .roles import LAB_ADMIN, has_role
 
@@ -32,11 +35,26 @@ class LabAdminSite(AdminSite):
 
     site_header = "LeukoPortal administration"
     site_title = "LeukoPortal admin"
+    refusal = "The Django admin is for lab admins with a staff account."
 
     def has_permission(self, request):
         return request.user.is_active and request.user.is_staff and has_role(request.user, LAB_ADMIN)
 
+    def admin_view(self, view, cacheable=False):
+        """A signed-in user who is not a staff lab admin gets the site's 403 page, not a login form."""
+        inner = super().admin_view(view, cacheable)
+
+        @wraps(inner)
+        def wrapped(request, *args, **kwargs):
+            if request.user.is_authenticated and not self.has_permission(request):
+                raise PermissionDenied(self.refusal)
+            return inner(request, *args, **kwargs)
+
+        return wrapped
+
     def login(self, request, extra_context=None):
+        if request.user.is_authenticated and not self.has_permission(request):
+            raise PermissionDenied(self.refusal)
         return redirect_to_login(request.get_full_path())
 
     def register(self, model_or_iterable, admin_class=None, **options):

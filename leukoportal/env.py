@@ -3,6 +3,10 @@
 A value that cannot be parsed is an error at start-up, never a silent default.
 """
 import os
+import secrets
+import stat
+import tempfile
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -63,3 +67,32 @@ def env_choice(name: str, default: str, choices: set[str]) -> str:
     if value not in choices:
         raise ImproperlyConfigured(f"{name}={value!r} must be one of {sorted(choices)}.")
     return value
+
+
+def secret_key_file(path: Path) -> str:
+    """A secret key kept in ``path`` (readable by its owner only): made on first use, then reused.
+
+    Several processes may start at once (web, worker, beat): the key is written to a private
+    temporary file and linked into place, so exactly one key wins and every process reads it.
+    """
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(64) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+        finally:
+            os.unlink(tmp)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ImproperlyConfigured(f"{path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`.")
+    key = path.read_text().strip()
+    if len(key) < 50:
+        raise ImproperlyConfigured(f"{path} does not hold a secret key of at least 50 characters; delete it "
+                                   "to make a new one (everyone will have to sign in again).")
+    return key

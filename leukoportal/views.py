@@ -2,6 +2,8 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.core.cache import cache
 from django.shortcuts import render
+from drf_spectacular.views import SpectacularAPIView
+from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
 from leukoportal.roles import LABELLER, role_required
@@ -55,3 +57,14 @@ def home(request):
         "leukoportal/home.html",
         {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current()},
     )
+
+
+class SchemaView(SpectacularAPIView):
+    """The OpenAPI schema (YAML or JSON by content negotiation). A refusal is a JSON error like every
+    other API answer, not a schema-typed file the browser would download."""
+
+    def handle_exception(self, exc):
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response

@@ -50,6 +50,7 @@ class GateDecision(models.Model):
         FIRST = "first", "Activated (no version was active)"
         UNEVALUATED_ACTIVATED = "unevaluated_activated", "Activated without evaluation (no version was active)"
         CANDIDATE = "candidate", "Kept as a candidate (worse than the active version)"
+        TOO_SMALL = "too_small", "Kept as a candidate (held-out set too small to decide)"
         NOT_EVALUATED = "not_evaluated", "Kept as a candidate (could not be evaluated)"
 
     model_version = models.ForeignKey("classifier.ModelVersion", on_delete=models.CASCADE, related_name="gate_decisions")
@@ -61,6 +62,12 @@ class GateDecision(models.Model):
     outcome = models.CharField(max_length=24, choices=Outcome.choices)
     reasons = models.JSONField(default=list)
     margin = models.FloatField(null=True, blank=True)
+    comparison = models.JSONField(
+        default=dict, blank=True,
+        help_text="Paired comparison with the active version on the same cells (metrics.paired_comparison).")
+    sample = models.JSONField(
+        default=dict, blank=True,
+        help_text="Held-out cells in total and per class against the lab's minimums when the gate decided.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

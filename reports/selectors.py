@@ -8,6 +8,7 @@ from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
 from classifier.models import ModelVersion, Prediction
+from classifier.selectors import model_version_switch_label
 
 from . import metrics
 from .baselines import BASELINES
@@ -18,6 +19,14 @@ TABLES = ("summary", "per_class", "confusion", "abstention", "baselines", "cells
 
 def evaluations_list() -> QuerySet[Evaluation]:
     return Evaluation.objects.select_related("model_version", "requested_by").order_by("-id")
+
+
+def heldout_labelled_count() -> int:
+    """Held-out cells an evaluation would score now (what ``services.heldout_snapshot`` freezes)."""
+    from annotations.models import CellImage, Split
+
+    return (CellImage.objects.filter(split=Split.HELDOUT, final_label__isnull=False, final_label__is_abstain=False)
+            .exclude(source="field").count())
 
 
 def evaluation_latest(*, model_version: ModelVersion) -> Evaluation | None:
@@ -38,7 +47,37 @@ def model_versions_overview() -> list[dict]:
     gates: dict[int, GateDecision] = {}
     for g in GateDecision.objects.order_by("id"):
         gates[g.model_version_id] = g
-    return [{"version": v, "evaluation": latest.get(v.pk), "gate": gates.get(v.pk)} for v in versions]
+    active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
+    return [{"version": v, "evaluation": latest.get(v.pk), "gate": gates.get(v.pk),
+             "switch_label": model_version_switch_label(version=v, active=active)} for v in versions]
+
+
+def paired_comparison_of(new: Evaluation, old: Evaluation) -> dict:
+    """The two versions' votes compared cell by cell on the held-out cells both evaluations scored
+    (:func:`metrics.paired_comparison`), with the version ids; empty when they share no cell."""
+    new_cells = {c[0]: c for c in (new.results or {}).get("cells", [])}
+    old_cells = {c[0]: c for c in (old.results or {}).get("cells", [])}
+    ids = [i for i in new_cells if i in old_cells and new_cells[i][1] == old_cells[i][1]]
+    if not ids:
+        return {}
+    out = metrics.paired_comparison([new_cells[i][1] for i in ids], [new_cells[i][2] for i in ids],
+                                    [old_cells[i][2] for i in ids])
+    out.update(new_version=new.model_version_id, old_version=old.model_version_id,
+               same_snapshot=new.snapshot_hash == old.snapshot_hash)
+    return out
+
+
+def vote_worse_than_backbones(evaluation: Evaluation) -> list[dict]:
+    """The ensemble's own backbones that are more accurate than its vote on these held-out cells,
+    best first (the report says so at the top)."""
+    r = evaluation.results or {}
+    vote = (r.get("vote") or {}).get("overall_accuracy")
+    if vote is None:
+        return []
+    better = [{"backbone": b, "accuracy": s.get("overall_accuracy"), "ci": s.get("overall_accuracy_ci")}
+              for b, s in (r.get("per_backbone") or {}).items()
+              if s.get("overall_accuracy") is not None and s["overall_accuracy"] > vote + 1e-9]
+    return sorted(better, key=lambda x: -x["accuracy"])
 
 
 # --- Tables --------------------------------------------------------------------------------
@@ -155,15 +194,29 @@ def _slide_ledger():
         from slides.models import SlideCell
     except ImportError:
         return None
-    needed = {"top_class", "final_class", "model_version", "slide"}
+    needed = {"top_class", "final_class", "model_version", "slide", "changed_by"}
     return SlideCell if needed <= {f.name for f in SlideCell._meta.get_fields()} else None
+
+
+def training_image_ids(version_ids) -> dict[int, list[int]]:
+    """The images each model version trained on (the ids frozen in its training snapshot)."""
+    return {pk: [row[0] for row in (snapshot or {}).get("items", [])]
+            for pk, snapshot in ModelVersion.objects.filter(pk__in=list(version_ids)).values_list("pk", "snapshot")}
+
+
+_ID_CHUNK = 5000  # ids per IN list (SQLite limits the number of query parameters)
 
 
 def agreement_over_time(*, weeks: int = 26, model_version_id: int | None = None, source: str | None = None) -> dict:
     """The model's reading of each cell against the expert's final class, per class by week and per
-    class by model version. Uploaded cells: Prediction vs CellImage.final_label (week of the
-    prediction). Cells found in slides: the slides app's ledger (SlideCell.top_class vs
-    final_class, week of the slide), when that app is installed."""
+    class by model version, on cells the version never trained on: held-out cells and cells whose
+    label came after its training snapshot (a version agrees with its own training labels by
+    construction). The cells a version trained on are counted apart (``trained_by_version``).
+
+    Uploaded cells: Prediction vs CellImage.final_label (week of the prediction). Cells found in
+    slides: the slides app's ledger (SlideCell.top_class vs final_class, week of the slide), when that
+    app is installed, counting only cells a person verified (the final class of an unverified cell
+    is the model's own call)."""
     since = timezone.now() - timedelta(weeks=weeks)
     slide_cell = _slide_ledger()
     parts = []
@@ -176,16 +229,18 @@ def agreement_over_time(*, weeks: int = 26, model_version_id: int | None = None,
             qs = qs.filter(model_version_id=model_version_id)
         if source:
             qs = qs.filter(image__source=source)
-        parts.append((qs, "created_at", "image__final_label__code", Q(abstained=True)))
+        parts.append((qs, "created_at", "image__final_label__code", Q(abstained=True), "image_id"))
     if slide_cell is not None and source in (None, "slide_cell"):
         qs = slide_cell.objects.filter(final_class__isnull=False, final_class__is_abstain=False,
                                        model_version__isnull=False, slide__created_at__gte=since).exclude(top_class="")
+        qs = qs.filter(slide_cell.verified_q())
         if model_version_id:
             qs = qs.filter(model_version_id=model_version_id)
-        parts.append((qs, "slide__created_at", "final_class__code", Q(predicted_class="unidentified")))
+        parts.append((qs, "slide__created_at", "final_class__code", Q(predicted_class="unidentified"), "image_id"))
     by_week: dict = {}
     by_version: dict = {}
-    for qs, when, truth, referred_q in parts:
+    trained: dict = {}
+    for qs, when, truth, referred_q, image in parts:
         agree = Count("id", filter=Q(top_class=F(truth)))
         referred = Count("id", filter=referred_q)
         for r in (qs.annotate(week=TruncWeek(when)).values("week", code=F(truth))
@@ -194,17 +249,30 @@ def agreement_over_time(*, weeks: int = 26, model_version_id: int | None = None,
         for r in (qs.values("model_version_id", code=F(truth))
                   .annotate(n=Count("id"), agree=agree, referred=referred)):
             _add(by_version, (r["model_version_id"], r["code"]), r)
+        # take out what each version read on its own training cells
+        versions = {k[0] for k in by_version}
+        for version_id, ids in training_image_ids(versions).items():
+            for start in range(0, len(ids), _ID_CHUNK):
+                own = qs.filter(model_version_id=version_id, **{f"{image}__in": ids[start:start + _ID_CHUNK]})
+                for r in (own.annotate(week=TruncWeek(when)).values("week", code=F(truth))
+                          .annotate(n=Count("id"), agree=agree, referred=referred)):
+                    _add(by_week, (r["week"], r["code"]), r, sign=-1)
+                for r in own.values(code=F(truth)).annotate(n=Count("id"), agree=agree, referred=referred):
+                    _add(by_version, (version_id, r["code"]), r, sign=-1)
+                    _add(trained, (version_id, r["code"]), r)
     return {
-        "by_week": _pivot([dict(v, week=k[0], code=k[1]) for k, v in by_week.items()], "week"),
-        "by_version": _pivot([dict(v, model_version_id=k[0], code=k[1]) for k, v in by_version.items()],
+        "by_week": _pivot([dict(v, week=k[0], code=k[1]) for k, v in by_week.items() if v["n"]], "week"),
+        "by_version": _pivot([dict(v, model_version_id=k[0], code=k[1]) for k, v in by_version.items() if v["n"]],
                              "model_version_id"),
+        "trained_by_version": _pivot([dict(v, model_version_id=k[0], code=k[1]) for k, v in trained.items()],
+                                     "model_version_id"),
     }
 
 
-def _add(acc: dict, key: tuple, row: dict) -> None:
+def _add(acc: dict, key: tuple, row: dict, sign: int = 1) -> None:
     cur = acc.setdefault(key, {"n": 0, "agree": 0, "referred": 0})
     for k in ("n", "agree", "referred"):
-        cur[k] += row[k]
+        cur[k] += sign * row[k]
 
 
 def _pivot(rows: list[dict], key: str) -> dict:

@@ -15,12 +15,13 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from annotations.models import CellImage, LabSettings, Split
+from annotations.models import CellClass, CellImage, LabSettings, Split
 from annotations.services import audit_record
 from classifier.models import ModelVersion, TrainingRun
 
 from . import baselines, metrics
 from .models import Evaluation, GateDecision
+from .selectors import paired_comparison_of
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +235,42 @@ def evaluation_for_snapshot(*, model_version: ModelVersion, snapshot: dict) -> E
 
 
 # --- Promotion gate -----------------------------------------------------------------------
+def heldout_sample(*, items: list, classes: list[str], lab: LabSettings) -> dict:
+    """The held-out snapshot's size, in total and per class the versions know (a class neither
+    version can predict says nothing about which is better), against the lab's minimums for the gate
+    to decide on its own."""
+    from collections import Counter
+
+    abstain = set(CellClass.objects.filter(is_abstain=True).values_list("code", flat=True))
+    counts = Counter(row[2] for row in items)
+    per_class = {c: counts.get(c, 0) for c in sorted(set(classes)) if c not in abstain}
+    short = {c: n for c, n in per_class.items() if n < lab.gate_min_heldout_per_class}
+    return {"total": len(items), "min_total": lab.gate_min_heldout_total, "per_class": per_class,
+            "min_per_class": lab.gate_min_heldout_per_class, "short": short,
+            "enough": len(items) >= lab.gate_min_heldout_total and not short}
+
+
+def _too_small_reason(sample: dict, names: dict[str, str]) -> str:
+    parts = []
+    if sample["total"] < sample["min_total"]:
+        parts.append(f"{sample['total']} held-out cells have a final label, {sample['min_total']} are needed")
+    if sample["short"]:
+        listed = ", ".join(f"{names.get(c, c)} {n}" for c, n in sample["short"].items())
+        parts.append(f"fewer than {sample['min_per_class']} in {len(sample['short'])} class(es): {listed}")
+    return "Held-out set too small to decide: " + "; ".join(parts) + "."
+
+
+def paired_comparison_text(comparison: dict, *, new: int, old: int) -> str:
+    """One sentence for the gate's reasons (the pages show the same figures in a table)."""
+    if not comparison.get("n"):
+        return "No held-out cell was scored by both versions; no paired comparison."
+    lo, hi = comparison["difference_ci"]
+    return (f"Paired comparison on the same {comparison['n']} cells: v{new} right where v{old} is wrong on "
+            f"{comparison['new_only']}, the reverse on {comparison['old_only']}; McNemar's exact test p = "
+            f"{comparison['mcnemar_p']:.3f}; difference in accuracy {100 * comparison['difference']:+.1f} points "
+            f"(95% interval {100 * lo:+.1f} to {100 * hi:+.1f}).")
+
+
 def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | None:
     """Evaluate a freshly trained version on the held-out snapshot; activate it only if it is not
     worse than the active version on the same cells. Every decision is stored and audited."""
@@ -244,11 +281,16 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
     if version.status != ModelVersion.Status.CANDIDATE:
         log.info("Model version %s is %s; the gate only decides on candidates.", version.pk, version.status)
         return None
-    margin = float(LabSettings.get().promotion_margin)
+    lab = LabSettings.get()
+    margin = float(lab.promotion_margin)
     snapshot = heldout_snapshot()
     active = model_version_active()
     evaluation = compared = None
     reasons: list[str] = []
+    comparison: dict = {}
+    names = dict(CellClass.objects.values_list("code", "name"))
+    sample = heldout_sample(items=snapshot["items"], lab=lab,
+                            classes=list(version.classes) + (list(active.classes) if active else []))
 
     if not snapshot["items"]:
         if active is None:
@@ -281,8 +323,15 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
                     reasons.append(f"The active v{active.pk} could not be evaluated on the same cells "
                                    f"({type(exc).__name__}: {exc}); the new version stays a candidate.")
                 else:
-                    ok, why = metrics.promotion_check(evaluation.vote, compared.vote, margin=margin)
-                    if ok:
+                    comparison = paired_comparison_of(evaluation, compared)
+                    ok, why = metrics.promotion_check(evaluation.vote, compared.vote, margin=margin,
+                                                      names=names)
+                    if not sample["enough"]:
+                        outcome = GateDecision.Outcome.TOO_SMALL
+                        reasons.append(_too_small_reason(sample, names) + f" v{version.pk} stays a candidate; "
+                                       "a lab admin decides, with a reason.")
+                        reasons.extend(why)
+                    elif ok:
                         outcome = GateDecision.Outcome.ACTIVATED
                         reasons.append(
                             f"Not worse than the active v{active.pk} on the same {evaluation.n_cells} held-out cells: "
@@ -292,11 +341,15 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
                     else:
                         outcome = GateDecision.Outcome.CANDIDATE
                         reasons.extend(why)
+                    reasons.append(paired_comparison_text(comparison, new=version.pk, old=active.pk))
+        if evaluation is not None and outcome == GateDecision.Outcome.FIRST and not sample["enough"]:
+            reasons.append(_too_small_reason(sample, names) + " With no version to compare with, it was "
+                           "activated all the same; its accuracy is a rough estimate until more held-out cells are labelled.")
 
     with transaction.atomic():
         decision = GateDecision.objects.create(
             model_version=version, evaluation=evaluation, compared_with=active, compared_evaluation=compared,
-            outcome=outcome, reasons=reasons, margin=margin,
+            outcome=outcome, reasons=reasons, margin=margin, comparison=comparison, sample=sample,
         )
         audit_record(actor=None, action="model.gate", target=version,
                      before={"active": active.pk if active else None},
@@ -306,27 +359,41 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
     return decision
 
 
-def model_version_promote(*, version: ModelVersion, actor) -> ModelVersion:
-    """A lab admin activates a candidate (or a retired version) explicitly, whatever the gate said. Audited."""
+def _decision_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why: the reason is kept in the audit log."})
+    return reason[:500]
+
+
+def model_version_promote(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
+    """A lab admin activates a candidate explicitly, whatever the gate said, and says why. Audited."""
     from classifier.services import model_version_activate
 
+    reason = _decision_reason(reason)
     version.refresh_from_db(fields=["status", "activated_at"])
     if version.status == ModelVersion.Status.ACTIVE:
         raise ValidationError(f"Model version {version.pk} is already active.")
     if version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.RETIRED):
         raise ValidationError(f"Model version {version.pk} is {version.status} and cannot be promoted.")
-    return model_version_activate(version=version, actor=actor, reason="promote")
+    return model_version_activate(version=version, actor=actor, reason="promote", note=reason)
 
 
-def model_version_rollback(*, version: ModelVersion, actor) -> ModelVersion:
-    """Go back to a version that was active before (one click). Past predictions keep their version."""
+def model_version_rollback(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
+    """Make a version that was active before active again, and say why. Audited as ``model.rollback``
+    when it is older than the active version, ``model.reactivate`` when it is newer (going forward
+    again after a rollback). Past predictions keep their version."""
+    from classifier.selectors import model_version_active
     from classifier.services import model_version_activate
 
+    reason = _decision_reason(reason)
     version.refresh_from_db(fields=["status", "activated_at"])
     if version.status != ModelVersion.Status.RETIRED or version.activated_at is None:
         raise ValidationError(f"Model version {version.pk} was never active (it is {version.status}); "
                               "promote it instead.")
-    return model_version_activate(version=version, actor=actor, reason="rollback")
+    active = model_version_active()
+    action = "reactivate" if active is not None and version.pk > active.pk else "rollback"
+    return model_version_activate(version=version, actor=actor, reason=action, note=reason)
 
 
 # --- Scheduled retraining -----------------------------------------------------------------
@@ -383,6 +450,32 @@ def retrain_schedule_update(*, actor, hour: int, minute: int, enabled: bool, min
         after = {"hour": int(hour), "minute": int(minute), "enabled": bool(enabled), "min_new_labels": int(min_new_labels)}
         audit_record(actor=actor, action="schedule.retrain", target=("PeriodicTask", task.pk), before=before, after=after)
     return task
+
+
+def promotion_gate_update(*, actor, min_heldout_per_class: int, min_heldout_total: int, margin: float) -> LabSettings:
+    """Change what the promotion gate needs before it decides on its own (held-out cells per class and
+    in total) and the largest sensitivity drop it allows (a fraction). Audited."""
+    errors = {}
+    if not 1 <= int(min_heldout_per_class) <= 100_000:
+        errors["min_heldout_per_class"] = "Between 1 and 100,000 cells."
+    if not 1 <= int(min_heldout_total) <= 1_000_000:
+        errors["min_heldout_total"] = "Between 1 and 1,000,000 cells."
+    if not 0.0 <= float(margin) <= 1.0:
+        errors["margin"] = "Between 0 and 100 percentage points."
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
+        fields = ("gate_min_heldout_per_class", "gate_min_heldout_total", "promotion_margin")
+        before = {f: getattr(lab, f) for f in fields}
+        after = dict(zip(fields, (int(min_heldout_per_class), int(min_heldout_total), float(margin))))
+        if before == after:
+            return lab
+        for f, v in after.items():
+            setattr(lab, f, v)
+        lab.save(update_fields=list(fields))
+        audit_record(actor=actor, action="settings.promotion_gate", target=lab, before=before, after=after)
+    return lab
 
 
 def retrain_if_due() -> TrainingRun | None:

@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from annotations.models import Source
+from annotations.selectors import class_names
 from classifier.models import ModelVersion
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
@@ -82,10 +83,13 @@ def evaluate(request):
 @require_GET
 def evaluation_detail(request, pk: int):
     evaluation = get_object_or_404(Evaluation.objects.select_related("model_version"), pk=pk)
-    context = {"evaluation": evaluation, "version": evaluation.model_version}
+    context = {"evaluation": evaluation, "version": evaluation.model_version, "names": class_names()}
     if evaluation.status == Evaluation.Status.SUCCEEDED:
         r = evaluation.results
+        gate = selectors.gate_decision_latest(model_version=evaluation.model_version)
         context.update({
+            "vote_worse": selectors.vote_worse_than_backbones(evaluation),
+            "comparison": gate.comparison if gate and gate.evaluation_id == evaluation.pk else {},
             "vote": r["vote"],
             "table_ii": selectors.confusion_table_ii(evaluation, "vote"),
             "per_class": selectors.evaluation_table(evaluation, "per_class", "vote"),
@@ -98,7 +102,7 @@ def evaluation_detail(request, pk: int):
                 for b in r.get("backbones", [])
             ],
             "operating_point": (r.get("abstention") or {}).get("operating_point") or {},
-            "gate": selectors.gate_decision_latest(model_version=evaluation.model_version),
+            "gate": gate,
             "tables": selectors.TABLES,
         })
     return render(request, "reports/evaluation.html", context)
@@ -154,7 +158,7 @@ def compare(request):
     """Two versions side by side, each on its latest evaluation (ideally the same held-out snapshot)."""
     versions = list(ModelVersion.objects.order_by("-id"))
     a_id, b_id = request.GET.get("a"), request.GET.get("b")
-    context = {"versions": versions, "a_id": a_id, "b_id": b_id}
+    context = {"versions": versions, "a_id": a_id, "b_id": b_id, "names": class_names()}
     if a_id and b_id:
         try:
             a = ModelVersion.objects.get(pk=int(a_id))
@@ -179,7 +183,9 @@ def compare(request):
             delta = sens[1] - sens[0] if None not in sens else None
             rows.append({"code": code, "cells": cells, "delta": delta})
         same = all(s["evaluation"] for s in sides) and sides[0]["evaluation"].snapshot_hash == sides[1]["evaluation"].snapshot_hash
-        context.update({"sides": sides, "class_rows": rows, "same_snapshot": same})
+        comparison = (selectors.paired_comparison_of(sides[1]["evaluation"], sides[0]["evaluation"])
+                      if all(s["evaluation"] for s in sides) else {})
+        context.update({"sides": sides, "class_rows": rows, "same_snapshot": same, "comparison": comparison})
     return render(request, "reports/compare.html", context)
 
 
@@ -208,7 +214,7 @@ def agreement(request):
     return render(request, "reports/agreement.html", {
         "data": data, "weeks": weeks, "model_version": version, "source": source,
         "versions": ModelVersion.objects.order_by("-id"), "sources": Source.choices,
-        "query": request.GET.urlencode(),
+        "query": request.GET.urlencode(), "names": class_names(),
     })
 
 

@@ -10,4 +10,4 @@ class SlidesConfig(AppConfig):
         from leukoportal.roles import LAB_ADMIN, LABELLER
 
         nav.register("Slides", "slides:list", role=LABELLER, order=40)
-        nav.register("Reference intervals", "slides:reference_intervals", role=LAB_ADMIN, order=85)
+        nav.register("Reference intervals", "slides:reference_intervals", role=LAB_ADMIN, order=85, menu=nav.ADMIN_MENU)

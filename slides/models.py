@@ -146,6 +146,12 @@ class SlideCell(models.Model):
             return ""
         return f"{self.agreement}/{self.n_backbones}"
 
+    @staticmethod
+    def verified_q() -> models.Q:
+        """Cells a person has verified: classified or marked by hand, or on a signed slide (signing
+        confirms every cell). Until then a cell's final class is only the model's own call."""
+        return models.Q(changed_by__isnull=False) | models.Q(slide__status=Slide.Status.SIGNED)
+
     @property
     def out_of_distribution(self) -> bool:
         return OUT_OF_DISTRIBUTION in (self.reasons or [])

@@ -104,8 +104,9 @@ def slide_not_assessed_codes(*, slide: Slide, classes) -> set[str]:
             if (c.is_leukocyte or c.code in PER_100_CODES) and not c.is_abstain and c.code not in known}
 
 
-def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> dict:
-    """Everything the screens and reports show, as JSON-able data."""
+def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, signing: bool = False) -> dict:
+    """Everything the screens and reports show, as JSON-able data. ``signing``: the expert is signing
+    now, which verifies every cell."""
     classes = list(CellClass.objects.all().order_by("display_order", "code"))
     by_code = {c.code: c for c in classes}
     leuko = [c.code for c in classes if c.is_leukocyte]
@@ -143,10 +144,14 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         neutrophils = {"count": k, "percent": round(100 * k / n, 2),
                        "interval": list(stats.proportion_interval(k, n, method=method)),
                        "absolute": round(wbc * k / n, 3) if wbc is not None else None}
+    # only cells a person verified: before that a cell's final class is the model's own call
     with_pred = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").filter(final_class__isnull=False)
+    if not signing:
+        with_pred = with_pred.filter(SlideCell.verified_q())
     agree = sum(1 for p, f in with_pred.values_list("predicted_class", "final_class__code") if p == f)
     flags = stats.evaluate_flags(diff, reference_rules(), target=slide.target_count,
                                  flags_suppressed_reason=suppressed, not_assessed=not_assessed)
+    pre_classified = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").count()
     data = diff.as_dict()
     data.update(
         rows=rows,
@@ -161,7 +166,7 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD) -> d
         cells_total=cells.count(),
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
         unresolved=slide_unresolved_count(slide=slide),
-        model_agreement={"agreed": agree, "total": with_pred.count()},
+        model_agreement={"agreed": agree, "total": with_pred.count(), "pre_classified": pre_classified},
         domain=domain,
         verified=cells.filter(changed_by__isnull=False).count(),
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",

@@ -446,7 +446,7 @@ def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
         unresolved = _unresolved_count(slide)
         if unresolved:
             raise SlideNotReady(f"{unresolved} cell(s) are still unidentified: classify them or mark them not counted.")
-        report = slide_differential(slide=slide)
+        report = slide_differential(slide=slide, signing=True)
         if not report["leukocyte_total"]:
             raise SlideNotReady("No leukocyte is counted on this slide.")
         warnings = slide_sign_warnings(slide=slide, diff=report)

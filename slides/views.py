@@ -146,10 +146,11 @@ def _live(slide: Slide) -> dict:
 @role_required(REVIEWER)
 def slide_verify(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
-    from annotations.selectors import cell_classes_active
+    from annotations.selectors import cell_classes_active, class_names
 
     return render(request, "slides/verify.html", {
         "slide": slide,
+        "names": class_names(),
         "groups": selectors.slide_groups(slide=slide),
         "diff": selectors.slide_differential(slide=slide),
         "targets": [c for c in cell_classes_active() if not c.is_abstain],

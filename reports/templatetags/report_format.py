@@ -38,3 +38,19 @@ def get(mapping, key):
         return mapping.get(key) if mapping is not None else None
     except AttributeError:
         return None
+
+
+@register.filter
+def signed_points(value):
+    """0.021 -> '+2.1 points'."""
+    if value is None:
+        return "—"
+    return f"{100 * float(value):+.1f} points"
+
+
+@register.filter
+def signed_interval(pair):
+    """[-0.01, 0.052] -> '−1.0 to +5.2'."""
+    if not pair or pair[0] is None:
+        return ""
+    return f"{100 * pair[0]:+.1f} to {100 * pair[1]:+.1f}"

@@ -81,14 +81,14 @@
     if (cell && !e.target.closest("form")) select(cell);
   });
   document.addEventListener("keydown", (e) => {
-    if (!selected || e.target.closest("select, input, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (!selected || e.target.closest("select, input, textarea, button, a") || e.ctrlKey || e.metaKey || e.altKey) return;
     const list = cells();
     const i = list.indexOf(selected);
     let target = null;
     if (e.key === "ArrowRight" || e.key === "ArrowDown") { select(list[Math.min(list.length - 1, i + 1)]); e.preventDefault(); return; }
     if (e.key === "ArrowLeft" || e.key === "ArrowUp") { select(list[Math.max(0, i - 1)]); e.preventDefault(); return; }
     if (e.key === "Delete" || e.key === "Backspace") target = "not_counted";
-    else if (e.key === "+") target = "counted";
+    else if (e.key === "Enter") target = "counted";  // "+" zooms on the labelling screens; it does nothing here
     else target = keys[e.key.toLowerCase()] || null;
     if (!target) return;
     e.preventDefault();

@@ -35,6 +35,14 @@
     }
   }
 
+  // Cancel while the run is queued or running; Retry once it failed or was cancelled; neither after success.
+  function showActions(s) {
+    var live = s.status === "queued" || s.status === "running";
+    var retry = s.status === "failed" || s.status === "cancelled";
+    document.querySelectorAll(".js-cancel-form").forEach(function (f) { f.classList.toggle("hidden", !live); });
+    document.querySelectorAll(".js-retry-form").forEach(function (f) { f.classList.toggle("hidden", !retry); });
+  }
+
   function poll(box) {
     var url = box.dataset.progressUrl;
     var wasFinished = false;
@@ -43,11 +51,10 @@
         .then(function (r) { if (!r.ok) { throw new Error(r.status); } return r.json(); })
         .then(function (s) {
           render(box, s);
+          showActions(s);
           if (s.finished) {
             wasFinished = true;
             box.classList.add("finished");
-            var cancel = document.querySelector(".js-cancel");
-            if (cancel) { cancel.disabled = true; }
             return;
           }
           window.setTimeout(tick, 1000);

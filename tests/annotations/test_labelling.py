@@ -97,11 +97,11 @@ def test_label_records_whether_it_confirmed_or_changed_the_model_suggestion(labe
 def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, lab_admin, active_model):
     (held,) = make_cells(lab_admin, 1, split="heldout")
     predict(held, active_model, "monocyte", 0.8)
-    assert selectors.suggestions_for(images=[held]) == {}
+    assert selectors.suggestions_for(images=[held], user=labeller) == {}
     label = services.label_submit_as_offered(image=held, labeller=labeller, cell_class=cls("monocyte"))
     assert label.suggested_class is None and label.confirmed_suggestion is None
     set_lab(blind_heldout=False)
-    assert selectors.suggestions_for(images=[held])[held.pk].code == "monocyte"
+    assert selectors.suggestions_for(images=[held], user=labeller)[held.pk].code == "monocyte"
 
 
 def test_naming_a_model_version_without_a_prediction_is_refused(labeller, lab_admin, active_model):
@@ -243,7 +243,7 @@ def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_ce
     html = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert "<script>alert" not in html and "Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 72%" in html
     assert f'data-image="{a.pk}" data-split="train"' in html and f'data-suggest="monocyte" data-model-version="{active_model.pk}"' in html
-    assert "30% (unsure)" in html
+    assert "unidentified (top: Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 30%)" in html
     assert [int(x) for x in re.findall(r'data-image="(\d+)"', html)] == [b.pk, a.pk]  # least confident first; blind: no held-out
     html = client.get(reverse("annotations:label_queue", args=["heldout"])).content.decode()
     assert f'data-image="{held.pk}" data-split="heldout"' in html and '<span class="suggest">blind</span>' in html

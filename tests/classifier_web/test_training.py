@@ -94,44 +94,62 @@ def test_training_api(client, lab_admin, reviewer):
     assert client.post(f"/api/training-runs/{run_id}/cancel/").status_code == 409
 
 
-def test_promotion_needs_confirmation_and_is_audited(client, lab_admin, reviewer, versions):
+def test_promotion_and_rollback_need_confirmation_and_a_reason_and_are_audited(client, lab_admin, reviewer, versions):
     old, new = versions
     client.force_login(reviewer)
     assert client.get("/models/").status_code == 200
-    assert client.post(f"/models/{new.pk}/promote/", {"confirm": "yes"}).status_code == 403
+    assert client.post(f"/models/{new.pk}/promote/", {"confirm": "yes", "reason": "x"}).status_code == 403
     client.force_login(lab_admin)
     page = client.get(f"/models/{new.pk}/promote/")
-    assert page.status_code == 200 and b'name="confirm"' in page.content
-    client.post(f"/models/{new.pk}/promote/", {})
+    assert page.status_code == 200 and b'name="confirm"' in page.content and b'name="reason"' in page.content
+    client.post(f"/models/{new.pk}/promote/", {"reason": "better on bands"})
+    client.post(f"/models/{new.pk}/promote/", {"confirm": "yes"})
+    client.post(f"/models/{new.pk}/promote/", {"confirm": "yes", "reason": "   "})
     new.refresh_from_db()
     assert new.status == "candidate"
-    client.post(f"/models/{new.pk}/promote/", {"confirm": "yes"})
+    client.post(f"/models/{new.pk}/promote/", {"confirm": "yes", "reason": "better on bands"})
     new.refresh_from_db()
     old.refresh_from_db()
     assert new.status == "active" and old.status == "retired"
     event = AuditEvent.objects.get(action="model.promote")
-    assert event.actor == lab_admin and event.target_id == str(new.pk)
-    # one click back
+    assert event.actor == lab_admin and event.target_id == str(new.pk) and event.after["reason"] == "better on bands"
+    # going back is the same confirmed step, and its button says what it does
     listing = client.get("/models/")
     assert f"Roll back to v{old.pk}".encode() in listing.content
-    client.post(f"/models/{old.pk}/rollback/")
+    confirm = client.get(f"/models/{old.pk}/rollback/")
+    assert confirm.status_code == 200 and f"Roll back to v{old.pk}?".encode() in confirm.content
+    client.post(f"/models/{old.pk}/rollback/", {"confirm": "yes"})
+    old.refresh_from_db()
+    assert old.status == "retired"
+    client.post(f"/models/{old.pk}/rollback/", {"confirm": "yes", "reason": "new stain batch"})
     old.refresh_from_db()
     assert old.status == "active"
-    assert AuditEvent.objects.filter(action="model.rollback", actor=lab_admin, target_id=str(old.pk)).exists()
+    event = AuditEvent.objects.get(action="model.rollback", actor=lab_admin, target_id=str(old.pk))
+    assert event.after["reason"] == "new stain batch"
+    # forward again: the newer version's button does not say "roll back"
+    listing = client.get("/models/").content.decode()
+    assert f"Activate v{new.pk} (newer)" in listing and f"Roll back to v{new.pk}" not in listing
 
 
 def test_promotion_api(client, lab_admin, versions):
     old, new = versions
     client.force_login(lab_admin)
-    assert client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": False},
+    assert client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": False, "reason": "x"},
                        content_type="application/json").status_code == 400
-    ok = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True}, content_type="application/json")
+    no_reason = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True}, content_type="application/json")
+    assert no_reason.status_code == 400 and "reason" in no_reason.json()
+    ok = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True, "reason": "better"},
+                     content_type="application/json")
     assert ok.status_code == 200 and ok.json()["status"] == "active"
-    again = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True}, content_type="application/json")
+    again = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True, "reason": "better"},
+                        content_type="application/json")
     assert again.status_code == 400
     never = ModelVersion.objects.create(ensemble="offline", status="candidate")
-    assert client.post(f"/api/model-versions/{never.pk}/rollback/").status_code == 400
-    back = client.post(f"/api/model-versions/{old.pk}/rollback/")
+    body = {"confirm": True, "reason": "back"}
+    assert client.post(f"/api/model-versions/{never.pk}/rollback/", body, content_type="application/json").status_code == 400
+    assert client.post(f"/api/model-versions/{old.pk}/rollback/", {"confirm": True},
+                       content_type="application/json").status_code == 400
+    back = client.post(f"/api/model-versions/{old.pk}/rollback/", body, content_type="application/json")
     assert back.status_code == 200 and back.json()["status"] == "active"
     assert client.get("/api/model-versions/").json()["count"] == 3
 
@@ -146,6 +164,20 @@ def test_past_predictions_keep_their_version(lab_admin, versions):
     image = image_upload(data=png_bytes(), uploaded_by=lab_admin, enqueue_classification=False).image
     p = Prediction.objects.create(image=image, model_version=old, label="lymphocyte", top_class="lymphocyte",
                                   confidence=0.9, agreement=1, n_backbones=1)
-    model_version_promote(version=new, actor=lab_admin)
+    model_version_promote(version=new, actor=lab_admin, reason="test")
     p.refresh_from_db()
     assert p.model_version_id == old.pk
+
+
+def test_progress_is_not_finished_while_the_run_is_still_being_registered(client, lab_admin):
+    """The library says "done" a moment before the run is registered as succeeded; a page that stopped
+    polling then would stay at 0% with a Cancel button until reloaded."""
+    run = TrainingRun.objects.create(ensemble="offline", status="running", progress={"stage": "done"})
+    client.force_login(lab_admin)
+    progress = client.get(f"/models/training/{run.pk}/progress.json").json()
+    assert progress["finished"] is False and progress["stage"] == "saving" and progress["percent"] == 96.0
+    page = client.get(f"/models/training/{run.pk}/").content.decode()
+    assert 'class="inline js-retry-form hidden"' in page and 'class="inline js-cancel-form"' in page
+    TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
+    page = client.get(f"/models/training/{run.pk}/").content.decode()
+    assert 'class="inline js-cancel-form hidden"' in page  # no Cancel after success, even without script

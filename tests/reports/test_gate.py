@@ -24,7 +24,13 @@ def test_first_version_is_evaluated_and_activated(good_version):
     assert AuditEvent.objects.filter(action="model.gate", target_id=str(good_version.pk)).exists()
 
 
-def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad_version):
+@pytest.fixture
+def small_gate(db):
+    """The synthetic held-out set has 4 cells per class, 12 in all: let the gate decide on it."""
+    LabSettings.objects.filter(pk=LabSettings.get().pk).update(gate_min_heldout_per_class=4, gate_min_heldout_total=12)
+
+
+def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad_version, small_gate):
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     decision = services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
     good_version.refresh_from_db()
@@ -40,7 +46,7 @@ def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad
     assert any("Sensitivity for" in r for r in decision.reasons)
 
 
-def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, cells, lab_admin):
+def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, cells, lab_admin, small_gate):
     from tests.reports import factories
 
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
@@ -53,6 +59,37 @@ def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, c
     assert good_version.status == ModelVersion.Status.RETIRED
     # the active version's evaluation on the same snapshot was reused, not recomputed
     assert Evaluation.objects.filter(model_version=good_version).count() == 1
+    # the paired comparison on the same cells is stored and stated
+    assert decision.comparison["n"] == 12 and decision.comparison["new_only"] == decision.comparison["old_only"] == 0
+    assert decision.comparison["mcnemar_p"] == pytest.approx(1.0)
+    assert any("McNemar's exact test p = 1.000" in r for r in decision.reasons)
+
+
+def test_gate_keeps_a_candidate_when_the_heldout_set_is_too_small_to_decide(good_version, tiny_models, cells,
+                                                                            lab_admin):
+    from tests.reports import factories
+
+    assert (LabSettings.get().gate_min_heldout_per_class, LabSettings.get().gate_min_heldout_total) == (20, 200)
+    first = services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
+    assert first.outcome == GateDecision.Outcome.FIRST  # nothing to compare with: still activated, and said
+    assert any("Held-out set too small to decide" in r and "rough estimate" in r for r in first.reasons)
+    again = factories.register_version(tiny_models["good"], name="good-again", train_images=cells["train"])
+    decision = services.model_version_evaluate_and_gate(model_version_id=again.pk)
+    again.refresh_from_db()
+    assert decision.outcome == GateDecision.Outcome.TOO_SMALL
+    assert decision.get_outcome_display() == "Kept as a candidate (held-out set too small to decide)"
+    assert again.status == ModelVersion.Status.CANDIDATE
+    assert decision.reasons[0].startswith("Held-out set too small to decide: 12 held-out cells have a final label, "
+                                          "200 are needed; fewer than 20 in 3 class(es): Eosinophil 4, Lymphocyte 4")
+    assert decision.sample["total"] == 12 and decision.sample["short"] == {
+        "eosinophil": 4, "lymphocyte": 4, "neutrophil_segmented": 4}
+    assert decision.comparison["n"] == 12 and "mcnemar_p" in decision.comparison
+    # a lab admin decides explicitly, with a reason
+    services.model_version_promote(version=again, actor=lab_admin, reason="Checked 40 extra cells by hand.")
+    again.refresh_from_db()
+    assert again.status == ModelVersion.Status.ACTIVE
+    event = AuditEvent.objects.get(action="model.promote", target_id=str(again.pk))
+    assert event.actor == lab_admin and event.after["reason"] == "Checked 40 extra cells by hand."
 
 
 def test_sensitivity_drop_beyond_the_margin_is_refused():
@@ -114,19 +151,32 @@ def test_baselines_and_abstention_curve_are_stored(good_version):
     assert len(ev.results["abstention"]["curve"]) == 100
 
 
-def test_explicit_promotion_and_rollback_are_audited(good_version, bad_version, lab_admin):
+def test_explicit_promotion_and_rollback_are_audited_with_their_reason(good_version, bad_version, lab_admin):
+    from django.core.exceptions import ValidationError
+
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
-    services.model_version_promote(version=bad_version, actor=lab_admin)
+    with pytest.raises(ValidationError, match="Say why"):
+        services.model_version_promote(version=bad_version, actor=lab_admin, reason="  ")
+    bad_version.refresh_from_db()
+    assert bad_version.status == "candidate"
+    services.model_version_promote(version=bad_version, actor=lab_admin, reason="trial on the new stain")
     bad_version.refresh_from_db()
     good_version.refresh_from_db()
     assert bad_version.status == "active" and good_version.status == "retired"
     assert AuditEvent.objects.filter(action="model.promote", target_id=str(bad_version.pk), actor=lab_admin).exists()
-    services.model_version_rollback(version=good_version, actor=lab_admin)
+    with pytest.raises(ValidationError, match="Say why"):
+        services.model_version_rollback(version=good_version, actor=lab_admin, reason="")
+    services.model_version_rollback(version=good_version, actor=lab_admin, reason="bands misread")
     good_version.refresh_from_db()
     assert good_version.status == "active"
     event = AuditEvent.objects.get(action="model.rollback", target_id=str(good_version.pk))
     assert event.actor == lab_admin and event.before == {"active": bad_version.pk}
+    assert event.after == {"active": good_version.pk, "reason": "bands misread"}
+    # going forward again to the newer version is not called a rollback
+    services.model_version_rollback(version=bad_version, actor=lab_admin, reason="stain fixed")
+    event = AuditEvent.objects.get(action="model.reactivate", target_id=str(bad_version.pk))
+    assert event.after == {"active": bad_version.pk, "reason": "stain fixed"}
 
 
 def test_rollback_refuses_a_version_that_was_never_active(good_version, bad_version, lab_admin):
@@ -134,6 +184,6 @@ def test_rollback_refuses_a_version_that_was_never_active(good_version, bad_vers
 
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     with pytest.raises(ValidationError):
-        services.model_version_rollback(version=bad_version, actor=lab_admin)
+        services.model_version_rollback(version=bad_version, actor=lab_admin, reason="why not")
     with pytest.raises(ValidationError):
-        services.model_version_promote(version=good_version, actor=lab_admin)  # already active
+        services.model_version_promote(version=good_version, actor=lab_admin, reason="why not")  # already active

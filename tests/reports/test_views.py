@@ -172,7 +172,7 @@ def test_agreement_counts_the_slides_ledger(db, lab_admin):
         image = image_upload(data=png_bytes(color=(i, 10, 10)), uploaded_by=lab_admin, source="slide_cell",
                              enqueue_classification=False).image
         SlideCell.objects.create(slide=slide, image=image, top_class=top, predicted_class=top, model_version=version,
-                                 final_class=mono)
+                                 final_class=mono, changed_by=lab_admin)
     data = agreement_over_time(source="slide_cell")
     row = data["by_version"]["rows"][0]
     assert row["key"] == version.pk and row["overall"] == {"n": 3, "agree": 2, "rate": 2 / 3}

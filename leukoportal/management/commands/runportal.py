@@ -1,5 +1,8 @@
 """Run the whole portal on one machine: web server, one Celery worker for every queue, Celery beat.
 
+DEBUG stays off: static files are collected and served by WhiteNoise as in production, errors get
+the portal's own pages. The web server speaks plain HTTP on this machine, so its children run
+without the HTTPS redirect and secure-only cookies unless the environment says otherwise.
 Ctrl-C (or SIGTERM) stops every child.
 """
 import os
@@ -23,6 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, addrport, no_demo, **options):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0, interactive=False)
+        call_command("collectstatic", verbosity=0, interactive=False)
         from classifier.services import training_runs_mark_stale
 
         # Nothing runs before this command starts its worker: a run still "running" was interrupted.
@@ -43,9 +47,14 @@ class Command(BaseCommand):
                                 "-n", "portal@%h"],
             "beat": celery + ["beat", "-l", "INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
         }
+        env = os.environ.copy()
+        host = addrport.rsplit(":", 1)[0] if ":" in addrport else "127.0.0.1"
+        for name, value in (("SECURE_SSL_REDIRECT", "false"), ("SESSION_COOKIE_SECURE", "false"),
+                            ("CSRF_COOKIE_SECURE", "false"), ("ALLOWED_HOSTS", f"{host},127.0.0.1,localhost")):
+            env.setdefault(name, value)
         procs = {}
         for name, cmd in children.items():
-            procs[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=os.environ.copy(), start_new_session=True)
+            procs[name] = subprocess.Popen(cmd, cwd=settings.BASE_DIR, env=env, start_new_session=True)
         self.stdout.write(self.style.SUCCESS(f"LeukoPortal is running on http://{addrport}/  (Ctrl-C stops it)"))
 
         stopping = False
