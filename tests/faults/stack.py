@@ -230,7 +230,7 @@ class Stack:
         self.web_port = self.web_port or free_port()
         log = self.workdir / "gunicorn.log"
         self.web = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "leukoportal.wsgi:application", "--bind", f"127.0.0.1:{self.web_port}",
+            [PYTHON, "-m", "gunicorn", "leukoportal.wsgi:application", "--preload", "--bind", f"127.0.0.1:{self.web_port}",
              "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread", "--timeout", "300",
              "--graceful-timeout", "5", "--log-level", "warning"],
             cwd=REPO, env=self.env(), stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
