@@ -222,12 +222,13 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 4 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 4 * 3600 - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-# Fixed housekeeping (written to django-celery-beat's table when beat starts); the nightly retraining
-# is a row of that table, editable on the training page. The sweep enqueues again work whose message
-# was lost and queues again slides whose worker died (leukoportal/services.py); a sweep message that
-# waited longer than one period is dropped, so a worker back from an outage does not run a backlog of them.
+# Fixed housekeeping, written to django-celery-beat's table when beat starts (hence its option names);
+# the nightly retraining is a row of that table, editable on the training page. The sweep enqueues
+# again work whose message was lost and queues again slides whose worker died (leukoportal/services.py);
+# a sweep message that waited longer than one period is dropped, so a worker back from an outage does
+# not run a backlog of them.
 CELERY_BEAT_SCHEDULE = {
-    "sweep": {"task": "leukoportal.tasks.sweep", "schedule": 60.0, "options": {"expires": 60.0}},
+    "sweep": {"task": "leukoportal.tasks.sweep", "schedule": 60.0, "options": {"expire_seconds": 60}},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 

@@ -147,6 +147,7 @@ def test_beat_runs_the_sweep_every_minute_in_every_deployment(transactional_db):
     DatabaseScheduler(app=app)
     task = PeriodicTask.objects.get(task="leukoportal.tasks.sweep")
     assert task.enabled and task.interval.every * {"seconds": 1, "minutes": 60}[task.interval.period] == 60
+    assert task.expires_ == 60  # a sweep message older than one period is dropped, not run late
     app.loader.import_default_modules()  # what a worker does when it starts: the apps' tasks modules
     assert "leukoportal.tasks.sweep" in app.tasks
 
