@@ -11,4 +11,4 @@ RUN DEBUG=true python manage.py collectstatic --noinput \
     && useradd --system --home /app leuko && mkdir -p var media torch && chown -R leuko var media torch
 USER leuko
 EXPOSE 8000
-CMD ["gunicorn", "leukoportal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]
+CMD ["gunicorn", "leukoportal.wsgi:application", "--preload", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "120"]

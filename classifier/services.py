@@ -5,15 +5,18 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import CellImage, LabSettings, Source, Split
 from annotations.services import audit_record
+from leukoportal.queueing import enqueue_on_commit
 
 from .models import ModelVersion, Prediction, TrainingRun
 from .selectors import model_version_active
@@ -56,23 +59,14 @@ def classification_enqueue_on_commit(*, image_ids: list[int], model_version: Mod
         model_version = model_version_active()
         if model_version is None:
             return False
-    from .tasks import classify_images
-
-    ids, version_id = list(image_ids), model_version.pk
-    transaction.on_commit(lambda: _send_safely(classify_images, ids, version_id))
+    enqueue_on_commit("classifier.tasks.classify_images", list(image_ids), model_version.pk)
     return True
 
 
-def _send_safely(task, *args) -> None:
-    """Enqueue; if the broker is down the work is recorded as missing and the sweeper resends it."""
-    try:
-        task.apply_async(args=args, retry=True, retry_policy={"max_retries": 2, "interval_start": 0.2})
-    except Exception:  # noqa: BLE001 - the broker being away must not fail the user's request
-        log.exception("Could not enqueue %s%r; the periodic sweep will resend it.", task.name, args)
-
-
-def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: int = 32) -> int:
-    """Classify the images that have no prediction from this version yet. Idempotent."""
+def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: int = 32,
+                    progress: Callable[[int], None] | None = None) -> int:
+    """Classify the images that have no prediction from this version yet. Idempotent.
+    ``progress(done)`` is called after each batch."""
     version = ModelVersion.objects.get(pk=model_version_id)
     done = set(
         Prediction.objects.filter(model_version=version, image_id__in=image_ids).values_list("image_id", flat=True)
@@ -81,6 +75,8 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     if not todo:
         return 0
     model = ensemble_load(version)
+    if progress is not None:
+        progress(0)  # loading (and compiling) the ensemble can take a while in a fresh worker
     threshold, min_agreement = lab_threshold(version), lab_min_agreement()
     created = 0
     for start in range(0, len(todo), batch_size):
@@ -106,17 +102,25 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         ]
         Prediction.objects.bulk_create(rows, ignore_conflicts=True)
         created += len(rows)
+        if progress is not None:
+            progress(start + len(chunk))
     return created
 
 
-def images_unclassified_sweep(*, limit: int = 5000) -> int:
-    """Resend classification for cells the active model has not read (e.g. after a broker outage)."""
+def images_unclassified_sweep(*, older_than_s: int = 120, limit: int = 5000) -> int:
+    """Send classification again for cells the active model has not read, uploaded more than
+    ``older_than_s`` seconds ago (a newer upload's message is probably on its way). Its message was
+    lost with the broker, or the worker died holding it; a second message only classifies what is
+    still missing."""
     version = model_version_active()
     if version is None:
         return 0
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
     ids = list(
         CellImage.objects.exclude(source="field")
+        .filter(uploaded_at__lt=cutoff)
         .exclude(predictions__model_version=version)
+        .order_by("pk")
         .values_list("pk", flat=True)[:limit]
     )
     for start in range(0, len(ids), 256):
@@ -226,10 +230,24 @@ def training_run_start(*, user, ensemble: str = "offline", mode: str = "default"
         )
         audit_record(actor=user, action="training.start", target=run,
                      after={"ensemble": ensemble, "mode": mode, "epochs": epochs, "trigger": trigger})
-        from .tasks import train_model_version
-
-        transaction.on_commit(lambda: _send_safely(train_model_version, run.pk))
+        enqueue_on_commit("classifier.tasks.train_model_version", run.pk)
     return run
+
+
+def training_runs_queued_resend(*, older_than_s: int = 120) -> int:
+    """Send again the message of runs queued for more than ``older_than_s`` seconds (lost with the
+    broker). A second message is harmless: the run is claimed with a conditional UPDATE. The heartbeat
+    records the resend, so a run is resent at most once per period."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    ids = list(TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, created_at__lt=cutoff)).values_list("pk", flat=True))
+    resent = 0
+    for run_id in ids:
+        with transaction.atomic():
+            if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(heartbeat_at=timezone.now()):
+                enqueue_on_commit("classifier.tasks.train_model_version", run_id)
+                resent += 1
+    return resent
 
 
 def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:

@@ -18,14 +18,3 @@ def train_model_version(self, training_run_id: int) -> int | None:
 
     model_version_evaluate_and_gate(model_version_id=version.pk)
     return version.pk
-
-
-@shared_task
-def sweep_unclassified() -> int:
-    """Beat: resend classification that was lost while the broker was away."""
-    return services.images_unclassified_sweep()
-
-
-@shared_task
-def mark_stale_training_runs() -> int:
-    return services.training_runs_mark_stale()

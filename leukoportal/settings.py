@@ -209,7 +209,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-    # Fail fast when Redis is away: the request still succeeds and the sweep resends the work.
+    # The workers' and beat's connections. A request never waits on these: leukoportal/queueing.py
+    # publishes once with its own sub-second bound and the sweep below enqueues again what was missed.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", None)
@@ -230,6 +231,14 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 4 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 4 * 3600 - 60)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Fixed housekeeping, written to django-celery-beat's table when beat starts (hence its option names);
+# the nightly retraining is a row of that table, editable on the training page. The sweep enqueues
+# again work whose message was lost and queues again slides whose worker died (leukoportal/services.py);
+# a sweep message that waited longer than one period is dropped, so a worker back from an outage does
+# not run a backlog of them.
+CELERY_BEAT_SCHEDULE = {
+    "sweep": {"task": "leukoportal.tasks.sweep", "schedule": 60.0, "options": {"expire_seconds": 60}},
+}
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Classifier -----------------------------------------------------------------------------

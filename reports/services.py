@@ -18,6 +18,7 @@ from django.utils import timezone
 from annotations.models import CellClass, CellImage, LabSettings, Split
 from annotations.services import audit_record
 from classifier.models import ModelVersion, TrainingRun
+from leukoportal.queueing import enqueue_on_commit
 
 from . import baselines, metrics
 from .models import Evaluation, GateDecision
@@ -203,12 +204,19 @@ def evaluation_request(*, model_version: ModelVersion, user, trigger: str = "adm
         )
         audit_record(actor=user, action="evaluation.request", target=evaluation,
                      after={"model_version": model_version.pk, "cells": len(snapshot["items"])})
-        from classifier.services import _send_safely
-
-        from .tasks import evaluate_model_version
-
-        transaction.on_commit(lambda: _send_safely(evaluate_model_version, evaluation.pk))
+        enqueue_on_commit("reports.tasks.evaluate_model_version", evaluation.pk)
     return evaluation
+
+
+def evaluations_queued_resend(*, older_than_s: int = 120) -> int:
+    """Send again the message of evaluations queued for more than ``older_than_s`` seconds (lost with
+    the broker). A second message is harmless: the evaluation is claimed with a conditional UPDATE."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    ids = list(Evaluation.objects.filter(status=Evaluation.Status.QUEUED, created_at__lt=cutoff)
+               .values_list("pk", flat=True))
+    for evaluation_id in ids:
+        enqueue_on_commit("reports.tasks.evaluate_model_version", evaluation_id)
+    return len(ids)
 
 
 def evaluation_execute(*, evaluation_id: int) -> Evaluation | None:

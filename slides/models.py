@@ -43,6 +43,11 @@ class Slide(models.Model):
     )
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING, db_index=True)
     task_state = models.CharField(max_length=10, choices=TaskState.choices, default=TaskState.IDLE)
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="When the processing was last queued or last reported progress: the sweep queues again a slide "
+                  "queued or running without a sign of life for too long (its message or its worker was lost).",
+    )
     progress = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     model_version = models.ForeignKey(

@@ -20,6 +20,7 @@ from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.models import CellClass, Source
 from annotations.services import LabelConflict, audit_record, image_upload, label_submit
+from leukoportal.queueing import enqueue_on_commit
 
 from . import pipeline
 from .detection import scale as detection_scale
@@ -189,9 +190,10 @@ def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], upload
         if stored:
             slide.status = Slide.Status.PROCESSING
             slide.task_state = Slide.TaskState.QUEUED
+            slide.heartbeat_at = timezone.now()
             slide.progress = {"stage": "queued"}
             slide.error = ""
-            slide.save(update_fields=["status", "task_state", "progress", "error"])
+            slide.save(update_fields=["status", "task_state", "heartbeat_at", "progress", "error"])
             audit_record(actor=uploaded_by, action="slide.images_add", target=slide,
                          after={"stored": [s["image"] for s in stored], "refused": len(refused), "kind": slide.kind})
             _enqueue_processing(slide.pk)
@@ -199,11 +201,7 @@ def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], upload
 
 
 def _enqueue_processing(slide_id: int) -> None:
-    from classifier.services import _send_safely
-
-    from .tasks import process_slide
-
-    transaction.on_commit(lambda: _send_safely(process_slide, slide_id))
+    enqueue_on_commit("slides.tasks.process_slide", slide_id)
 
 
 def slide_processing_retry(*, slide: Slide, actor) -> Slide:
@@ -215,17 +213,62 @@ def slide_processing_retry(*, slide: Slide, actor) -> Slide:
             return slide
         slide.task_state = Slide.TaskState.QUEUED
         slide.status = Slide.Status.PROCESSING
+        slide.heartbeat_at = timezone.now()
         slide.progress = {"stage": "queued"}
         slide.error = ""
-        slide.save(update_fields=["task_state", "status", "progress", "error"])
+        slide.save(update_fields=["task_state", "status", "heartbeat_at", "progress", "error"])
         audit_record(actor=actor, action="slide.retry", target=slide)
         _enqueue_processing(slide.pk)
     return slide
 
 
+def slides_stalled_requeue(*, older_than_s: int = 300) -> int:
+    """Queue again the processing of slides whose worker died: running, no progress for ``older_than_s``
+    seconds (progress is written at least once per field and per batch of cells). Each is switched back
+    with a conditional UPDATE, so two sweeps never queue one slide twice; the work already done is kept
+    and the processing resumes where it stopped."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    stalled = Slide.objects.filter(task_state=Slide.TaskState.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True))
+    requeued = 0
+    for slide in stalled.only("pk", "heartbeat_at"):
+        with transaction.atomic():
+            switched = Slide.objects.filter(pk=slide.pk, task_state=Slide.TaskState.RUNNING,
+                                            heartbeat_at=slide.heartbeat_at).update(
+                task_state=Slide.TaskState.QUEUED, heartbeat_at=timezone.now(),
+                progress={"stage": "queued", "resumed": True},
+            )
+            if not switched:  # it moved on meanwhile
+                continue
+            audit_record(actor=None, action="slide.process_resumed", target=slide,
+                         after={"last_sign_of_life": slide.heartbeat_at.isoformat() if slide.heartbeat_at else None})
+            _enqueue_processing(slide.pk)
+        requeued += 1
+    if requeued:
+        log.warning("Queued again the processing of %d slide(s) whose worker stopped.", requeued)
+    return requeued
+
+
+def slides_queued_resend(*, older_than_s: int = 120) -> int:
+    """Send again the message of slides queued for more than ``older_than_s`` seconds (it was lost with
+    the broker, or never sent). A second message is harmless: processing claims the slide with a
+    conditional UPDATE. The heartbeat moves on, so a slide is resent at most once per period."""
+    cutoff = timezone.now() - timezone.timedelta(seconds=older_than_s)
+    ids = list(Slide.objects.filter(task_state=Slide.TaskState.QUEUED).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)).values_list("pk", flat=True))
+    resent = 0
+    for slide_id in ids:
+        with transaction.atomic():
+            if Slide.objects.filter(pk=slide_id, task_state=Slide.TaskState.QUEUED).update(heartbeat_at=timezone.now()):
+                _enqueue_processing(slide_id)
+                resent += 1
+    return resent
+
+
 # --- Processing ----------------------------------------------------------------------------
 def _progress(slide_id: int, **info) -> None:
-    Slide.objects.filter(pk=slide_id).update(progress=info)
+    """Progress for the page, and the heartbeat that tells the sweep this worker is alive."""
+    Slide.objects.filter(pk=slide_id).update(progress=info, heartbeat_at=timezone.now())
 
 
 def _field_find(field: SlideField, microns_per_pixel: float | None = None) -> pipeline.FieldCells:
@@ -297,7 +340,7 @@ def slide_process(*, slide_id: int) -> Slide | None:
     from classifier.services import images_classify
 
     claimed = Slide.objects.filter(pk=slide_id, task_state=Slide.TaskState.QUEUED).update(
-        task_state=Slide.TaskState.RUNNING, progress={"stage": "starting"}
+        task_state=Slide.TaskState.RUNNING, progress={"stage": "starting"}, heartbeat_at=timezone.now()
     )
     if not claimed:
         log.info("Slide %s is not queued; nothing to do.", slide_id)
@@ -320,7 +363,8 @@ def slide_process(*, slide_id: int) -> Slide | None:
         t0 = time.perf_counter()
         if version is not None and todo:
             _progress(slide_id, stage="classifying", done=0, total=len(todo))
-            images_classify(image_ids=todo, model_version_id=version.pk)
+            images_classify(image_ids=todo, model_version_id=version.pk,
+                            progress=lambda done: _progress(slide_id, stage="classifying", done=done, total=len(todo)))
             _apply_predictions(slide=slide, version=version)
         timings["classify"] = round(time.perf_counter() - t0, 3)
         # Without a model every remaining cell waits for an expert.

@@ -114,6 +114,50 @@ def _clear_cache():
     yield
 
 
+class BrokerQueues:
+    """The test broker (Redis): what has been published to its queues, decoded."""
+
+    QUEUES = ("default", "inference", "training")
+
+    def __init__(self):
+        import redis
+
+        from leukoportal.celery import app
+
+        self.client = redis.Redis.from_url(app.conf.broker_url)
+
+    def empty(self) -> None:
+        for queue in self.QUEUES:
+            for key in self.client.scan_iter(f"{queue}*"):  # the queue's list and its priority lists
+                self.client.delete(key)
+
+    def messages(self, queue: str) -> list[tuple[str, list]]:
+        """(task name, args) of each message waiting in ``queue``, oldest first."""
+        import base64
+        import json
+
+        out = []
+        for key in self.client.scan_iter(f"{queue}*"):
+            for raw in reversed(self.client.lrange(key, 0, -1)):
+                message = json.loads(raw)
+                args = json.loads(base64.b64decode(message["body"]))[0]
+                out.append((message["headers"]["task"], args))
+        return out
+
+
+@pytest.fixture
+def broker():
+    """The test broker's queues, emptied before and after the test."""
+    from leukoportal import queueing
+
+    queues = BrokerQueues()
+    queues.empty()
+    queueing._paused_until = 0.0  # a publish that failed in one test must not pause another's
+    yield queues
+    queueing._paused_until = 0.0
+    queues.empty()
+
+
 def _worker_env(settings) -> dict:
     from django.db import connection
 

@@ -115,10 +115,11 @@ def classify(*, ids: list, per_task: int = 4):
     return version.pk
 
 
-def sweep():
-    from classifier.services import images_unclassified_sweep
+def sweep(*, grace_s: int = 0, slide_stale_s: int = 300, training_stale_s: int = 600):
+    """The beat's sweep; the scenarios know their messages are lost, so no grace period by default."""
+    from leukoportal.services import work_sweep
 
-    return images_unclassified_sweep()
+    return work_sweep(grace_s=grace_s, slide_stale_s=slide_stale_s, training_stale_s=training_stale_s)
 
 
 def training(*, epochs: int = 60, retry_of: int | None = None):
@@ -126,14 +127,13 @@ def training(*, epochs: int = 60, retry_of: int | None = None):
     from django.db import transaction
 
     from classifier.models import TrainingRun
-    from classifier.services import _send_safely
-    from classifier.tasks import train_model_version
+    from leukoportal.queueing import enqueue_on_commit
     from tests.faults.stack import TINY_BACKBONE
 
     with transaction.atomic():
         run = TrainingRun.objects.create(ensemble=TINY_BACKBONE, mode="frozen", epochs=epochs, trigger="cli",
                                          retry_of_id=retry_of, progress={"stage": "queued"})
-        transaction.on_commit(lambda: _send_safely(train_model_version, run.pk))
+        enqueue_on_commit("classifier.tasks.train_model_version", run.pk)
     return run.pk
 
 
@@ -167,7 +167,32 @@ def review_cells(*, n: int, seed: int):
     return ids
 
 
-COMMANDS = {f.__name__: f for f in (users, images, model, active, classify, sweep, training, mark_stale, review_cells)}
+def slide(*, fields: int, code: str):
+    """A slide of ``fields`` smear fields (the demo fields, then their mirror images and rotations, so
+    that each is a distinct image), its processing queued as the upload page does, through the broker."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from slides.services import slide_create, slide_images_add
+
+    expert = _expert()
+    sources = sorted((Path(__file__).resolve().parents[2] / "demo" / "fields").glob("*.jpg"))
+    variants = [None, Image.Transpose.FLIP_LEFT_RIGHT, Image.Transpose.FLIP_TOP_BOTTOM, Image.Transpose.ROTATE_180]
+    files = []
+    for i in range(fields):
+        image = Image.open(sources[i % len(sources)]).convert("RGB")
+        variant = variants[(i // len(sources)) % len(variants)]
+        buf = io.BytesIO()
+        (image.transpose(variant) if variant is not None else image).save(buf, format="PNG")
+        files.append((f"field-{i}.png", buf.getvalue()))
+    created = slide_create(code=code, created_by=expert)
+    slide_images_add(slide=created, files=files, uploaded_by=expert)
+    return created.pk
+
+
+COMMANDS = {f.__name__: f for f in (users, images, model, active, classify, sweep, training, mark_stale, review_cells,
+                                    slide)}
 
 if __name__ == "__main__":
     django.setup()

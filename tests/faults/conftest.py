@@ -2,6 +2,7 @@ import shutil
 
 import pytest
 
+from . import scenarios
 from .stack import Stack
 
 
@@ -18,6 +19,7 @@ def fault_stack():
         stack.users = stack.agent("users", labellers=4, reviewers=2, prefix="fault")
         stack.start_worker()
         stack.start_web()
+        scenarios.warm_up(stack, users=stack.users)
         yield stack
     finally:
         stack.close()

@@ -1,6 +1,8 @@
 """Fault scenarios on the private stack. Each returns a Result: survived, items lost, and figures.
 
-Used once each by tests/faults/test_faults.py and repeatedly by benchmarks/faults.py.
+Used once each by tests/faults/test_faults.py and repeatedly by benchmarks/faults.py. Every wait is
+a generous deadline on an outcome the scenario observes in the database or over HTTP, never a
+fixed sleep, so that the scenarios hold on a machine whose cores are busy with other work.
 """
 from __future__ import annotations
 
@@ -17,6 +19,12 @@ from .stack import Stack, wait_until
 
 _seed = itertools.count(int(time.time()) % 10_000 * 100)
 
+#: How long a client waits for an answer before it calls the request hung (a deadline, not a figure:
+#: the figures are the measured durations in each Result).
+CLIENT_TIMEOUT_S = 120.0
+#: Deadline for work the workers do after a fault (classify, train, process a slide).
+WORK_DEADLINE_S = 600.0
+
 
 @dataclass
 class Result:
@@ -31,7 +39,7 @@ class HttpError(Exception):
     pass
 
 
-def call(port: int, method: str, path: str, *, token: str, body=None, files=None, timeout: float = 20.0):
+def call(port: int, method: str, path: str, *, token: str, body=None, files=None, timeout: float = CLIENT_TIMEOUT_S):
     """(status, parsed JSON or text). Raises HttpError on a connection error, TimeoutError on a hang."""
     headers = {"Authorization": f"Token {token}", "Accept": "application/json"}
     payload = None
@@ -98,14 +106,14 @@ def inference_worker_killed(stack: Stack, *, n: int = 40) -> Result:
     version = stack.agent("active")
     # Queue the batches in the background and watch the database meanwhile, so the kill lands mid-batch.
     sender = stack.agent_background("classify", ids=ids, per_task=4)
-    wait_until(lambda: _predicted(stack, ids, version) >= 1, 180, "the first predictions", interval=0.05)
+    wait_until(lambda: _predicted(stack, ids, version) >= 1, WORK_DEADLINE_S, "the first predictions", interval=0.05)
     stack.kill_worker()
     at_kill = _predicted(stack, ids, version)
-    sender.wait(timeout=120)
+    sender.wait(timeout=WORK_DEADLINE_S)
     stack.start_worker()
-    stack.agent("sweep")  # the beat task: resend what the killed worker held
+    stack.agent("sweep")  # the beat's sweep: resend what the killed worker held
     try:
-        wait_until(lambda: _predicted(stack, ids, version) == n, 240, "every cell classified", interval=0.5)
+        wait_until(lambda: _predicted(stack, ids, version) == n, WORK_DEADLINE_S, "every cell classified", interval=0.5)
     except TimeoutError:
         pass
     done = _predicted(stack, ids, version)
@@ -125,20 +133,25 @@ def training_worker_killed(stack: Stack) -> Result:
     active_before = stack.agent("active")
     stack.agent("images", n=16, seed=next(_seed), labelled=True)
     run_id = stack.agent("training", epochs=400)
-    wait_until(lambda: _run_row(stack, run_id)[0] == "running", 180, "the training run to start", interval=0.05)
-    time.sleep(0.3)
+
+    def training_under_way():
+        status, progress, _ = _run_row(stack, run_id)
+        return status != "queued" and (progress or {}).get("stage") not in (None, "queued", "snapshot")
+
+    wait_until(training_under_way, WORK_DEADLINE_S, "the training run to reach its features", interval=0.05)
     stage = (_run_row(stack, run_id)[1] or {}).get("stage")
     stack.kill_worker()
-    time.sleep(1.5)
     stack.start_worker()
-    marked = stack.agent("mark_stale", older_than_s=1)
+    # The killed worker writes no heartbeat any more, so every heartbeat is older than now.
+    marked = stack.agent("mark_stale", older_than_s=0)
     status, _, error = _run_row(stack, run_id)
     active_after = stack.agent("active")
     versions_active = _count(stack, "SELECT count(*) FROM classifier_modelversion WHERE status = 'active'")
     # the work completes after the restart: the retried run trains to the end
     retry_id = stack.agent("training", epochs=2, retry_of=run_id)
     try:
-        wait_until(lambda: _run_row(stack, retry_id)[0] in ("succeeded", "failed"), 300, "the retried run", interval=0.5)
+        wait_until(lambda: _run_row(stack, retry_id)[0] in ("succeeded", "failed"), WORK_DEADLINE_S, "the retried run",
+                   interval=0.5)
     except TimeoutError:
         pass
     retry_status = _run_row(stack, retry_id)[0]
@@ -150,70 +163,112 @@ def training_worker_killed(stack: Stack) -> Result:
 
 
 # --- 3. Redis stopped while users upload and label ------------------------------------------------
-def redis_outage(stack: Stack, *, users: dict, per_user: int = 3) -> Result:
-    _ensure_worker(stack)
-    port = stack.web_port or stack.start_web()
-    labellers = [u for u in users.values() if u["role"] == "labeller"]
-    version = stack.agent("active")
-    stack.redis.kill()
+def _upload_and_label(port: int, labellers: list, per_user: int) -> list[dict]:
+    """Each labeller uploads ``per_user`` cells and labels each, in parallel; one outcome per pair."""
     outcomes, lock = [], threading.Lock()
 
     def expert(user, seeds):
         for s in seeds:
-            started = time.time()
+            started = time.perf_counter()
+            outcome = {"user": user["id"], "upload": None, "label": None, "image": None, "upload_s": None}
             try:
                 code, body = call(port, "POST", "/api/images/", token=user["token"], files={"file": ("c.png", _png(s))})
-                ok_upload = code in (200, 201)
-                label_code = None
-                if ok_upload:
-                    label_code, _ = call(port, "POST", "/api/labels/", token=user["token"],
-                                         body={"image": body["id"], "cell_class": "lymphocyte"})
-                with lock:
-                    outcomes.append({"user": user["id"], "upload": code, "label": label_code,
-                                     "image": body.get("id") if ok_upload else None, "s": time.time() - started})
+                outcome["upload_s"] = time.perf_counter() - started
+                outcome["upload"] = code
+                if code in (200, 201):
+                    outcome["image"] = body["id"]
+                    label_started = time.perf_counter()
+                    outcome["label"], _ = call(port, "POST", "/api/labels/", token=user["token"],
+                                               body={"image": body["id"], "cell_class": "lymphocyte"})
+                    outcome["label_s"] = time.perf_counter() - label_started
             except (HttpError, TimeoutError) as exc:
-                with lock:
-                    outcomes.append({"user": user["id"], "upload": str(exc), "label": None, "image": None,
-                                     "s": time.time() - started})
+                outcome["upload"] = outcome["upload"] or f"{type(exc).__name__}: {exc}"
+            # the slowest single request of the pair (the whole pair when one of them failed)
+            outcome["s"] = (max(outcome["upload_s"], outcome["label_s"]) if "label_s" in outcome
+                            else time.perf_counter() - started)
+            with lock:
+                outcomes.append(outcome)
 
     threads = [threading.Thread(target=expert, args=(u, [next(_seed) for _ in range(per_user)])) for u in labellers]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    stack.redis.start()
+    return outcomes
+
+
+def warm_up(stack: Stack, *, users: dict) -> None:
+    """One upload and label per labeller, not measured: the web workers' first requests open their
+    database connections and broker pools."""
+    port = stack.web_port or stack.start_web()
+    _upload_and_label(port, [u for u in users.values() if u["role"] == "labeller"], 1)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation (as numpy's default)."""
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def redis_outage(stack: Stack, *, users: dict, per_user: int = 3) -> Result:
+    """The same uploads and labels with Redis up, then with Redis killed: every request is answered and
+    saved, an upload waits on the broker no longer than the publish bound, and every cell is classified
+    once Redis is back (the sweep enqueues what could not be sent)."""
+    _ensure_worker(stack)
+    port = stack.web_port or stack.start_web()
+    labellers = [u for u in users.values() if u["role"] == "labeller"]
+    version = stack.agent("active")
+    if not stack.redis.running():
+        stack.redis.start()
+    up = _upload_and_label(port, labellers, per_user)
+    stack.redis.kill()
+    try:
+        down = _upload_and_label(port, labellers, per_user)
+    finally:
+        stack.redis.start()
+    outcomes = up + down
     acknowledged = [o for o in outcomes if o["upload"] in (200, 201) and o["label"] == 201]
     ids = [o["image"] for o in acknowledged]
     stored = _count(stack, "SELECT count(*) FROM annotations_cellimage WHERE id = ANY(%s)", ids)
     labelled = _count(stack, "SELECT count(DISTINCT image_id) FROM annotations_label WHERE image_id = ANY(%s) "
                              "AND superseded_at IS NULL", ids)
-    stack.agent("sweep")
+    stack.agent("sweep")  # the beat's sweep, once Redis is back
     try:
-        wait_until(lambda: _predicted(stack, ids, version) == len(ids), 240, "classification after Redis returned",
-                   interval=0.5)
+        wait_until(lambda: _predicted(stack, ids, version) == len(ids), WORK_DEADLINE_S,
+                   "classification after Redis returned", interval=0.5)
     except TimeoutError:
         pass
     classified = _predicted(stack, ids, version)
-    expected = len(labellers) * per_user
-    lost = (expected - len(acknowledged)) + (len(ids) - stored) + (len(ids) - labelled) + (len(ids) - classified)
+    lost = (len(outcomes) - len(acknowledged)) + (len(ids) - stored) + (len(ids) - labelled) + (len(ids) - classified)
+    upload_up = [o["upload_s"] for o in up if o["upload_s"] is not None]
+    upload_down = [o["upload_s"] for o in down if o["upload_s"] is not None]
     return Result("Redis down during uploads and labels", survived=lost == 0, lost=lost,
-                  detail={"requests": expected * 2, "accepted": len(acknowledged) * 2, "classified_after": classified,
-                          "slowest_s": round(max(o["s"] for o in outcomes), 2)})
+                  detail={"requests": len(outcomes) * 2, "accepted": len(acknowledged) * 2, "classified_after": classified,
+                          "upload_s_up": upload_up, "upload_s_down": upload_down,
+                          "upload_p50_up": round(percentile(upload_up, 50), 3),
+                          "upload_p50_down": round(percentile(upload_down, 50), 3),
+                          "slowest_s": round(max(o["s"] for o in outcomes), 2),
+                          "refused": [o["upload"] for o in outcomes if o not in acknowledged][:3]})
 
 
 # --- 4. PostgreSQL restarted under load ----------------------------------------------------------
-def postgres_restart(stack: Stack, *, users: dict, cells: int = 30, hang_s: float = 15.0) -> Result:
+def postgres_restart(stack: Stack, *, users: dict, cells: int = 30, hang_s: float = CLIENT_TIMEOUT_S) -> Result:
     port = stack.web_port or stack.start_web()
     labellers = [u for u in users.values() if u["role"] == "labeller"]
     ids = stack.agent("images", n=cells, seed=next(_seed))
     work = [(u, pk) for u in labellers for pk in ids]
     chunks = [work[i :: 6] for i in range(6)]
-    stats = {"ok": 0, "clean_errors": 0, "hangs": 0, "bad": []}
+    stats = {"ok": 0, "clean_errors": 0, "hangs": 0, "bad": [], "slowest_s": 0.0}
     acknowledged, lock = [], threading.Lock()
-    deadline = time.time() + 180
+    deadline = time.time() + WORK_DEADLINE_S
     restarted = threading.Event()
 
     def client(pairs):
         for user, pk in pairs:
             while time.time() < deadline:
+                started = time.perf_counter()
                 try:
                     code, body = call(port, "POST", "/api/labels/", token=user["token"],
                                       body={"image": pk, "cell_class": "monocyte"}, timeout=hang_s)
@@ -224,8 +279,11 @@ def postgres_restart(stack: Stack, *, users: dict, cells: int = 30, hang_s: floa
                 except HttpError:
                     with lock:
                         stats["clean_errors"] += 1
-                    time.sleep(0.2)
+                    time.sleep(0.2)  # a client's pause before it tries again
                     continue
+                finally:
+                    with lock:
+                        stats["slowest_s"] = max(stats["slowest_s"], time.perf_counter() - started)
                 if code == 201:
                     with lock:
                         stats["ok"] += 1
@@ -243,7 +301,7 @@ def postgres_restart(stack: Stack, *, users: dict, cells: int = 30, hang_s: floa
 
     threads = [threading.Thread(target=client, args=(c,)) for c in chunks]
     [t.start() for t in threads]
-    wait_until(lambda: stats["ok"] >= 10, 60, "load to build up", interval=0.05)
+    wait_until(lambda: stats["ok"] >= 10, WORK_DEADLINE_S, "load to build up", interval=0.05)
     t0 = time.time()
     stack.pg.restart("fast")
     gap = time.time() - t0
@@ -259,7 +317,7 @@ def postgres_restart(stack: Stack, *, users: dict, cells: int = 30, hang_s: floa
     return Result("PostgreSQL restart under load", survived=survived, lost=lost,
                   detail={"labels": len(work), "acknowledged": len(acknowledged), "clean_errors": stats["clean_errors"],
                           "hangs": stats["hangs"], "unexpected": stats["bad"][:3], "restart_s": round(gap, 2),
-                          "recovered": all(c == 200 for c in after)})
+                          "recovered": all(c == 200 for c in after), "slowest_s": round(stats["slowest_s"], 2)})
 
 
 # --- 5. two reviewers adjudicating the same cell at once ------------------------------------------
@@ -267,14 +325,16 @@ def concurrent_adjudication(stack: Stack, *, users: dict, cells: int = 5) -> Res
     port = stack.web_port or stack.start_web()
     reviewers = [u for u in users.values() if u["role"] == "reviewer"][:2]
     ids = stack.agent("review_cells", n=cells, seed=next(_seed))
-    wrong = []
+    wrong, durations = [], []
     for pk in ids:
         barrier, answers = threading.Barrier(2), []
 
         def decide(user, code):
             barrier.wait()
+            started = time.perf_counter()
             answers.append(call(port, "POST", "/api/adjudications/", token=user["token"],
                                 body={"image": pk, "cell_class": code, "note": "concurrent"}))
+            durations.append(time.perf_counter() - started)
 
         threads = [threading.Thread(target=decide, args=(reviewers[0], "monocyte")),
                    threading.Thread(target=decide, args=(reviewers[1], "lymphocyte"))]
@@ -288,4 +348,54 @@ def concurrent_adjudication(stack: Stack, *, users: dict, cells: int = 5) -> Res
                              "GROUP BY image_id", [ids])
     lost = cells - sum(1 for _, c in per_image if c == 1)
     return Result("two reviewers adjudicate one cell", survived=not wrong and lost == 0, lost=lost,
-                  detail={"cells": cells, "wrong": wrong[:2]})
+                  detail={"cells": cells, "wrong": wrong[:2], "slowest_s": round(max(durations), 2)})
+
+
+# --- 6. kill -9 the ML worker while it processes a slide -------------------------------------------
+def _slide_row(stack: Stack, slide_id: int):
+    return stack.pg.sql("SELECT task_state, progress, error FROM slides_slide WHERE id = %s", [slide_id])[0]
+
+
+def _field_cells(stack: Stack, slide_id: int) -> dict:
+    """{field id: (detected, n_cells, sorted cell ids)} of a slide."""
+    rows = stack.pg.sql("SELECT f.id, f.detected, f.n_cells, coalesce(array_agg(c.id ORDER BY c.id) "
+                        "FILTER (WHERE c.id IS NOT NULL), '{}') FROM slides_slidefield f "
+                        "LEFT JOIN slides_slidecell c ON c.field_id = f.id WHERE f.slide_id = %s GROUP BY f.id",
+                        [slide_id])
+    return {field: (detected, n_cells, list(cells)) for field, detected, n_cells, cells in rows}
+
+
+def slide_worker_killed(stack: Stack, *, fields: int = 16) -> Result:
+    """kill -9 the worker in the middle of a slide's processing: the sweep queues the slide again and
+    it resumes; the fields detected before the kill keep their cells, none is detected twice."""
+    _ensure_worker(stack)
+    slide_id = stack.agent("slide", fields=fields, code=f"FLT-{next(_seed)}")
+
+    def under_way():
+        return any(detected for detected, _, _ in _field_cells(stack, slide_id).values())
+
+    wait_until(under_way, WORK_DEADLINE_S, "the first field detected", interval=0.05)
+    stack.kill_worker()
+    at_kill = _field_cells(stack, slide_id)
+    state_at_kill = _slide_row(stack, slide_id)[0]
+    stack.start_worker()
+    # The killed worker shows no progress any more: the sweep, with no wait for staleness, queues it again.
+    swept = stack.agent("sweep", slide_stale_s=0)
+    try:
+        wait_until(lambda: _slide_row(stack, slide_id)[0] in ("done", "failed"), WORK_DEADLINE_S,
+                   "the slide processed after the restart", interval=0.5)
+    except TimeoutError:
+        pass
+    state, _, error = _slide_row(stack, slide_id)
+    after = _field_cells(stack, slide_id)
+    kept = all(after[f][2] == cells for f, (detected, _, cells) in at_kill.items() if detected)
+    consistent = all(detected and n_cells == len(cells) for detected, n_cells, cells in after.values())
+    unclassified = _count(stack, "SELECT count(*) FROM slides_slidecell WHERE slide_id = %s AND detector_kind = 'wbc' "
+                                 "AND predicted_class = ''", slide_id)
+    survived = state == "done" and kept and consistent and unclassified == 0
+    return Result("kill -9 ML worker during a slide", survived=survived,
+                  lost=sum(1 for detected, _, _ in after.values() if not detected) + unclassified,
+                  detail={"fields": fields, "detected_when_killed": sum(d for d, _, _ in at_kill.values()),
+                          "state_when_killed": state_at_kill, "resumed": swept.get("slides_resumed"),
+                          "state": state, "error": error[:200], "kept_cells": kept, "consistent": consistent,
+                          "unclassified": unclassified})

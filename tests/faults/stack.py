@@ -33,6 +33,7 @@ def _port_open(port: int) -> bool:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll an observable outcome until it holds; ``timeout`` is a generous deadline, not a figure."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         value = predicate()
@@ -70,13 +71,13 @@ class PrivateRedis:
              "--daemonize", "no", "--dir", str(self.workdir)],
             stdout=(self.workdir / "redis.log").open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        wait_until(lambda: _port_open(self.port), 15, "redis")
+        wait_until(lambda: _port_open(self.port), 120, "redis")
 
     def kill(self) -> None:
         """kill -9: whatever the broker held in memory is gone."""
         if self.proc:
             _kill_group(self.proc)
-        wait_until(lambda: not _port_open(self.port), 10, "redis to stop")
+        wait_until(lambda: not _port_open(self.port), 120, "redis to stop")
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -95,7 +96,7 @@ class PrivatePostgres:
         self.port = free_port()
         self.as_postgres = os.geteuid() == 0
 
-    def _run(self, *args, check=True, timeout=60):
+    def _run(self, *args, check=True, timeout=300):
         cmd = [str(self.bin / args[0]), *args[1:]]
         if self.as_postgres:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
@@ -117,11 +118,11 @@ class PrivatePostgres:
     def start(self) -> None:
         opts = (f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.workdir / "pg.log"), "-w", "-t", "60",
+        self._run("pg_ctl", "-D", str(self.datadir), "-o", opts, "-l", str(self.workdir / "pg.log"), "-w", "-t", "240",
                   "start")
 
     def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "60", "stop", check=False)
+        self._run("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "-t", "240", "stop", check=False)
 
     def restart(self, mode: str = "fast") -> None:
         self.stop(mode)
@@ -130,7 +131,7 @@ class PrivatePostgres:
     def sql(self, query: str, params=None, dbname: str = "leukoportal"):
         import psycopg
 
-        with psycopg.connect(self.url(dbname), autocommit=True, connect_timeout=5) as conn:
+        with psycopg.connect(self.url(dbname), autocommit=True, connect_timeout=30) as conn:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else None
 
@@ -178,7 +179,7 @@ class Stack:
         self.pg.start()
         self.pg.sql("CREATE DATABASE leukoportal", dbname="postgres")
         self.redis.start()
-        self.manage("migrate", "--noinput", timeout=300)
+        self.manage("migrate", "--noinput", timeout=900)
         return self
 
     def manage(self, *args, timeout=120) -> str:
@@ -191,7 +192,7 @@ class Stack:
     def agent(self, command: str, **kwargs):
         """Run one named helper (tests/faults/agent.py) inside Django on this stack; its JSON answer."""
         r = subprocess.run([PYTHON, "-m", "tests.faults.agent", command, json.dumps(kwargs)], cwd=REPO, env=self.env(),
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=900)
         if r.returncode != 0:
             raise RuntimeError(f"agent {command} failed:\n{r.stdout}\n{r.stderr}")
         return json.loads(r.stdout.strip().splitlines()[-1])
@@ -216,7 +217,7 @@ class Stack:
                 fh.seek(start)
                 return " ready." in fh.read()
 
-        wait_until(ready, 120, "the Celery worker")
+        wait_until(ready, 600, "the Celery worker")
         return self.worker
 
     def kill_worker(self) -> None:
@@ -229,8 +230,8 @@ class Stack:
         self.web_port = self.web_port or free_port()
         log = self.workdir / "gunicorn.log"
         self.web = subprocess.Popen(
-            [PYTHON, "-m", "gunicorn", "leukoportal.wsgi:application", "--bind", f"127.0.0.1:{self.web_port}",
-             "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread", "--timeout", "60",
+            [PYTHON, "-m", "gunicorn", "leukoportal.wsgi:application", "--preload", "--bind", f"127.0.0.1:{self.web_port}",
+             "--workers", str(workers), "--threads", str(threads), "--worker-class", "gthread", "--timeout", "300",
              "--graceful-timeout", "5", "--log-level", "warning"],
             cwd=REPO, env=self.env(), stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -240,7 +241,7 @@ class Stack:
                 raise RuntimeError("gunicorn exited:\n" + log.read_text()[-3000:])
             return _port_open(self.web_port)
 
-        wait_until(up, 60, "gunicorn")
+        wait_until(up, 600, "gunicorn")
         return self.web_port
 
     def stop_web(self) -> None:

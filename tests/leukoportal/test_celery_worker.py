@@ -1,20 +1,22 @@
-"""A real Celery worker process on Redis sees a task through end to end."""
+"""A real Celery worker process on Redis: when it starts it runs the sweep at once."""
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from classifier.models import TrainingRun
-from classifier.tasks import mark_stale_training_runs
 from tests.conftest import wait_for
 
 
+@pytest.fixture
+def run_of_a_dead_worker(transactional_db):
+    return TrainingRun.objects.create(status=TrainingRun.Status.RUNNING, heartbeat_at=timezone.now() - timedelta(hours=2))
+
+
 @pytest.mark.worker
-def test_real_worker_runs_a_task_against_the_database(celery_worker_process):
-    run = TrainingRun.objects.create(status=TrainingRun.Status.RUNNING,
-                                     heartbeat_at=timezone.now() - timedelta(hours=2))
-    mark_stale_training_runs.delay()
+def test_a_worker_that_starts_runs_the_sweep(run_of_a_dead_worker, celery_worker_process):
+    run = run_of_a_dead_worker
     wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED,
-             timeout=60, message="the worker to mark the stale run failed")
+             timeout=120, message="the sweep of the starting worker to mark the stale run failed")
     assert "worker stopped" in TrainingRun.objects.get(pk=run.pk).error
-    assert "mark_stale_training_runs" in celery_worker_process.log_path.read_text()
+    assert "leukoportal.tasks.sweep" in celery_worker_process.log_path.read_text()

@@ -79,6 +79,50 @@ def test_fields_go_through_the_deidentified_upload_and_cells_are_found_and_class
     assert slide.cells.count() == len(cells)
 
 
+class WorkerKilled(BaseException):
+    """Stands for kill -9: not an Exception, so the processing cannot record a failure."""
+
+
+def test_a_slide_whose_worker_died_is_queued_again_by_the_sweep_and_resumes_where_it_stopped(
+        slide, labeller, active_model, monkeypatch, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    import classifier.services
+    from django.utils import timezone
+
+    paths = field_paths(2)
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in paths], uploaded_by=labeller)
+    real_classify = classifier.services.images_classify
+
+    def dies(**kwargs):
+        raise WorkerKilled
+
+    monkeypatch.setattr(classifier.services, "images_classify", dies)  # the worker dies after detecting
+    with pytest.raises(WorkerKilled):
+        services.slide_process(slide_id=slide.pk)
+    slide.refresh_from_db()
+    assert slide.task_state == Slide.TaskState.RUNNING and slide.fields.filter(detected=False).count() == 0
+    detected = sorted(slide.cells.values_list("pk", "image_id"))
+    assert detected and not slide.cells.exclude(predicted_class="").filter(detector_kind="wbc").exists()
+
+    # Still showing progress a minute ago: the worker may be alive, so the sweep leaves it.
+    Slide.objects.filter(pk=slide.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=1))
+    assert services.slides_stalled_requeue(older_than_s=300) == 0
+    # Silent for ten minutes: its worker died. Queued again, after the commit.
+    Slide.objects.filter(pk=slide.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.slides_stalled_requeue(older_than_s=300) == 1
+    assert len(callbacks) == 1
+    assert services.slides_stalled_requeue(older_than_s=300) == 0  # queued once, not twice
+
+    monkeypatch.setattr(classifier.services, "images_classify", real_classify)
+    slide = _process(slide)
+    assert slide.task_state == Slide.TaskState.DONE and slide.status == Slide.Status.READY
+    # The detection already done is kept, not repeated; the classification is finished.
+    assert sorted(slide.cells.values_list("pk", "image_id")) == detected
+    assert not slide.cells.filter(detector_kind="wbc", predicted_class="").exists()
+
+
 def test_abstained_cells_block_signing_until_an_expert_resolves_them(slide, labeller, reviewer, active_model):
     LabSettings.objects.update(abstain_threshold=0.99)  # every cell abstains
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],

@@ -1,4 +1,5 @@
-"""Run the whole portal on one machine: web server, one Celery worker for every queue, Celery beat.
+"""Run the whole portal on one machine: web server, one Celery worker for every queue, Celery beat
+(which runs the sweep every minute; the worker also runs it once when it starts).
 
 DEBUG stays off: static files are collected and served by WhiteNoise as in production, errors get
 the portal's own pages. The web server speaks plain HTTP on this machine, so its children run
@@ -28,11 +29,15 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
         from classifier.services import training_runs_mark_stale
+        from slides.services import slides_stalled_requeue
 
-        # Nothing runs before this command starts its worker: a run still "running" was interrupted.
+        # Nothing runs before this command starts its worker: work still "running" was interrupted.
         interrupted = training_runs_mark_stale(older_than_s=0)
         if interrupted:
             self.stdout.write(f"Marked {interrupted} interrupted training run(s) as failed (they can be retried).")
+        resumed = slides_stalled_requeue(older_than_s=0)
+        if resumed:
+            self.stdout.write(f"Queued again {resumed} interrupted slide processing(s); they resume where they stopped.")
         if not no_demo:
             call_command("seed_demo", train_model=True)
         db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
