@@ -78,7 +78,7 @@ def foreign_crops(bccd: Path, out: Path) -> list[tuple[Path, str]]:
             crops += [(p, cls) for p in sorted((out / cls).glob(f"{name}_*.png"))]
             continue
         with Image.open(bccd / "JPEGImages" / f"{name}.jpg") as im:
-            found = find_cells(im.convert("RGB"))
+            found = find_cells(im.convert("RGB")).cells
         i = 0
         for cell in found:
             if cell.needs_model and gts and max(iou(cell.box, g) for g in gts) >= 0.3:

@@ -12,7 +12,7 @@ from PIL import Image
 from classifier.ml import api
 from classifier.ml.checkpoint import load_checkpoint
 from classifier.ml.engine import OUT_OF_DISTRIBUTION, EnsembleModel
-from classifier.ml.ood import MIN_VALIDATION, OODModel, fit_ood, kth_distance, l2_normalise
+from classifier.ml.ood import MIN_VALIDATION, OODModel, fit_ood, kth_distance, l2_normalise, nearest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,11 +21,12 @@ def _cluster(rng, n, centre, spread=0.3):
     return centre + rng.normal(0, spread, (n, len(centre)))
 
 
-def _features(seed=0, n=400, dim=64, shift=0.0):
+def _features(seed=0, n=400, dim=64, shift=0.0, spread=0.3, direction=0):
     rng = np.random.default_rng(seed)
     centres = np.random.default_rng(99).normal(0, 1, (3, dim))
-    centres[:, : dim // 2] += shift
-    x = np.concatenate([_cluster(rng, n // 3, c) for c in centres])
+    half = slice(0, dim // 2) if direction == 0 else slice(dim // 2, dim)
+    centres[:, half] += shift
+    x = np.concatenate([_cluster(rng, n // 3, c, spread) for c in centres])
     y = np.repeat(np.arange(3), n // 3)
     return {"a": x, "b": x[:, ::-1] * 2 + 1}, y
 
@@ -34,6 +35,8 @@ def test_kth_distance_skips_the_cell_itself_only_when_asked():
     bank = l2_normalise(np.eye(4) + 0.01)
     assert np.allclose(kth_distance(bank, bank, 1), 0, atol=1e-6)
     assert (kth_distance(bank, bank, 1, exclude_self=True) > 0.5).all()
+    d, idx = nearest(bank, bank, 2, exclude_self=True)
+    assert not (idx == np.arange(4)[:, None]).any() and idx.shape == (4, 2)
 
 
 def test_in_domain_cells_pass_and_shifted_cells_are_flagged():
@@ -60,6 +63,24 @@ def test_state_round_trip_gives_the_same_scores_and_loads_weights_only(tmp_path)
     assert back.threshold == model.threshold and back.k == model.k
     with pytest.raises(ValueError, match="unknown out-of-distribution method"):
         OODModel.from_state(dict(model.state_dict(), method="energy"))
+
+
+def test_verified_cells_of_a_new_domain_adapt_the_score_and_another_domain_stays_flagged():
+    """The loop a new lab needs: its cells are flagged until some of them, verified, join the
+    training cells; then cells like them pass, while a third domain is still flagged."""
+    train, y = _features(0)
+    val, _ = _features(1, n=150)
+    lab, lab_y = _features(5, n=60, shift=1.5, spread=0.5)  # the lab's microscope: shifted and noisier
+    new_lab, _ = _features(6, n=300, shift=1.5, spread=0.5)
+    other, _ = _features(7, n=300, shift=1.5, spread=0.5, direction=1)
+    before = fit_ood(train, val, train_labels=y)
+    assert before.flags(before.score(new_lab)).mean() == 1.0
+    adapted = fit_ood({b: np.concatenate([train[b], lab[b]]) for b in train}, val,
+                      train_labels=np.concatenate([y, lab_y]))
+    assert adapted.flags(adapted.score(new_lab)).mean() <= 0.1
+    assert adapted.flags(adapted.score(other)).mean() == 1.0
+    same, _ = _features(2, n=600)
+    assert adapted.flags(adapted.score(same)).mean() <= 0.06
 
 
 def test_few_validation_cells_set_the_threshold_from_the_training_cells():
@@ -113,7 +134,7 @@ def test_model_trained_on_pbc_cells_flags_bccd_field_crops_and_not_held_out_pbc_
                        config_overrides={"views": ["id", "flip"], "input_size": 224})
     model = api.load_ensemble(result.checkpoint_path, device="cpu")
     crops = [as_stored(c.crop) for f in sorted((REPO / "demo" / "fields").glob("*.jpg"))
-             for c in find_cells(Image.open(f)) if c.needs_model]
+             for c in find_cells(Image.open(f)).cells if c.needs_model]
     assert len(crops) >= 5
     foreign = model.predict(crops)
     assert all(p.out_of_distribution and p.abstained and p.label == "unidentified" for p in foreign)
