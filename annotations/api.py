@@ -187,6 +187,11 @@ class SuggestionSerializer(serializers.Serializer):
     name = serializers.CharField()
     confidence = serializers.FloatField()
     abstained = serializers.BooleanField()
+    reason = serializers.CharField(help_text="Why the model referred the cell to an expert, in words ('' when it did not).")
+    reasons = serializers.ListField(child=serializers.CharField(),
+                                    help_text="Codes: out_of_distribution, split_vote, low_confidence.")
+    out_of_distribution = serializers.BooleanField(help_text="The image is unlike the model's training images.")
+    ood_score = serializers.FloatField(allow_null=True)
     model_version = serializers.IntegerField(source="model_version_id")
 
 

@@ -1,5 +1,7 @@
 from dataclasses import dataclass
 
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
 from .models import AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
@@ -154,10 +156,21 @@ class Suggestion:
     confidence: float
     abstained: bool
     model_version_id: int
+    reasons: tuple[str, ...] = ()  # why the model referred the cell (codes, most serious first)
+    ood_score: float | None = None
 
     @property
     def text(self) -> str:
         return model_call_text(name=self.name, confidence=self.confidence, abstained=self.abstained)
+
+    @property
+    def reason(self) -> str:
+        """Why the model referred the cell, in words ("" when it did not)."""
+        return reason_text(self.reasons)
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return OUT_OF_DISTRIBUTION in self.reasons
 
 
 def class_names() -> dict[str, str]:
@@ -169,7 +182,8 @@ def _suggestion(prediction, names: dict[str, str]) -> Suggestion | None:
     code = prediction.top_class if prediction.abstained else prediction.label
     if code not in names:
         return None
-    return Suggestion(code, names[code], prediction.confidence, prediction.abstained, prediction.model_version_id)
+    return Suggestion(code, names[code], prediction.confidence, prediction.abstained, prediction.model_version_id,
+                      tuple(prediction.reasons or ()), prediction.ood_score)
 
 
 def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_ACTIVE,
@@ -192,7 +206,7 @@ def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_AC
     from classifier.models import Prediction
 
     rows = Prediction.objects.filter(image_id__in=visible, model_version=version).only(
-        "image_id", "label", "top_class", "confidence", "abstained", "model_version_id"
+        "image_id", "label", "top_class", "confidence", "abstained", "model_version_id", "reasons", "ood_score"
     )
     if names is None:
         names = class_names()

@@ -25,10 +25,14 @@ def active_model(db):
                                        classes=["lymphocyte", "monocyte"], backbones=["efficientnet_lite0"])
 
 
-def predict(image, version, code: str, confidence: float, abstained: bool = False):
+def predict(image, version, code: str, confidence: float, abstained: bool = False, reasons=None,
+            ood_score: float | None = None):
     from classifier.models import Prediction
 
+    if abstained and reasons is None:
+        reasons = ["low_confidence"]
     return Prediction.objects.create(
         image=image, model_version=version, label="unidentified" if abstained else code, top_class=code,
-        confidence=confidence, agreement=1, n_backbones=1, abstained=abstained,
+        confidence=confidence, agreement=1, n_backbones=1, abstained=abstained, reasons=reasons or [],
+        ood_score=ood_score,
     )

@@ -368,3 +368,25 @@ def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin
         counts = selectors.labelling_queue_counts(user=user)
         assert counts == {q: selectors.labelling_queue(user=user, queue=q).count() for q in selectors.QUEUES}
     assert selectors.labelling_queue_counts(user=labeller)["unsure"] == 1
+
+
+def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, reviewer, lab_admin, active_model):
+    """The labelling grid, the single-cell page, the image page and the review queue name the
+    reason: unlike the training images, split vote, low confidence."""
+    foreign, unsure = make_cells(lab_admin, 2)
+    predict(foreign, active_model, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    predict(unsure, active_model, "monocyte", 0.41, abstained=True, reasons=["split_vote", "low_confidence"],
+            ood_score=0.2)
+    client.force_login(labeller)
+    grid = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
+    assert '<span class="reason ood">referred: unlike the training images</span>' in grid
+    assert '<span class="reason">referred: split vote; low confidence</span>' in grid
+    page = client.get(reverse("annotations:label_cell", args=[foreign.pk])).content.decode()
+    assert "referred to an expert" in page and "unlike the training images" in page
+    detail = client.get(reverse("annotations:image_detail", args=[foreign.pk])).content.decode()
+    assert "unlike the training images" in detail and "yes (7.40)" in detail
+    # two readers disagree: the reviewer's queue shows the model's call with its reason
+    services.label_submit(image=unsure, labeller=labeller, cell_class=cls("monocyte"), unsure=True)
+    client.force_login(reviewer)
+    review = client.get(reverse("annotations:review_queue")).content.decode()
+    assert "referred: split vote; low confidence" in review

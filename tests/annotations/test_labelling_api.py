@@ -31,6 +31,18 @@ def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model):
     assert api.get("/api/queues/nonsense/").status_code == 404
 
 
+def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, active_model):
+    foreign, plain = make_cells(lab_admin, 2)
+    predict(foreign, active_model, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    predict(plain, active_model, "monocyte", 0.9, ood_score=-0.3)
+    as_user(api, labeller)
+    s = api.get(f"/api/cells/{foreign.pk}/").json()["suggestion"]
+    assert s["abstained"] and s["out_of_distribution"] and s["reasons"] == ["out_of_distribution"]
+    assert s["reason"] == "unlike the training images" and s["ood_score"] == 7.4
+    s = api.get(f"/api/cells/{plain.pk}/").json()["suggestion"]
+    assert not s["abstained"] and s["reason"] == "" and s["reasons"] == [] and not s["out_of_distribution"]
+
+
 def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(api, labeller, labeller2, lab_admin, active_model):
     (held,) = make_cells(lab_admin, 1, split="heldout")
     predict(held, active_model, "monocyte", 0.8)
