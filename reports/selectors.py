@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.db import connection
 from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_switch_label
 
@@ -267,6 +269,38 @@ def agreement_over_time(*, weeks: int = 26, model_version_id: int | None = None,
         "trained_by_version": _pivot([dict(v, model_version_id=k[0], code=k[1]) for k, v in trained.items()],
                                      "model_version_id"),
     }
+
+
+def ood_share_over_time(*, weeks: int = 26, model_version_id: int | None = None, source: str | None = None) -> dict:
+    """The share of cells each model version found unlike its training images (flagged
+    out-of-distribution), by week and by version: drift made visible. Every classified cell
+    counts, labelled or not; a version without the score (trained before it existed) is left out
+    and named in ``unchecked_versions``. ``expected``: the share the version flags on in-domain
+    cells (measured on its validation cells)."""
+    since = timezone.now() - timedelta(weeks=weeks)
+    qs = Prediction.objects.filter(created_at__gte=since)
+    if model_version_id:
+        qs = qs.filter(model_version_id=model_version_id)
+    if source:
+        qs = qs.filter(image__source=source)
+    unchecked = sorted(set(qs.filter(ood_score__isnull=True).values_list("model_version_id", flat=True)))
+    scored = qs.filter(ood_score__isnull=False)
+    flagged = Count("id", filter=Q(reasons__contains=[OUT_OF_DISTRIBUTION]))
+    if connection.vendor != "postgresql":  # JSON containment is PostgreSQL's; elsewhere match the text
+        flagged = Count("id", filter=Q(reasons__icontains=OUT_OF_DISTRIBUTION))
+
+    def row(key, n, k, expected=None):
+        return {"key": key, "n": n, "ood": k, "share": k / n if n else None, "ci": metrics.wilson(k, n),
+                "expected": expected}
+
+    by_week = [row(r["week"], r["n"], r["ood"]) for r in
+               scored.annotate(week=TruncWeek("created_at")).values("week").annotate(n=Count("id"), ood=flagged)
+               .order_by("week")]
+    expected = {pk: ((m or {}).get("ood") or {}).get("expected_rate")
+                for pk, m in ModelVersion.objects.filter(pk__in=scored.values("model_version_id")).values_list("pk", "metrics")}
+    by_version = [row(r["model_version_id"], r["n"], r["ood"], expected.get(r["model_version_id"])) for r in
+                  scored.values("model_version_id").annotate(n=Count("id"), ood=flagged).order_by("model_version_id")]
+    return {"by_week": by_week, "by_version": by_version, "unchecked_versions": unchecked}
 
 
 def _add(acc: dict, key: tuple, row: dict, sign: int = 1) -> None:

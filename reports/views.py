@@ -211,8 +211,9 @@ def agreement(request):
     except ValidationError as exc:
         return HttpResponseBadRequest(" ".join(exc.messages))
     data = selectors.agreement_over_time(weeks=weeks, model_version_id=version, source=source)
+    ood = selectors.ood_share_over_time(weeks=weeks, model_version_id=version, source=source)
     return render(request, "reports/agreement.html", {
-        "data": data, "weeks": weeks, "model_version": version, "source": source,
+        "data": data, "ood": ood, "weeks": weeks, "model_version": version, "source": source,
         "versions": ModelVersion.objects.order_by("-id"), "sources": Source.choices,
         "query": request.GET.urlencode(), "names": class_names(),
     })
