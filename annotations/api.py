@@ -444,7 +444,8 @@ class AdjudicationApi(APIView):
 
 
 class LabSettingsApi(APIView):
-    """The lab's labelling rules (lab admins): independent labels needed per split, blind held-out mode."""
+    """The lab's labelling rules (lab admins): independent labels needed per split, blind held-out mode,
+    whether cells verified on slides train the next model."""
 
     permission_classes = [IsLabAdmin]
 
@@ -453,6 +454,8 @@ class LabSettingsApi(APIView):
         labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
         labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
         blind_heldout = serializers.BooleanField()
+        slides_train = serializers.BooleanField(
+            required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
 
     @extend_schema(responses={200: InputSerializer})
     def get(self, request):

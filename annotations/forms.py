@@ -57,6 +57,8 @@ class LabSettingsForm(forms.Form):
     labels_required_train = forms.IntegerField(min_value=1, max_value=5, label="Independent labels needed, training cells")
     labels_required_heldout = forms.IntegerField(min_value=1, max_value=5, label="Independent labels needed, held-out cells")
     blind_heldout = forms.BooleanField(required=False, label="Blind mode on held-out cells (hide the model's suggestion)")
+    slides_train = forms.BooleanField(
+        required=False, label="Cells verified on slides train the next model (how it adapts to this lab's microscope)")
 
 
 class AgreementFilterForm(forms.Form):

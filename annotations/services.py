@@ -546,9 +546,11 @@ def label_withdraw(*, image: CellImage, labeller) -> Label | None:
 
 
 def lab_settings_update(
-    *, actor, labels_required_train: int, labels_required_heldout: int, blind_heldout: bool
+    *, actor, labels_required_train: int, labels_required_heldout: int, blind_heldout: bool,
+    slides_train: bool | None = None,
 ) -> LabSettings:
-    """Change how many independent readings a cell needs and the blind mode; audited.
+    """Change how many independent readings a cell needs, the blind mode and whether cells
+    verified on slides train the next model (None: unchanged); audited.
 
     Cells already final keep their label; cells still waiting are re-evaluated under the new rule.
     """
@@ -557,10 +559,11 @@ def lab_settings_update(
             raise ValidationError({name: "Between 1 and 5 readings."})
     with transaction.atomic():
         lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
-        fields = ("labels_required_train", "labels_required_heldout", "blind_heldout")
+        fields = ("labels_required_train", "labels_required_heldout", "blind_heldout", "slides_train")
         before = {f: getattr(lab, f) for f in fields}
         after = {"labels_required_train": int(labels_required_train),
-                 "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout)}
+                 "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout),
+                 "slides_train": lab.slides_train if slides_train is None else bool(slides_train)}
         if before == after:
             return lab
         for f, v in after.items():

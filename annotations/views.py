@@ -380,6 +380,7 @@ def lab_settings(request):
         "labels_required_train": lab.labels_required_train,
         "labels_required_heldout": lab.labels_required_heldout,
         "blind_heldout": lab.blind_heldout,
+        "slides_train": lab.slides_train,
     })
     if request.method == "POST":
         if form.is_valid():

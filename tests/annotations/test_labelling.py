@@ -138,8 +138,10 @@ def test_lab_settings_change_is_audited_and_reevaluates_waiting_cells(labeller, 
     assert a.final_label.code == "monocyte"
     event = AuditEvent.objects.get(action="settings.labelling")
     assert event.actor == lab_admin
-    assert event.before == {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": True}
-    assert event.after == {"labels_required_train": 1, "labels_required_heldout": 3, "blind_heldout": False}
+    assert event.before == {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": True,
+                            "slides_train": True}
+    assert event.after == {"labels_required_train": 1, "labels_required_heldout": 3, "blind_heldout": False,
+                           "slides_train": True}
 
 
 def test_lab_settings_out_of_range_is_refused(lab_admin):

@@ -128,11 +128,16 @@ def test_adjudication_api_is_for_reviewers_shows_labels_side_by_side_and_first_w
 def test_lab_settings_api_is_for_lab_admins(api, reviewer, lab_admin):
     assert as_user(api, reviewer).get("/api/lab-settings/").status_code == 403
     as_user(api, lab_admin)
-    assert api.get("/api/lab-settings/").json() == {"labels_required_train": 1, "labels_required_heldout": 2, "blind_heldout": True}
+    assert api.get("/api/lab-settings/").json() == {"labels_required_train": 1, "labels_required_heldout": 2,
+                                                  "blind_heldout": True, "slides_train": True}
     bad = api.post("/api/lab-settings/", {"labels_required_train": 9, "labels_required_heldout": 2, "blind_heldout": True}, format="json")
     assert bad.status_code == 400
     ok = api.post("/api/lab-settings/", {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": False}, format="json")
     assert ok.status_code == 200 and LabSettings.get().labels_required_train == 2
+    assert LabSettings.get().slides_train  # left out: unchanged
+    off = api.post("/api/lab-settings/", {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": False,
+                                          "slides_train": False}, format="json")
+    assert off.status_code == 200 and off.json()["slides_train"] is False and not LabSettings.get().slides_train
 
 
 def test_anonymous_gets_no_labelling_api(api, db):
