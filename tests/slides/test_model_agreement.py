@@ -25,6 +25,6 @@ def test_model_agreement_counts_verified_cells_only(reviewer):
     services.slide_cell_reclassify(cell=cell, actor=reviewer, target="lymphocyte")
     after = slide_differential(slide=slide)["model_agreement"]
     assert after == {"agreed": 0, "total": 1, "pre_classified": 3}
-    signed = services.slide_sign(slide=slide, actor=reviewer)  # signing verifies every cell
+    signed = services.slide_sign(slide=slide, actor=reviewer, reason="three cells: a test")  # signing verifies every cell
     assert signed.report["model_agreement"] == {"agreed": 2, "total": 3, "pre_classified": 3}
     assert slide_differential(slide=signed)["model_agreement"]["total"] == 3
