@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from annotations.models import LabSettings
 from slides.models import Slide
 from tests.conftest import browser_login, screenshot
-from tests.slides.conftest import field_paths, reference_intervals, register_model  # noqa: F401 (fixture)
+from tests.slides.conftest import field_paths, pbc_checkpoint, reference_intervals, register_model  # noqa: F401 (fixtures)
 
 
 @pytest.mark.e2e
@@ -116,4 +116,50 @@ def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the
     assert "Insufficient count (6 of 100)" in text and "not assessed by the model" in text
     slide.refresh_from_db()
     assert slide.status == Slide.Status.SIGNED and slide.sign_reason.startswith("Leukopenic sample")
+    assert not errors, errors
+
+
+@pytest.mark.e2e
+def test_a_slide_from_another_microscope_is_flagged_and_raises_no_flag_until_every_cell_is_verified(
+        live_server, browser, settings, reviewer, pbc_checkpoint, reference_intervals):
+    """A model trained on PBC cells (CellaVision, May-Grünwald-Giemsa) meets BCCD fields: every cell
+    is referred as unlike the training images, the slide says so, and no flag is raised until the
+    reviewer has verified every cell."""
+    from slides import services
+
+    register_model(settings, pbc_checkpoint)
+    slide = services.slide_create(code="E2E-FOREIGN", created_by=reviewer, wbc_count="6.0")
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(5)],
+                              uploaded_by=reviewer)
+    Slide.objects.filter(pk=slide.pk).update(task_state=Slide.TaskState.QUEUED)
+    services.slide_process(slide_id=slide.pk)
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    browser_login(page, live_server, reviewer.username)
+    page.goto(f"{live_server.url}/slides/{slide.pk}/")
+    expect(page.locator("#domain-banner")).to_contain_text("unlike the images the model was trained on")
+    page.goto(f"{live_server.url}/slides/{slide.pk}/verify/")
+    expect(page.locator("#domain-banner")).to_be_visible()
+    cells = page.locator("#group-unidentified .slide-cell")
+    n = cells.count()
+    assert n >= 5
+    expect(page.locator("#group-unidentified .reason.ood").first).to_have_text("referred: unlike the training images")
+    expect(page.locator("#group-unidentified .verified-mark").first).to_be_hidden()  # nobody has verified it yet
+    screenshot(page, "slide-verify-foreign")
+    # the reviewer reads each cell: all but one as neutrophils with the key, flags still withheld
+    hotkey = page.locator("#group-neutrophil_segmented h2 kbd").inner_text().strip()
+    for _ in range(n - 1):
+        remaining = cells.count()
+        cells.first.click(position={"x": 20, "y": 20})
+        page.keyboard.press(hotkey)
+        expect(cells).to_have_count(remaining - 1)
+    expect(page.locator("#flags-suppressed")).to_contain_text("not verified")
+    expect(page.locator("#sign-warnings")).to_contain_text("Automatic flags are withheld")
+    cells.first.click(position={"x": 20, "y": 20})
+    page.keyboard.press(hotkey)
+    expect(cells).to_have_count(0)
+    expect(page.locator("#flags-suppressed")).to_have_count(0)
+    expect(page.locator("#group-neutrophil_segmented .verified-mark").first).to_be_visible()
+    screenshot(page, "slide-verify-foreign-verified")
     assert not errors, errors
