@@ -173,6 +173,9 @@ def main() -> None:
             return np.einsum("ncd,de,nce->nc", d, icov, d).min(1)
 
         per_maha[b] = {s: maha(d[b]) for s, d in data.items()}
+    fitted = fit_ood(bank, val, train_labels=y[tr], k=int(cfg.get("ood_k", 5)), max_bank=MAX_BANK)
+    rel = {s: fitted.measures(d)[1] for s, d in data.items()}
+    cands["relative distance only (k=5, to the neighbours' own; LOF-like)"] = rel
     cands["kNN cosine on standardised features, k=5"] = combine(per_std)
     cands["kNN cosine after PCA to 256, k=5"] = combine(per_pca)
     cands["Mahalanobis, class means + shared covariance (PCA 256)"] = combine(per_maha)
@@ -183,8 +186,7 @@ def main() -> None:
         energy[s] = -np.mean([np.log(np.exp(z[i]).sum(1)) for i in range(len(B))], 0)
     cands["max softmax probability (the confidence)"] = msp
     cands["energy (-logsumexp of the logits)"] = energy
-    fitted = fit_ood(bank, val, train_labels=y[tr], k=int(cfg.get("ood_k", 5)), max_bank=MAX_BANK)
-    cands["engine: kNN cosine k=5, leave-one-out standardised (the product)"] = {
+    cands["engine: min(distance, relative distance), k=5 (the product)"] = {
         "val": fitted.score(val), "test": sets["test"].ood_scores, "foreign": sets["foreign"].ood_scores}
 
     print(f"# OOD benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads; checkpoint {Path(ckpt_path).name}; "

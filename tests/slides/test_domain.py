@@ -135,3 +135,49 @@ def test_confirm_a_class_group_verifies_each_unverified_cell(settings, client, r
     assert Label.objects.filter(labeller=reviewer, image_id__in=[c.image_id for c in cells]).count() == len(cells)
     # twice is nothing more
     assert services.slide_cells_confirm(slide=slide, actor=reviewer, code="lymphocyte") == 0
+
+
+@pytest.mark.slow
+def test_the_loop_a_new_lab_needs_verify_its_slides_retrain_and_its_next_slides_are_ordinary(
+        settings, lab_admin, reviewer):
+    """upload slides -> verify -> retrain -> the next slides from that microscope are no longer
+    unlike the training images (real ImageNet weights of the offline ensemble, PBC demo cells,
+    BCCD fields: the demo's for the first slide, other bccd-dev fields for the next)."""
+    from annotations.services import cells_import_tree
+    from classifier.models import ModelVersion
+    from classifier.services import model_version_activate, training_run_execute, training_run_start
+    from tests.conftest import DEMO_CELLS, SHARED_DATA
+
+    other_fields = sorted((SHARED_DATA / "bccd-dev" / "JPEGImages").glob("*.jpg"))[100:106]
+    if not other_fields:
+        pytest.skip("needs ../shared/data/bccd-dev")
+    settings.CLASSIFIER_TRAIN_OVERRIDES = {"views": ["id", "flip"], "input_size": 224, "epochs": 30}
+
+    def retrain():
+        run = training_run_start(user=lab_admin)
+        version = training_run_execute(run_id=run.pk)
+        assert version is not None, run
+        return model_version_activate(version=version, actor=lab_admin, note="test")
+
+    cells_import_tree(root=DEMO_CELLS, split="train", labelled_by=lab_admin)
+    first = retrain()
+    slide = processed_slide(reviewer, code="LOOP-1")
+    assert selectors.slide_domain_check(slide=slide)["unlike"]
+    for cell in slide.cells.filter(status=SlideCell.Status.COUNTED):
+        services.slide_cell_reclassify(cell=cell, actor=reviewer, target="neutrophil_segmented")
+    second = retrain()
+    assert second.pk != first.pk and len(second.snapshot["provenance"]["slide_cell"]) == slide.cells.count()
+    files = [(p.name, p.read_bytes()) for p in other_fields]
+    again = processed_slide(reviewer, files=files, code="LOOP-2")
+    domain = selectors.slide_domain_check(slide=again)
+    assert again.model_version_id == second.pk and domain["classified"] >= 5
+    assert not domain["unlike"], domain
+    # the same fields read by the model from before the lab's cells: unlike its training images
+    control = services.slide_create(code="LOOP-3", created_by=reviewer, kind=Slide.Kind.CELLS)
+    crops = [(f"{c.pk}.png", c.image.file.open("rb").read()) for c in again.cells.select_related("image")]
+    services.slide_images_add(slide=control, files=crops, uploaded_by=reviewer)
+    Slide.objects.filter(pk=control.pk).update(task_state=Slide.TaskState.QUEUED, model_version=first)
+    control = services.slide_process(slide_id=control.pk)
+    before = selectors.slide_domain_check(slide=control)
+    assert control.model_version_id == first.pk and before["unlike"] and before["ood"] > domain["ood"], (before, domain)
+    assert ModelVersion.objects.get(pk=first.pk).status == ModelVersion.Status.RETIRED
