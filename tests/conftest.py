@@ -293,3 +293,28 @@ def active_model(db, settings, tiny_checkpoint):
     result = type(tiny_checkpoint)(**{**tiny_checkpoint.__dict__, "checkpoint_path": target})
     version = model_version_from_training(result=result, ensemble="tiny", mode="frozen", snapshot={"items": []})
     return model_version_activate(version=version)
+
+
+def pbc_split():
+    """The demo's PBC cells: four of five per class train, every fifth is held out (in-domain)."""
+    train, held = [], []
+    for folder in sorted(p for p in DEMO_CELLS.iterdir() if p.is_dir()):
+        for i, path in enumerate(sorted(folder.iterdir())):
+            (held if i % 5 == 0 else train).append((path, folder.name))
+    return train, held
+
+
+@pytest.fixture(scope="session")
+def pbc_checkpoint(tmp_path_factory):
+    """A small model with real ImageNet weights (EfficientNet-Lite0 ships them in a Python
+    package) trained on the demo's PBC cells: one microscope and stain, so that the demo's
+    BCCD fields are foreign to it."""
+    import hashlib
+
+    from classifier.ml.api import TrainItem, train
+
+    items = [TrainItem(path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), label=c) for p, c in pbc_split()[0]]
+    base = tmp_path_factory.mktemp("pbc-model")
+    return train(items, classes=sorted({i.label for i in items}), ensemble=["efficientnet_lite0"], mode="default",
+                 epochs=30, cache_dir=base / "cache", out_dir=base / "out", device="cpu",
+                 config_overrides={"views": ["id", "flip"], "input_size": 224})

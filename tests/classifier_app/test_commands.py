@@ -27,6 +27,11 @@ def test_evaluate_folder_writes_the_contract(active_model, demo_cells, tmp_path,
         assert set(c) == {"accuracy", "sensitivity", "specificity", "misdiagnosis_rate", "support"}
     assert set(data["per_backbone"]) == {"efficientnet_lite0"}
     assert 0 <= data["overall_accuracy"] <= 1
+    # every referral counted in "abstained", out-of-distribution ones also apart; accuracy over the rest
+    assert data["ood_flagged"] is not None and 0 <= data["ood_flagged"] <= data["abstained"] <= 6
+    assert set(data["referred_by_reason"]) == {"out_of_distribution", "split_vote", "low_confidence"}
+    assert data["referred_by_reason"]["out_of_distribution"] == data["ood_flagged"]
+    assert 0 <= data["accepted_and_wrong"] <= 1
 
 
 def test_classify_command_json(active_model, demo_cells, tmp_path):
@@ -36,6 +41,32 @@ def test_classify_command_json(active_model, demo_cells, tmp_path):
     rows = json.loads(out.read_text())["results"]
     assert [r["file"] for r in rows] == files
     assert all(r["agreement"].endswith("/1") and "efficientnet_lite0" in r["votes"] for r in rows)
+    assert json.loads(out.read_text())["ood_checked"] is True
+    for r in rows:
+        assert isinstance(r["ood_score"], float) and r["abstained"] == bool(r["reasons"])
+        assert r["out_of_distribution"] == ("out_of_distribution" in r["reasons"])
+        assert (r["reason"] is None) == (not r["abstained"])
+
+
+def test_classify_reports_a_foreign_cell_as_referred_with_its_reason_and_score(db, settings, pbc_checkpoint, tmp_path):
+    """A white cell cropped from a BCCD field (another microscope and stain) against a model
+    trained on PBC cells: referred, 'unlike the training images', with its score."""
+    from PIL import Image
+
+    from slides.pipeline import find_cells
+    from tests.conftest import REPO
+    from tests.slides.conftest import register_model
+
+    register_model(settings, pbc_checkpoint)
+
+    field = sorted((REPO / "demo" / "fields").glob("*.jpg"))[0]
+    crop = tmp_path / "foreign.png"
+    next(c for c in find_cells(Image.open(field)).cells if c.needs_model).crop.save(crop)
+    out = tmp_path / "f.json"
+    call_command("classify", str(crop), "--model", "active", "--json", str(out))
+    (row,) = json.loads(out.read_text())["results"]
+    assert row["abstained"] and row["class"] == "unidentified" and row["out_of_distribution"]
+    assert "unlike the training images" in row["reason"] and row["ood_score"] > 0
 
 
 def test_commands_explain_a_missing_model(db, tmp_path):

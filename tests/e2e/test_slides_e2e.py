@@ -6,7 +6,7 @@ from playwright.sync_api import expect
 from annotations.models import LabSettings
 from slides.models import Slide
 from tests.conftest import browser_login, screenshot
-from tests.slides.conftest import field_paths, pbc_checkpoint, reference_intervals, register_model  # noqa: F401 (fixtures)
+from tests.slides.conftest import field_paths, reference_intervals, register_model  # noqa: F401 (fixture)
 
 
 @pytest.mark.e2e
