@@ -371,11 +371,13 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
             per_feats[b] = f.mean(1).numpy()
         logits[prec] = np.stack(per)
         features[prec] = per_feats
-    ood_scores = None
-    if ood is not None:
-        ood_scores = (ood.score(features["bf16"]), ood.score(features["fp32"]), ood.threshold)
+    ood_measures = None
+    if ood is not None:  # the score and its distance alone (which decides the neighbours' rule)
+        measured = {p: ood.assess(features[p]) for p in ("bf16", "fp32")}
+        ood_measures = tuple(np.stack([measured[p].score, measured[p].distance], 1) for p in ("bf16", "fp32")) + (
+            [ood.threshold, ood.far_threshold],)
     return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
-                 calibration.threshold, ood=ood_scores)
+                 calibration.threshold, ood=ood_measures)
 
 
 def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],

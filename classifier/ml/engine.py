@@ -30,10 +30,11 @@ from .checkpoint import load_checkpoint
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
-from .ood import OODModel
+from .ood import Assessment, OODModel
 from .optimize import optimise_for_inference
 from .precision import recheck_mask
-from .reasons import LOW_CONFIDENCE, OUT_OF_DISTRIBUTION, REASON_TEXT, SPLIT_VOTE, reason_text  # noqa: F401
+from .reasons import (LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION, REASON_TEXT,  # noqa: F401
+                      SPLIT_VOTE, reason_text)
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
@@ -71,6 +72,8 @@ class Probabilities:
     per_backbone: dict[str, np.ndarray]  # backbone -> [N, C] calibrated probabilities
     ensemble: np.ndarray  # [N, C] mean of the calibrated probabilities
     ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores (None: no score)
+    ood_distance: np.ndarray | None = None  # [N] the score's distance measure alone
+    neighbour_labels: np.ndarray | None = None  # [N, backbones, k] classes of the nearest training cells
     features: dict[str, np.ndarray] | None = None  # backbone -> [N, D], only when asked (keep_features)
 
     @property
@@ -187,7 +190,7 @@ class EnsembleModel:
         n = len(images)
         out = {b: np.zeros((n, len(self.classes)), np.float32) for b in names}
         scored = self.ood is not None and set(self.ood.backbones) <= set(names)
-        ood_scores = np.zeros(n, np.float64) if scored else None
+        assessments = []
         kept = {b: [] for b in names} if keep_features else None
         sizes = sorted({self.input_sizes[b] for b in names})
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
@@ -199,11 +202,14 @@ class EnsembleModel:
                 zs.append(z)
                 feats[b] = f
             z = np.stack(zs)
-            scores = self.ood.score(feats) if scored else None
+            assessment = self.ood.assess(feats) if scored else None
             if self.recheck:
                 temps = np.array([self.temperature[b] for b in names])
                 tol = np.array([self.recheck["logit"][b] for b in names])
-                near_ood = (scores, self.ood.threshold, self.recheck["ood"]) if scored else None
+                near_ood = None
+                if scored:
+                    near_ood = (np.stack([assessment.score, assessment.distance], 1),
+                                [self.ood.threshold, self.ood.far_threshold], self.recheck["ood"])
                 redo = recheck_mask(z, temps, tol, self.recheck["proba"],
                                     self.default_threshold if threshold is None else float(threshold), ood=near_ood)
                 for i, b in enumerate(names):
@@ -212,18 +218,27 @@ class EnsembleModel:
                         part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
                         z[i, idx], feats[b][idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
                 if scored and redo.any():
-                    scores = self.ood.score(feats)
+                    assessment = self.ood.assess(feats)
             for i, b in enumerate(names):
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
             if scored:
-                ood_scores[start:start + z.shape[1]] = scores
+                assessments.append(assessment)
             if kept is not None:
                 for b in names:
                     kept[b].append(feats[b])
+        ood = {}
+        if scored:
+            k = self.ood.k
+            ood = {
+                "ood_scores": np.concatenate([a.score for a in assessments]) if assessments else np.zeros(0),
+                "ood_distance": np.concatenate([a.distance for a in assessments]) if assessments else np.zeros(0),
+                "neighbour_labels": (np.concatenate([a.neighbour_labels for a in assessments]) if assessments
+                                     else np.zeros((0, len(self.ood.backbones), k), np.int64)),
+            }
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
         features = {b: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for b, v in kept.items()} if kept else None
         return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
-                             ood_scores=ood_scores, features=features)
+                             features=features, **ood)
 
     @torch.inference_mode()
     def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> tuple[np.ndarray, np.ndarray]:
@@ -255,13 +270,17 @@ class EnsembleModel:
         res = vote(stacked, voting)
         split = res.agreement < k
         low = res.confidence < t
-        ood = (self.ood.flags(proba.ood_scores) if proba.ood_scores is not None
-               else np.zeros(stacked.shape[1], dtype=bool))
+        none = np.zeros(stacked.shape[1], dtype=bool)
+        ood = self.ood.flags(proba.ood_scores) if proba.ood_scores is not None else none
+        disagree = none
+        if proba.ood_scores is not None:
+            disagree = self.ood.neighbours_disagree(
+                Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels), res.label) & ~ood
         preds = []
         for i in range(stacked.shape[1]):
             top = self.classes[int(res.label[i])]
-            reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (SPLIT_VOTE, split[i]),
-                                              (LOW_CONFIDENCE, low[i])) if hit]
+            reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (NEIGHBOURS_DISAGREE, disagree[i]),
+                                              (SPLIT_VOTE, split[i]), (LOW_CONFIDENCE, low[i])) if hit]
             preds.append(CellPrediction(
                 label=UNIDENTIFIED if reasons else top,
                 top_class=top,

@@ -47,11 +47,11 @@ def _margin(a: np.ndarray) -> np.ndarray:
 
 
 def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray, proba_tol: float,
-                 threshold: float | None = None, *, ood: tuple[np.ndarray, float, float] | None = None) -> np.ndarray:
+                 threshold: float | None = None, *, ood: tuple | None = None) -> np.ndarray:
     """[backbones, cells] True where that backbone's result for that cell must be recomputed
     in fp32. ``z``: bf16 logits [B, N, C]; ``temperatures``, ``logit_tol``: [B];
     ``threshold``: the abstention threshold the result will be judged by; ``ood``: the cells'
-    bf16 out-of-distribution scores, that score's threshold and its tolerance."""
+    bf16 out-of-distribution measures [N, m], their thresholds [m] and tolerances [m]."""
     z = np.asarray(z, dtype=np.float64)
     redo = _margin(z) <= np.asarray(logit_tol, dtype=np.float64).reshape(z.shape[0], 1)
     res = vote(_probs(z, temperatures), "majority")
@@ -59,8 +59,7 @@ def recheck_mask(z: np.ndarray, temperatures: np.ndarray, logit_tol: np.ndarray,
     if threshold is not None:
         close |= np.abs(res.confidence - float(threshold)) <= float(proba_tol)
     if ood is not None:
-        scores, ood_threshold, ood_tol = ood
-        close |= np.abs(np.asarray(scores, dtype=np.float64) - float(ood_threshold)) <= float(ood_tol)
+        close |= near_thresholds(*ood)
     return redo | (res.tied | close)[None, :]
 
 
@@ -82,7 +81,7 @@ def tolerances(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray) -> tu
 def rechecked(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, logit_tol, proba_tol,
               threshold: float | None = None, *, ood=None) -> tuple[np.ndarray, np.ndarray]:
     """What the engine would compute: bf16 logits with the flagged ones replaced by fp32.
-    Returns (logits [B, N, C], mask [B, N]). ``ood``: (bf16 scores, threshold, tolerance)."""
+    Returns (logits [B, N, C], mask [B, N]). ``ood``: (bf16 measures, thresholds, tolerances)."""
     mask = recheck_mask(z16, temperatures, logit_tol, proba_tol, threshold, ood=ood)
     return np.where(mask[..., None], z32, z16), mask
 
@@ -101,30 +100,43 @@ def _decisions(z: np.ndarray, temperatures: np.ndarray, threshold: float | None,
     return out
 
 
-def ood_tolerance(s16: np.ndarray, s32: np.ndarray) -> float:
-    """The :data:`QUANTILE` percentile of how far bf16 moved the out-of-distribution scores."""
-    return float(np.percentile(np.abs(np.asarray(s16, np.float64) - np.asarray(s32, np.float64)), QUANTILE))
+def _columns(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a[:, None] if a.ndim == 1 else a
+
+
+def near_thresholds(measures, thresholds, tolerances) -> np.ndarray:
+    """[N] True where any of a cell's measures [N, m] is within its tolerance of its threshold."""
+    m = _columns(measures)
+    return (np.abs(m - np.asarray(thresholds, np.float64).reshape(1, -1))
+            <= np.asarray(tolerances, np.float64).reshape(1, -1)).any(1)
+
+
+def ood_tolerance(s16, s32) -> list[float]:
+    """Per out-of-distribution measure, the :data:`QUANTILE` percentile of how far bf16 moved it."""
+    return [float(v) for v in np.percentile(np.abs(_columns(s16) - _columns(s32)), QUANTILE, axis=0)]
 
 
 def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None, *,
-          ood: tuple[np.ndarray, np.ndarray, float] | None = None) -> dict:
+          ood: tuple | None = None) -> dict:
     """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).
 
     ``agreement``: share of cells with the same majority vote in plain bf16. ``recheck``:
     tolerances from all cells (what the engine will use), and how often the re-checked result
     is the same as fp32's (majority vote, soft vote, given the abstention ``threshold`` whether
-    the cell is referred, and given ``ood`` = (bf16 scores, fp32 scores, threshold) whether it
-    is flagged out-of-distribution: all of them), measured two-fold: tolerances from one half
-    of the cells, agreement on the other half, and the other way round; with the share of
-    backbone results recomputed in fp32 there."""
+    the cell is referred, and given ``ood`` = (bf16 measures [N, m], fp32 measures, thresholds
+    [m]) each out-of-distribution measure against its threshold: all of them), measured
+    two-fold: tolerances from one half of the cells, agreement on the other half, and the other
+    way round; with the share of backbone results recomputed in fp32 there."""
     z16 = np.asarray(z16, dtype=np.float64)
     z32 = np.asarray(z32, dtype=np.float64)
     temps = np.asarray(temperatures, dtype=np.float64)
     n = z16.shape[1]
-    s16 = s32 = ood_threshold = None
+    s16 = s32 = ood_thresholds = None
     if ood is not None:
-        s16, s32, ood_threshold = np.asarray(ood[0], np.float64), np.asarray(ood[1], np.float64), float(ood[2])
-    ref = _decisions(z32, temps, threshold, None if ood is None else s32 > ood_threshold)
+        s16, s32 = _columns(ood[0]), _columns(ood[1])
+        ood_thresholds = np.asarray(ood[2], np.float64).reshape(1, -1)
+    ref = _decisions(z32, temps, threshold, None if ood is None else s32 > ood_thresholds)
     out = {"cells": int(n), "agreement": float((_decisions(z16, temps, None)[0] == ref[0]).mean()) if n else None}
     halves = [np.arange(n)[0::2], np.arange(n)[1::2]]
     same, redone, total = 0, 0, 0
@@ -134,13 +146,14 @@ def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold:
         lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
         held_ood, flags = None, None
         if ood is not None:
-            held_ood = (s16[held], ood_threshold, ood_tolerance(s16[fit], s32[fit]))
+            held_ood = (s16[held], ood_thresholds[0], ood_tolerance(s16[fit], s32[fit]))
         z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold, ood=held_ood)
-        if ood is not None:  # near its threshold the whole cell is recomputed in fp32
-            near = np.abs(s16[held] - ood_threshold) <= held_ood[2]
-            flags = np.where(near, s32[held], s16[held]) > ood_threshold
+        if ood is not None:  # near a threshold the whole cell is recomputed in fp32
+            near = near_thresholds(*held_ood)[:, None]
+            flags = np.where(near, s32[held], s16[held]) > ood_thresholds
         got = _decisions(z, temps, threshold, flags)
-        same += int(np.logical_and.reduce([g == r[held] for g, r in zip(got, ref)]).sum())
+        same += int(np.logical_and.reduce([np.all(np.reshape(g == r[held], (len(held), -1)), axis=1)
+                                           for g, r in zip(got, ref)]).sum())
         redone += int(mask.sum())
         total += len(held)
     lt, pt = tolerances(z16, z32, temps)

@@ -7,10 +7,14 @@ from typing import Sequence
 
 # most serious first
 OUT_OF_DISTRIBUTION = "out_of_distribution"
+# far from most training images, near a few (e.g. a lab's first verified cells from its own
+# microscope) whose classes do not back the vote
+NEIGHBOURS_DISAGREE = "neighbours_disagree"
 SPLIT_VOTE = "split_vote"
 LOW_CONFIDENCE = "low_confidence"
 REASON_TEXT = {
     OUT_OF_DISTRIBUTION: "unlike the training images",
+    NEIGHBOURS_DISAGREE: "the few training images like it disagree",
     SPLIT_VOTE: "split vote",
     LOW_CONFIDENCE: "low confidence",
 }

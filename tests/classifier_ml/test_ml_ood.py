@@ -141,3 +141,21 @@ def test_model_trained_on_pbc_cells_flags_bccd_field_crops_and_not_held_out_pbc_
     assert all("unlike the training images" in p.reason for p in foreign)
     in_domain = model.predict([p for p, _ in held])
     assert sum(p.out_of_distribution for p in in_domain) <= 2  # of 27; about 2.5 % expected
+
+
+def test_a_cell_accepted_only_thanks_to_a_few_neighbours_needs_them_to_back_the_vote():
+    train, y = _features(0)
+    val, _ = _features(1, n=150)
+    lab, lab_y = _features(5, n=30, shift=1.5, spread=0.8)  # a few of the lab's cells, widely spread
+    adapted = fit_ood({b: np.concatenate([train[b], lab[b]]) for b in train}, val,
+                      train_labels=np.concatenate([y, lab_y]))
+    new_lab, new_y = _features(6, n=90, shift=1.5, spread=0.8)
+    a = adapted.assess(new_lab)
+    far = a.distance > adapted.far_threshold
+    assert far.mean() > 0.3  # far from most training cells
+    assert adapted.neighbours_disagree(a, new_y).mean() <= 0.1  # their neighbours back the right class
+    wrong = adapted.neighbours_disagree(a, (new_y + 1) % 3)
+    assert wrong[far].all() and not wrong[~far].any()  # ... not a wrong one; near cells are left alone
+    same, same_y = _features(2, n=300)
+    b = adapted.assess(same)
+    assert adapted.neighbours_disagree(b, (same_y + 1) % 3).mean() <= 0.05  # in-domain: the rule stays out of it
