@@ -129,7 +129,7 @@ def zip_stream_chunks(
     *,
     batches: Iterable | None = None,
     on_entry: Callable[[int], None] | None = None,
-    chunk_size: int = STREAM_CHUNK,
+    chunk_size: int | None = None,
 ) -> Iterator[bytes]:
     """The bytes of a ``zipstream.ZipStream`` in chunks of about ``chunk_size``, made as they are read.
 
@@ -137,8 +137,9 @@ def zip_stream_chunks(
     directory (a few hundred bytes per entry, which the format needs at its end). ``batches``: an
     iterable whose every step adds the next entries to ``zs`` (so that those need not all be known,
     or held, before the first byte is sent); without it every entry was added beforehand.
-    ``on_entry(n)`` is called after the n-th entry was written.
+    ``on_entry(n)`` is called after the n-th entry was written. ``chunk_size``: ``STREAM_CHUNK`` by default.
     """
+    chunk_size = chunk_size or STREAM_CHUNK
 
     def raw() -> Iterator[bytes]:
         done = 0

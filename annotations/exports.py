@@ -287,7 +287,7 @@ def _file_chunks(handle, size: int = 1024 * 1024) -> Iterator[bytes]:
         handle.close()
 
 
-def _storage_entry(zs, name: str, arcname: str) -> None:
+def storage_entry(zs, name: str, arcname: str) -> None:
     """Add a stored file by path (filesystem storage), else as a stream of known size."""
     try:
         path = default_storage.path(name)
@@ -320,6 +320,7 @@ class ExportProgress:
         if self.key is None:
             return
         now = time.monotonic()
+        finished = finished or (total is not None and done >= total)
         if finished or done <= 1 or now - self._last >= 0.25:
             self._last = now
             cache.set(self.key, {"done": done, "total": total, "unit": unit, "finished": finished}, 3600)
@@ -336,7 +337,7 @@ class ZipExport:
     counts: dict = field(default_factory=dict)
 
 
-def _stamp() -> str:
+def export_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
@@ -371,7 +372,7 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         spool.seek(0)
         for name, arcname in images:
             try:
-                _storage_entry(zs, name, arcname)
+                storage_entry(zs, name, arcname)
             except FileNotFoundError:
                 raise ValidationError(f"The stored file of the cell {arcname} is missing ({name}).") from None
         size = len(zs)
@@ -391,4 +392,4 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         finally:
             spool.close()
 
-    return ZipExport(filename=f"leukoportal-cells-{_stamp()}.zip", chunks=chunks(), size=size, counts=counts)
+    return ZipExport(filename=f"leukoportal-cells-{export_stamp()}.zip", chunks=chunks(), size=size, counts=counts)
