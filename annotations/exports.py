@@ -30,11 +30,13 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils.crypto import salted_hmac
 
@@ -337,6 +339,18 @@ class ZipExport:
     counts: dict = field(default_factory=dict)
 
 
+@contextmanager
+def _one_snapshot():
+    """Read the whole manifest from one snapshot of the database (PostgreSQL: a repeatable-read
+    transaction), so that a cell labelled meanwhile never appears half old, half new."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
+
+
 def export_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
@@ -363,11 +377,12 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         zs.add(csv_bytes(classes_rows()), CLASSES)
         images: list[tuple[str, str]] = []  # (storage name, path in the archive); the manifest goes first
         n_readings = 0
-        for image in _export_queryset(cells_for_export(selection=selection)).iterator(chunk_size=500):
-            rows = manifest_image_rows(image, selection=selection)
-            write(rows)
-            n_readings += sum(1 for r in rows if r[len(IMAGE_COLUMNS)])
-            images.append((image.file.name, rows[0][0]))
+        with _one_snapshot():
+            for image in _export_queryset(cells_for_export(selection=selection)).iterator(chunk_size=500):
+                rows = manifest_image_rows(image, selection=selection)
+                write(rows)
+                n_readings += sum(1 for r in rows if r[len(IMAGE_COLUMNS)])
+                images.append((image.file.name, rows[0][0]))
         zs.add(_file_chunks(spool), MANIFEST, size=spool.tell())
         spool.seek(0)
         for name, arcname in images:

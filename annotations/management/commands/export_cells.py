@@ -43,8 +43,7 @@ class Command(BaseCommand):
                 return
             if bar is None:
                 bar = tqdm(total=total, unit="file", desc="Exporting")
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)  # redrawn at most every 0.1 s
 
         try:
             selection = exports.cell_selection_clean(**arguments)

@@ -39,8 +39,7 @@ class Command(BaseCommand):
                 return
             if bar is None:
                 bar = tqdm(total=total, unit="img", desc=desc)
-            bar.n = done
-            bar.refresh()
+            bar.update(done - bar.n)  # redrawn at most every 0.1 s
 
         try:
             if imports.is_cell_export(directory):
