@@ -27,10 +27,9 @@ import io
 import posixpath
 import re
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -407,8 +406,8 @@ def _check_record(record: Record, checker: _Checker) -> None:
     if how == DecidedBy.ADJUDICATION and v["adjudicated_class"] != final:
         checker.add(record.line, f"decided by adjudication as {v['adjudicated_class']!r}, but final_class is {final!r}.")
     elif how == DecidedBy.AGREEMENT and (not current or any(r.cell_class != final or r.unsure for r in current)):
-        checker.add(record.line, f"decided by agreement as {final!r}, but the current readings are "
-                                 f"{', '.join(r.cell_class + (' (not sure)' if r.unsure else '') for r in current) or 'none'}.")
+        readings = ", ".join(r.cell_class + (" (not sure)" if r.unsure else "") for r in current) or "none"
+        checker.add(record.line, f"decided by agreement as {final!r}, but the current readings are {readings}.")
     elif how == DecidedBy.SLIDE_VERIFICATION and (v["source"] != Source.SLIDE_CELL
                                                   or not any(r.cell_class == final for r in current)):
         checker.add(record.line, f"decided by slide verification as {final!r}, but the cell is not a slide cell "
@@ -488,6 +487,9 @@ def _check_files(source, records: dict[str, Record], checker: _Checker, *, writt
         clean = None
         if digest in here:
             stored_sha256, (width, height) = digest, here[digest]
+            if not checker.problems and not default_storage.exists(_storage_name(digest)):
+                # the stored file was lost: the export's copy (the very same bytes) restores it
+                written.append(default_storage.save(_storage_name(digest), ContentFile(data)))
         else:
             try:
                 clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS,

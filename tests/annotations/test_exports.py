@@ -85,8 +85,8 @@ def test_without_the_ticks_no_user_name_nor_code_leaves(lab, labeller, labeller2
     # stable: the same pseudonyms in a later export
     again = {r["reader"] for r in manifest(export_zip(status="all")[0]) if r["reader"]}
     assert again <= readers and len(readers) == 3
-    with_codes = zf_codes = manifest(export_zip(status="all", include_accessions=True)[0])
-    assert {r["sample_code"] for r in zf_codes if r["source"] == "slide_cell"} == {"ACC-0042"}
+    with_codes = manifest(export_zip(status="all", include_accessions=True)[0])
+    assert {r["sample_code"] for r in with_codes if r["source"] == "slide_cell"} == {"ACC-0042"}
     assert "lab1" not in {r["reader"] for r in with_codes}
 
 

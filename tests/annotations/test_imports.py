@@ -99,6 +99,18 @@ def test_a_pseudonymous_export_read_back_into_its_own_portal_finds_its_readers(l
     assert summary.images_present == 6 and not summary.changed and rows_count() == counts
 
 
+def test_an_export_restores_the_lost_file_of_a_cell_still_here(lab, lab_admin):
+    data = export_bytes()
+    image = CellImage.objects.get(pk=lab["agreed"].pk)
+    with image.file.open("rb") as fh:
+        pixels = fh.read()
+    image.file.storage.delete(image.file.name)
+    summary = do_import(data, lab_admin)
+    assert summary.images_present == 6 and not summary.changed
+    with image.file.open("rb") as fh:
+        assert fh.read() == pixels
+
+
 def test_a_cell_with_other_readings_here_is_kept_and_listed(lab, lab_admin, labeller, labeller2):
     data = export_bytes(include_names=True)
     from annotations.services import label_submit
