@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api
+from . import api, export_views
 
 urlpatterns = [
     path("images/", api.ImageListCreateApi.as_view(), name="api_images"),
@@ -20,4 +20,6 @@ urlpatterns += [
     path("labels/withdraw/", api.LabelWithdrawApi.as_view(), name="api_label_withdraw"),
     path("adjudications/", api.AdjudicationApi.as_view(), name="api_adjudications"),
     path("lab-settings/", api.LabSettingsApi.as_view(), name="api_lab_settings"),
+    path("exports/cells/", export_views.CellExportApi.as_view(), name="api_cells_export"),
+    path("imports/cells/", export_views.CellImportApi.as_view(), name="api_cells_import"),
 ]

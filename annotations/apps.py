@@ -16,3 +16,5 @@ class AnnotationsConfig(AppConfig):
         nav.register("Lab settings", "annotations:lab_settings", role=LAB_ADMIN, order=85, menu=nav.ADMIN_MENU)
         nav.register("Taxonomy", "annotations:taxonomy", role=LAB_ADMIN, order=80, menu=nav.ADMIN_MENU)
         nav.register("Audit log", "annotations:audit_log", role=LAB_ADMIN, order=90, menu=nav.ADMIN_MENU)
+        nav.register("Export cells", "annotations:cells_export", role=LAB_ADMIN, order=92, menu=nav.ADMIN_MENU)
+        nav.register("Import cells", "annotations:cells_import", role=LAB_ADMIN, order=93, menu=nav.ADMIN_MENU)

@@ -1,4 +1,4 @@
-"""Safe reading of zip archives of images (no Django here).
+"""Safe reading of zip archives of images, and streaming of the archives the portal writes (no Django here).
 
 :func:`open_zip` checks the whole archive before any member is read: too many entries,
 absolute paths, ``..``, symbolic links, encrypted members and zip bombs refuse the archive as a
@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import stat
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -118,3 +118,43 @@ def zip_members(zf: zipfile.ZipFile, *, max_member_bytes: int) -> Iterator[Membe
             yield Member(info.filename, None, "unpacks past its stated size")
             continue
         yield Member(info.filename, data)
+
+
+# --- Writing: a zip streamed while it is made ------------------------------------------------
+STREAM_CHUNK = 256 * 1024
+
+
+def zip_stream_chunks(
+    zs,
+    *,
+    batches: Iterable | None = None,
+    on_entry: Callable[[int], None] | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[bytes]:
+    """The bytes of a ``zipstream.ZipStream`` in chunks of about ``chunk_size``, made as they are read.
+
+    Only the entry being written is in memory (files are read in pieces), plus the zip's central
+    directory (a few hundred bytes per entry, which the format needs at its end). ``batches``: an
+    iterable whose every step adds the next entries to ``zs`` (so that those need not all be known,
+    or held, before the first byte is sent); without it every entry was added beforehand.
+    ``on_entry(n)`` is called after the n-th entry was written. ``chunk_size``: ``STREAM_CHUNK`` by default.
+    """
+    chunk_size = chunk_size or STREAM_CHUNK
+
+    def raw() -> Iterator[bytes]:
+        done = 0
+        for _ in batches if batches is not None else (None,):
+            while (yield from zs.file()):
+                done += 1
+                if on_entry is not None:
+                    on_entry(done)
+        yield from zs.footer()
+
+    buffer = bytearray()
+    for chunk in raw():
+        buffer += chunk
+        if len(buffer) >= chunk_size:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import export_views, views
 
 app_name = "annotations"
 urlpatterns = [
@@ -19,4 +19,7 @@ urlpatterns = [
     path("settings/labelling/", views.lab_settings, name="lab_settings"),
     path("audit/", views.audit_log, name="audit_log"),
     path("taxonomy/", views.taxonomy, name="taxonomy"),
+    path("export/cells/", export_views.cells_export, name="cells_export"),
+    path("export/progress/", export_views.export_progress, name="export_progress"),
+    path("import/cells/", export_views.cells_import, name="cells_import"),
 ]

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from . import api
+from . import api, export_views
 
 urlpatterns = [
+    path("exports/slides/", export_views.SlidesExportApi.as_view(), name="api_slides_export"),
     path("slides/", api.SlideListCreateApi.as_view(), name="api_slides"),
     path("slides/<int:pk>/", api.SlideDetailApi.as_view(), name="api_slide_detail"),
     path("slides/<int:pk>/images/", api.SlideImagesUploadApi.as_view(), name="api_slide_images"),

@@ -11,3 +11,4 @@ class SlidesConfig(AppConfig):
 
         nav.register("Slides", "slides:list", role=LABELLER, order=40)
         nav.register("Reference intervals", "slides:reference_intervals", role=LAB_ADMIN, order=85, menu=nav.ADMIN_MENU)
+        nav.register("Export slides", "slides:export", role=LAB_ADMIN, order=94, menu=nav.ADMIN_MENU)

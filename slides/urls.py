@@ -1,11 +1,12 @@
 from django.urls import path
 
-from . import views
+from . import export_views, views
 
 app_name = "slides"
 urlpatterns = [
     path("", views.slide_list, name="list"),
     path("reference-intervals/", views.reference_intervals, name="reference_intervals"),
+    path("export/", export_views.slides_export, name="export"),
     path("<int:pk>/", views.slide_detail, name="detail"),
     path("<int:pk>/upload/", views.slide_upload, name="upload"),
     path("<int:pk>/update/", views.slide_update, name="update"),

@@ -3,40 +3,56 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from annotations import services
+from annotations import imports, services
+from annotations.archives import ArchiveRejected
 from annotations.models import Split
 
 
 class Command(BaseCommand):
-    help = "Import an ImageFolder tree of cell images (folder name = class code) with their labels."
+    help = ("Import cells: an ImageFolder tree of cell images (folder name = class code) with their labels, or an "
+            "export of LeukoPortal (a zip, or its unpacked folder with manifest.csv) with its readings.")
 
     def add_arguments(self, parser):
-        parser.add_argument("directory")
-        parser.add_argument("--split", choices=Split.values, default=Split.TRAIN)
-        parser.add_argument("--labelled-by", dest="labelled_by", help="Username the labels are recorded under.")
+        parser.add_argument("directory", help="An ImageFolder tree, or an export (.zip or unpacked folder).")
+        parser.add_argument("--split", choices=Split.values, default=None,
+                            help="The split of an ImageFolder tree (default train); an export carries its own.")
+        parser.add_argument("--labelled-by", dest="labelled_by",
+                            help="Username the labels are recorded under. For an export: every final class becomes "
+                                 "one reading by this user (the export's own readings are not kept).")
+        parser.add_argument("--create-readers", action="store_true",
+                            help="Export: create an inactive account (no login, no role) for each reader who is not "
+                                 "a user here, so that every reading keeps its reader.")
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, directory, split, labelled_by, no_progress, **options):
+    def handle(self, *args, directory, split, labelled_by, create_readers, no_progress, **options):
+        user = None
         if labelled_by:
             try:
                 user = get_user_model().objects.get(username=labelled_by)
             except get_user_model().DoesNotExist:
                 raise CommandError(f"No user named {labelled_by!r}.") from None
-        else:
-            user = services.import_user()
         bar = None
 
-        def progress(done, total):
+        def progress(done, total, desc="Importing"):
             nonlocal bar
             if no_progress:
                 return
             if bar is None:
-                bar = tqdm(total=total, unit="img", desc="Importing")
-            bar.n = done
-            bar.refresh()
+                bar = tqdm(total=total, unit="img", desc=desc)
+            bar.update(done - bar.n)  # redrawn at most every 0.1 s
 
         try:
-            summary = services.cells_import_tree(root=directory, split=split, labelled_by=user, progress=progress)
+            if imports.is_cell_export(directory):
+                if split:
+                    raise CommandError("An export carries the split of each cell; --split applies to an "
+                                       "ImageFolder tree only.")
+                self._export(directory, user, create_readers,
+                             progress=lambda stage, done, total: progress(done, total, "Checking"))
+                return
+            if create_readers:
+                raise CommandError("--create-readers applies to an export (a zip or a folder with manifest.csv).")
+            summary = services.cells_import_tree(root=directory, split=split or Split.TRAIN,
+                                                 labelled_by=user or services.import_user(), progress=progress)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         finally:
@@ -48,3 +64,22 @@ class Command(BaseCommand):
             f"stored {summary.stored}, duplicates {summary.duplicates}, labels {summary.labels_created}, "
             f"refused {len(summary.refused)}"
         )
+
+    def _export(self, path, user, create_readers, *, progress):
+        try:
+            summary = imports.cells_import_export(
+                source=path, importer=user or services.import_user(), channel="cli", create_readers=create_readers,
+                labelled_by=user, progress=progress, max_entries=10_000_000, max_uncompressed=1 << 42)
+        except imports.ImportRefused as exc:
+            for problem in exc.problems:
+                self.stderr.write(problem)
+            raise CommandError(f"The export was refused ({len(exc.problems)} problem(s) above); nothing was "
+                               "imported.") from None
+        except ArchiveRejected as exc:
+            raise CommandError(exc.message) from None
+        for kept in summary.kept:
+            self.stderr.write(f"kept manifest line {kept['line']} (cell {kept['sha256'][:12]}): {kept['reason']}")
+        self.stdout.write(
+            f"cells {summary.images_created} new, {summary.images_present} already here; readings "
+            f"{summary.readings_created}, adjudications {summary.adjudications_created}, reader accounts created "
+            f"{len(summary.readers_created)}, kept as here {len(summary.kept)}, re-encoded {summary.reencoded}")
