@@ -9,8 +9,9 @@ Training is a list of stages, each a function with explicit arguments (like torc
     feats = {b: featurise_backbone(plan, b, cache_dir) for b in plan.backbones}
     fits = {b: fit_backbone(plan, b, feats[b], i) for i, b in enumerate(plan.backbones)}
     calibration = calibrate(plan, fits)
-    ood = fit_ood_stage(plan, fits)
-    precision = check_precision(plan, fits, calibration, ood)
+    colour = colour_of(plan, cache_dir)
+    ood = fit_ood_stage(plan, fits, colour)
+    precision = check_precision(plan, fits, calibration, ood, colour)
     save(checkpoint_dict(plan, feats, fits, calibration, ood, precision), out_dir)
 """
 
@@ -32,7 +33,7 @@ from .features import (FeatureCache, FeatureExtractor, FeatureKey, extract_views
                        load_features, make_extractor)
 from .finetune import finetune_tail, supports_finetune, tail_features
 from .heads import build_head
-from .ood import OODModel, fit_ood
+from .ood import COLOUR_SIZE, OODCheck, colour_features, fit_ood_check
 from .precision import check
 from .preprocess import batched_resized
 from .recipes import input_size_for, recipe
@@ -169,8 +170,9 @@ def train(
     fits = {b: fit_backbone(plan, b, feats[b], index=i) for i, b in enumerate(plan.backbones)}
     heads_seconds = time.time() - t_heads
     calibration = calibrate(plan, fits)
-    ood = fit_ood_stage(plan, fits)
-    precision_check = check_precision(plan, fits, calibration, ood)
+    colour = colour_of(plan, cache_dir=cache_dir)
+    ood = fit_ood_stage(plan, fits, colour)
+    precision_check = check_precision(plan, fits, calibration, ood, colour)
     plan.check_cancel()
     plan.emit({"stage": "saving"})
     metrics = dict(
@@ -331,19 +333,33 @@ def calibrate(plan: TrainPlan, fits: dict[str, BackboneFit]) -> Calibration:
     })
 
 
-def fit_ood_stage(plan: TrainPlan, fits: dict[str, BackboneFit]) -> OODModel:
-    """The out-of-distribution score: nearest training cells in each backbone's features, its
-    threshold on the validation split (see :mod:`classifier.ml.ood`)."""
+def colour_of(plan: TrainPlan, *, cache_dir: Path) -> np.ndarray:
+    """[N, 40] colour statistics of every image (:func:`classifier.ml.ood.colour_features`),
+    cached like the features."""
+    plan.check_cancel()
+    cache = FeatureCache(cache_dir, FeatureKey("colour", "pixels", "colour", COLOUR_SIZE, ("id",), "fp32"))
+    todo = [i for i, s in enumerate(plan.shas) if not cache.has(s)]
+    paths = [plan.items[i].path for i in todo]
+    for start, batch in batched_resized(paths, [COLOUR_SIZE], 64):
+        for j, row in enumerate(colour_features(batch[COLOUR_SIZE])):
+            cache.save(plan.shas[todo[start + j]], row[None])
+    return load_features(cache, plan.shas)[:, 0]
+
+
+def fit_ood_stage(plan: TrainPlan, fits: dict[str, BackboneFit], colour: np.ndarray) -> OODCheck:
+    """The out-of-distribution check: nearest training cells in each backbone's features and in
+    the colour statistics, their thresholds on the validation split (see
+    :mod:`classifier.ml.ood`)."""
     plan.check_cancel()
     plan.emit({"stage": "fitting_ood"})
     cfg = plan.cfg
-    return fit_ood({b: fits[b].ood_train for b in plan.backbones}, {b: fits[b].ood_val for b in plan.backbones},
-                   train_labels=plan.y[plan.tr_idx], k=int(cfg.get("ood_k", 5)),
-                   quantile=float(cfg.get("ood_quantile", 97.5)), seed=plan.seed)
+    return fit_ood_check({b: fits[b].ood_train for b in plan.backbones}, {b: fits[b].ood_val for b in plan.backbones},
+                         colour[plan.tr_idx], colour[plan.va_idx], train_labels=plan.y[plan.tr_idx],
+                         k=int(cfg.get("ood_k", 5)), quantile=float(cfg.get("ood_quantile", 97.5)), seed=plan.seed)
 
 
 def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: Calibration,
-                    ood: OODModel | None) -> dict | None:
+                    ood: OODCheck | None, colour: np.ndarray) -> dict | None:
     """bf16 on this CPU: do its votes (and referrals, and out-of-distribution flags) agree with
     fp32 on real validation images, in the runtime the engine will use, alone and with the fp32
     re-check near decisions (see :mod:`classifier.ml.precision`)? Unmeasured (too few cells,
@@ -373,7 +389,8 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
         features[prec] = per_feats
     ood_measures = None
     if ood is not None:  # the score and its distance alone (which decides the neighbours' rule)
-        measured = {p: ood.assess(features[p]) for p in ("bf16", "fp32")}
+        va_colour = colour[plan.va_idx[:PRECISION_CHECK_CELLS]]
+        measured = {p: ood.assess(features[p], va_colour) for p in ("bf16", "fp32")}
         ood_measures = tuple(np.stack([measured[p].score, measured[p].distance], 1) for p in ("bf16", "fp32")) + (
             [ood.threshold, ood.far_threshold],)
     return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
@@ -381,7 +398,7 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
 
 
 def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],
-                    calibration: Calibration, ood: OODModel | None, precision_check: dict | None,
+                    calibration: Calibration, ood: OODCheck | None, precision_check: dict | None,
                     metrics: dict) -> dict:
     """The checkpoint: plain tensors and builtins (loaded with ``weights_only=True``)."""
     backbones = plan.backbones

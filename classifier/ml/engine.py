@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
-from .ood import Assessment, OODModel
+from .ood import COLOUR_SIZE, Assessment, OODCheck, colour_features
 from .optimize import optimise_for_inference
 from .precision import recheck_mask
 from .reasons import (LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION, REASON_TEXT,  # noqa: F401
@@ -99,7 +99,7 @@ class EnsembleModel:
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))
         self.metrics: dict = ckpt.get("metrics", {})
         self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
-        self.ood: OODModel | None = OODModel.from_state(ckpt["ood"]) if ckpt.get("ood") else None
+        self.ood: OODCheck | None = OODCheck.from_state(ckpt["ood"]) if ckpt.get("ood") else None
         self.precision = self._choose_precision(precision, ckpt)
         self.extractors: dict[str, FeatureExtractor] = {}
         self.fp32_extractors: dict[str, FeatureExtractor] = {}  # the re-check's
@@ -192,7 +192,7 @@ class EnsembleModel:
         scored = self.ood is not None and set(self.ood.backbones) <= set(names)
         assessments = []
         kept = {b: [] for b in names} if keep_features else None
-        sizes = sorted({self.input_sizes[b] for b in names})
+        sizes = sorted({self.input_sizes[b] for b in names} | ({COLOUR_SIZE} if scored else set()))
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
             if self.device.type == "cuda":
                 batch = {s: x.pin_memory() for s, x in batch.items()}
@@ -202,7 +202,8 @@ class EnsembleModel:
                 zs.append(z)
                 feats[b] = f
             z = np.stack(zs)
-            assessment = self.ood.assess(feats) if scored else None
+            colour = colour_features(batch[COLOUR_SIZE]) if scored else None
+            assessment = self.ood.assess(feats, colour) if scored else None
             if self.recheck:
                 temps = np.array([self.temperature[b] for b in names])
                 tol = np.array([self.recheck["logit"][b] for b in names])
@@ -218,7 +219,7 @@ class EnsembleModel:
                         part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
                         z[i, idx], feats[b][idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
                 if scored and redo.any():
-                    assessment = self.ood.assess(feats)
+                    assessment = self.ood.assess(feats, colour)
             for i, b in enumerate(names):
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
             if scored:

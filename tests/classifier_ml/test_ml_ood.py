@@ -12,7 +12,8 @@ from PIL import Image
 from classifier.ml import api
 from classifier.ml.checkpoint import load_checkpoint
 from classifier.ml.engine import OUT_OF_DISTRIBUTION, EnsembleModel
-from classifier.ml.ood import MIN_VALIDATION, OODModel, fit_ood, kth_distance, l2_normalise, nearest
+from classifier.ml.ood import (MIN_VALIDATION, OODCheck, OODModel, colour_features, fit_ood, fit_ood_check,
+                                kth_distance, l2_normalise, nearest)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -141,6 +142,47 @@ def test_model_trained_on_pbc_cells_flags_bccd_field_crops_and_not_held_out_pbc_
     assert all("unlike the training images" in p.reason for p in foreign)
     in_domain = model.predict([p for p, _ in held])
     assert sum(p.out_of_distribution for p in in_domain) <= 2  # of 27; about 2.5 % expected
+    # the same held-out cells under another stain's colour (hue turned by 60 degrees): flagged
+    restained = model.predict([_hue_turned(p, 60) for p, _ in held])
+    assert sum(p.out_of_distribution for p in restained) >= 24
+
+
+def _hue_turned(path, degrees):
+    hsv = np.array(Image.open(path).convert("HSV")).astype(np.int16)
+    hsv[..., 0] = (hsv[..., 0] + int(degrees / 360 * 255)) % 256
+    return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
+
+
+def test_colour_statistics_read_the_stain_and_the_check_flags_either_score():
+    rng = np.random.default_rng(0)
+    stained = rng.integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    f = colour_features(stained)
+    assert f.shape == (6, 40) and np.isfinite(f).all()
+    redder = stained.copy()
+    redder[:, 0] = np.clip(redder[:, 0].astype(int) + 60, 0, 255)
+    assert (colour_features(redder)[:, 0] > f[:, 0]).all()  # the red channel's mean moved
+    train, y = _features(0)
+    val, _ = _features(1, n=150)
+    colour_train = rng.normal(0, 1, (len(y), 40))
+    colour_val = rng.normal(0, 1, (150, 40))
+    check = fit_ood_check(train, val, colour_train, colour_val, train_labels=y)
+    assert check.expected_rate <= 0.025 + 1e-9
+    same, _ = _features(2, n=300)
+    assert check.flags(check.assess(same, rng.normal(0, 1, (300, 40))).score).mean() <= 0.06
+    # the same cells under another stain: flagged through the colour score alone
+    assert check.flags(check.assess(same, rng.normal(0, 1, (300, 40)) + 3).score).mean() >= 0.95
+    back = OODCheck.from_state(torch.load(_saved(check.state_dict()), weights_only=True))
+    np.testing.assert_allclose(back.assess(same, colour_val[:1].repeat(300, 0)).score,
+                               check.assess(same, colour_val[:1].repeat(300, 0)).score, atol=1e-2)
+
+
+def _saved(state):
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return buf
 
 
 def test_a_cell_accepted_only_thanks_to_a_few_neighbours_needs_them_to_back_the_vote():
