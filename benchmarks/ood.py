@@ -186,8 +186,22 @@ def main() -> None:
         energy[s] = -np.mean([np.log(np.exp(z[i]).sum(1)) for i in range(len(B))], 0)
     cands["max softmax probability (the confidence)"] = msp
     cands["energy (-logsumexp of the logits)"] = energy
-    cands["engine: min(distance, relative distance), k=5 (the product)"] = {
-        "val": fitted.score(val), "test": sets["test"].ood_scores, "foreign": sets["foreign"].ood_scores}
+    # colour statistics (read as the engine reads them) of the same cells
+    from classifier.ml.ood import COLOUR_SIZE, colour_features, fit_ood_check
+    from classifier.ml.preprocess import batched_resized
+
+    def colour(paths):
+        return np.concatenate([colour_features(b[COLOUR_SIZE]) for _, b in batched_resized(list(paths), [COLOUR_SIZE], 64)])
+
+    train_colour = colour([it.path for it in items])
+    colours = {"val": train_colour[va], "test": colour([p for p, _ in test]), "foreign": colour([p for p, _ in crops])}
+    check = fit_ood_check(bank, val, train_colour[tr], train_colour[va], train_labels=y[tr])
+    cands["colour statistics alone (euclidean, k=5, min of both distances)"] = {
+        s: check.colour.score(check._colour(c)) for s, c in colours.items()}
+    cands["features alone: min(distance, relative distance), k=5"] = {s: fitted.score(d) for s, d in data.items()}
+    cands["engine: features or colour over its threshold (the product)"] = {
+        "val": check.assess(val, colours["val"]).score, "test": sets["test"].ood_scores,
+        "foreign": sets["foreign"].ood_scores}
 
     print(f"# OOD benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads; checkpoint {Path(ckpt_path).name}; "
           f"bank {len(tr)} training cells, threshold from {len(va)} validation cells; in-domain: {len(test)} "

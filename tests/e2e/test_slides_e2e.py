@@ -39,7 +39,9 @@ def test_slide_from_upload_to_signed_report(live_server, browser, settings, revi
     page.click("#verify-link")
     page.wait_for_selector("#group-unidentified .slide-cell")
     assert page.is_disabled("#sign-button")
-    # one cell by drag and drop onto the monocyte group
+    # one cell by drag and drop onto the monocyte group; both must be on screen at once (the
+    # browser's drag does not scroll the page under the pointer), as on a lab's monitor
+    page.set_viewport_size({"width": 1280, "height": 1400})
     first = page.locator("#group-unidentified .slide-cell").first
     first_id = first.get_attribute("id")
     first.drag_to(page.locator("#group-monocyte"))
