@@ -42,7 +42,7 @@ from django.utils.crypto import salted_hmac
 
 from .archives import zip_stream_chunks
 from .models import Adjudication, CellClass, CellImage, Label, Source, Split
-from .services import audit_record
+from .audit import audit_record
 
 UNDECIDED = "undecided"  # folder of the cells without a final class (not a class code)
 MANIFEST = "manifest.csv"

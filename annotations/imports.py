@@ -52,7 +52,8 @@ from .exports import (
 )
 from .imaging import ACCEPTED_FORMATS, ImageRejected, sanitize_image
 from .models import Adjudication, AuditEvent, CellClass, CellImage, Label, Source, Split, UploadBatch
-from .services import _storage_name, audit_record, planner_statistics_refresh
+from .audit import audit_record
+from .services import _storage_name, planner_statistics_refresh
 
 MAX_PROBLEMS_LISTED = 50
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

@@ -14,11 +14,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from .archives import open_zip, zip_members
+from .audit import audit_record
 from .deid import deidentified_code_problem
 from .imaging import ImageRejected, sanitize_image
 from .models import (
     Adjudication,
-    AuditEvent,
     CellClass,
     CellImage,
     Label,
@@ -29,22 +29,6 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
-
-
-# --- Audit ---------------------------------------------------------------------------------
-def audit_record(*, actor, action: str, target, before=None, after=None) -> AuditEvent:
-    if isinstance(target, tuple):
-        target_type, target_id = target
-    else:
-        target_type, target_id = type(target).__name__, str(target.pk)
-    return AuditEvent.objects.create(
-        actor=actor if (actor is not None and actor.is_authenticated) else None,
-        action=action,
-        target_type=target_type,
-        target_id=str(target_id),
-        before=before,
-        after=after,
-    )
 
 
 # --- Upload --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import CellImage, LabSettings, Source, Split
-from annotations.services import audit_record
+from annotations.audit import audit_record
 from leukoportal.queueing import enqueue_on_commit
 
 from .models import ModelVersion, Prediction, TrainingRun

@@ -4,6 +4,8 @@ from django.contrib.admin import AdminSite, ModelAdmin
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
+from annotations.audit import audit_record
+
 from .roles import LAB_ADMIN, has_role
 
 
@@ -11,8 +13,6 @@ class AuditedAdminMixin:
     """Every add, change and delete made in the Django admin is also an audit event (who, what, when)."""
 
     def _audit(self, request, obj, action: str, message=None):
-        from annotations.services import audit_record
-
         audit_record(actor=request.user, action=f"admin.{action}", target=(obj._meta.label, obj.pk),
                      after={"object": str(obj)[:200], "change": message or None})
 

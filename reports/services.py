@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.models import CellClass, CellImage, LabSettings, Split
-from annotations.services import audit_record
+from annotations.audit import audit_record
 from classifier.models import ModelVersion, TrainingRun
 from leukoportal.queueing import enqueue_on_commit
 

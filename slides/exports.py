@@ -45,7 +45,7 @@ from annotations.exports import (
     storage_entry,
 )
 from annotations.models import CellClass
-from annotations.services import audit_record
+from annotations.audit import audit_record
 
 from . import fhir, selectors
 from .models import Slide, SlideCell

@@ -19,7 +19,8 @@ from PIL import Image
 from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.models import CellClass, Source
-from annotations.services import LabelConflict, audit_record, image_upload, label_submit
+from annotations.audit import audit_record
+from annotations.services import LabelConflict, image_upload, label_submit
 from leukoportal.queueing import enqueue_on_commit
 
 from . import pipeline

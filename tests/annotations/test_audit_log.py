@@ -6,6 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotations import services
+from annotations.audit import audit_record
 from annotations.models import AuditEvent
 from tests.annotations.conftest import cls, make_cells
 
@@ -24,7 +25,7 @@ def test_field_changes_lists_only_what_changed_in_plain_words():
 
 
 def _event(action, actor, target=("ModelVersion", 1), days_ago=0, **kw):
-    event = services.audit_record(actor=actor, action=action, target=target, **kw)
+    event = audit_record(actor=actor, action=action, target=target, **kw)
     AuditEvent.objects.filter(pk=event.pk).update(created_at=timezone.now() - timedelta(days=days_ago))
     return event
 

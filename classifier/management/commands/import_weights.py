@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from annotations.services import audit_record
+from annotations.audit import audit_record
 
 
 class Command(BaseCommand):
