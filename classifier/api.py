@@ -59,14 +59,12 @@ class ModelVersionPromoteApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
-        from reports.services import model_version_promote
-
         version = get_object_or_404(ModelVersion, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if not data.validated_data["confirm"]:
             raise ValidationError({"confirm": "Send confirm=true to promote this version."})
-        model_version_promote(version=version, actor=request.user, reason=data.validated_data["reason"])
+        services.model_version_promote(version=version, actor=request.user, reason=data.validated_data["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 
@@ -83,14 +81,12 @@ class ModelVersionRollbackApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
-        from reports.services import model_version_rollback
-
         version = get_object_or_404(ModelVersion, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         if not data.validated_data["confirm"]:
             raise ValidationError({"confirm": "Send confirm=true to make this version active again."})
-        model_version_rollback(version=version, actor=request.user, reason=data.validated_data["reason"])
+        services.model_version_rollback(version=version, actor=request.user, reason=data.validated_data["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
@@ -152,6 +153,38 @@ def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "
             after={"active": version.pk, **({"reason": note} if note else {})},
         )
     return version
+
+
+def _decision_reason(reason: str) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise ValidationError({"reason": "Say why: the reason is kept in the audit log."})
+    return reason[:500]
+
+
+def model_version_promote(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
+    """A lab admin activates a candidate explicitly, whatever the gate said, and says why. Audited."""
+    reason = _decision_reason(reason)
+    version.refresh_from_db(fields=["status", "activated_at"])
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise ValidationError(f"Model version {version.pk} is already active.")
+    if version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.RETIRED):
+        raise ValidationError(f"Model version {version.pk} is {version.status} and cannot be promoted.")
+    return model_version_activate(version=version, actor=actor, reason="promote", note=reason)
+
+
+def model_version_rollback(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
+    """Make a version that was active before active again, and say why. Audited as ``model.rollback``
+    when it is older than the active version, ``model.reactivate`` when it is newer (going forward
+    again after a rollback). Past predictions keep their version."""
+    reason = _decision_reason(reason)
+    version.refresh_from_db(fields=["status", "activated_at"])
+    if version.status != ModelVersion.Status.RETIRED or version.activated_at is None:
+        raise ValidationError(f"Model version {version.pk} was never active (it is {version.status}); "
+                              "promote it instead.")
+    active = model_version_active()
+    action = "reactivate" if active is not None and version.pk > active.pk else "rollback"
+    return model_version_activate(version=version, actor=actor, reason=action, note=reason)
 
 
 def json_safe(value):

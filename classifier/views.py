@@ -31,7 +31,6 @@ def _version_switch(request, pk: int, *, rollback: bool):
     """Promotion and rollback alike: a confirmation page that shows the figures, then a POST with a
     ticked confirmation and a reason, which the service audits."""
     from reports import selectors as report_selectors
-    from reports.services import model_version_promote, model_version_rollback
 
     version = get_object_or_404(ModelVersion, pk=pk)
     active = model_version_active()
@@ -41,7 +40,7 @@ def _version_switch(request, pk: int, *, rollback: bool):
         if request.POST.get("confirm") != "yes":
             messages.error(request, f"Tick the confirmation box to {label[0].lower()}{label[1:]}.")
             return redirect(url_name, pk=version.pk)
-        service = model_version_rollback if rollback else model_version_promote
+        service = services.model_version_rollback if rollback else services.model_version_promote
         try:
             service(version=version, actor=request.user, reason=request.POST.get("reason", ""))
         except ValidationError as exc:

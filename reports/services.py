@@ -17,7 +17,17 @@ from django.utils import timezone
 
 from annotations.models import CellClass, CellImage, LabSettings, Split
 from annotations.audit import audit_record
+from classifier.ml.voting import abstention_curve
 from classifier.models import ModelVersion, TrainingRun
+from classifier.selectors import model_version_active, training_run_current
+from classifier.services import (
+    TrainingBusy,
+    ensemble_load,
+    lab_min_agreement,
+    lab_threshold,
+    model_version_activate,
+    training_run_start,
+)
 from leukoportal.queueing import enqueue_on_commit
 
 from . import baselines, metrics
@@ -101,8 +111,6 @@ def baselines_evaluate(*, version: ModelVersion, heldout_rows: list, heldout_pat
 
 def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) -> tuple[dict, float, int]:
     """Score ``version`` on the given held-out cells: per backbone, the vote, abstention, baselines."""
-    from classifier.ml.voting import abstention_curve
-    from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
 
     model = ensemble_load(version)
     actual = [r[2] for r in rows]
@@ -282,8 +290,6 @@ def paired_comparison_text(comparison: dict, *, new: int, old: int) -> str:
 def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | None:
     """Evaluate a freshly trained version on the held-out snapshot; activate it only if it is not
     worse than the active version on the same cells. Every decision is stored and audited."""
-    from classifier.selectors import model_version_active
-    from classifier.services import model_version_activate
 
     version = ModelVersion.objects.get(pk=model_version_id)
     if version.status != ModelVersion.Status.CANDIDATE:
@@ -365,43 +371,6 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
         if decision.activated:
             model_version_activate(version=version, actor=None, reason="gate")
     return decision
-
-
-def _decision_reason(reason: str) -> str:
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": "Say why: the reason is kept in the audit log."})
-    return reason[:500]
-
-
-def model_version_promote(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
-    """A lab admin activates a candidate explicitly, whatever the gate said, and says why. Audited."""
-    from classifier.services import model_version_activate
-
-    reason = _decision_reason(reason)
-    version.refresh_from_db(fields=["status", "activated_at"])
-    if version.status == ModelVersion.Status.ACTIVE:
-        raise ValidationError(f"Model version {version.pk} is already active.")
-    if version.status not in (ModelVersion.Status.CANDIDATE, ModelVersion.Status.RETIRED):
-        raise ValidationError(f"Model version {version.pk} is {version.status} and cannot be promoted.")
-    return model_version_activate(version=version, actor=actor, reason="promote", note=reason)
-
-
-def model_version_rollback(*, version: ModelVersion, actor, reason: str) -> ModelVersion:
-    """Make a version that was active before active again, and say why. Audited as ``model.rollback``
-    when it is older than the active version, ``model.reactivate`` when it is newer (going forward
-    again after a rollback). Past predictions keep their version."""
-    from classifier.selectors import model_version_active
-    from classifier.services import model_version_activate
-
-    reason = _decision_reason(reason)
-    version.refresh_from_db(fields=["status", "activated_at"])
-    if version.status != ModelVersion.Status.RETIRED or version.activated_at is None:
-        raise ValidationError(f"Model version {version.pk} was never active (it is {version.status}); "
-                              "promote it instead.")
-    active = model_version_active()
-    action = "reactivate" if active is not None and version.pk > active.pk else "rollback"
-    return model_version_activate(version=version, actor=actor, reason=action, note=reason)
 
 
 # --- Scheduled retraining -----------------------------------------------------------------
@@ -488,8 +457,6 @@ def promotion_gate_update(*, actor, min_heldout_per_class: int, min_heldout_tota
 
 def retrain_if_due() -> TrainingRun | None:
     """Beat: start a training run when enough new final labels exist and nothing is training."""
-    from classifier.selectors import training_run_current
-    from classifier.services import TrainingBusy, training_run_start
 
     needed = LabSettings.get().retrain_min_new_labels
     new = new_final_labels_count()

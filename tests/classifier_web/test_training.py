@@ -157,7 +157,7 @@ def test_promotion_api(client, lab_admin, versions):
 def test_past_predictions_keep_their_version(lab_admin, versions):
     from annotations.services import image_upload
     from classifier.models import Prediction
-    from reports.services import model_version_promote
+    from classifier.services import model_version_promote
     from tests.conftest import png_bytes
 
     old, new = versions

@@ -8,6 +8,7 @@ from django.core.files.storage import default_storage
 from annotations.models import AuditEvent, CellImage, LabSettings
 from classifier.models import ModelVersion
 from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from classifier import services as classifier_services
 from reports import metrics, services
 from reports.models import Evaluation, GateDecision
 
@@ -85,7 +86,7 @@ def test_gate_keeps_a_candidate_when_the_heldout_set_is_too_small_to_decide(good
         "eosinophil": 4, "lymphocyte": 4, "neutrophil_segmented": 4}
     assert decision.comparison["n"] == 12 and "mcnemar_p" in decision.comparison
     # a lab admin decides explicitly, with a reason
-    services.model_version_promote(version=again, actor=lab_admin, reason="Checked 40 extra cells by hand.")
+    classifier_services.model_version_promote(version=again, actor=lab_admin, reason="Checked 40 extra cells by hand.")
     again.refresh_from_db()
     assert again.status == ModelVersion.Status.ACTIVE
     event = AuditEvent.objects.get(action="model.promote", target_id=str(again.pk))
@@ -157,24 +158,24 @@ def test_explicit_promotion_and_rollback_are_audited_with_their_reason(good_vers
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
     with pytest.raises(ValidationError, match="Say why"):
-        services.model_version_promote(version=bad_version, actor=lab_admin, reason="  ")
+        classifier_services.model_version_promote(version=bad_version, actor=lab_admin, reason="  ")
     bad_version.refresh_from_db()
     assert bad_version.status == "candidate"
-    services.model_version_promote(version=bad_version, actor=lab_admin, reason="trial on the new stain")
+    classifier_services.model_version_promote(version=bad_version, actor=lab_admin, reason="trial on the new stain")
     bad_version.refresh_from_db()
     good_version.refresh_from_db()
     assert bad_version.status == "active" and good_version.status == "retired"
     assert AuditEvent.objects.filter(action="model.promote", target_id=str(bad_version.pk), actor=lab_admin).exists()
     with pytest.raises(ValidationError, match="Say why"):
-        services.model_version_rollback(version=good_version, actor=lab_admin, reason="")
-    services.model_version_rollback(version=good_version, actor=lab_admin, reason="bands misread")
+        classifier_services.model_version_rollback(version=good_version, actor=lab_admin, reason="")
+    classifier_services.model_version_rollback(version=good_version, actor=lab_admin, reason="bands misread")
     good_version.refresh_from_db()
     assert good_version.status == "active"
     event = AuditEvent.objects.get(action="model.rollback", target_id=str(good_version.pk))
     assert event.actor == lab_admin and event.before == {"active": bad_version.pk}
     assert event.after == {"active": good_version.pk, "reason": "bands misread"}
     # going forward again to the newer version is not called a rollback
-    services.model_version_rollback(version=bad_version, actor=lab_admin, reason="stain fixed")
+    classifier_services.model_version_rollback(version=bad_version, actor=lab_admin, reason="stain fixed")
     event = AuditEvent.objects.get(action="model.reactivate", target_id=str(bad_version.pk))
     assert event.after == {"active": bad_version.pk, "reason": "stain fixed"}
 
@@ -184,6 +185,6 @@ def test_rollback_refuses_a_version_that_was_never_active(good_version, bad_vers
 
     services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     with pytest.raises(ValidationError):
-        services.model_version_rollback(version=bad_version, actor=lab_admin, reason="why not")
+        classifier_services.model_version_rollback(version=bad_version, actor=lab_admin, reason="why not")
     with pytest.raises(ValidationError):
-        services.model_version_promote(version=good_version, actor=lab_admin, reason="why not")  # already active
+        classifier_services.model_version_promote(version=good_version, actor=lab_admin, reason="why not")  # already active
