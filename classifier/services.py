@@ -263,8 +263,17 @@ def training_run_start(*, user, ensemble: str = "offline", mode: str = "default"
         )
         audit_record(actor=user, action="training.start", target=run,
                      after={"ensemble": ensemble, "mode": mode, "epochs": epochs, "trigger": trigger})
-        enqueue_on_commit("classifier.tasks.train_model_version", run.pk)
+        training_run_enqueue_on_commit(run_id=run.pk)
     return run
+
+
+#: What the worker runs after a training run, with the new version's id (a chain by task name).
+GATE_TASK = "reports.tasks.gate_model_version"
+
+
+def training_run_enqueue_on_commit(*, run_id: int) -> None:
+    """After the commit, send the run to the training worker, chained to the promotion gate."""
+    enqueue_on_commit("classifier.tasks.train_model_version", run_id, link=GATE_TASK)
 
 
 def training_runs_queued_resend(*, older_than_s: int = 120) -> int:
@@ -278,7 +287,7 @@ def training_runs_queued_resend(*, older_than_s: int = 120) -> int:
     for run_id in ids:
         with transaction.atomic():
             if TrainingRun.objects.filter(pk=run_id, status=TrainingRun.Status.QUEUED).update(heartbeat_at=timezone.now()):
-                enqueue_on_commit("classifier.tasks.train_model_version", run_id)
+                training_run_enqueue_on_commit(run_id=run_id)
                 resent += 1
     return resent
 

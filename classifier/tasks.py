@@ -11,10 +11,7 @@ def classify_images(self, image_ids: list[int], model_version_id: int) -> int:
 
 @shared_task(bind=True, acks_late=True)
 def train_model_version(self, training_run_id: int) -> int | None:
+    """The new version's id, or None. Enqueued with ``link=GATE_TASK`` (classifier.services), so the
+    worker hands that id on to the promotion gate by task name."""
     version = services.training_run_execute(run_id=training_run_id)
-    if version is None:
-        return None
-    from reports.services import model_version_evaluate_and_gate
-
-    model_version_evaluate_and_gate(model_version_id=version.pk)
-    return version.pk
+    return version.pk if version is not None else None

@@ -28,16 +28,20 @@ PAUSE_AFTER_FAILURE_S = 5.0
 _paused_until = 0.0
 
 
-def enqueue_on_commit(task_name: str, *args) -> None:
+def enqueue_on_commit(task_name: str, *args, link: str | None = None) -> None:
     """After the current transaction commits (at once outside a transaction), publish ``task_name(*args)``
     as :func:`enqueue_now` does. An unknown task name is an error now, in the caller's transaction."""
     _task(task_name)
-    transaction.on_commit(lambda: enqueue_now(task_name, *args))
+    if link is not None:
+        _task(link)
+    transaction.on_commit(lambda: enqueue_now(task_name, *args, link=link))
 
 
-def enqueue_now(task_name: str, *args) -> bool:
+def enqueue_now(task_name: str, *args, link: str | None = None) -> bool:
     """Publish once, bounded by PUBLISH_TIMEOUT_S. False when the broker could not take it (logged;
-    the sweep enqueues the work again from the database)."""
+    the sweep enqueues the work again from the database). ``link`` names a task that the worker runs
+    next, on success, with this task's return value as its only argument (a chain by task name: the
+    two apps' tasks never import each other)."""
     global _paused_until
     task = _task(task_name)
     if time.monotonic() < _paused_until:
@@ -45,7 +49,8 @@ def enqueue_now(task_name: str, *args) -> bool:
         return False
     try:
         with _producers().acquire(block=True, timeout=PUBLISH_TIMEOUT_S) as producer:
-            task.apply_async(args=args, producer=producer, retry=False)
+            task.apply_async(args=args, producer=producer, retry=False,
+                             link=_task(link).signature() if link is not None else None)
     except Exception as exc:  # noqa: BLE001 - the broker being away must not fail or hold the user's request
         _paused_until = time.monotonic() + PAUSE_AFTER_FAILURE_S
         log.warning("Could not enqueue %s%r (%s: %s); the sweep will enqueue it again.", task_name, args,

@@ -222,6 +222,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "classifier.tasks.classify_images": {"queue": "inference"},
     "classifier.tasks.train_model_version": {"queue": "training"},
+    "reports.tasks.gate_model_version": {"queue": "training"},  # linked after training, on the same worker
     "reports.tasks.evaluate_model_version": {"queue": "inference"},
 }
 CELERY_TASK_ACKS_LATE = True

@@ -127,13 +127,13 @@ def training(*, epochs: int = 60, retry_of: int | None = None):
     from django.db import transaction
 
     from classifier.models import TrainingRun
-    from leukoportal.queueing import enqueue_on_commit
+    from classifier.services import training_run_enqueue_on_commit
     from tests.faults.stack import TINY_BACKBONE
 
     with transaction.atomic():
         run = TrainingRun.objects.create(ensemble=TINY_BACKBONE, mode="frozen", epochs=epochs, trigger="cli",
                                          retry_of_id=retry_of, progress={"stage": "queued"})
-        enqueue_on_commit("classifier.tasks.train_model_version", run.pk)
+        training_run_enqueue_on_commit(run_id=run.pk)
     return run.pk
 
 

@@ -31,9 +31,29 @@ def test_the_task_keeps_its_own_queue(db, broker, django_capture_on_commit_callb
     assert broker.messages("default") == []
 
 
+def test_a_training_run_is_chained_to_the_gate_by_task_name(db, broker, lab_admin, django_capture_on_commit_callbacks):
+    import base64
+    import json
+
+    from classifier.services import training_run_start
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = training_run_start(user=lab_admin, ensemble="offline")
+    [raw] = broker.client.lrange("training", 0, -1)
+    message = json.loads(raw)
+    args, _kwargs, embed = json.loads(base64.b64decode(message["body"]))
+    assert (message["headers"]["task"], args) == ("classifier.tasks.train_model_version", [run.pk])
+    assert [callback["task"] for callback in embed["callbacks"]] == ["reports.tasks.gate_model_version"]
+
+
 def test_an_unknown_task_name_is_an_error_in_the_callers_transaction(db):
     with pytest.raises(KeyError, match="classifier.tasks.no_such_task"):
         queueing.enqueue_on_commit("classifier.tasks.no_such_task", 1)
+
+
+def test_an_unknown_linked_task_name_is_an_error_too(db):
+    with pytest.raises(KeyError, match="reports.tasks.no_such_task"):
+        queueing.enqueue_on_commit("classifier.tasks.train_model_version", 1, link="reports.tasks.no_such_task")
 
 
 class SilentBroker:
