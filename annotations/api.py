@@ -1,18 +1,17 @@
 """REST API for images, taxonomy and labels. Thin: validate, call a service, respond."""
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import PermissionDenied, ValidationError
+from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leukoportal.roles import LAB_ADMIN, IsLabAdmin, IsLabeller, IsReviewer, has_role
+from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
 from . import selectors, services
 from .archives import ArchiveRejected
@@ -68,8 +67,7 @@ class ImageListCreateApi(ListAPIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         split = data.validated_data["split"]
-        if split != Split.TRAIN and not has_role(request.user, LAB_ADMIN):
-            raise PermissionDenied("Only a lab admin can upload to the held-out set.")
+        services.upload_split_check(user=request.user, split=split)
         try:
             outcome = services.image_upload(
                 data=data.validated_data["file"].read(), uploaded_by=request.user, split=split,
@@ -125,8 +123,7 @@ class BatchUploadApi(APIView):
         data = self.InputSerializer(data=payload)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        if v["split"] != Split.TRAIN and not has_role(request.user, LAB_ADMIN):
-            raise PermissionDenied("Only a lab admin can upload to the held-out set.")
+        services.upload_split_check(user=request.user, split=v["split"])
         try:
             if v.get("file") is not None:
                 summary = services.zip_upload(fileobj=v["file"], uploaded_by=request.user, channel="api",
@@ -173,10 +170,7 @@ class CellClassSaveApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            obj = services.cell_class_save(actor=request.user, **data.validated_data)
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from None
+        obj = services.cell_class_save(actor=request.user, **data.validated_data)
         return Response(CellClassSerializer(obj).data)
 
 

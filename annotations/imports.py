@@ -39,7 +39,10 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 
+from classifier.enqueue import classification_enqueue_on_commit
+
 from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip
+from .audit import audit_record
 from .deid import deidentified_code_problem
 from .exports import (
     CLASSES,
@@ -52,7 +55,6 @@ from .exports import (
 )
 from .imaging import ACCEPTED_FORMATS, ImageRejected, sanitize_image
 from .models import Adjudication, AuditEvent, CellClass, CellImage, Label, Source, Split, UploadBatch
-from .audit import audit_record
 from .services import _storage_name, planner_statistics_refresh
 
 MAX_PROBLEMS_LISTED = 50
@@ -696,7 +698,5 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
             **{k: v for k, v in summary.as_dict().items() if k != "kept"}, "kept": len(summary.kept)})
         new_cells = [im.pk for _, im in created if im.source == Source.CELL]
         if new_cells:
-            from classifier.services import classification_enqueue_on_commit
-
             classification_enqueue_on_commit(image_ids=new_cells)
     return summary

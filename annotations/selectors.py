@@ -1,8 +1,11 @@
 from dataclasses import dataclass
 
-from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
-
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+
+from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+from classifier.models import Prediction
+from classifier.selectors import model_version_active, predictions_latest_for
+from leukoportal.roles import REVIEWER, has_role
 
 from .models import AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
 
@@ -98,8 +101,6 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
     A cell this expert already read is in none of them (their own label is changed on the cell's page).
     ``version``: the active model version when the caller already has it (None: there is none).
     """
-    from classifier.selectors import model_version_active
-
     if queue not in QUEUES:
         raise KeyError(queue)
     lab = lab or LabSettings.get()
@@ -194,8 +195,6 @@ def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_AC
     When the model abstained, its top class is offered, marked as abstained. ``version`` and
     ``names`` (class code -> name, every class) save their lookups when the caller has them.
     """
-    from classifier.selectors import model_version_active
-
     images = list(images)
     lab = lab or LabSettings.get()
     visible = [im.pk for im in images if not lab.hides_model_call(image=im, user=user)]
@@ -203,8 +202,6 @@ def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_AC
         version = model_version_active()
     if not visible or version is None:
         return {}
-    from classifier.models import Prediction
-
     rows = Prediction.objects.filter(image_id__in=visible, model_version=version).only(
         "image_id", "label", "top_class", "confidence", "abstained", "model_version_id", "reasons", "ood_score"
     )
@@ -221,8 +218,6 @@ def suggestions_for(*, images, user, lab: LabSettings | None = None, version=_AC
 def model_calls_latest(*, images, user, lab: LabSettings | None = None) -> dict[int, Suggestion]:
     """The model's call per image for the review screen: the active version's, else the newest one,
     except where the lab's blind rule hides it from this reader."""
-    from classifier.selectors import predictions_latest_for
-
     lab = lab or LabSettings.get()
     visible = [im.pk for im in images if not lab.hides_model_call(image=im, user=user)]
     if not visible:
@@ -274,8 +269,6 @@ def agreement_readings(*, start=None, end=None, split: str | None = None) -> lis
 def image_history_for(*, image: CellImage, user) -> QuerySet[AuditEvent]:
     """A cell's history as this user may see it: reviewers see everything; a labeller reading a cell
     that is not final yet sees only their own label events (blind reading)."""
-    from leukoportal.roles import REVIEWER, has_role
-
     history = image_history(image=image)
     if has_role(user, REVIEWER) or image.final_label_id is not None:
         return history

@@ -3,19 +3,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from .archives import open_zip, zip_members
+from classifier.enqueue import classification_enqueue_on_commit
+from classifier.ml.io import atomic_write
+from leukoportal.roles import LAB_ADMIN, has_role
+from classifier.models import ModelVersion, Prediction
+
+from .archives import IMAGE_EXTENSIONS, open_zip, zip_members
 from .audit import audit_record
 from .deid import deidentified_code_problem
+from .folders import class_folders
 from .imaging import ImageRejected, sanitize_image
 from .models import (
     Adjudication,
@@ -59,6 +66,23 @@ def _check_split(split: str) -> str:
     if split not in Split.values:
         raise ValidationError({"split": f"Unknown split {split!r}; use one of {', '.join(Split.values)}."})
     return split
+
+
+#: The answer to a labeller who asks to upload to the held-out set.
+HELDOUT_UPLOAD_REFUSED = "Only a lab admin can upload to the held-out set."
+
+
+def upload_split_allowed(*, user, split: str) -> bool:
+    """Who may upload to which split: anyone who uploads, to training; only a lab admin, to the
+    held-out set (the cells that judge the models)."""
+    return split == Split.TRAIN or has_role(user, LAB_ADMIN)
+
+
+def upload_split_check(*, user, split: str) -> None:
+    """Refuse (PermissionDenied) an upload to a split this user may not upload to; the browser, the API
+    and the batch services below all ask here."""
+    if not upload_split_allowed(user=user, split=split):
+        raise PermissionDenied(HELDOUT_UPLOAD_REFUSED)
 
 
 def _check_sample_code(sample_code: str) -> str:
@@ -143,8 +167,6 @@ def image_upload(
         raise
 
     if enqueue_classification and source == Source.CELL:
-        from classifier.services import classification_enqueue_on_commit
-
         classification_enqueue_on_commit(image_ids=[image.pk])
     return UploadOutcome(image, True)
 
@@ -158,6 +180,7 @@ def files_upload(
     *, files: Iterable[tuple[str, bytes]], uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
 ) -> BatchSummary:
     """Store many images as one batch; each bad file is refused with its reason, the rest stored."""
+    upload_split_check(user=uploaded_by, split=split)
     batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
     summary = BatchSummary(batch_id=batch.pk)
     for name, data in files:
@@ -179,6 +202,7 @@ def zip_upload(
     """Store the images of a zip archive. A dangerous archive is refused whole (ArchiveRejected)
     before anything is stored, the batch included; after that, a bad member is refused alone."""
     _check_split(split)
+    upload_split_check(user=uploaded_by, split=split)
     sample_code = _check_sample_code(sample_code)
     with open_zip(
         fileobj,
@@ -390,9 +414,6 @@ class ImportSummary:
 
 def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> ImportSummary:
     """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported."""
-    from .archives import IMAGE_EXTENSIONS
-    from .folders import class_folders
-
     _check_split(split)
     folders = class_folders(root)
     classes = {c.code: c for c in CellClass.objects.filter(code__in=[p.name for p in folders])}
@@ -455,8 +476,6 @@ def label_suggestion_resolve(*, image: CellImage, labeller, model_version_id: in
     (held-out cells read blind). A client may name the version whose suggestion it showed; that
     version must have a prediction for the cell.
     """
-    from classifier.models import ModelVersion, Prediction
-
     if LabSettings.get().hides_model_call(image=image, user=labeller):
         return None, None
     predictions = Prediction.objects.filter(image=image).select_related("model_version")
@@ -568,10 +587,6 @@ THUMB_SIZES = (96, 128, 256)
 
 def image_thumbnail(*, image: CellImage, size: int = 128):
     """Path of a small JPEG of the image under MEDIA_ROOT/thumbs/, made on first request."""
-    import os
-    import tempfile
-    from pathlib import Path
-
     from PIL import Image as PILImage
 
     if size not in THUMB_SIZES:
@@ -584,13 +599,6 @@ def image_thumbnail(*, image: CellImage, size: int = 128):
         src.draft("RGB", (size, size))
         thumb = src.convert("RGB")
         thumb.thumbnail((size, size), PILImage.Resampling.LANCZOS)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                thumb.save(out, format="JPEG", quality=85, optimize=True)
-            os.replace(tmp, path)  # atomic: a concurrent request sees the old state or the whole file
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # atomic: a concurrent request sees no file or the whole file
+        atomic_write(path, lambda tmp: thumb.save(tmp, format="JPEG", quality=85, optimize=True))
     return path

@@ -1,5 +1,5 @@
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import (
     FileResponse,
@@ -12,6 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
@@ -41,20 +42,23 @@ def upload(request):
     """Many images and/or zip archives; answers JSON to the page's script, HTML otherwise."""
     wants_json = request.headers.get("Accept", "").startswith("application/json")
     form = UploadForm(request.POST or None, initial={"split": Split.TRAIN})
+    page = {"form": form, "can_choose_split": services.upload_split_allowed(user=request.user, split=Split.HELDOUT)}
     if request.method == "GET":
-        return render(request, "annotations/upload.html", {"form": form, "can_choose_split": has_role(request.user, LAB_ADMIN)})
+        return render(request, "annotations/upload.html", page)
 
     def fail(message, status=400):
         if wants_json:
             return JsonResponse({"error": message}, status=status)
         messages.error(request, message)
-        return render(request, "annotations/upload.html", {"form": form, "can_choose_split": has_role(request.user, LAB_ADMIN)}, status=status)
+        return render(request, "annotations/upload.html", page, status=status)
 
     if not form.is_valid():
         return fail("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
     split = form.cleaned_data["split"]
-    if split != Split.TRAIN and not has_role(request.user, LAB_ADMIN):
-        return fail("Only a lab admin can upload to the held-out set.", 403)
+    try:
+        services.upload_split_check(user=request.user, split=split)
+    except PermissionDenied as exc:
+        return fail(str(exc), 403)
     files = list(_uploaded_files(request))
     if not files:
         return fail("Choose at least one image or zip archive.")
@@ -100,8 +104,6 @@ def image_list(request):
 @role_required(LABELLER)
 def image_detail(request, pk: int):
     image = get_object_or_404(CellImage.objects.select_related("final_label", "uploaded_by"), pk=pk)
-    from classifier.models import Prediction
-
     lab = LabSettings.get()
     hide_model = lab.hides_model_call(image=image, user=request.user)
     predictions = Prediction.objects.none() if hide_model else Prediction.objects.filter(image=image)

@@ -1,7 +1,6 @@
 """ImageFolder trees (folder name = class code) for the command-line training and evaluation."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -26,7 +25,3 @@ def folder_items(root: str | Path, *, check_taxonomy: bool = True) -> list[tuple
     if not items:
         raise CommandError(f"No images (JPEG, PNG, TIFF, BMP) under {root}.")
     return items
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,8 +1,6 @@
 """Rows <-> the pure ML library: classification, training runs, model versions."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -16,10 +14,13 @@ from django.db.models import Q
 from django.utils import timezone
 
 from annotations.models import CellImage, LabSettings, Source, Split
+from classifier.ml.io import json_clean, json_sha256
 from annotations.audit import audit_record
 from leukoportal.queueing import enqueue_on_commit
+from slides.models import SlideCell
 
 from .models import ModelVersion, Prediction, TrainingRun
+from .enqueue import classification_enqueue_on_commit
 from .selectors import model_version_active
 
 log = logging.getLogger(__name__)
@@ -50,20 +51,6 @@ def lab_min_agreement() -> int | None:
 
 
 # --- Classification ------------------------------------------------------------------------
-def classification_enqueue_on_commit(*, image_ids: list[int], model_version: ModelVersion | None = None) -> bool:
-    """After the current transaction commits, classify these images with the active model."""
-    if not image_ids:
-        return False
-    if model_version is None:
-        if not settings.AUTO_CLASSIFY_UPLOADS:
-            return False
-        model_version = model_version_active()
-        if model_version is None:
-            return False
-    enqueue_on_commit("classifier.tasks.classify_images", list(image_ids), model_version.pk)
-    return True
-
-
 def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: int = 32,
                     progress: Callable[[int], None] | None = None) -> int:
     """Classify the images that have no prediction from this version yet. Idempotent.
@@ -187,25 +174,6 @@ def model_version_rollback(*, version: ModelVersion, actor, reason: str) -> Mode
     return model_version_activate(version=version, actor=actor, reason=action, note=reason)
 
 
-def json_safe(value):
-    """JSON columns refuse NaN and infinities: they become None (e.g. accuracy of zero accepted cells)."""
-    import math
-
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return json_safe(value.item())
-    return value
-
-
-def snapshot_hash(items: list[list]) -> str:
-    return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
-
-
 def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: dict, created_by=None,
                                 version: ModelVersion | None = None) -> ModelVersion:
     """Register a finished training: checkpoint under MODEL_DIR, snapshot, metrics; a candidate."""
@@ -218,10 +186,10 @@ def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: d
         checkpoint=str(rel),
         checkpoint_sha256=result.checkpoint_sha256,
         snapshot=snapshot,
-        snapshot_hash=snapshot_hash(snapshot.get("items", [])),
-        config=json_safe(result.config),
-        metrics=json_safe(result.metrics),
-        history=json_safe(result.history),
+        snapshot_hash=json_sha256(snapshot.get("items", [])),
+        config=json_clean(result.config),
+        metrics=json_clean(result.metrics),
+        history=json_clean(result.history),
         default_threshold=float(result.config.get("threshold", 0.0) or 0.0),
         status=ModelVersion.Status.CANDIDATE,
     )
@@ -311,7 +279,6 @@ def training_snapshot() -> tuple[list, dict]:
     and, unless the lab's settings say slides do not train, cells verified on slides, with their
     provenance (``provenance["slide_cell"]``: [image id, slide id] pairs)."""
     from classifier.ml.api import TrainItem
-    from slides.models import SlideCell
 
     sources = [Source.CELL] + ([Source.SLIDE_CELL] if LabSettings.get().slides_train else [])
     images = (

@@ -10,6 +10,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotations.models import LabSettings
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
+from reports import selectors as report_selectors
+from reports.selectors import heldout_labelled_count, model_versions_overview
+from reports.services import (
+    new_final_labels_count,
+    promotion_gate_update,
+    retrain_periodic_task,
+    retrain_schedule_update,
+)
 
 from . import services
 from .forms import PromotionGateForm, ScheduleForm, TrainingForm
@@ -21,8 +29,6 @@ from .selectors import model_version_active, model_version_switch_label, trainin
 @role_required(REVIEWER)
 @require_GET
 def versions(request):
-    from reports.selectors import model_versions_overview
-
     return render(request, "classifier/versions.html", {"overview": model_versions_overview(),
                                                         "active": model_version_active()})
 
@@ -30,8 +36,6 @@ def versions(request):
 def _version_switch(request, pk: int, *, rollback: bool):
     """Promotion and rollback alike: a confirmation page that shows the figures, then a POST with a
     ticked confirmation and a reason, which the service audits."""
-    from reports import selectors as report_selectors
-
     version = get_object_or_404(ModelVersion, pk=pk)
     active = model_version_active()
     label = model_version_switch_label(version=version, active=active)
@@ -77,8 +81,6 @@ def version_rollback(request, pk: int):
 
 
 def _schedule_initial() -> dict:
-    from reports.services import retrain_periodic_task
-
     task = retrain_periodic_task()
     return {"enabled": task.enabled, "hour": int(task.crontab.hour) if task.crontab.hour.isdigit() else 2,
             "minute": int(task.crontab.minute) if task.crontab.minute.isdigit() else 0,
@@ -88,9 +90,6 @@ def _schedule_initial() -> dict:
 @role_required(LAB_ADMIN)
 @require_GET
 def training(request):
-    from reports.selectors import heldout_labelled_count
-    from reports.services import new_final_labels_count
-
     current = training_run_current()
     schedule = _schedule_initial()
     return render(request, "classifier/training.html", {
@@ -168,8 +167,6 @@ def training_retry(request, pk: int):
 @require_http_methods(["GET", "POST"])
 def schedule(request):
     """The nightly retraining (django-celery-beat): time, on/off, and how many new labels it needs."""
-    from reports.services import new_final_labels_count, retrain_schedule_update
-
     initial = _schedule_initial()
     form = ScheduleForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
@@ -189,8 +186,6 @@ def schedule(request):
 @require_http_methods(["GET", "POST"])
 def gate_settings(request):
     """What the promotion gate needs before it activates a new version on its own."""
-    from reports.services import promotion_gate_update
-
     lab = LabSettings.get()
     form = PromotionGateForm(request.POST or None, initial={
         "min_heldout_per_class": lab.gate_min_heldout_per_class, "min_heldout_total": lab.gate_min_heldout_total,

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import logging
 
+from classifier import services as classifier_services
+from reports import services as reports_services
+from slides import services as slides_services
+
 log = logging.getLogger(__name__)
 
 #: Work queued more recently than this is left alone: its message is probably on its way.
@@ -20,17 +24,13 @@ def work_sweep(*, grace_s: int = SWEEP_GRACE_S, slide_stale_s: int = SLIDE_STALE
     only what is missing, so a message sent twice does nothing the second time. Run by Celery beat
     every minute and once whenever a worker starts. Each step runs even if another fails; a failure
     is raised after all have run."""
-    from classifier.services import images_unclassified_sweep, training_runs_mark_stale, training_runs_queued_resend
-    from reports.services import evaluations_queued_resend
-    from slides.services import slides_queued_resend, slides_stalled_requeue
-
     steps = {
-        "training_runs_failed_stale": lambda: training_runs_mark_stale(older_than_s=training_stale_s),
-        "training_runs_resent": lambda: training_runs_queued_resend(older_than_s=grace_s),
-        "slides_resumed": lambda: slides_stalled_requeue(older_than_s=slide_stale_s),
-        "slides_resent": lambda: slides_queued_resend(older_than_s=grace_s),
-        "evaluations_resent": lambda: evaluations_queued_resend(older_than_s=grace_s),
-        "images_resent": lambda: images_unclassified_sweep(older_than_s=grace_s),
+        "training_runs_failed_stale": lambda: classifier_services.training_runs_mark_stale(older_than_s=training_stale_s),
+        "training_runs_resent": lambda: classifier_services.training_runs_queued_resend(older_than_s=grace_s),
+        "slides_resumed": lambda: slides_services.slides_stalled_requeue(older_than_s=slide_stale_s),
+        "slides_resent": lambda: slides_services.slides_queued_resend(older_than_s=grace_s),
+        "evaluations_resent": lambda: reports_services.evaluations_queued_resend(older_than_s=grace_s),
+        "images_resent": lambda: classifier_services.images_unclassified_sweep(older_than_s=grace_s),
     }
     done, failed = {}, []
     for name, step in steps.items():

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
+from classifier.selectors import model_version_active, training_run_current
 from leukoportal.roles import LABELLER, role_required
 
 
@@ -50,8 +51,6 @@ class RateLimitedLoginView(auth_views.LoginView):
 
 @role_required(LABELLER)
 def home(request):
-    from classifier.selectors import model_version_active, training_run_current
-
     return render(
         request,
         "leukoportal/home.html",

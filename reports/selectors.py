@@ -8,6 +8,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
+from annotations.models import CellImage, Split
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_switch_label
@@ -25,8 +26,6 @@ def evaluations_list() -> QuerySet[Evaluation]:
 
 def heldout_labelled_count() -> int:
     """Held-out cells an evaluation would score now (what ``services.heldout_snapshot`` freezes)."""
-    from annotations.models import CellImage, Split
-
     return (CellImage.objects.filter(split=Split.HELDOUT, final_label__isnull=False, final_label__is_abstain=False)
             .exclude(source="field").count())
 

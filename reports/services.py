@@ -1,10 +1,7 @@
 """Held-out evaluations, the promotion gate, explicit promotion / rollback, scheduled retraining."""
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -15,8 +12,9 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from annotations.models import CellClass, CellImage, LabSettings, Split
 from annotations.audit import audit_record
+from annotations.models import CellClass, CellImage, LabSettings, Split
+from classifier.ml.io import json_clean, json_sha256
 from classifier.ml.voting import abstention_curve
 from classifier.models import ModelVersion, TrainingRun
 from classifier.selectors import model_version_active, training_run_current
@@ -52,11 +50,7 @@ def heldout_snapshot() -> dict:
         .order_by("pk")
         .values_list("pk", "sha256", "final_label__code")
     ]
-    return {"source": "heldout", "items": rows, "hash": _hash(rows)}
-
-
-def _hash(rows: list) -> str:
-    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+    return {"source": "heldout", "items": rows, "hash": json_sha256(rows)}
 
 
 def _paths_for(rows: list) -> tuple[list, list[Path]]:
@@ -67,20 +61,6 @@ def _paths_for(rows: list) -> tuple[list, list[Path]]:
 
 
 # --- Evaluation ---------------------------------------------------------------------------
-def _clean(x):
-    """JSON for PostgreSQL: NaN/inf become null, numpy scalars plain numbers."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.floating, float)):
-        x = float(x)
-        return None if math.isnan(x) or math.isinf(x) else x
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
 _BASELINE_FEATURES: dict[str, np.ndarray] = {}  # sha256 -> features, kept per worker process
 
 
@@ -162,7 +142,7 @@ def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) 
         ],
         "timing": {"seconds": round(seconds, 3), "cells_per_second": (len(rows) / seconds) if seconds > 0 else None},
     }
-    return _clean(results), threshold, min_agreement
+    return json_clean(results), threshold, min_agreement
 
 
 def evaluation_run(*, model_version: ModelVersion, snapshot: dict | None = None, trigger: str = "gate",
@@ -170,7 +150,7 @@ def evaluation_run(*, model_version: ModelVersion, snapshot: dict | None = None,
     """Evaluate now (in this process) and store the result. On an exception the row is failed and it re-raises."""
     snapshot = snapshot if snapshot is not None else heldout_snapshot()
     items = list(snapshot.get("items", []))
-    fields = dict(snapshot={"items": items}, snapshot_hash=snapshot.get("hash") or _hash(items), n_cells=len(items),
+    fields = dict(snapshot={"items": items}, snapshot_hash=snapshot.get("hash") or json_sha256(items), n_cells=len(items),
                   status=Evaluation.Status.RUNNING)
     if evaluation is None:
         evaluation = Evaluation.objects.create(model_version=model_version, trigger=trigger, requested_by=requested_by,

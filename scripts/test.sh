@@ -12,4 +12,6 @@ export LEUKOPORTAL_VAR_DIR="${LEUKOPORTAL_VAR_DIR:-$PWD/var/test}"
 export TORCH_HOME="${TORCH_HOME:-$LEUKOPORTAL_VAR_DIR/torch}"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
 mkdir -p test-output
+# The import contracts (.importlinter: layers of the apps; classifier.ml and slides.detection free of Django).
+.venv/bin/lint-imports --no-cache
 exec .venv/bin/python -m pytest "$@"

@@ -18,14 +18,18 @@ from PIL import Image
 
 from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
-from annotations.models import CellClass, Source
 from annotations.audit import audit_record
+from annotations.models import CellClass, Source
 from annotations.services import LabelConflict, image_upload, label_submit
+from classifier import services as classifier_services
+from classifier.models import Prediction
+from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
 
 from . import pipeline
 from .detection import scale as detection_scale
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
+from .selectors import slide_differential, slide_method_text, slide_sign_warnings
 
 log = logging.getLogger(__name__)
 
@@ -308,8 +312,6 @@ def _field_detect(*, slide: Slide, field: SlideField, result: pipeline.FieldCell
 
 
 def _apply_predictions(*, slide: Slide, version) -> int:
-    from classifier.models import Prediction
-
     cells = list(slide.cells.filter(predicted_class="").select_related("image"))
     if not cells:
         return 0
@@ -337,9 +339,6 @@ def _apply_predictions(*, slide: Slide, version) -> int:
 def slide_process(*, slide_id: int) -> Slide | None:
     """Detect, crop and classify. Claimed with a conditional UPDATE (a second delivery does
     nothing); each step only does what is missing, so a retry resumes where it stopped."""
-    from classifier.selectors import model_version_active
-    from classifier.services import images_classify
-
     claimed = Slide.objects.filter(pk=slide_id, task_state=Slide.TaskState.QUEUED).update(
         task_state=Slide.TaskState.RUNNING, progress={"stage": "starting"}, heartbeat_at=timezone.now()
     )
@@ -364,7 +363,7 @@ def slide_process(*, slide_id: int) -> Slide | None:
         t0 = time.perf_counter()
         if version is not None and todo:
             _progress(slide_id, stage="classifying", done=0, total=len(todo))
-            images_classify(image_ids=todo, model_version_id=version.pk,
+            classifier_services.images_classify(image_ids=todo, model_version_id=version.pk,
                             progress=lambda done: _progress(slide_id, stage="classifying", done=done, total=len(todo)))
             _apply_predictions(slide=slide, version=version)
         timings["classify"] = round(time.perf_counter() - t0, 3)
@@ -477,8 +476,6 @@ def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
     """Freeze the differential and sign. Every counted cell must have a class; while warnings
     stand (``selectors.slide_sign_warnings``: fewer cells than the target, ...) the signature
     needs a written ``reason``, which is audited and printed on every report format."""
-    from .selectors import slide_differential, slide_method_text, slide_sign_warnings
-
     reason = (reason or "").strip()
     if len(reason) > 500:
         raise ValidationError({"reason": "The reason is limited to 500 characters."})

@@ -33,6 +33,7 @@ from .features import (FeatureCache, FeatureExtractor, FeatureKey, extract_views
                        load_features, make_extractor)
 from .finetune import finetune_tail, supports_finetune, tail_features
 from .heads import build_head
+from .io import json_clean
 from .ood import COLOUR_SIZE, OODCheck, colour_features, fit_ood_check
 from .precision import check
 from .preprocess import batched_resized
@@ -419,24 +420,11 @@ def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[st
         "bf16_agreement_runtime": plan.runtime,
         "bf16_recheck": precision_check["recheck"] if precision_check else None,
         "ood": ood.state_dict() if ood is not None else None,
-        "metrics": jsonable(metrics),
+        "metrics": json_clean(metrics),
         "versions": versions(),
         "seed": plan.seed,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-
-
-def jsonable(x):
-    """Builtins only (numpy scalars to Python numbers), for checkpoints and JSON columns."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    return x
 
 
 def untrained_checkpoint(
@@ -451,8 +439,6 @@ def untrained_checkpoint(
 ) -> tuple[Path, str]:
     """A checkpoint with randomly initialised heads (same cost as a trained one): for
     benchmarks and smoke tests, never for predictions anyone reads."""
-    from .heads import build_head
-
     cfg = recipe(mode, **(config_overrides or {}))
     if cfg["feature_precision"] == "auto":
         cfg["feature_precision"] = default_precision(torch.device("cpu"))
@@ -467,8 +453,6 @@ def untrained_checkpoint(
         if weights is None:
             ext, _ = make_extractor(b, cfg["features"], weights=None, input_size=size, seed=seed)
             states[b] = ext.backbone.state_dict()
-        from .registry import weights_sha256
-
         info[b] = {"weights": weights, "weights_sha256": weights_sha256(b) if weights else None,
                    "features": cfg["features"], "input_size": size, "feature_dim": dim, "feature_key": None}
         heads[b] = build_head(cfg, dim, len(classes)).eval().state_dict()

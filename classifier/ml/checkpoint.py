@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .io import atomic_write, sha256_file  # noqa: F401 (sha256_file re-exported)
 
 FORMAT = "leukoportal-ensemble"
 FORMAT_VERSION = 1
@@ -29,31 +28,20 @@ def versions() -> dict:
     return out
 
 
-def sha256_file(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(ckpt: dict, out_dir: Path | str, stem: str = "ensemble") -> tuple[Path, str]:
     """Write ``ckpt`` to a temporary file in ``out_dir``, then ``os.replace`` it to
     ``<stem>-<sha256[:16]>.pt``. Returns (path, sha256)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt = dict(ckpt, format=FORMAT, format_version=FORMAT_VERSION)
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=out_dir)
-    os.close(fd)
-    try:
-        torch.save(ckpt, tmp)
+    digest = ""
+
+    def named_by_content(tmp: Path) -> Path:
+        nonlocal digest
         digest = sha256_file(tmp)
-        final = out_dir / f"{stem}-{digest[:16]}.pt"
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        return out_dir / f"{stem}-{digest[:16]}.pt"
+
+    final = atomic_write(named_by_content, lambda tmp: torch.save(ckpt, tmp), directory=out_dir)
     return final, digest
 
 

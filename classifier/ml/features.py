@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -23,8 +21,9 @@ from torch import nn
 
 from .device import autocast
 from .errors import TrainingCancelled
+from .io import atomic_write
 from .preprocess import PREPROCESS_VERSION, VIEWS, apply_view, batched_resized, normalise
-from .registry import BackboneSpec, FeatureBackbone, get_spec
+from .registry import BackboneSpec, FeatureBackbone, build_backbone, get_spec, weights_sha256
 
 FEATURE_VERSION = "f1"
 FEATURE_KINDS = ("pooled", "multistage", "prefix")
@@ -102,7 +101,7 @@ class FeatureCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         meta = self.dir / "key.json"
         if not meta.exists():
-            self._atomic_write(meta, json.dumps(asdict(key), indent=1).encode())
+            atomic_write(meta, lambda tmp: tmp.write_bytes(json.dumps(asdict(key), indent=1).encode()))
 
     def path(self, sha256: str) -> Path:
         return self.dir / sha256[:2] / f"{sha256}.npy"
@@ -116,22 +115,13 @@ class FeatureCache:
     def save(self, sha256: str, arr: np.ndarray) -> None:
         p = self.path(sha256)
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=p.name + ".", suffix=".tmp", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, np.ascontiguousarray(arr, dtype=np.float16), allow_pickle=False)
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        data = np.ascontiguousarray(arr, dtype=np.float16)
+        atomic_write(p, lambda tmp: _save_npy(tmp, data))
 
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a temporary name
+        np.save(f, arr, allow_pickle=False)
 
 
 @torch.inference_mode()
@@ -212,8 +202,6 @@ def make_extractor(
     name: str, kind: str, *, weights: str | None, input_size: int | None = None, seed: int = 0
 ) -> tuple[FeatureExtractor, str]:
     """Build the frozen extractor of a backbone; returns it and its weights identity."""
-    from .registry import build_backbone, weights_sha256
-
     spec = get_spec(name)
     if weights is None:
         with torch.random.fork_rng(devices=[]):

@@ -12,18 +12,18 @@ initialised only when the caller passes ``weights=None`` explicitly (tests).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
+
+from .io import atomic_write, sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -363,11 +363,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = sha256_file(path)
     return _SHA_CACHE[key]
 
 
@@ -394,18 +390,13 @@ def import_weights(name: str, src_file: Path | str) -> Path:
         )
     dest = weights_cache_path(name)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
+
+    def copy_checked(tmp: Path) -> None:
         shutil.copyfile(src, tmp)
         state = torch.load(tmp, map_location="cpu", weights_only=True)
         spec.builder(spec.input_size).load_imagenet_state(_unwrap_state(state))
-        os.replace(tmp, dest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return dest
+
+    return atomic_write(dest, copy_checked)
 
 
 def _unwrap_state(state):

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import TrainingCancelled as Cancelled
 from .heads import build_head
 
 
@@ -86,8 +87,6 @@ def train_head(
     view (augmentation); validation uses the mean over all views (test-time augmentation).
     Class-weighted cross-entropy; AdamW with cosine decay; the epoch of best validation
     accuracy (then lowest loss) is kept."""
-    from .features import Cancelled
-
     g = seed_everything(seed)
     Xtr = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32))
     ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))

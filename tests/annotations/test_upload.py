@@ -207,6 +207,36 @@ def test_labeller_cannot_upload_to_heldout_but_admin_can(client, labeller, lab_a
     assert r.status_code == 201 and r.json()["split"] == "heldout"
 
 
+def test_only_a_lab_admin_uploads_to_heldout_in_the_browser_the_batch_api_and_the_services(client, labeller, lab_admin):
+    from django.core.exceptions import PermissionDenied
+    from django.urls import reverse
+
+    from annotations.services import files_upload
+
+    def named(data: bytes, name: str) -> io.BytesIO:
+        f = io.BytesIO(data)
+        f.name = name
+        return f
+
+    client.force_login(labeller)
+    r = client.post(reverse("annotations:upload"), {"files": named(png_bytes(), "a.png"), "split": "heldout"},
+                    HTTP_ACCEPT="application/json")
+    assert r.status_code == 403 and r.json() == {"error": "Only a lab admin can upload to the held-out set."}
+    r = client.post("/api/batches/", {"file": _zip({"a.png": png_bytes()}), "split": "heldout"})
+    assert r.status_code == 403 and r.json()["detail"] == "Only a lab admin can upload to the held-out set."
+    with pytest.raises(PermissionDenied):
+        zip_upload(fileobj=_zip({"a.png": png_bytes()}), uploaded_by=labeller, channel="api", split="heldout")
+    with pytest.raises(PermissionDenied):
+        files_upload(files=[("a.png", png_bytes())], uploaded_by=labeller, channel="api", split="heldout")
+    assert not CellImage.objects.exists()
+
+    client.force_login(lab_admin)
+    r = client.post(reverse("annotations:upload"), {"files": named(png_bytes(), "a.png"), "split": "heldout"},
+                    HTTP_ACCEPT="application/json")
+    assert r.status_code == 200 and r.json()["counts"]["stored"] == 1
+    assert list(CellImage.objects.values_list("split", flat=True)) == ["heldout"]
+
+
 def _zip(entries: dict[str, bytes], symlink: str | None = None) -> io.BytesIO:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:

@@ -1,5 +1,3 @@
-import os
-import tempfile
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -7,6 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from annotations import exports
+from classifier.ml.io import atomic_write
 
 
 class Command(BaseCommand):
@@ -51,16 +50,14 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         target = Path(output)
-        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as out:
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as out:
                 for chunk in export.chunks:
                     out.write(chunk)
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        try:
+            atomic_write(target, write, suffix=".part")
         finally:
             if bar is not None:
                 bar.close()

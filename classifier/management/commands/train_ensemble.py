@@ -6,7 +6,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier import services
-from classifier.folders import file_sha256, folder_items
+from classifier.folders import folder_items
+from classifier.ml.io import sha256_file
 
 
 class Command(BaseCommand):
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         classes = sorted({code for _, code in pairs})
         if len(classes) < 2:
             raise CommandError("Training needs at least two class folders.")
-        items = [api.TrainItem(path=p, sha256=file_sha256(p), label=code) for p, code in pairs]
+        items = [api.TrainItem(path=p, sha256=sha256_file(p), label=code) for p, code in pairs]
         self.stderr.write(f"Training the {ensemble} ensemble ({mode}) on {len(items)} images in {len(classes)} classes")
         last = [0.0]
 
