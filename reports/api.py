@@ -1,5 +1,4 @@
 """REST API for evaluations, agreement over time and the retraining schedule. Thin views."""
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -145,8 +144,5 @@ class RetrainScheduleApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            services.retrain_schedule_update(actor=request.user, **data.validated_data)
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from None
+        services.retrain_schedule_update(actor=request.user, **data.validated_data)
         return Response(self._out())

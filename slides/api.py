@@ -1,5 +1,4 @@
 """REST API for slides. Thin: validate, call a service, respond."""
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -51,10 +50,6 @@ class CellOutputSerializer(serializers.ModelSerializer):
         return obj.changed_by.get_username() if obj.changed_by_id else None
 
 
-def _raise(exc: DjangoValidationError):
-    raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
-
-
 def _conflict(exc: Exception) -> Response:
     return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
@@ -84,10 +79,7 @@ class SlideListCreateApi(ListAPIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            slide = services.slide_create(created_by=request.user, **data.validated_data)
-        except DjangoValidationError as exc:
-            _raise(exc)
+        slide = services.slide_create(created_by=request.user, **data.validated_data)
         return Response(SlideOutputSerializer(slide).data, status=status.HTTP_201_CREATED)
 
 
@@ -157,8 +149,6 @@ class SlideCellReclassifyApi(APIView):
             cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
         except services.SlideLocked as exc:
             return _conflict(exc)
-        except DjangoValidationError as exc:
-            _raise(exc)
         return Response(CellOutputSerializer(cell).data)
 
 
@@ -181,8 +171,6 @@ class SlideCellsConfirmApi(APIView):
             n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
         except services.SlideLocked as exc:
             return _conflict(exc)
-        except DjangoValidationError as exc:
-            _raise(exc)
         return Response({"confirmed": n})
 
 
@@ -206,8 +194,6 @@ class SlideSignApi(APIView):
             return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
         except (services.SlideLocked, services.SlideNotReady) as exc:
             return _conflict(exc)
-        except DjangoValidationError as exc:
-            _raise(exc)
         return Response(SlideOutputSerializer(slide).data)
 
 
@@ -228,8 +214,6 @@ class SlideCorrectApi(APIView):
             new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
         except services.SlideLocked as exc:
             return _conflict(exc)
-        except DjangoValidationError as exc:
-            _raise(exc)
         return Response(SlideOutputSerializer(new).data, status=status.HTTP_201_CREATED)
 
 
