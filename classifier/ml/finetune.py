@@ -119,46 +119,17 @@ def finetune_tail(
     history: list[dict] = []
 
     def evaluate():
-        if not len(yva):
-            return None, (0.0, 0.0)
-        logits = _tta_logits(model, maps_val, device, precision)
-        loss = F.cross_entropy(logits, yva).item()
-        acc = (logits.argmax(1) == yva).float().mean().item()
-        return logits, (acc, -loss)
+        return evaluate_tail(model, maps_val, yva, device=device, precision=precision)
 
     _, best = evaluate()
     best_state = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
     best_epoch = 0
     for epoch in range(1, epochs + 1):
-        backbone.eval()  # frozen BN statistics
-        head.train()
-        perm = torch.randperm(n, generator=g)
-        views = torch.randint(0, v, (n,), generator=g)
-        total, count = 0.0, 0
-        for s in range(0, n, bs):
-            if should_cancel and should_cancel():
-                raise TrainingCancelled()
-            idx = perm[s:s + bs]
-            if len(idx) < 2:
-                continue
-            x = torch.from_numpy(maps_train[idx.numpy(), views[idx].numpy()]).to(device).float()
-            if config.get("map_augment", True):  # the 8 symmetries of the square, on the maps
-                k = int(torch.randint(0, 4, (1,), generator=g))
-                x = torch.rot90(x, k, (2, 3))
-                if torch.rand(1, generator=g).item() < 0.5:
-                    x = x.flip(3)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, precision):
-                logits = model(x).float()
-            loss = F.cross_entropy(logits, ytr[idx].to(device), weight=cw, label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
+        loss = finetune_one_epoch(model, maps_train, ytr, optimizer=opt, scheduler=sched, generator=g, batch_size=bs,
+                                  class_weight=cw, label_smoothing=smoothing, device=device, precision=precision,
+                                  map_augment=config.get("map_augment", True), should_cancel=should_cancel)
         _, score = evaluate()
-        rec = {"epoch": epoch, "epochs": epochs, "loss": total / max(count, 1), "phase": "finetune"}
+        rec = {"epoch": epoch, "epochs": epochs, "loss": loss, "phase": "finetune"}
         if len(yva):
             rec.update(val_accuracy=score[0], val_loss=-score[1])
         history.append(rec)
@@ -176,3 +147,51 @@ def finetune_tail(
     logits, _ = evaluate()
     val_logits = logits.numpy() if logits is not None else np.zeros((0, n_classes), np.float32)
     return backbone.cpu(), HeadFit(head=head.cpu(), history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def finetune_one_epoch(model: TailModel, maps: np.ndarray, y: torch.Tensor, *, optimizer, scheduler,
+                       generator: torch.Generator, batch_size: int, class_weight: torch.Tensor | None,
+                       label_smoothing: float, device, precision: str, map_augment: bool = True,
+                       should_cancel: Callable[[], bool] | None = None) -> float:
+    """One pass over the training maps [N, V, C, H, W], one random view each (and, with ``map_augment``,
+    one of the 8 symmetries of the square); the backbone's BatchNorm statistics stay frozen. Batches of
+    one are left out. Returns the mean training loss."""
+    model.backbone.eval()  # frozen BN statistics
+    model.head.train()
+    n, v = maps.shape[:2]
+    perm = torch.randperm(n, generator=generator)
+    views = torch.randint(0, v, (n,), generator=generator)
+    total, count = 0.0, 0
+    for s in range(0, n, batch_size):
+        if should_cancel and should_cancel():
+            raise TrainingCancelled()
+        idx = perm[s:s + batch_size]
+        if len(idx) < 2:
+            continue
+        x = torch.from_numpy(maps[idx.numpy(), views[idx].numpy()]).to(device).float()
+        if map_augment:
+            k = int(torch.randint(0, 4, (1,), generator=generator))
+            x = torch.rot90(x, k, (2, 3))
+            if torch.rand(1, generator=generator).item() < 0.5:
+                x = x.flip(3)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(x).float()
+        loss = F.cross_entropy(logits, y[idx].to(device), weight=class_weight, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
+def evaluate_tail(model: TailModel, maps: np.ndarray, y: torch.Tensor, *, device, precision: str):
+    """(logits averaged over the test-time views, (accuracy, -loss)); (None, (0, 0)) without validation cells."""
+    if not len(y):
+        return None, (0.0, 0.0)
+    logits = _tta_logits(model, maps, device, precision)
+    loss = F.cross_entropy(logits, y).item()
+    acc = (logits.argmax(1) == y).float().mean().item()
+    return logits, (acc, -loss)

@@ -92,7 +92,7 @@ def train_head(
     ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
     Xva = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
     yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
-    n, v, d = Xtr.shape
+    n, _, d = Xtr.shape
     head = build_head(config, d, n_classes)
     head.set_standardisation(Xtr.reshape(-1, d))
     epochs = int(config["epochs"])
@@ -110,27 +110,12 @@ def train_head(
     for epoch in range(1, epochs + 1):
         if should_cancel and should_cancel():
             raise Cancelled()
-        head.train()
-        perm = torch.randperm(n, generator=g)
-        views = torch.randint(0, v, (n,), generator=g)
-        total, count = 0.0, 0
-        for s in range(0, n, bs):
-            idx = perm[s:s + bs]
-            if len(idx) < 2 and config["head"] == "paper":  # BatchNorm needs 2 samples
-                continue
-            xb = Xtr[idx, views[idx]]
-            loss = F.cross_entropy(head(xb), ytr[idx], weight=cw, label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-        rec = {"epoch": epoch, "epochs": epochs, "loss": total / max(count, 1)}
+        loss = train_one_epoch(head, Xtr, ytr, optimizer=opt, scheduler=sched, generator=g, batch_size=bs,
+                               class_weight=cw, label_smoothing=smoothing,
+                               skip_single=config["head"] == "paper")  # BatchNorm needs 2 samples
+        rec = {"epoch": epoch, "epochs": epochs, "loss": loss}
         if len(yva):
-            logits = tta_logits(head, Xva)
-            rec["val_loss"] = F.cross_entropy(logits, yva).item()
-            rec["val_accuracy"] = (logits.argmax(1) == yva).float().mean().item()
+            rec.update(evaluate(head, Xva, yva))
             score = (rec["val_accuracy"], rec["val_loss"])
         else:
             score = (0.0, rec["loss"])
@@ -149,6 +134,38 @@ def train_head(
     head.eval()
     val_logits = tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
     return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def train_one_epoch(head: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer, scheduler,
+                    generator: torch.Generator, batch_size: int, class_weight: torch.Tensor | None,
+                    label_smoothing: float, skip_single: bool) -> float:
+    """One pass over the training items ``X`` [N, V, D], each with one randomly drawn cached view
+    (augmentation); the scheduler steps per batch. ``skip_single``: leave out a last batch of one item
+    (BatchNorm needs two). Returns the mean training loss."""
+    head.train()
+    n, v, _ = X.shape
+    perm = torch.randperm(n, generator=generator)
+    views = torch.randint(0, v, (n,), generator=generator)
+    total, count = 0.0, 0
+    for s in range(0, n, batch_size):
+        idx = perm[s:s + batch_size]
+        if len(idx) < 2 and skip_single:
+            continue
+        xb = X[idx, views[idx]]
+        loss = F.cross_entropy(head(xb), y[idx], weight=class_weight, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item() * len(idx)
+        count += len(idx)
+    return total / max(count, 1)
+
+
+def evaluate(head: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict:
+    """Validation loss and accuracy of the mean over all views (test-time augmentation)."""
+    logits = tta_logits(head, X)
+    return {"val_loss": F.cross_entropy(logits, y).item(), "val_accuracy": (logits.argmax(1) == y).float().mean().item()}
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
