@@ -2,12 +2,14 @@
 without importing another app's services."""
 from __future__ import annotations
 
-from .models import AuditEvent
+from .models import AuditAction, AuditEvent
 
 
-def audit_record(*, actor, action: str, target, before=None, after=None) -> AuditEvent:
+def audit_record(*, actor, action: AuditAction | str, target, before=None, after=None) -> AuditEvent:
     """Record who did ``action`` to ``target`` (a row, or a ``(type name, id)`` pair), with the state
-    before and after. An anonymous or missing actor is stored as none (a system action)."""
+    before and after. An anonymous or missing actor is stored as none (a system action). An action
+    that is not an :class:`AuditAction` is refused (ValueError), before anything is written."""
+    action = AuditAction(action)
     if isinstance(target, tuple):
         target_type, target_id = target
     else:

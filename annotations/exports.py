@@ -41,8 +41,8 @@ from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils.crypto import salted_hmac
 
 from .archives import zip_stream_chunks
-from .models import Adjudication, CellClass, CellImage, Label, Source, Split
 from .audit import audit_record
+from .models import Adjudication, AuditAction, CellClass, CellImage, Label, Source, Split
 
 UNDECIDED = "undecided"  # folder of the cells without a final class (not a class code)
 MANIFEST = "manifest.csv"
@@ -395,7 +395,7 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         spool.close()
         raise
     counts = {"images": len(images), "readings": n_readings, "bytes": size, "manifest_sha256": digest.hexdigest()}
-    audit_record(actor=actor, action="cells.export", target=("Export", "cells"),
+    audit_record(actor=actor, action=AuditAction.CELLS_EXPORT, target=("Export", "cells"),
                  after={"channel": channel, "selection": selection.as_dict(), **counts})
     total = len(images) + 3
 

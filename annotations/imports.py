@@ -54,7 +54,7 @@ from .exports import (
     reader_pseudonym,
 )
 from .imaging import ACCEPTED_FORMATS, ImageRejected, sanitize_image
-from .models import Adjudication, AuditEvent, CellClass, CellImage, Label, Source, Split, UploadBatch
+from .models import Adjudication, AuditAction, AuditEvent, CellClass, CellImage, Label, Source, Split, UploadBatch
 from .services import _storage_name, planner_statistics_refresh
 
 MAX_PROBLEMS_LISTED = 50
@@ -585,7 +585,7 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         user.save()
         users[name] = user
         summary.readers_created.append(name)
-        audit_record(actor=importer, action="user.create_reader", target=user,
+        audit_record(actor=importer, action=AuditAction.USER_CREATE_READER, target=user,
                      after={"username": name, "active": False, "reason": "reader of imported cells"})
 
     def planned(record: Record) -> tuple[list[Reading], Reading | None]:
@@ -663,7 +663,7 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         image.needs_review = bool(record.needs_review) and labelled_by is None
         image.current_label_count = sum(1 for r in readings if r.superseded_at is None)
         events.append(AuditEvent(
-            actor=importer, action="image.import", target_type="CellImage", target_id=str(image.pk),
+            actor=importer, action=AuditAction.IMAGE_IMPORT, target_type="CellImage", target_id=str(image.pk),
             after={"sha256": image.sha256, "split": image.split, "source": image.source,
                    "final_label": v["final_class"] or None, "decided_by": v["decided_by"] or None,
                    "readings": len(readings), "adjudicated": adjudication is not None,
@@ -693,7 +693,7 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         batch.save(update_fields=["stored"])
         summary.batches.append(batch.pk)
     if summary.changed:
-        audit_record(actor=importer, action="cells.import", target=("Import", "cells"), after={
+        audit_record(actor=importer, action=AuditAction.CELLS_IMPORT, target=("Import", "cells"), after={
             "channel": channel, "reader_policy": "labelled_by" if labelled_by is not None else "readers",
             **{k: v for k, v in summary.as_dict().items() if k != "kept"}, "kept": len(summary.kept)})
         new_cells = [im.pk for _, im in created if im.source == Source.CELL]

@@ -7,7 +7,7 @@ from classifier.models import Prediction
 from classifier.selectors import model_version_active, predictions_latest_for
 from leukoportal.roles import REVIEWER, has_role
 
-from .models import AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
+from .models import AuditAction, AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
 
 
 def cell_classes_active() -> QuerySet[CellClass]:
@@ -272,4 +272,4 @@ def image_history_for(*, image: CellImage, user) -> QuerySet[AuditEvent]:
     history = image_history(image=image)
     if has_role(user, REVIEWER) or image.final_label_id is not None:
         return history
-    return history.exclude(Q(action__startswith="label.") & ~Q(actor=user)).exclude(action="image.final_label")
+    return history.exclude(Q(action__startswith="label.") & ~Q(actor=user)).exclude(action=AuditAction.IMAGE_FINAL_LABEL)

@@ -26,6 +26,7 @@ from .folders import class_folders
 from .imaging import ImageRejected, sanitize_image
 from .models import (
     Adjudication,
+    AuditAction,
     CellClass,
     CellImage,
     Label,
@@ -150,7 +151,7 @@ def image_upload(
             )
             audit_record(
                 actor=uploaded_by,
-                action="image.upload",
+                action=AuditAction.IMAGE_UPLOAD,
                 target=image,
                 after={"sha256": image.sha256, "split": split, "source": source, "batch": batch.pk if batch else None},
             )
@@ -236,7 +237,7 @@ def _batch_close(batch: UploadBatch, summary: BatchSummary) -> None:
     batch.save(update_fields=["stored", "duplicates", "refused"])
     audit_record(
         actor=batch.created_by,
-        action="batch.upload",
+        action=AuditAction.BATCH_UPLOAD,
         target=batch,
         after={"stored": batch.stored, "duplicates": batch.duplicates, "refused": batch.refused, "split": batch.split},
     )
@@ -251,7 +252,7 @@ def image_split_move(*, image: CellImage, actor, split: str) -> CellImage:
         before = image.split
         image.split = split
         image.save(update_fields=["split"])
-        audit_record(actor=actor, action="image.split_move", target=image, before={"split": before}, after={"split": split})
+        audit_record(actor=actor, action=AuditAction.IMAGE_SPLIT_MOVE, target=image, before={"split": before}, after={"split": split})
         _final_label_recompute(image)
     return image
 
@@ -287,7 +288,7 @@ def _final_label_recompute(image: CellImage) -> None:
         image.save(update_fields=["final_label", "final_label_at", "needs_review"])
         audit_record(
             actor=None,
-            action="image.final_label",
+            action=AuditAction.IMAGE_FINAL_LABEL,
             target=image,
             before=before,
             after={"final_label": final.code if final else None, "needs_review": needs_review},
@@ -328,7 +329,7 @@ def label_submit(
         )
         audit_record(
             actor=labeller,
-            action="label.change" if previous else "label.create",
+            action=AuditAction.LABEL_CHANGE if previous else AuditAction.LABEL_CREATE,
             target=image,
             before={"class": previous.cell_class.code, "unsure": previous.unsure} if previous else None,
             after={
@@ -358,7 +359,7 @@ def adjudication_submit(*, image: CellImage, reviewer, cell_class: CellClass, no
         adjudication = Adjudication.objects.create(image=image, reviewer=reviewer, cell_class=cell_class, note=note[:500])
         audit_record(
             actor=reviewer,
-            action="label.adjudicate",
+            action=AuditAction.LABEL_ADJUDICATE,
             target=image,
             before={"labels": [[lb.labeller.get_username(), lb.cell_class.code, lb.unsure] for lb in image.labels.filter(superseded_at__isnull=True)]},
             after={"class": cell_class.code, "note": note[:500]},
@@ -383,7 +384,7 @@ def cell_class_save(*, actor, code: str, name: str, hotkey: str = "", display_or
         obj.name, obj.hotkey, obj.display_order, obj.active, obj.is_leukocyte = name, hotkey, display_order, active, is_leukocyte
         obj.full_clean()
         obj.save()
-        audit_record(actor=actor, action="taxonomy.save", target=obj, before=before,
+        audit_record(actor=actor, action=AuditAction.TAXONOMY_SAVE, target=obj, before=before,
                      after={"name": name, "hotkey": hotkey, "active": active, "display_order": display_order})
     return obj
 
@@ -452,7 +453,7 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
         batch.delete()  # a re-import that changed nothing leaves nothing behind
     else:
         batch.save(update_fields=["stored", "duplicates", "refused"])
-        audit_record(actor=labelled_by, action="batch.import", target=batch,
+        audit_record(actor=labelled_by, action=AuditAction.BATCH_IMPORT, target=batch,
                      after={"stored": summary.stored, "duplicates": summary.duplicates,
                             "labels": summary.labels_created, "refused": len(summary.refused), "split": split})
         planner_statistics_refresh()
@@ -541,7 +542,7 @@ def label_withdraw(*, image: CellImage, labeller) -> Label | None:
         current.superseded_at = timezone.now()
         current.save(update_fields=["superseded_at"])
         audit_record(
-            actor=labeller, action="label.withdraw", target=image,
+            actor=labeller, action=AuditAction.LABEL_WITHDRAW, target=image,
             before={"class": current.cell_class.code, "unsure": current.unsure}, after=None,
         )
         _final_label_recompute(image)
@@ -572,7 +573,7 @@ def lab_settings_update(
         for f, v in after.items():
             setattr(lab, f, v)
         lab.save(update_fields=list(fields))
-        audit_record(actor=actor, action="settings.labelling", target=lab, before=before, after=after)
+        audit_record(actor=actor, action=AuditAction.SETTINGS_LABELLING, target=lab, before=before, after=after)
         waiting = CellImage.objects.filter(
             final_label__isnull=True, adjudications__isnull=True, labels__superseded_at__isnull=True
         ).distinct()

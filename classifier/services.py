@@ -13,14 +13,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from annotations.models import CellImage, LabSettings, Source, Split
-from classifier.ml.io import json_clean, json_sha256
 from annotations.audit import audit_record
+from annotations.models import AuditAction, CellImage, LabSettings, Source, Split
+from classifier.ml.io import json_clean, json_sha256
 from leukoportal.queueing import enqueue_on_commit
 from slides.models import SlideCell
 
-from .models import ModelVersion, Prediction, TrainingRun
 from .enqueue import classification_enqueue_on_commit
+from .models import ModelVersion, Prediction, TrainingRun
 from .selectors import model_version_active
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ def model_version_activate(*, version: ModelVersion, actor=None, reason: str = "
         version.save(update_fields=["status", "activated_at"])
         audit_record(
             actor=actor,
-            action=f"model.{reason}",
+            action=AuditAction(f"model.{reason}"),
             target=version,
             before={"active": previous.pk if previous else None},
             after={"active": version.pk, **({"reason": note} if note else {})},
@@ -199,7 +199,7 @@ def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: d
         for key, value in fields.items():
             setattr(version, key, value)
         version.save()
-    audit_record(actor=created_by, action="model.trained", target=version,
+    audit_record(actor=created_by, action=AuditAction.MODEL_TRAINED, target=version,
                  after={"ensemble": ensemble, "mode": mode, "images": len(snapshot.get("items", []))})
     return version
 
@@ -229,7 +229,7 @@ def training_run_start(*, user, ensemble: str = "offline", mode: str = "default"
             ensemble=ensemble, mode=mode, epochs=epochs, trigger=trigger, created_by=user, retry_of=retry_of,
             progress={"stage": "queued"},
         )
-        audit_record(actor=user, action="training.start", target=run,
+        audit_record(actor=user, action=AuditAction.TRAINING_START, target=run,
                      after={"ensemble": ensemble, "mode": mode, "epochs": epochs, "trigger": trigger})
         training_run_enqueue_on_commit(run_id=run.pk)
     return run
@@ -270,7 +270,7 @@ def training_run_cancel(*, run: TrainingRun, user) -> TrainingRun:
             run.status = TrainingRun.Status.CANCELLED
             run.finished_at = timezone.now()
         run.save(update_fields=["cancel_requested", "status", "finished_at"])
-        audit_record(actor=user, action="training.cancel", target=run)
+        audit_record(actor=user, action=AuditAction.TRAINING_CANCEL, target=run)
     return run
 
 
@@ -352,7 +352,7 @@ def training_run_execute(*, run_id: int) -> ModelVersion | None:
         TrainingRun.objects.filter(pk=run_id).update(
             status=TrainingRun.Status.FAILED, finished_at=timezone.now(), error=f"{type(exc).__name__}: {exc}"[:4000]
         )
-        audit_record(actor=None, action="training.failed", target=("TrainingRun", run_id), after={"error": str(exc)[:500]})
+        audit_record(actor=None, action=AuditAction.TRAINING_FAILED, target=("TrainingRun", run_id), after={"error": str(exc)[:500]})
         return None
     TrainingRun.objects.filter(pk=run_id).update(
         status=TrainingRun.Status.SUCCEEDED, finished_at=timezone.now(), model_version=version,

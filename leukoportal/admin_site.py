@@ -5,6 +5,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
 from annotations.audit import audit_record
+from annotations.models import AuditAction
 
 from .roles import LAB_ADMIN, has_role
 
@@ -13,7 +14,7 @@ class AuditedAdminMixin:
     """Every add, change and delete made in the Django admin is also an audit event (who, what, when)."""
 
     def _audit(self, request, obj, action: str, message=None):
-        audit_record(actor=request.user, action=f"admin.{action}", target=(obj._meta.label, obj.pk),
+        audit_record(actor=request.user, action=AuditAction(f"admin.{action}"), target=(obj._meta.label, obj.pk),
                      after={"object": str(obj)[:200], "change": message or None})
 
     def log_addition(self, request, obj, message):

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotations.audit import audit_record
-from annotations.models import CellClass, CellImage, LabSettings, Split
+from annotations.models import AuditAction, CellClass, CellImage, LabSettings, Split
 from classifier.ml.io import json_clean, json_sha256
 from classifier.ml.voting import abstention_curve
 from classifier.models import ModelVersion, TrainingRun
@@ -190,7 +190,7 @@ def evaluation_request(*, model_version: ModelVersion, user, trigger: str = "adm
             model_version=model_version, trigger=trigger, requested_by=user, snapshot={"items": snapshot["items"]},
             snapshot_hash=snapshot["hash"], n_cells=len(snapshot["items"]),
         )
-        audit_record(actor=user, action="evaluation.request", target=evaluation,
+        audit_record(actor=user, action=AuditAction.EVALUATION_REQUEST, target=evaluation,
                      after={"model_version": model_version.pk, "cells": len(snapshot["items"])})
         enqueue_on_commit("reports.tasks.evaluate_model_version", evaluation.pk)
     return evaluation
@@ -345,7 +345,7 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
             model_version=version, evaluation=evaluation, compared_with=active, compared_evaluation=compared,
             outcome=outcome, reasons=reasons, margin=margin, comparison=comparison, sample=sample,
         )
-        audit_record(actor=None, action="model.gate", target=version,
+        audit_record(actor=None, action=AuditAction.MODEL_GATE, target=version,
                      before={"active": active.pk if active else None},
                      after={"outcome": outcome, "reasons": reasons, "evaluation": getattr(evaluation, "pk", None)})
         if decision.activated:
@@ -405,7 +405,7 @@ def retrain_schedule_update(*, actor, hour: int, minute: int, enabled: bool, min
         lab.retrain_min_new_labels = int(min_new_labels)
         lab.save(update_fields=["retrain_min_new_labels"])
         after = {"hour": int(hour), "minute": int(minute), "enabled": bool(enabled), "min_new_labels": int(min_new_labels)}
-        audit_record(actor=actor, action="schedule.retrain", target=("PeriodicTask", task.pk), before=before, after=after)
+        audit_record(actor=actor, action=AuditAction.SCHEDULE_RETRAIN, target=("PeriodicTask", task.pk), before=before, after=after)
     return task
 
 
@@ -431,7 +431,7 @@ def promotion_gate_update(*, actor, min_heldout_per_class: int, min_heldout_tota
         for f, v in after.items():
             setattr(lab, f, v)
         lab.save(update_fields=list(fields))
-        audit_record(actor=actor, action="settings.promotion_gate", target=lab, before=before, after=after)
+        audit_record(actor=actor, action=AuditAction.SETTINGS_PROMOTION_GATE, target=lab, before=before, after=after)
     return lab
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.audit import audit_record
-from annotations.models import CellClass, Source
+from annotations.models import AuditAction, CellClass, Source
 from annotations.services import LabelConflict, image_upload, label_submit
 from classifier import services as classifier_services
 from classifier.models import Prediction
@@ -117,7 +117,7 @@ def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", targ
         slide = Slide.objects.create(code=code, created_by=created_by, wbc_count=wbc, notes=notes,
                                      target_count=target, kind=kind, status=Slide.Status.PROCESSING,
                                      microns_per_pixel=scale)
-        audit_record(actor=created_by, action="slide.create", target=slide,
+        audit_record(actor=created_by, action=AuditAction.SLIDE_CREATE, target=slide,
                      after={"code": code, "wbc_count": str(wbc) if wbc else None, "target": target, "kind": kind,
                             "microns_per_pixel": scale})
     return slide
@@ -145,7 +145,7 @@ def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = Non
         if target_count is not None:
             slide.target_count = _clean_target(target_count)
         slide.save(update_fields=["wbc_count", "notes", "target_count", "microns_per_pixel"])
-        audit_record(actor=actor, action="slide.update", target=slide, before=before,
+        audit_record(actor=actor, action=AuditAction.SLIDE_UPDATE, target=slide, before=before,
                      after={"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
                             "target": slide.target_count, "microns_per_pixel": slide.microns_per_pixel})
     return slide
@@ -199,7 +199,7 @@ def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], upload
             slide.progress = {"stage": "queued"}
             slide.error = ""
             slide.save(update_fields=["status", "task_state", "heartbeat_at", "progress", "error"])
-            audit_record(actor=uploaded_by, action="slide.images_add", target=slide,
+            audit_record(actor=uploaded_by, action=AuditAction.SLIDE_IMAGES_ADD, target=slide,
                          after={"stored": [s["image"] for s in stored], "refused": len(refused), "kind": slide.kind})
             _enqueue_processing(slide.pk)
     return {"stored": stored, "refused": refused}
@@ -222,7 +222,7 @@ def slide_processing_retry(*, slide: Slide, actor) -> Slide:
         slide.progress = {"stage": "queued"}
         slide.error = ""
         slide.save(update_fields=["task_state", "status", "heartbeat_at", "progress", "error"])
-        audit_record(actor=actor, action="slide.retry", target=slide)
+        audit_record(actor=actor, action=AuditAction.SLIDE_RETRY, target=slide)
         _enqueue_processing(slide.pk)
     return slide
 
@@ -245,7 +245,7 @@ def slides_stalled_requeue(*, older_than_s: int = 300) -> int:
             )
             if not switched:  # it moved on meanwhile
                 continue
-            audit_record(actor=None, action="slide.process_resumed", target=slide,
+            audit_record(actor=None, action=AuditAction.SLIDE_PROCESS_RESUMED, target=slide,
                          after={"last_sign_of_life": slide.heartbeat_at.isoformat() if slide.heartbeat_at else None})
             _enqueue_processing(slide.pk)
         requeued += 1
@@ -376,7 +376,7 @@ def slide_process(*, slide_id: int) -> Slide | None:
             task_state=Slide.TaskState.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000],
             progress={"stage": "failed"},
         )
-        audit_record(actor=None, action="slide.process_failed", target=slide, after={"error": str(exc)[:500]})
+        audit_record(actor=None, action=AuditAction.SLIDE_PROCESS_FAILED, target=slide, after={"error": str(exc)[:500]})
         return None
     n_cells = slide.cells.count()
     unresolved = _unresolved_count(slide)
@@ -387,7 +387,7 @@ def slide_process(*, slide_id: int) -> Slide | None:
         progress={"stage": "done", "cells": n_cells, "unresolved": unresolved, "seconds": timings,
                   "model_version": version.pk if version else None},
     )
-    audit_record(actor=None, action="slide.processed", target=slide,
+    audit_record(actor=None, action=AuditAction.SLIDE_PROCESSED, target=slide,
                  after={"cells": n_cells, "unresolved": unresolved, "model_version": version.pk if version else None})
     return Slide.objects.get(pk=slide_id)
 
@@ -436,7 +436,7 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
         cell.changed_by, cell.changed_at = actor, timezone.now()
         cell.save(update_fields=["final_class", "status", "changed_by", "changed_at"])
         label = _verification_label(cell=cell, actor=actor, cell_class=cell_class) if cell_class else None
-        audit_record(actor=actor, action="slide.cell_verify" if confirms else "slide.cell_reclassify", target=cell,
+        audit_record(actor=actor, action=AuditAction.SLIDE_CELL_VERIFY if confirms else "slide.cell_reclassify", target=cell,
                      before=dict(before, slide=slide.pk),
                      after=dict(after, predicted=cell.predicted_class, suggested=cell.top_class or None,
                                 label=label.pk if label else None))
@@ -505,7 +505,7 @@ def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
         slide.signed_by, slide.signed_at = actor, now
         slide.sign_reason = reason
         slide.save(update_fields=["report", "status", "signed_by", "signed_at", "sign_reason"])
-        audit_record(actor=actor, action="slide.sign", target=slide,
+        audit_record(actor=actor, action=AuditAction.SLIDE_SIGN, target=slide,
                      after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version,
                             "warnings": warnings, "reason": reason})
     return slide
@@ -547,8 +547,8 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
         ])
         new.status = Slide.Status.VERIFIED if _unresolved_count(new) == 0 else Slide.Status.READY
         new.save(update_fields=["status"])
-        audit_record(actor=actor, action="slide.correct", target=slide, after={"new_version": new.pk, "reason": reason[:500]})
-        audit_record(actor=actor, action="slide.create_version", target=new,
+        audit_record(actor=actor, action=AuditAction.SLIDE_CORRECT, target=slide, after={"new_version": new.pk, "reason": reason[:500]})
+        audit_record(actor=actor, action=AuditAction.SLIDE_CREATE_VERSION, target=new,
                      before={"previous": slide.pk, "version": slide.version}, after={"version": new.version})
     return new
 
@@ -580,6 +580,6 @@ def reference_interval_save(*, actor, interval: ReferenceInterval | None = None,
         interval.codes = "+".join(codes)
         interval.full_clean()
         interval.save()
-        audit_record(actor=actor, action="slide.reference_interval", target=interval, before=before,
+        audit_record(actor=actor, action=AuditAction.SLIDE_REFERENCE_INTERVAL, target=interval, before=before,
                      after={k: getattr(interval, k) for k in ("name", "codes", "measure", "low", "high", "active")})
     return interval

@@ -75,3 +75,15 @@ def test_image_history_shows_changed_fields(client, reviewer, labeller, lab_admi
     assert '<span class="field">final label</span>: <del>—</del> → <ins>monocyte</ins>' in history
     assert '<span class="field">class</span>: <ins>monocyte</ins>' in history
 
+
+def test_an_action_that_is_not_an_audit_action_is_refused_before_anything_is_written(db, lab_admin):
+    import pytest
+
+    from annotations.models import AuditAction
+
+    with pytest.raises(ValueError):
+        audit_record(actor=lab_admin, action="model.retrained_by_magic", target=("ModelVersion", 1))
+    assert not AuditEvent.objects.exists()
+    event = audit_record(actor=lab_admin, action="model.promote", target=("ModelVersion", 1))
+    assert event.action == AuditAction.MODEL_PROMOTE == "model.promote"
+    assert AuditEvent.objects.get().action == "model.promote"

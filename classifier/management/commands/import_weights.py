@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from annotations.audit import audit_record
+from annotations.models import AuditAction
 
 
 class Command(BaseCommand):
@@ -19,5 +20,5 @@ class Command(BaseCommand):
             raise CommandError(str(exc).strip("'\"")) from None
         except (FileNotFoundError, registry.WeightsChecksumError, RuntimeError, ValueError) as exc:
             raise CommandError(f"{backbone}: {exc}") from None
-        audit_record(actor=None, action="weights.import", target=("Backbone", backbone), after={"path": str(dest)})
+        audit_record(actor=None, action=AuditAction.WEIGHTS_IMPORT, target=("Backbone", backbone), after={"path": str(dest)})
         self.stdout.write(f"{backbone}: weights installed at {dest}")
