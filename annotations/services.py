@@ -19,7 +19,7 @@ from classifier.ml.io import atomic_write
 from leukoportal.roles import LAB_ADMIN, has_role
 from classifier.models import ModelVersion, Prediction
 
-from .archives import IMAGE_EXTENSIONS, open_zip, zip_members
+from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip, zip_members
 from .audit import audit_record
 from .deid import deidentified_code_problem
 from .folders import class_folders
@@ -228,6 +228,37 @@ def zip_upload(
             _record_outcome(summary, member.name, outcome)
     _batch_close(batch, summary)
     return summary
+
+
+def uploads_store(*, files: Iterable, uploaded_by, channel: str, split: str = Split.TRAIN,
+                  sample_code: str = "") -> dict:
+    """The browser's upload of many files at once: each zip archive (by its name) is stored as a batch
+    of its own, the other images together as one batch. An archive refused whole is listed under
+    ``refused`` with its reason, nothing of it stored; the others go on. ``files``: objects with
+    ``name`` and ``read()`` (uploaded files). Returns the batches' results merged, with counts."""
+    upload_split_check(user=uploaded_by, split=split)
+    results = {"stored": [], "duplicates": [], "refused": [], "batches": []}
+
+    def merge(summary: BatchSummary) -> None:
+        data = summary.as_dict()
+        for key in ("stored", "duplicates", "refused"):
+            results[key].extend(data[key])
+        results["batches"].append(data["batch"])
+
+    plain = []
+    for f in files:
+        if f.name.lower().endswith(".zip"):
+            try:
+                merge(zip_upload(fileobj=f, uploaded_by=uploaded_by, channel=channel, split=split,
+                                 sample_code=sample_code))
+            except ArchiveRejected as exc:
+                results["refused"].append({"name": f.name, "reason": exc.message, "code": exc.code})
+        else:
+            plain.append((f.name, f.read()))
+    if plain:
+        merge(files_upload(files=plain, uploaded_by=uploaded_by, channel=channel, split=split, sample_code=sample_code))
+    results["counts"] = {k: len(results[k]) for k in ("stored", "duplicates", "refused")}
+    return results
 
 
 def _batch_close(batch: UploadBatch, summary: BatchSummary) -> None:

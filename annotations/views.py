@@ -17,7 +17,6 @@ from classifier.selectors import model_version_active
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
-from .archives import ArchiveRejected
 from .forms import (
     AdjudicationForm,
     AgreementFilterForm,
@@ -62,34 +61,11 @@ def upload(request):
     files = list(_uploaded_files(request))
     if not files:
         return fail("Choose at least one image or zip archive.")
-    results = {"stored": [], "duplicates": [], "refused": [], "batches": []}
-    plain = []
-    for f in files:
-        if f.name.lower().endswith(".zip"):
-            try:
-                summary = services.zip_upload(fileobj=f, uploaded_by=request.user, channel="browser", split=split,
-                                              sample_code=form.cleaned_data["sample_code"])
-            except ArchiveRejected as exc:
-                results["refused"].append({"name": f.name, "reason": exc.message, "code": exc.code})
-                continue
-            _merge(results, summary)
-        else:
-            plain.append((f.name, f.read()))
-    if plain:
-        summary = services.files_upload(files=plain, uploaded_by=request.user, channel="browser", split=split,
-                                        sample_code=form.cleaned_data["sample_code"])
-        _merge(results, summary)
-    results["counts"] = {k: len(results[k]) for k in ("stored", "duplicates", "refused")}
+    results = services.uploads_store(files=files, uploaded_by=request.user, channel="browser", split=split,
+                                     sample_code=form.cleaned_data["sample_code"])
     if wants_json:
         return JsonResponse(results)
     return render(request, "annotations/upload_summary.html", {"results": results})
-
-
-def _merge(results, summary):
-    data = summary.as_dict()
-    for key in ("stored", "duplicates", "refused"):
-        results[key].extend(data[key])
-    results["batches"].append(data["batch"])
 
 
 @role_required(LABELLER)
