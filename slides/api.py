@@ -228,8 +228,9 @@ class SlideExportApi(APIView):
         from .views import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 
         slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-        if slide.status != Slide.Status.SIGNED or not slide.report:
-            return _conflict(Exception("Reports exist only for signed slides: verify and sign this slide first."))
+        refusal = selectors.slide_report_refusal(slide=slide)
+        if refusal:
+            return _conflict(Exception(refusal))
         if fmt == "json":
             return Response(slide.report)
         if fmt == "fhir":

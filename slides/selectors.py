@@ -242,3 +242,11 @@ def slide_report_release(*, slide: Slide) -> dict:
 
 def slide_versions(*, slide: Slide) -> list[Slide]:
     return list(Slide.objects.filter(code=slide.code).order_by("version"))
+
+
+def slide_report_refusal(*, slide: Slide) -> str | None:
+    """Why this slide has no report (printable page, PDF, CSV, FHIR, HL7; browser and API alike), or
+    None: reports exist only for signed slides."""
+    if slide.status != Slide.Status.SIGNED or not slide.report:
+        return "Reports exist only for signed slides: verify and sign this slide first."
+    return None

@@ -252,9 +252,9 @@ def slide_retry(request, pk: int):
 def _signed_slide(pk: int) -> tuple[Slide, HttpResponse | None]:
     """The slide, and the 409 answer its report views give while it is not signed (else None)."""
     slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-    if slide.status != Slide.Status.SIGNED or not slide.report:
-        return slide, HttpResponse("Reports exist only for signed slides: verify and sign this slide first.",
-                                   status=409, content_type="text/plain")
+    refusal = selectors.slide_report_refusal(slide=slide)
+    if refusal:
+        return slide, HttpResponse(refusal, status=409, content_type="text/plain")
     return slide, None
 
 
