@@ -129,7 +129,7 @@ def promotion_check(new: dict, old: dict, *, margin: float, names: dict[str, str
     new_acc, old_acc = new.get("overall_accuracy"), old.get("overall_accuracy")
     if old_acc is not None and (new_acc is None or new_acc < old_acc - eps):
         reasons.append(
-            f"Overall accuracy {_pct(new_acc)} is lower than the active version's {_pct(old_acc)} "
+            f"Overall accuracy {pct(new_acc)} is lower than the active version's {pct(old_acc)} "
             f"on the same {old.get('n', 0)} held-out cells."
         )
     new_classes = new.get("per_class", {})
@@ -140,8 +140,8 @@ def promotion_check(new: dict, old: dict, *, margin: float, names: dict[str, str
         new_s = (new_classes.get(code) or {}).get("sensitivity") or 0.0
         if old_s - new_s > margin + eps:
             reasons.append(
-                f"Sensitivity for {names.get(code, code)} drops from {_pct(old_s)} to {_pct(new_s)} "
-                f"(more than the allowed {_pct(margin)})."
+                f"Sensitivity for {names.get(code, code)} drops from {pct(old_s)} to {pct(new_s)} "
+                f"(more than the allowed {pct(margin)})."
             )
     return not reasons, reasons
 
@@ -182,5 +182,6 @@ def paired_comparison(actual: Sequence[str], new: Sequence[str], old: Sequence[s
     return out
 
 
-def _pct(x: float | None) -> str:
+def pct(x: float | None) -> str:
+    """A fraction as a percentage with one decimal, 'n/a' for None."""
     return "n/a" if x is None else f"{100 * x:.1f}%"

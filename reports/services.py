@@ -28,7 +28,7 @@ from classifier.services import (
 )
 from leukoportal.queueing import enqueue_on_commit
 
-from . import baselines, metrics
+from . import baselines, gate, metrics
 from .models import Evaluation, GateDecision
 from .selectors import paired_comparison_of
 
@@ -246,104 +246,31 @@ def heldout_sample(*, items: list, classes: list[str], lab: LabSettings) -> dict
             "enough": len(items) >= lab.gate_min_heldout_total and not short}
 
 
-def _too_small_reason(sample: dict, names: dict[str, str]) -> str:
-    parts = []
-    if sample["total"] < sample["min_total"]:
-        parts.append(f"{sample['total']} held-out cells have a final label, {sample['min_total']} are needed")
-    if sample["short"]:
-        listed = ", ".join(f"{names.get(c, c)} {n}" for c, n in sample["short"].items())
-        parts.append(f"fewer than {sample['min_per_class']} in {len(sample['short'])} class(es): {listed}")
-    return "Held-out set too small to decide: " + "; ".join(parts) + "."
-
-
-def paired_comparison_text(comparison: dict, *, new: int, old: int) -> str:
-    """One sentence for the gate's reasons (the pages show the same figures in a table)."""
-    if not comparison.get("n"):
-        return "No held-out cell was scored by both versions; no paired comparison."
-    lo, hi = comparison["difference_ci"]
-    return (f"Paired comparison on the same {comparison['n']} cells: v{new} right where v{old} is wrong on "
-            f"{comparison['new_only']}, the reverse on {comparison['old_only']}; McNemar's exact test p = "
-            f"{comparison['mcnemar_p']:.3f}; difference in accuracy {100 * comparison['difference']:+.1f} points "
-            f"(95% interval {100 * lo:+.1f} to {100 * hi:+.1f}).")
-
-
 def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | None:
     """Evaluate a freshly trained version on the held-out snapshot; activate it only if it is not
-    worse than the active version on the same cells. Every decision is stored and audited."""
-
+    worse than the active version on the same cells (:func:`reports.gate.gate_decide`). Every decision
+    is stored and audited."""
     version = ModelVersion.objects.get(pk=model_version_id)
     if version.status != ModelVersion.Status.CANDIDATE:
         log.info("Model version %s is %s; the gate only decides on candidates.", version.pk, version.status)
         return None
     lab = LabSettings.get()
-    margin = float(lab.promotion_margin)
     snapshot = heldout_snapshot()
     active = model_version_active()
-    evaluation = compared = None
-    reasons: list[str] = []
-    comparison: dict = {}
     names = dict(CellClass.objects.values_list("code", "name"))
     sample = heldout_sample(items=snapshot["items"], lab=lab,
                             classes=list(version.classes) + (list(active.classes) if active else []))
-
-    if not snapshot["items"]:
-        if active is None:
-            outcome = GateDecision.Outcome.UNEVALUATED_ACTIVATED
-            reasons.append("No held-out cell has a final label, so the gate could not evaluate this version; "
-                           "it was activated because no version was active.")
-        else:
-            outcome = GateDecision.Outcome.NOT_EVALUATED
-            reasons.append(f"No held-out cell has a final label, so the gate could not compare this version with "
-                           f"the active v{active.pk}; it stays a candidate (a lab admin can promote it explicitly).")
-    else:
-        try:
-            evaluation = evaluation_run(model_version=version, snapshot=snapshot, trigger="gate")
-        except Exception as exc:  # noqa: BLE001 - recorded as the decision's reason
-            log.exception("Gate evaluation of model version %s failed", version.pk)
-            outcome = GateDecision.Outcome.NOT_EVALUATED
-            reasons.append(f"The evaluation on the held-out cells failed ({type(exc).__name__}: {exc}); "
-                           "the version stays a candidate.")
-        else:
-            if active is None:
-                outcome = GateDecision.Outcome.FIRST
-                reasons.append(f"No version was active; activated after evaluation on {evaluation.n_cells} held-out cells "
-                               f"(overall accuracy {metrics._pct(evaluation.overall_accuracy)}).")
-            else:
-                try:
-                    compared = evaluation_for_snapshot(model_version=active, snapshot=snapshot)
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("Could not evaluate the active version %s", active.pk)
-                    outcome = GateDecision.Outcome.NOT_EVALUATED
-                    reasons.append(f"The active v{active.pk} could not be evaluated on the same cells "
-                                   f"({type(exc).__name__}: {exc}); the new version stays a candidate.")
-                else:
-                    comparison = paired_comparison_of(evaluation, compared)
-                    ok, why = metrics.promotion_check(evaluation.vote, compared.vote, margin=margin,
-                                                      names=names)
-                    if not sample["enough"]:
-                        outcome = GateDecision.Outcome.TOO_SMALL
-                        reasons.append(_too_small_reason(sample, names) + f" v{version.pk} stays a candidate; "
-                                       "a lab admin decides, with a reason.")
-                        reasons.extend(why)
-                    elif ok:
-                        outcome = GateDecision.Outcome.ACTIVATED
-                        reasons.append(
-                            f"Not worse than the active v{active.pk} on the same {evaluation.n_cells} held-out cells: "
-                            f"overall accuracy {metrics._pct(evaluation.overall_accuracy)} vs "
-                            f"{metrics._pct(compared.overall_accuracy)}, no class's sensitivity drops by more than "
-                            f"{metrics._pct(margin)}.")
-                    else:
-                        outcome = GateDecision.Outcome.CANDIDATE
-                        reasons.extend(why)
-                    reasons.append(paired_comparison_text(comparison, new=version.pk, old=active.pk))
-        if evaluation is not None and outcome == GateDecision.Outcome.FIRST and not sample["enough"]:
-            reasons.append(_too_small_reason(sample, names) + " With no version to compare with, it was "
-                           "activated all the same; its accuracy is a rough estimate until more held-out cells are labelled.")
-
+    evaluation, compared, failure = _gate_evaluations(version=version, active=active, snapshot=snapshot)
+    comparison = paired_comparison_of(evaluation, compared) if compared is not None else {}
+    outcome, reasons = gate.gate_decide(
+        version=version.pk, active=active.pk if active else None, n_items=len(snapshot["items"]),
+        new=_scored(evaluation), old=_scored(compared), failure=failure, sample=sample,
+        margin=float(lab.promotion_margin), names=names, comparison=comparison)
     with transaction.atomic():
         decision = GateDecision.objects.create(
             model_version=version, evaluation=evaluation, compared_with=active, compared_evaluation=compared,
-            outcome=outcome, reasons=reasons, margin=margin, comparison=comparison, sample=sample,
+            outcome=GateDecision.Outcome(outcome), reasons=reasons, margin=float(lab.promotion_margin),
+            comparison=comparison, sample=sample,
         )
         audit_record(actor=None, action=AuditAction.MODEL_GATE, target=version,
                      before={"active": active.pk if active else None},
@@ -351,6 +278,32 @@ def model_version_evaluate_and_gate(*, model_version_id: int) -> GateDecision | 
         if decision.activated:
             model_version_activate(version=version, actor=None, reason="gate")
     return decision
+
+
+def _gate_evaluations(*, version: ModelVersion, active: ModelVersion | None, snapshot: dict):
+    """The candidate's evaluation on the snapshot and, when a version is active, the active one's on the
+    same cells: (evaluation, compared, failure), where ``failure`` says why one could not be had."""
+    if not snapshot["items"]:
+        return None, None, None
+    try:
+        evaluation = evaluation_run(model_version=version, snapshot=snapshot, trigger="gate")
+    except Exception as exc:  # noqa: BLE001 - recorded as the decision's reason
+        log.exception("Gate evaluation of model version %s failed", version.pk)
+        return None, None, f"{type(exc).__name__}: {exc}"
+    if active is None:
+        return evaluation, None, None
+    try:
+        compared = evaluation_for_snapshot(model_version=active, snapshot=snapshot)
+    except Exception as exc:  # noqa: BLE001 - recorded as the decision's reason
+        log.exception("Could not evaluate the active version %s", active.pk)
+        return evaluation, None, f"{type(exc).__name__}: {exc}"
+    return evaluation, compared, None
+
+
+def _scored(evaluation: Evaluation | None) -> gate.Scored | None:
+    if evaluation is None:
+        return None
+    return gate.Scored(n_cells=evaluation.n_cells, overall_accuracy=evaluation.overall_accuracy, vote=evaluation.vote)
 
 
 # --- Scheduled retraining -----------------------------------------------------------------
