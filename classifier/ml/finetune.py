@@ -103,15 +103,8 @@ def finetune_tail(
     model = TailModel(backbone, head, config["features"])
     epochs = int(config["finetune_epochs"])
     bs = int(config.get("finetune_batch_size", 32))
-    lr = float(config.get("finetune_lr", 1e-4))
-    opt = torch.optim.AdamW([
-        {"params": tail_params, "lr": lr},
-        {"params": [p for p in head.parameters() if p.requires_grad], "lr": lr * float(config.get("finetune_head_lr_mult", 10))},
-    ], weight_decay=float(config.get("finetune_weight_decay", 1e-2)))
-    n, v = maps_train.shape[:2]
-    steps = max(1, epochs * math.ceil(n / bs))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, lr * float(config.get("finetune_head_lr_mult", 10))],
-                                                total_steps=steps, pct_start=0.1)
+    n = maps_train.shape[0]
+    opt, sched = tail_optimizer(tail_params, head, config, steps=max(1, epochs * math.ceil(n / bs)))
     cw = class_weights(y_train, n_classes).to(device) if config.get("class_weights", True) else None
     smoothing = float(config.get("label_smoothing", 0.0))
     ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
@@ -147,6 +140,18 @@ def finetune_tail(
     logits, _ = evaluate()
     val_logits = logits.numpy() if logits is not None else np.zeros((0, n_classes), np.float32)
     return backbone.cpu(), HeadFit(head=head.cpu(), history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def tail_optimizer(tail_params: list, head: nn.Module, config: dict, *, steps: int):
+    """AdamW on the tail and (at ``finetune_head_lr_mult`` times the rate) the head, one-cycle schedule."""
+    lr = float(config.get("finetune_lr", 1e-4))
+    head_lr = lr * float(config.get("finetune_head_lr_mult", 10))
+    opt = torch.optim.AdamW([
+        {"params": tail_params, "lr": lr},
+        {"params": [p for p in head.parameters() if p.requires_grad], "lr": head_lr},
+    ], weight_decay=float(config.get("finetune_weight_decay", 1e-2)))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, head_lr], total_steps=steps, pct_start=0.1)
+    return opt, sched
 
 
 def finetune_one_epoch(model: TailModel, maps: np.ndarray, y: torch.Tensor, *, optimizer, scheduler,

@@ -97,9 +97,7 @@ def train_head(
     head.set_standardisation(Xtr.reshape(-1, d))
     epochs = int(config["epochs"])
     bs = int(config.get("batch_size", 128))
-    opt = torch.optim.AdamW(head.parameters(), lr=config.get("lr", 1e-3), weight_decay=config.get("weight_decay", 1e-4))
-    steps = epochs * math.ceil(n / bs)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.get("lr", 1e-3), total_steps=max(steps, 1), pct_start=0.1)
+    opt, sched = head_optimizer(head, config, steps=epochs * math.ceil(n / bs))
     cw = class_weights(y_train, n_classes) if config.get("class_weights", True) else None
     smoothing = float(config.get("label_smoothing", 0.0))
     history: list[dict] = []
@@ -134,6 +132,13 @@ def train_head(
     head.eval()
     val_logits = tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
     return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def head_optimizer(head: nn.Module, config: dict, *, steps: int):
+    """AdamW with a one-cycle schedule (warm-up over the first 10% of ``steps``, then cosine decay)."""
+    opt = torch.optim.AdamW(head.parameters(), lr=config.get("lr", 1e-3), weight_decay=config.get("weight_decay", 1e-4))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.get("lr", 1e-3), total_steps=max(steps, 1), pct_start=0.1)
+    return opt, sched
 
 
 def train_one_epoch(head: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer, scheduler,
