@@ -28,7 +28,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
         return len((obj.snapshot or {}).get("items", []))
 
     def get_gate(self, obj) -> dict | None:
-        decision = obj.gate_decisions.first()
+        decision = next(iter(obj.gate_decisions.all()), None)  # the newest (ordered by -id), prefetched in lists
         if decision is None:
             return None
         return {"outcome": decision.outcome, "reasons": decision.reasons, "evaluation": decision.evaluation_id,
@@ -38,7 +38,7 @@ class ModelVersionOutputSerializer(serializers.ModelSerializer):
 class ModelVersionListApi(ListAPIView):
     permission_classes = [IsReviewer]
     serializer_class = ModelVersionOutputSerializer
-    queryset = ModelVersion.objects.order_by("-id")
+    queryset = ModelVersion.objects.order_by("-id").prefetch_related("gate_decisions")  # one query, not one a row
 
 
 class ModelVersionDetailApi(RetrieveAPIView):
@@ -47,48 +47,50 @@ class ModelVersionDetailApi(RetrieveAPIView):
     queryset = ModelVersion.objects.all()
 
 
-class ModelVersionPromoteApi(APIView):
+class _ModelVersionSwitchApi(APIView):
+    """Make a version active by a lab admin's explicit decision, audited with the reason.
+    Needs ``{"confirm": true, "reason": "..."}``."""
+
+    permission_classes = [IsLabAdmin]
+    not_confirmed = ""
+
+    class InputSerializer(serializers.Serializer):
+        confirm = serializers.BooleanField()
+        reason = serializers.CharField(max_length=500, help_text="Why (kept in the audit log).")
+
+    def switch(self, *, version: ModelVersion, actor, reason: str) -> None:
+        raise NotImplementedError
+
+    @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
+    def post(self, request, pk: int):
+        version = get_object_or_404(ModelVersion, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not data.validated_data["confirm"]:
+            raise ValidationError({"confirm": self.not_confirmed})
+        self.switch(version=version, actor=request.user, reason=data.validated_data["reason"])
+        version.refresh_from_db()
+        return Response(ModelVersionOutputSerializer(version).data)
+
+
+class ModelVersionPromoteApi(_ModelVersionSwitchApi):
     """Activate a candidate explicitly, whatever the gate said (audited with the reason).
     Needs ``{"confirm": true, "reason": "..."}``."""
 
-    permission_classes = [IsLabAdmin]
+    not_confirmed = "Send confirm=true to promote this version."
 
-    class InputSerializer(serializers.Serializer):
-        confirm = serializers.BooleanField()
-        reason = serializers.CharField(max_length=500, help_text="Why (kept in the audit log).")
-
-    @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
-    def post(self, request, pk: int):
-        version = get_object_or_404(ModelVersion, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        if not data.validated_data["confirm"]:
-            raise ValidationError({"confirm": "Send confirm=true to promote this version."})
-        services.model_version_promote(version=version, actor=request.user, reason=data.validated_data["reason"])
-        version.refresh_from_db()
-        return Response(ModelVersionOutputSerializer(version).data)
+    def switch(self, *, version, actor, reason):
+        services.model_version_promote(version=version, actor=actor, reason=reason)
 
 
-class ModelVersionRollbackApi(APIView):
+class ModelVersionRollbackApi(_ModelVersionSwitchApi):
     """Make a version that was active before (retired) active again, audited with the reason.
     Needs ``{"confirm": true, "reason": "..."}``."""
 
-    permission_classes = [IsLabAdmin]
+    not_confirmed = "Send confirm=true to make this version active again."
 
-    class InputSerializer(serializers.Serializer):
-        confirm = serializers.BooleanField()
-        reason = serializers.CharField(max_length=500, help_text="Why (kept in the audit log).")
-
-    @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
-    def post(self, request, pk: int):
-        version = get_object_or_404(ModelVersion, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        if not data.validated_data["confirm"]:
-            raise ValidationError({"confirm": "Send confirm=true to make this version active again."})
-        services.model_version_rollback(version=version, actor=request.user, reason=data.validated_data["reason"])
-        version.refresh_from_db()
-        return Response(ModelVersionOutputSerializer(version).data)
+    def switch(self, *, version, actor, reason):
+        services.model_version_rollback(version=version, actor=actor, reason=reason)
 
 
 class TrainingRunOutputSerializer(serializers.Serializer):

@@ -154,6 +154,31 @@ def test_promotion_api(client, lab_admin, versions):
     assert client.get("/api/model-versions/").json()["count"] == 3
 
 
+def test_the_model_version_list_api_reads_the_gate_decisions_in_one_query(client, lab_admin):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from reports.models import GateDecision
+
+    client.force_login(lab_admin)
+
+    def queries_for_list() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            body = client.get("/api/model-versions/").json()
+        assert all(v["gate"] and v["gate"]["outcome"] == "candidate" for v in body["results"])
+        return len(ctx.captured_queries)
+
+    for _ in range(2):
+        v = ModelVersion.objects.create(ensemble="offline", status="candidate")
+        GateDecision.objects.create(model_version=v, outcome="too_small", reasons=["older"])
+        GateDecision.objects.create(model_version=v, outcome="candidate", reasons=["newest"])
+    two = queries_for_list()
+    for _ in range(5):
+        v = ModelVersion.objects.create(ensemble="offline", status="candidate")
+        GateDecision.objects.create(model_version=v, outcome="candidate", reasons=["newest"])
+    assert queries_for_list() == two  # not one more query per version
+
+
 def test_past_predictions_keep_their_version(lab_admin, versions):
     from annotations.services import image_upload
     from classifier.models import Prediction
