@@ -7,7 +7,6 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("evaluate/", views.evaluate, name="evaluate"),
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation_detail"),
-    path("evaluations/<int:pk>/status.json", views.evaluation_status, name="evaluation_status"),
     path("evaluations/<int:pk>/tables/<slug:table>.<slug:fmt>", views.evaluation_download, name="evaluation_download"),
     path("evaluations/<int:pk>/plots/<slug:kind>.svg", views.evaluation_plot, name="evaluation_plot"),
     path("versions/<int:pk>/training-curves.svg", views.version_history_plot, name="version_history_plot"),

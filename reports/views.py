@@ -7,7 +7,7 @@ import json
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -250,12 +250,3 @@ def agreement_download(request, by: str, fmt: str):
              "columns": [by if by == "week" else "model_version", "class", "cells", "agree", "referred", "agreement"],
              "rows": rows}
     return table_response(table, fmt, f"agreement-by-{by}")
-
-
-@role_required(REVIEWER)
-@require_GET
-def evaluation_status(request, pk: int):
-    """Small JSON for the index page's auto-refresh of queued evaluations."""
-    evaluation = get_object_or_404(Evaluation, pk=pk)
-    return JsonResponse({"id": evaluation.pk, "status": evaluation.status, "error": evaluation.error,
-                         "overall_accuracy": evaluation.overall_accuracy})
