@@ -18,7 +18,9 @@ def make_cells(user, n: int, *, split: str = "train", seed: int = 0) -> list:
 
 
 @pytest.fixture
-def active_model(db):
+def active_model_row(db):
+    """An active ModelVersion row with no checkpoint behind it (for tests of what the pages show of its
+    predictions); ``active_model`` in tests/conftest.py is a real, loadable tiny ensemble."""
     from classifier.models import ModelVersion
 
     return ModelVersion.objects.create(ensemble="offline", status=ModelVersion.Status.ACTIVE,

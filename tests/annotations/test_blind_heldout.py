@@ -14,10 +14,10 @@ def set_lab(**kw):
 
 
 @pytest.fixture
-def disputed_heldout(labeller, labeller2, lab_admin, active_model):
+def disputed_heldout(labeller, labeller2, lab_admin, active_model_row):
     """A held-out cell the model calls 'monocyte 81%' and two labellers read differently."""
     (held,) = make_cells(lab_admin, 1, split="heldout", seed=9)
-    predict(held, active_model, "monocyte", 0.81)
+    predict(held, active_model_row, "monocyte", 0.81)
     services.label_submit(image=held, labeller=labeller, cell_class=cls("monocyte"))
     services.label_submit(image=held, labeller=labeller2, cell_class=cls("lymphocyte"))
     held.refresh_from_db()
@@ -44,10 +44,10 @@ def test_the_rule_hides_the_model_from_everyone_until_decided_and_from_labellers
 
 
 def test_adjudication_screen_shows_no_model_call_on_an_undecided_heldout_cell(client, reviewer, lab_admin,
-                                                                               active_model, disputed_heldout,
+                                                                               active_model_row, disputed_heldout,
                                                                                labeller, labeller2):
     (train,) = make_cells(lab_admin, 1, seed=5)
-    predict(train, active_model, "eosinophil", 0.41, abstained=True)
+    predict(train, active_model_row, "eosinophil", 0.41, abstained=True)
     services.label_submit(image=train, labeller=labeller, cell_class=cls("eosinophil"), unsure=True)
     client.force_login(reviewer)
     html = client.get(reverse("annotations:review_queue")).content.decode()
@@ -103,7 +103,7 @@ def test_needs_review_is_visible_on_training_cells_and_without_blind_mode(labell
 
 
 def test_adjudication_api_hides_the_suggestion_shown_on_a_blind_heldout_cell(reviewer, labeller2, lab_admin,
-                                                                            active_model, disputed_heldout):
+                                                                            active_model_row, disputed_heldout):
     # a reading made while blind mode was off carries the model's suggestion
     set_lab(blind_heldout=False)
     services.label_submit_as_offered(image=disputed_heldout, labeller=labeller2, cell_class=cls("basophil"))
@@ -127,11 +127,11 @@ def test_unsure_queue_holds_no_blind_heldout_cell(labeller, labeller2, lab_admin
 
 
 def test_grid_and_single_cell_page_say_blind_and_use_one_wording_for_abstention(client, labeller, lab_admin,
-                                                                                active_model):
+                                                                                active_model_row):
     held = make_cells(lab_admin, 1, split="heldout", seed=11)[0]
     train = make_cells(lab_admin, 1, seed=12)[0]
-    predict(held, active_model, "monocyte", 0.9)
-    predict(train, active_model, "eosinophil", 0.41, abstained=True)
+    predict(held, active_model_row, "monocyte", 0.9)
+    predict(train, active_model_row, "eosinophil", 0.41, abstained=True)
     client.force_login(labeller)
     grid = client.get(reverse("annotations:label_queue", args=["heldout"]))
     assert "annotations/_grid_cells.html" in [t.name for t in grid.templates]

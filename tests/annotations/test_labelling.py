@@ -54,14 +54,14 @@ def test_heldout_queue_needs_two_readers_and_is_separate(labeller, labeller2, la
     assert list(selectors.adjudication_queue()) == [held]
 
 
-def test_prelabelled_queue_is_least_confident_first_and_blind_on_heldout(labeller, lab_admin, active_model):
+def test_prelabelled_queue_is_least_confident_first_and_blind_on_heldout(labeller, lab_admin, active_model_row):
     a, b, c = make_cells(lab_admin, 3)
     (held,) = make_cells(lab_admin, 1, split="heldout", seed=5)
     (unpredicted,) = make_cells(lab_admin, 1, seed=6)
-    predict(a, active_model, "lymphocyte", 0.9)
-    predict(b, active_model, "monocyte", 0.4)
-    predict(c, active_model, "monocyte", 0.6, abstained=True)
-    predict(held, active_model, "monocyte", 0.1)
+    predict(a, active_model_row, "lymphocyte", 0.9)
+    predict(b, active_model_row, "monocyte", 0.4)
+    predict(c, active_model_row, "monocyte", 0.6, abstained=True)
+    predict(held, active_model_row, "monocyte", 0.1)
     assert queue_ids(labeller, "prelabelled") == [b.pk, c.pk, a.pk]
     set_lab(blind_heldout=False)
     assert queue_ids(labeller, "prelabelled") == [held.pk, b.pk, c.pk, a.pk]
@@ -82,21 +82,21 @@ def test_unsure_queue_shows_cells_others_flagged_not_mine(labeller, labeller2, l
 
 
 # --- Suggestions ------------------------------------------------------------------------------
-def test_label_records_whether_it_confirmed_or_changed_the_model_suggestion(labeller, labeller2, lab_admin, active_model):
+def test_label_records_whether_it_confirmed_or_changed_the_model_suggestion(labeller, labeller2, lab_admin, active_model_row):
     a, b = make_cells(lab_admin, 2)
-    predict(a, active_model, "monocyte", 0.7)
-    predict(b, active_model, "monocyte", 0.3, abstained=True)
+    predict(a, active_model_row, "monocyte", 0.7)
+    predict(b, active_model_row, "monocyte", 0.3, abstained=True)
     confirmed = services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cls("monocyte"))
     changed = services.label_submit_as_offered(image=b, labeller=labeller, cell_class=cls("lymphocyte"))
-    assert confirmed.confirmed_suggestion is True and confirmed.suggestion_model_version == active_model
+    assert confirmed.confirmed_suggestion is True and confirmed.suggestion_model_version == active_model_row
     assert changed.confirmed_suggestion is False and changed.suggested_class.code == "monocyte"
     event = AuditEvent.objects.filter(action="label.create", target_id=str(b.pk)).get()
-    assert event.after["suggested"] == "monocyte" and event.after["model_version"] == active_model.pk
+    assert event.after["suggested"] == "monocyte" and event.after["model_version"] == active_model_row.pk
 
 
-def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, lab_admin, active_model):
+def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, lab_admin, active_model_row):
     (held,) = make_cells(lab_admin, 1, split="heldout")
-    predict(held, active_model, "monocyte", 0.8)
+    predict(held, active_model_row, "monocyte", 0.8)
     assert selectors.suggestions_for(images=[held], user=labeller) == {}
     label = services.label_submit_as_offered(image=held, labeller=labeller, cell_class=cls("monocyte"))
     assert label.suggested_class is None and label.confirmed_suggestion is None
@@ -104,12 +104,12 @@ def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, l
     assert selectors.suggestions_for(images=[held], user=labeller)[held.pk].code == "monocyte"
 
 
-def test_naming_a_model_version_without_a_prediction_is_refused(labeller, lab_admin, active_model):
+def test_naming_a_model_version_without_a_prediction_is_refused(labeller, lab_admin, active_model_row):
     from django.core.exceptions import ValidationError
 
     (a,) = make_cells(lab_admin, 1)
     with pytest.raises(ValidationError, match="made no prediction"):
-        services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cls("monocyte"), model_version_id=active_model.pk)
+        services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cls("monocyte"), model_version_id=active_model_row.pk)
 
 
 # --- Undo, settings -----------------------------------------------------------------------------
@@ -204,11 +204,11 @@ def test_one_expert_changing_a_label_twice_at_once_keeps_exactly_one_current_lab
 
 
 # --- Pages ------------------------------------------------------------------------------------
-def test_grid_shows_suggestions_hides_them_on_blind_heldout_and_has_class_hotkeys(client, labeller, lab_admin, active_model):
+def test_grid_shows_suggestions_hides_them_on_blind_heldout_and_has_class_hotkeys(client, labeller, lab_admin, active_model_row):
     (a,) = make_cells(lab_admin, 1)
     (held,) = make_cells(lab_admin, 1, split="heldout", seed=3)
-    predict(a, active_model, "monocyte", 0.42)
-    predict(held, active_model, "eosinophil", 0.9)
+    predict(a, active_model_row, "monocyte", 0.42)
+    predict(held, active_model_row, "eosinophil", 0.9)
     client.force_login(labeller)
     page = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert "model: Monocyte 42%" in page and 'data-suggest="monocyte"' in page
@@ -231,20 +231,20 @@ def test_grid_counts_and_index_reflect_the_queues(client, labeller, lab_admin):
     assert grid.content.decode().count('<div class="lcell"') == 3
 
 
-def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_cells(client, labeller, lab_admin, active_model):
+def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_cells(client, labeller, lab_admin, active_model_row):
     from annotations.models import CellClass
 
     CellClass.objects.filter(code="monocyte").update(name='Mono<script>alert("x")</script>')
     a, b = make_cells(lab_admin, 2)
     (held,) = make_cells(lab_admin, 1, split="heldout", seed=1)
-    predict(a, active_model, "monocyte", 0.724)
-    predict(b, active_model, "monocyte", 0.3, abstained=True)
-    predict(held, active_model, "monocyte", 0.9)
+    predict(a, active_model_row, "monocyte", 0.724)
+    predict(b, active_model_row, "monocyte", 0.3, abstained=True)
+    predict(held, active_model_row, "monocyte", 0.9)
     set_lab(labels_required_heldout=1)
     client.force_login(labeller)
     html = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert "<script>alert" not in html and "Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 72%" in html
-    assert f'data-image="{a.pk}" data-split="train"' in html and f'data-suggest="monocyte" data-model-version="{active_model.pk}"' in html
+    assert f'data-image="{a.pk}" data-split="train"' in html and f'data-suggest="monocyte" data-model-version="{active_model_row.pk}"' in html
     assert "unidentified (top: Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 30%)" in html
     assert [int(x) for x in re.findall(r'data-image="(\d+)"', html)] == [b.pk, a.pk]  # least confident first; blind: no held-out
     html = client.get(reverse("annotations:label_queue", args=["heldout"])).content.decode()
@@ -356,12 +356,12 @@ def test_lab_settings_page_is_for_lab_admins_and_audited(client, reviewer, lab_a
 
 
 @pytest.mark.parametrize("blind", [True, False])
-def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin, active_model, blind):
+def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin, active_model_row, blind):
     set_lab(blind_heldout=blind, labels_required_train=2)
     train = make_cells(lab_admin, 5)
     held = make_cells(lab_admin, 3, split="heldout", seed=4)
     for cell, conf in zip(train[:3] + held[:2], (0.2, 0.5, 0.9, 0.1, 0.3)):
-        predict(cell, active_model, "monocyte", conf)
+        predict(cell, active_model_row, "monocyte", conf)
     services.label_submit(image=train[0], labeller=labeller2, cell_class=cls("monocyte"), unsure=True)
     services.label_submit(image=train[1], labeller=labeller2, cell_class=cls("monocyte"))
     services.label_submit(image=held[0], labeller=labeller, cell_class=cls("monocyte"))
@@ -372,12 +372,12 @@ def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin
     assert selectors.labelling_queue_counts(user=labeller)["unsure"] == 1
 
 
-def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, reviewer, lab_admin, active_model):
+def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, reviewer, lab_admin, active_model_row):
     """The labelling grid, the single-cell page, the image page and the review queue name the
     reason: unlike the training images, split vote, low confidence."""
     foreign, unsure = make_cells(lab_admin, 2)
-    predict(foreign, active_model, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
-    predict(unsure, active_model, "monocyte", 0.41, abstained=True, reasons=["split_vote", "low_confidence"],
+    predict(foreign, active_model_row, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    predict(unsure, active_model_row, "monocyte", 0.41, abstained=True, reasons=["split_vote", "low_confidence"],
             ood_score=0.2)
     client.force_login(labeller)
     grid = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()

@@ -17,9 +17,9 @@ def as_user(api, user):
     return api
 
 
-def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model):
+def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model_row):
     a, b = make_cells(lab_admin, 2)
-    predict(b, active_model, "monocyte", 0.3)
+    predict(b, active_model_row, "monocyte", 0.3)
     as_user(api, labeller)
     counts = {q["name"]: q["count"] for q in api.get("/api/queues/").json()["queues"]}
     assert counts == {"unlabelled": 2, "prelabelled": 1, "unsure": 0, "heldout": 0}
@@ -31,10 +31,10 @@ def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model):
     assert api.get("/api/queues/nonsense/").status_code == 404
 
 
-def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, active_model):
+def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, active_model_row):
     foreign, plain = make_cells(lab_admin, 2)
-    predict(foreign, active_model, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
-    predict(plain, active_model, "monocyte", 0.9, ood_score=-0.3)
+    predict(foreign, active_model_row, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    predict(plain, active_model_row, "monocyte", 0.9, ood_score=-0.3)
     as_user(api, labeller)
     s = api.get(f"/api/cells/{foreign.pk}/").json()["suggestion"]
     assert s["abstained"] and s["out_of_distribution"] and s["reasons"] == ["out_of_distribution"]
@@ -43,9 +43,9 @@ def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, ac
     assert not s["abstained"] and s["reason"] == "" and s["reasons"] == [] and not s["out_of_distribution"]
 
 
-def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(api, labeller, labeller2, lab_admin, active_model):
+def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(api, labeller, labeller2, lab_admin, active_model_row):
     (held,) = make_cells(lab_admin, 1, split="heldout")
-    predict(held, active_model, "monocyte", 0.8)
+    predict(held, active_model_row, "monocyte", 0.8)
     services.label_submit(image=held, labeller=labeller2, cell_class=cls("basophil"))
     as_user(api, labeller)
     body = api.get(f"/api/cells/{held.pk}/").json()
@@ -54,13 +54,13 @@ def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(
     assert api.get("/api/cells/999999/").status_code == 404
 
 
-def test_post_label_records_the_suggestion_and_supersedes_my_previous_label(api, labeller, lab_admin, active_model):
+def test_post_label_records_the_suggestion_and_supersedes_my_previous_label(api, labeller, lab_admin, active_model_row):
     (a,) = make_cells(lab_admin, 1)
-    predict(a, active_model, "monocyte", 0.8)
+    predict(a, active_model_row, "monocyte", 0.8)
     as_user(api, labeller)
-    first = api.post("/api/labels/", {"image": a.pk, "cell_class": "monocyte", "model_version": active_model.pk}, format="json")
+    first = api.post("/api/labels/", {"image": a.pk, "cell_class": "monocyte", "model_version": active_model_row.pk}, format="json")
     assert first.status_code == 201, first.content
-    assert first.json()["confirmed_suggestion"] is True and first.json()["suggestion_model_version"] == active_model.pk
+    assert first.json()["confirmed_suggestion"] is True and first.json()["suggestion_model_version"] == active_model_row.pk
     second = api.post("/api/labels/", {"image": a.pk, "cell_class": "lymphocyte", "unsure": True}, format="json")
     assert second.status_code == 201 and second.json()["confirmed_suggestion"] is False
     assert Label.objects.filter(image=a).count() == 2
