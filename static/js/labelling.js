@@ -5,31 +5,12 @@
 (function () {
   "use strict";
 
-  function csrfToken() {
-    const field = document.querySelector("input[name=csrfmiddlewaretoken]");
-    return field ? field.value : "";
-  }
-
   function isTyping(target) {
     return target && (target.tagName === "INPUT" && target.type !== "checkbox" && target.type !== "radio"
       || target.tagName === "TEXTAREA" || target.tagName === "SELECT" || target.isContentEditable);
   }
 
-  async function postJSON(url, body) {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRFToken": csrfToken() },
-      body: JSON.stringify(body),
-    });
-    let data = {};
-    try { data = await response.json(); } catch (err) { data = {}; }
-    if (!response.ok) {
-      const detail = data.detail || Object.values(data).flat().join(" ") || ("HTTP " + response.status);
-      throw new Error(detail);
-    }
-    return data;
-  }
+  const postJSON = window.LP.postJSON;  // static/js/http.js
 
   // --- The grid ------------------------------------------------------------------------------
   function setupGrid(grid) {

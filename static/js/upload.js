@@ -10,7 +10,6 @@
   const overallText = document.getElementById("overall-text");
   let chosen = [];
 
-  function csrf() { return form.querySelector("input[name=csrfmiddlewaretoken]").value; }
   function show(id) { document.getElementById(id).classList.remove("hidden"); }
 
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
@@ -30,7 +29,7 @@
       data.append("sample_code", form.querySelector("[name=sample_code]").value);
       const xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
-      xhr.setRequestHeader("X-CSRFToken", csrf());
+      xhr.setRequestHeader("X-CSRFToken", window.LP.csrfToken());  // static/js/http.js
       xhr.setRequestHeader("Accept", "application/json");
       xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
       xhr.upload.onload = () => { if (onUploaded) onUploaded(); };
