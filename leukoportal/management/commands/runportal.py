@@ -16,6 +16,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from classifier.services import training_runs_mark_stale
+from slides.services import slides_stalled_requeue
+
 
 class Command(BaseCommand):
     help = "Migrate, seed the demo, then run web + Celery worker + Celery beat until Ctrl-C."
@@ -28,9 +31,6 @@ class Command(BaseCommand):
         settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
         call_command("migrate", verbosity=0, interactive=False)
         call_command("collectstatic", verbosity=0, interactive=False)
-        from classifier.services import training_runs_mark_stale
-        from slides.services import slides_stalled_requeue
-
         # Nothing runs before this command starts its worker: work still "running" was interrupted.
         interrupted = training_runs_mark_stale(older_than_s=0)
         if interrupted:

@@ -9,6 +9,8 @@ from django.core.management.base import BaseCommand
 
 from annotations import services
 from annotations.models import CellClass, Split
+from classifier.models import ModelVersion, TrainingRun
+from classifier.services import training_run_start
 
 DEMO_USERS = [("labadmin", "lab_admin"), ("reviewer", "reviewer"), ("labeller", "labeller"), ("labeller2", "labeller")]
 HELDOUT_PER_CLASS = 3
@@ -58,9 +60,6 @@ class Command(BaseCommand):
             marker.write_text("demo cells loaded\n")
 
         if train_model:
-            from classifier.models import ModelVersion, TrainingRun
-            from classifier.services import training_run_start
-
             busy = TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING])
             if not ModelVersion.objects.exists() and not busy.exists():
                 run = training_run_start(user=users["labadmin"], ensemble="offline", trigger="demo")

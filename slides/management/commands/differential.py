@@ -14,8 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from PIL import Image, UnidentifiedImageError
+
+from annotations.imaging import ImageRejected, sanitize_image
+from annotations.models import CellClass
+from classifier.models import ModelVersion
+from classifier.selectors import model_version_resolve
+from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from slides import pipeline
 
 
 class Command(BaseCommand):
@@ -30,14 +38,6 @@ class Command(BaseCommand):
                             help="The fields' scale; default: measured on each field's red cells.")
 
     def handle(self, *args, **opts):
-        from annotations.imaging import ImageRejected, sanitize_image
-        from annotations.models import CellClass
-        from classifier.models import ModelVersion
-        from classifier.selectors import model_version_resolve
-        from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
-        from django.conf import settings
-        from slides import pipeline
-
         try:
             version = model_version_resolve(opts["model"])
         except ModelVersion.DoesNotExist as exc:
