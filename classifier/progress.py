@@ -1,6 +1,7 @@
 """What the training page's progress bar (and the API) shows for a training run."""
 from __future__ import annotations
 
+from django.urls import reverse
 from django.utils import timezone
 
 from .models import TrainingRun
@@ -51,7 +52,9 @@ def training_run_status(run: TrainingRun) -> dict:
         decision = run.model_version.gate_decisions.first() if run.model_version_id else None
         if decision is not None:
             gate = {"outcome": decision.outcome, "label": decision.get_outcome_display(), "reasons": decision.reasons,
-                    "activated": decision.activated, "evaluation": decision.evaluation_id}
+                    "activated": decision.activated, "evaluation": decision.evaluation_id,
+                    "evaluation_url": reverse("reports:evaluation_detail", args=[decision.evaluation_id])
+                    if decision.evaluation_id else None}
             stage, percent = "done", 100.0
         elif run.finished_at and (timezone.now() - run.finished_at).total_seconds() > 3600:
             stage, percent = "done", 100.0

@@ -25,9 +25,9 @@
     if (s.gate) {
       set(box, ".js-gate", "Promotion gate: " + s.gate.label + (s.gate.reasons.length ? " — " + s.gate.reasons.join(" ") : ""));
       var links = box.querySelector(".js-links");
-      if (links && s.gate.evaluation && !links.querySelector("a")) {
+      if (links && s.gate.evaluation_url && !links.querySelector("a")) {
         var a = document.createElement("a");
-        a.href = "/reports/evaluations/" + s.gate.evaluation + "/";
+        a.href = s.gate.evaluation_url;  // the server's URL, not one written here
         a.textContent = "Read the evaluation report";
         a.className = "js-report-link";
         links.appendChild(a);
