@@ -177,6 +177,12 @@ class LabSettings(models.Model):
     gate_min_heldout_total = models.PositiveIntegerField(
         default=200, help_text="Held-out cells in total the promotion gate needs before it decides on its own."
     )
+    platelet_estimate = models.BooleanField(
+        default=False, help_text="Report a platelet estimate (and red cells per field) from the smear fields.")
+    platelet_factor = models.FloatField(
+        default=20.0,
+        help_text="Platelets per field -> 10^9/L. Set it for this lab's fields: the classic x20 is for a whole "
+                  "x100 eyepiece field; a camera field is smaller.")
 
     class Meta:
         verbose_name_plural = "lab settings"
