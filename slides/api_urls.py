@@ -11,6 +11,7 @@ urlpatterns = [
     path("slides/<int:pk>/cells/<int:cell_pk>/reclassify/", api.SlideCellReclassifyApi.as_view(),
          name="api_slide_cell_reclassify"),
     path("slides/<int:pk>/cells/confirm/", api.SlideCellsConfirmApi.as_view(), name="api_slide_cells_confirm"),
+    path("slides/platelet-settings/", platelet_api.PlateletSettingsApi.as_view(), name="api_platelet_settings"),
     path("slides/<int:pk>/platelets/", platelet_api.SlidePlateletsApi.as_view(), name="api_slide_platelets"),
     path("slides/<int:pk>/fields/<int:field_pk>/platelets/", platelet_api.FieldPlateletsCorrectApi.as_view(),
          name="api_field_platelets_correct"),

@@ -8,7 +8,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leukoportal.roles import IsLabeller, IsReviewer
+from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
 from . import platelets, services
 from .models import Slide, SlideField
@@ -70,3 +70,30 @@ class FieldPlateletsCorrectApi(APIView):
         except DjangoValidationError as exc:
             _raise(exc)
         return Response(FieldOutputSerializer(field).data)
+
+
+class PlateletSettingsApi(APIView):
+    """The lab's platelet estimate (lab admins): on/off and the factor (10^9/L per platelet per field)."""
+
+    permission_classes = [IsLabAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        platelet_estimate = serializers.BooleanField()
+        platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
+
+    @extend_schema(responses={200: InputSerializer})
+    def get(self, request):
+        from annotations.models import LabSettings
+
+        return Response(self.InputSerializer(LabSettings.get()).data)
+
+    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
+                                                     factor=data.validated_data["platelet_factor"])
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(self.InputSerializer(lab).data)

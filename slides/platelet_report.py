@@ -23,7 +23,7 @@ def platelet_lines(report: Mapping) -> list[ResultLine]:
     ref = plt.get("reference") or {}
     line = ResultLine(loinc=LOINC_PLATELET_ESTIMATE, text="Platelet estimate (10^9/L)", codes=("platelets",),
                       measure="platelets", value=plt["estimate"], unit=ABSOLUTE,
-                      interval=list(plt["estimate_interval"]), count=sum(plt.get("per_field") or []))
+                      interval=list(plt["estimate_interval"]))
     if ref.get("status") not in (None, "no_reference"):
         line.low, line.high = ref.get("low"), ref.get("high")
         line.has_reference = line.low is not None or line.high is not None
@@ -32,6 +32,8 @@ def platelet_lines(report: Mapping) -> list[ResultLine]:
         line.notes.append(ref["text"])
     elif plt.get("clump_note"):
         line.notes.append(plt["clump_note"])
+    line.notes.append(f"{sum(plt.get('per_field') or [])} platelet(s) in {plt['fields']} field(s); "
+                      f"{plt['mean']:g} per field (95% interval {plt['interval'][0]:g}-{plt['interval'][1]:g}).")
     line.notes.append(plt["method"])
     return [line]
 

@@ -154,6 +154,15 @@ def test_signed_report_formats_carry_the_estimate_only_when_on(client, labeller,
     assert obs["referenceRange"][0]["low"]["value"] == 150
     assert [c["valueRange"] for c in obs["component"] if "valueRange" in c][0]["high"]["value"] == \
         plt["estimate_interval"][1]
+    assert any("platelet(s) in 2 field(s)" in n["text"] for n in obs["note"])
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    msg = parse_message(client.get(f"/api/slides/{on.pk}/export/hl7/").content.decode(),
+                        validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    obx = {o.OBX.obx_3.obx_3_1.to_er7(): o.OBX
+           for o in msg.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION.ORU_R01_OBSERVATION}
+    assert float(obx["49497-1"].obx_5.to_er7()) == plt["estimate"]
     row = next(r for r in rows if r[2] == "platelet_estimate")
     assert float(row[8]) == plt["estimate"]
     # turning the estimate off later does not change a signed report
@@ -193,6 +202,16 @@ def test_lab_admin_turns_the_estimate_on_with_a_factor_audited(client, lab_admin
     lab = LabSettings.get()
     assert lab.platelet_estimate and lab.platelet_factor == 12.5
     assert AuditEvent.objects.filter(action="settings.platelets").count() == 1
+    # the same over the API
+    assert client.get("/api/slides/platelet-settings/").json() == {"platelet_estimate": True, "platelet_factor": 12.5}
+    r = client.post("/api/slides/platelet-settings/", {"platelet_estimate": False, "platelet_factor": 18},
+                    content_type="application/json")
+    assert r.status_code == 200 and not LabSettings.get().platelet_estimate and LabSettings.get().platelet_factor == 18
+    assert client.post("/api/slides/platelet-settings/", {"platelet_estimate": True, "platelet_factor": 0},
+                       content_type="application/json").status_code == 400
+    client.force_login(reviewer)
+    assert client.get("/api/slides/platelet-settings/").status_code == 403
+    client.force_login(lab_admin)
     # the platelet reference interval is one of the lab's intervals, with the code 'platelets'
     services.reference_interval_save(actor=lab_admin, name="Platelets", codes="platelets", measure="platelets",
                                      low=140, high=440, flag_low="Low platelets", flag_high="High platelets",
