@@ -180,6 +180,8 @@ class AuditAction(models.TextChoices):
     SLIDE_CORRECT = "slide.correct", "Slide corrected"
     SLIDE_CREATE_VERSION = "slide.create_version", "Slide version created"
     SLIDE_REFERENCE_INTERVAL = "slide.reference_interval", "Reference interval changed"
+    SLIDE_PLATELETS_CORRECT = "slide.platelets_correct", "Platelet count of a field corrected"
+    SETTINGS_PLATELETS = "settings.platelets", "Platelet estimate settings changed"
     ADMIN_ADD = "admin.add", "Added in the admin"
     ADMIN_CHANGE = "admin.change", "Changed in the admin"
     ADMIN_DELETE = "admin.delete", "Deleted in the admin"
@@ -229,6 +231,12 @@ class LabSettings(models.Model):
     gate_min_heldout_total = models.PositiveIntegerField(
         default=200, help_text="Held-out cells in total the promotion gate needs before it decides on its own."
     )
+    platelet_estimate = models.BooleanField(
+        default=False, help_text="Report a platelet estimate (and red cells per field) from the smear fields.")
+    platelet_factor = models.FloatField(
+        default=20.0,
+        help_text="Platelets per field -> 10^9/L. Set it for this lab's fields: the classic x20 is for a whole "
+                  "x100 eyepiece field; a camera field is smaller.")
 
     class Meta:
         verbose_name_plural = "lab settings"

@@ -201,7 +201,14 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the fixed-scale baseline")
     ap.add_argument("--limit", type=int, default=0, help="only the first N fields (quick runs)")
     ap.add_argument("--calibrate", action="store_true", help="print the scale constants fitted on 'tune' and stop")
+    ap.add_argument("--platelets", action="store_true",
+                    help="the platelet and red-cell benchmark instead (benchmarks/platelets.py)")
     args = ap.parse_args(argv)
+    if args.platelets:
+        from benchmarks import platelets
+
+        return platelets.main(["--data", args.data, "--split", args.split] + (["--limit", str(args.limit)]
+                                                                            if args.limit else []))
 
     data = Path(args.data)
     if not (data / "JPEGImages").is_dir():

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import api, export_views
+from . import api, export_views, platelet_api
 
 urlpatterns = [
     path("exports/slides/", export_views.SlidesExportApi.as_view(), name="api_slides_export"),
@@ -11,6 +11,10 @@ urlpatterns = [
     path("slides/<int:pk>/cells/<int:cell_pk>/reclassify/", api.SlideCellReclassifyApi.as_view(),
          name="api_slide_cell_reclassify"),
     path("slides/<int:pk>/cells/confirm/", api.SlideCellsConfirmApi.as_view(), name="api_slide_cells_confirm"),
+    path("slides/platelet-settings/", platelet_api.PlateletSettingsApi.as_view(), name="api_platelet_settings"),
+    path("slides/<int:pk>/platelets/", platelet_api.SlidePlateletsApi.as_view(), name="api_slide_platelets"),
+    path("slides/<int:pk>/fields/<int:field_pk>/platelets/", platelet_api.FieldPlateletsCorrectApi.as_view(),
+         name="api_field_platelets_correct"),
     path("slides/<int:pk>/sign/", api.SlideSignApi.as_view(), name="api_slide_sign"),
     path("slides/<int:pk>/correct/", api.SlideCorrectApi.as_view(), name="api_slide_correct"),
     path("slides/<int:pk>/export/json/", api.SlideExportApi.as_view(), {"fmt": "json"}, name="api_slide_export_json"),

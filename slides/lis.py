@@ -146,6 +146,9 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
         add(NRBC_PER_100, "Erythroblasts per 100 WBC", ["erythroblast"], "per_100_wbc",
             None if unassessed else per100["erythroblast"], PER_100_WBC,
             None if unassessed else (report.get("per_100_intervals") or {}).get("erythroblast"), k)
+    from .platelet_report import platelet_lines  # only in reports made with the estimate turned on
+
+    lines.extend(platelet_lines(report))
     return lines
 
 

@@ -92,6 +92,22 @@ class SlideField(models.Model):
     scale = models.JSONField(
         default=dict, blank=True, help_text="The scale detection used: µm per pixel and its source (red cells, setting, default).",
     )
+    # Platelets and red cells found in the field (slides.platelets); None until looked for.
+    platelet_count = models.PositiveIntegerField(null=True, blank=True)
+    platelet_clumps = models.PositiveIntegerField(default=0)
+    platelet_boxes = models.JSONField(default=list, blank=True, help_text="[x0, y0, x1, y1, count, clump] each.")
+    platelet_count_corrected = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The reviewer's count of this field's platelets (the report uses it).")
+    platelet_corrected_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+")
+    platelet_corrected_at = models.DateTimeField(null=True, blank=True)
+    red_cell_count = models.PositiveIntegerField(null=True, blank=True)
+    red_cell_boxes = models.JSONField(default=list, blank=True)
+
+    @property
+    def platelets_reported(self) -> int | None:
+        """The platelet count the report uses: the reviewer's correction, else the detector's."""
+        return self.platelet_count_corrected if self.platelet_count_corrected is not None else self.platelet_count
 
     class Meta:
         ordering = ["position", "id"]
@@ -186,6 +202,7 @@ class ReferenceInterval(models.Model):
         PERCENT = "percent", "% of counted leukocytes"
         ABSOLUTE = "absolute", "Absolute, 10^9/L (needs the WBC count)"
         PER_100_WBC = "per_100_wbc", "Per 100 WBC (non-leukocytes, e.g. erythroblasts)"
+        PLATELETS = "platelets", "Platelet estimate, 10^9/L (code 'platelets')"
 
     name = models.CharField(max_length=80)
     codes = models.CharField(max_length=200, help_text="Class code(s), joined with '+' to sum.")

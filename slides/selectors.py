@@ -35,7 +35,8 @@ def reference_rules() -> list[dict]:
     return [
         {"name": r.name, "codes": r.code_list, "measure": r.measure, "low": r.low, "high": r.high,
          "flag_low": r.flag_low, "flag_high": r.flag_high}
-        for r in ReferenceInterval.objects.filter(active=True).order_by("display_order", "id")
+        for r in ReferenceInterval.objects.filter(active=True).exclude(measure=ReferenceInterval.Measure.PLATELETS)
+        .order_by("display_order", "id")
     ]
 
 
@@ -172,6 +173,11 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
     data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
+    from .platelets import slide_platelets
+
+    platelet_data = slide_platelets(slide=slide)
+    if platelet_data is not None:  # only when the lab reports the estimate
+        data["platelets"] = platelet_data
     return data
 
 

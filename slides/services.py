@@ -26,7 +26,7 @@ from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
 
-from . import pipeline
+from . import pipeline, platelets
 from .detection import scale as detection_scale
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
 from .selectors import slide_differential, slide_method_text, slide_sign_warnings
@@ -357,6 +357,10 @@ def slide_process(*, slide_id: int) -> Slide | None:
                 _progress(slide_id, stage="detecting", done=i, total=len(fields))
                 _field_detect(slide=slide, field=field, result=result)
         timings["detect_crop_store"] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+        platelets.slide_platelets_detect(
+            slide=slide, progress=lambda done, total: _progress(slide_id, stage="platelets", done=done, total=total))
+        timings["platelets_red_cells"] = round(time.perf_counter() - t0, 3)
 
         version = slide.model_version or model_version_active()
         todo = list(slide.cells.filter(predicted_class="").values_list("image_id", flat=True))
@@ -533,7 +537,8 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
         field_map = {}
         for f in slide.fields.all():
             field_map[f.pk] = SlideField.objects.create(slide=new, image=f.image, position=f.position,
-                                                        detected=f.detected, n_cells=f.n_cells, scale=f.scale)
+                                                        detected=f.detected, n_cells=f.n_cells, scale=f.scale,
+                                                        **platelets.field_copy_values(f))
         SlideCell.objects.bulk_create([
             SlideCell(
                 slide=new, field=field_map.get(c.field_id), x0=c.x0, y0=c.y0, x1=c.x1, y1=c.y1,
@@ -560,6 +565,8 @@ def reference_interval_save(*, actor, interval: ReferenceInterval | None = None,
     if not codes:
         raise ValidationError({"codes": "Give at least one class code (join several with '+')."})
     known = set(CellClass.objects.values_list("code", flat=True))
+    if fields.get("measure") == ReferenceInterval.Measure.PLATELETS:  # the platelet estimate (slides.platelets)
+        known = {"platelets"}
     unknown = [c for c in codes if c not in known]
     if unknown:
         raise ValidationError({"codes": f"Unknown class code(s): {', '.join(unknown)}."})

@@ -1,12 +1,15 @@
 from django.urls import path
 
-from . import export_views, views
+from . import export_views, platelet_views, views
 
 app_name = "slides"
 urlpatterns = [
     path("", views.slide_list, name="list"),
     path("reference-intervals/", views.reference_intervals, name="reference_intervals"),
     path("export/", export_views.slides_export, name="export"),
+    path("platelet-settings/", platelet_views.platelet_settings, name="platelet_settings"),
+    path("<int:pk>/fields/<int:field_pk>/platelets/", platelet_views.field_platelets_correct,
+         name="field_platelets_correct"),
     path("<int:pk>/", views.slide_detail, name="detail"),
     path("<int:pk>/upload/", views.slide_upload, name="upload"),
     path("<int:pk>/update/", views.slide_update, name="update"),

@@ -148,11 +148,15 @@ def slide_verify(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
     from annotations.selectors import cell_classes_active, class_names
 
+    from .platelets import slide_platelet_fields
+
+    diff = selectors.slide_differential(slide=slide)
     return render(request, "slides/verify.html", {
         "slide": slide,
         "names": class_names(),
         "groups": selectors.slide_groups(slide=slide),
-        "diff": selectors.slide_differential(slide=slide),
+        "diff": diff,
+        "platelet_fields": slide_platelet_fields(slide=slide) if diff.get("platelets") else [],
         "targets": [c for c in cell_classes_active() if not c.is_abstain],
         "locked": slide.is_signed or slide.task_state != Slide.TaskState.DONE,
     })
@@ -290,6 +294,10 @@ def report_csv_rows(slide: Slide) -> list[list]:
                      "" if unassessed or r.get("absolute") is None else r["absolute"],
                      "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason,
                      domain])
+    from .platelet_report import csv_rows as platelet_csv_rows  # only when the lab reports the estimate
+
+    rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
+                              tail=[status, warnings, reason, domain])
     return rows
 
 

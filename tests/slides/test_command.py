@@ -15,7 +15,7 @@ def test_differential_command_shape_and_same_result_as_the_portal(tmp_path, labe
     out = tmp_path / "diff.json"
     call_command("differential", *[str(p) for p in paths], "--model", "active", "--json", str(out))
     data = json.loads(out.read_text())
-    assert set(data) == {"cells", "counts", "percentages", "intervals"}
+    assert set(data) == {"cells", "counts", "percentages", "intervals", "platelets", "red_cells"}
     assert data["cells"]
     for c in data["cells"]:
         assert set(c) == {"field", "box", "class", "confidence", "agreement"}
@@ -36,6 +36,12 @@ def test_differential_command_shape_and_same_result_as_the_portal(tmp_path, labe
     assert portal == command
     diff = slide_differential(slide=slide)
     assert {k: v for k, v in diff["percentages"].items() if v} == data["percentages"]
+    # ...and the same platelets and red cells per field
+    fields = list(slide.fields.order_by("position"))
+    assert [f.platelet_count for f in fields] == data["platelets"]["per_field"]
+    assert [f.red_cell_count for f in fields] == data["red_cells"]["per_field"]
+    lo, hi = data["platelets"]["interval"]
+    assert lo <= data["platelets"]["mean"] <= hi
 
     # --model by id works too; a missing id is a clear error
     call_command("differential", str(paths[0]), "--model", str(active_model.pk), "--json", str(out))

@@ -6,8 +6,10 @@ Runs the same detection (each field's scale measured on its red cells, or --micr
 cropping and classification as the portal (slides.pipeline and the model version's ensemble with
 the lab's abstention settings) and writes:
 {"cells": [{"field", "box": [x0, y0, x1, y1], "class", "confidence", "agreement": "k/n"}],
- "counts": {code: n}, "percentages": {code: p}, "intervals": {code: [lo, hi]}}
-Percentages and 95% intervals (Wilson) are over the leukocyte classes.
+ "counts": {code: n}, "percentages": {code: p}, "intervals": {code: [lo, hi]},
+ "platelets": {"per_field": [n, ...], "mean": m, "interval": [lo, hi]}, "red_cells": {"per_field": [n, ...]}}
+Percentages and 95% intervals (Wilson) are over the leukocyte classes; platelets per field in field order, their
+mean and its 95% interval over the fields (slides.platelet_stats); red cells per field.
 """
 import json
 import sys
@@ -23,7 +25,9 @@ from annotations.models import CellClass
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_resolve
 from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
-from slides import pipeline
+from slides import pipeline, platelet_stats
+from slides.detection.platelets import find_platelets_and_red_cells
+from slides.detection.scale import RED_CELL_DIAMETER_UM
 
 
 class Command(BaseCommand):
@@ -50,6 +54,7 @@ class Command(BaseCommand):
 
         t0 = time.perf_counter()
         found = []  # (field name, FoundCell)
+        platelet_counts, red_cell_counts = [], []  # per field
         for name in opts["fields"]:
             path = Path(name)
             if not path.is_file():
@@ -70,6 +75,11 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
             for cell in result.cells:
                 found.append((name, cell))
+            # Platelets and red cells of the same field, at its scale, its white cells left out.
+            extra = find_platelets_and_red_cells(image, white_cell_boxes=[c.box for c in result.cells],
+                                                 red_cell_diameter_px=RED_CELL_DIAMETER_UM / result.scale.microns_per_pixel)
+            platelet_counts.append(extra.platelet_count)
+            red_cell_counts.append(extra.red_cells.count)
         t_detect = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -89,6 +99,7 @@ class Command(BaseCommand):
                                                   agreement=0, n_backbones=n_b))
         leuko = CellClass.objects.filter(is_leukocyte=True).values_list("code", flat=True)
         result = pipeline.differential_json(cells, leukocyte_codes=list(leuko), method=opts["method"])
+        result.update(platelet_stats.command_json(platelet_counts, red_cell_counts))
         text = json.dumps(result, indent=2)
         if opts["out"] == "-":
             sys.stdout.write(text + "\n")

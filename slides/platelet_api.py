@@ -1,0 +1,99 @@
+"""REST API for the platelet estimate (the slide's figures are also in its differential, under
+``platelets``, when the lab turned the estimate on). Thin: validate, call a service."""
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
+
+from . import platelets, services
+from .models import Slide, SlideField
+
+
+def _raise(exc: DjangoValidationError):
+    raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
+
+
+class FieldOutputSerializer(serializers.ModelSerializer):
+    platelets_reported = serializers.IntegerField(read_only=True, allow_null=True)
+    platelet_corrected_by = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SlideField
+        fields = ["id", "image", "position", "platelet_count", "platelet_count_corrected", "platelets_reported",
+                  "platelet_corrected_by", "platelet_corrected_at", "platelet_clumps", "platelet_boxes",
+                  "red_cell_count", "red_cell_boxes"]
+
+    def get_platelet_corrected_by(self, obj) -> str | None:
+        return obj.platelet_corrected_by.get_username() if obj.platelet_corrected_by_id else None
+
+
+class SlidePlateletsApi(APIView):
+    """The slide's fields with their platelets and red cells, and the estimate (null unless the lab
+    turned it on)."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema(responses={200: inline_serializer("SlidePlatelets", {
+        "enabled": serializers.BooleanField(), "estimate": serializers.DictField(allow_null=True),
+        "fields": FieldOutputSerializer(many=True)})})
+    def get(self, request, pk: int):
+        from annotations.models import LabSettings
+
+        slide = get_object_or_404(Slide, pk=pk)
+        lab = LabSettings.get()
+        return Response({"enabled": lab.platelet_estimate, "estimate": platelets.slide_platelets(slide=slide, lab=lab),
+                         "fields": FieldOutputSerializer(slide.fields.all(), many=True).data})
+
+
+class FieldPlateletsCorrectApi(APIView):
+    """A reviewer's platelet count of one field (null withdraws the correction); audited."""
+
+    permission_classes = [IsReviewer]
+
+    class InputSerializer(serializers.Serializer):
+        count = serializers.IntegerField(min_value=0, allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={200: FieldOutputSerializer})
+    def post(self, request, pk: int, field_pk: int):
+        field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
+        except services.SlideLocked as exc:
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(FieldOutputSerializer(field).data)
+
+
+class PlateletSettingsApi(APIView):
+    """The lab's platelet estimate (lab admins): on/off and the factor (10^9/L per platelet per field)."""
+
+    permission_classes = [IsLabAdmin]
+
+    class InputSerializer(serializers.Serializer):
+        platelet_estimate = serializers.BooleanField()
+        platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
+
+    @extend_schema(responses={200: InputSerializer})
+    def get(self, request):
+        from annotations.models import LabSettings
+
+        return Response(self.InputSerializer(LabSettings.get()).data)
+
+    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
+                                                     factor=data.validated_data["platelet_factor"])
+        except DjangoValidationError as exc:
+            _raise(exc)
+        return Response(self.InputSerializer(lab).data)
