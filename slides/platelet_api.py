@@ -1,21 +1,16 @@
 """REST API for the platelet estimate (the slide's figures are also in its differential, under
 ``platelets``, when the lab turned the estimate on). Thin: validate, call a service."""
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.models import LabSettings
 from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
 from . import platelets, services
 from .models import Slide, SlideField
-
-
-def _raise(exc: DjangoValidationError):
-    raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages}) from None
 
 
 class FieldOutputSerializer(serializers.ModelSerializer):
@@ -42,8 +37,6 @@ class SlidePlateletsApi(APIView):
         "enabled": serializers.BooleanField(), "estimate": serializers.DictField(allow_null=True),
         "fields": FieldOutputSerializer(many=True)})})
     def get(self, request, pk: int):
-        from annotations.models import LabSettings
-
         slide = get_object_or_404(Slide, pk=pk)
         lab = LabSettings.get()
         return Response({"enabled": lab.platelet_estimate, "estimate": platelets.slide_platelets(slide=slide, lab=lab),
@@ -67,8 +60,6 @@ class FieldPlateletsCorrectApi(APIView):
             field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
         except services.SlideLocked as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except DjangoValidationError as exc:
-            _raise(exc)
         return Response(FieldOutputSerializer(field).data)
 
 
@@ -83,17 +74,12 @@ class PlateletSettingsApi(APIView):
 
     @extend_schema(responses={200: InputSerializer})
     def get(self, request):
-        from annotations.models import LabSettings
-
         return Response(self.InputSerializer(LabSettings.get()).data)
 
     @extend_schema(request=InputSerializer, responses={200: InputSerializer})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
-                                                     factor=data.validated_data["platelet_factor"])
-        except DjangoValidationError as exc:
-            _raise(exc)
+        lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
+                                                 factor=data.validated_data["platelet_factor"])
         return Response(self.InputSerializer(lab).data)
