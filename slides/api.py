@@ -1,4 +1,7 @@
 """REST API for slides. Thin: validate, call a service, respond."""
+import csv
+import io
+
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -13,6 +16,7 @@ from rest_framework.views import APIView
 from leukoportal.roles import IsLabeller, IsReviewer
 
 from . import selectors, services
+from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .models import Slide, SlideCell
 
 
@@ -225,8 +229,6 @@ class SlideExportApi(APIView):
 
     @extend_schema(responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "text/csv"): OpenApiTypes.STR})
     def get(self, request, pk: int, fmt: str = "json"):
-        from .views import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
-
         slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
@@ -236,9 +238,6 @@ class SlideExportApi(APIView):
         if fmt == "fhir":
             return Response(fhir_report(slide), content_type="application/fhir+json")
         if fmt == "csv":
-            import csv
-            import io
-
             buf = io.StringIO()
             csv.writer(buf).writerows(report_csv_rows(slide))
             return HttpResponse(buf.getvalue(), content_type="text/csv; charset=utf-8")

@@ -19,6 +19,9 @@ accession codes" is ticked (otherwise the report files name the slide by its fol
 and verifiers' names only with "include reader names" (otherwise their pseudonymous ids).
 
 The archive is streamed slide by slide (only one slide's files are held at a time).
+
+The signed report's formats are built here too (``report_csv_rows``, ``fhir_report``,
+``hl7_report``), for the report pages, the API and this export alike.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from dataclasses import asdict, dataclass
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
 
 from annotations.archives import zip_stream_chunks
 from annotations.exports import (
@@ -44,10 +48,11 @@ from annotations.exports import (
     reader_pseudonym,
     storage_entry,
 )
-from annotations.models import CellClass
 from annotations.audit import audit_record
+from annotations.models import AuditAction, CellClass
 
-from . import fhir, selectors
+from . import fhir, hl7, selectors
+from .platelet_report import csv_rows as platelet_csv_rows
 from .models import Slide, SlideCell
 
 SLIDES_INDEX = "slides.csv"
@@ -70,6 +75,60 @@ classes.csv                     the lab's taxonomy (code, name, hotkey, active, 
 <slide>/report.fhir.json        the signed differential as a FHIR R4 DiagnosticReport.
 Accession codes and user names appear only if the export included them (else the slide folder and pseudonyms).
 """
+
+
+# --- The signed report in its formats (page CSV, FHIR, HL7; the API and this export use the same) ---
+
+def report_csv_rows(slide: Slide) -> list[list]:
+    """One row per class; the report's status and the signature's warnings and reason repeat on
+    every row so that each row stands alone."""
+    report = slide.report
+    release = selectors.slide_report_release(slide=slide)
+    status = release["status"] + (f" (by v{release['successor'].version})" if release["superseded"] else "")
+    warnings = " ".join(report.get("sign_warnings") or [])
+    reason = report.get("sign_reason") or ""
+    domain = (report.get("domain") or {}).get("message", "") if (report.get("domain") or {}).get("unlike") else ""
+    rows = [["accession", "version", "class", "name", "count", "percent", "ci95_low", "ci95_high",
+             "absolute_10e9_per_L", "per_100_wbc", "note", "report_status", "signature_warnings", "signature_reason",
+             "domain_warning"]]
+    for r in report["rows"]:
+        if not r["count"] and "percent" not in r and "per_100_wbc" not in r:
+            continue
+        unassessed = r.get("not_assessed") and not r["count"]
+        iv = ["", ""] if unassessed else (r.get("interval") or ["", ""])
+        rows.append([slide.code, slide.version, r["code"], r["name"], r["count"],
+                     "" if unassessed else r.get("percent", ""), iv[0], iv[1],
+                     "" if unassessed or r.get("absolute") is None else r["absolute"],
+                     "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason,
+                     domain])
+    rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
+                              tail=[status, warnings, reason, domain])
+    return rows
+
+
+def lis_arguments(slide: Slide) -> dict:
+    """The signed report's arguments for the FHIR and HL7 builders."""
+    release = selectors.slide_report_release(slide=slide)
+    return {"report": slide.report, "accession": slide.code, "version": slide.version,
+            "names": dict(CellClass.objects.values_list("code", "name")), "superseded": release["superseded"],
+            "successor_version": release["successor"].version if release["successor"] else None,
+            "correction_reason": slide.correction_reason}
+
+
+def fhir_report(slide: Slide) -> dict:
+    """The signed report as a FHIR R4 DiagnosticReport (the report page's and the API's)."""
+    return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
+                                  **lis_arguments(slide))
+
+
+def hl7_report(slide: Slide) -> str:
+    """The signed report as an HL7 v2.5.1 ORU^R01 message."""
+    now = timezone.now()
+    return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(),
+                       control_id=f"LP{slide.pk}-{now:%Y%m%d%H%M%S%f}", created_at=now, **lis_arguments(slide))
+
+
+HL7_CONTENT_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
 
 
 @dataclass(frozen=True)
@@ -194,14 +253,11 @@ def slide_coco(slide: Slide, *, selection: SlideSelection, categories: list[dict
 def slide_report_files(slide: Slide, *, selection: SlideSelection) -> tuple[bytes, bytes]:
     """The signed report's CSV and FHIR JSON, as the report pages give them, with the accession code
     and the signer's name replaced by the slide's folder and a pseudonym unless the export includes them."""
-    # The report builders live with the report views (a later restructuring may move them).
-    from .views import _lis_arguments, report_csv_rows
-
     accession = slide.code if selection.include_accessions else slide_folder(slide)
     rows = report_csv_rows(slide)
     for row in rows[1:]:
         row[0] = accession
-    arguments = dict(_lis_arguments(slide), accession=accession)
+    arguments = dict(lis_arguments(slide), accession=accession)
     report = fhir.diagnostic_report(issued=slide.signed_at.isoformat(),
                                     performer=_person(slide.signed_by, selection.include_names), **arguments)
     return csv_bytes(rows), json.dumps(report, indent=2).encode("utf-8")
@@ -234,7 +290,7 @@ def slides_export(*, selection: SlideSelection, actor, channel: str,
                 raise ValidationError(f"The stored image {stored.sha256} of slide {slide_folder(slide)} is missing.")
     categories = coco_categories()
     counts = {"slides": len(slides), "slide_ids": [s.pk for s in slides]}
-    audit_record(actor=actor, action="slides.export", target=("Export", "slides"),
+    audit_record(actor=actor, action=AuditAction.SLIDES_EXPORT, target=("Export", "slides"),
                  after={"channel": channel, "selection": selection.as_dict(), **counts})
     zs = ZipStream()
 

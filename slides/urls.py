@@ -13,7 +13,6 @@ urlpatterns = [
     path("<int:pk>/", views.slide_detail, name="detail"),
     path("<int:pk>/upload/", views.slide_upload, name="upload"),
     path("<int:pk>/update/", views.slide_update, name="update"),
-    path("<int:pk>/differential.json", views.slide_differential_json, name="differential_json"),
     path("<int:pk>/verify/", views.slide_verify, name="verify"),
     path("<int:pk>/cells/<int:cell_pk>/reclassify/", views.cell_reclassify, name="cell_reclassify"),
     path("<int:pk>/cells/confirm/", views.cells_confirm, name="cells_confirm"),

@@ -15,7 +15,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
-from . import fhir, hl7, selectors, services
+from . import selectors, services
+from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
 
@@ -125,12 +126,6 @@ def slide_update(request, pk: int):
     else:
         messages.success(request, "Saved.")
     return redirect("slides:detail", pk=pk)
-
-
-@role_required(LABELLER)
-def slide_differential_json(request, pk: int):
-    slide = get_object_or_404(Slide, pk=pk)
-    return JsonResponse(_live(slide))
 
 
 def _live(slide: Slide) -> dict:
@@ -272,35 +267,6 @@ def slide_report(request, pk: int):
                                                   "versions": selectors.slide_versions(slide=slide)})
 
 
-def report_csv_rows(slide: Slide) -> list[list]:
-    """One row per class; the report's status and the signature's warnings and reason repeat on
-    every row so that each row stands alone."""
-    report = slide.report
-    release = selectors.slide_report_release(slide=slide)
-    status = release["status"] + (f" (by v{release['successor'].version})" if release["superseded"] else "")
-    warnings = " ".join(report.get("sign_warnings") or [])
-    reason = report.get("sign_reason") or ""
-    domain = (report.get("domain") or {}).get("message", "") if (report.get("domain") or {}).get("unlike") else ""
-    rows = [["accession", "version", "class", "name", "count", "percent", "ci95_low", "ci95_high",
-             "absolute_10e9_per_L", "per_100_wbc", "note", "report_status", "signature_warnings", "signature_reason",
-             "domain_warning"]]
-    for r in report["rows"]:
-        if not r["count"] and "percent" not in r and "per_100_wbc" not in r:
-            continue
-        unassessed = r.get("not_assessed") and not r["count"]
-        iv = ["", ""] if unassessed else (r.get("interval") or ["", ""])
-        rows.append([slide.code, slide.version, r["code"], r["name"], r["count"],
-                     "" if unassessed else r.get("percent", ""), iv[0], iv[1],
-                     "" if unassessed or r.get("absolute") is None else r["absolute"],
-                     "" if unassessed else r.get("per_100_wbc", ""), r.get("note", ""), status, warnings, reason,
-                     domain])
-    from .platelet_report import csv_rows as platelet_csv_rows  # only when the lab reports the estimate
-
-    rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
-                              tail=[status, warnings, reason, domain])
-    return rows
-
-
 @role_required(LABELLER)
 def slide_report_csv(request, pk: int):
     slide, refused = _signed_slide(pk)
@@ -325,32 +291,6 @@ def slide_report_pdf(request, pk: int):
     response = HttpResponse(data, content_type="application/pdf")
     response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.pdf"'
     return response
-
-
-def _lis_arguments(slide: Slide) -> dict:
-    from annotations.models import CellClass
-
-    release = selectors.slide_report_release(slide=slide)
-    return {"report": slide.report, "accession": slide.code, "version": slide.version,
-            "names": dict(CellClass.objects.values_list("code", "name")), "superseded": release["superseded"],
-            "successor_version": release["successor"].version if release["successor"] else None,
-            "correction_reason": slide.correction_reason}
-
-
-def fhir_report(slide: Slide) -> dict:
-    return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
-                                  **_lis_arguments(slide))
-
-
-def hl7_report(slide: Slide) -> str:
-    from django.utils import timezone
-
-    now = timezone.now()
-    return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(),
-                       control_id=f"LP{slide.pk}-{now:%Y%m%d%H%M%S%f}", created_at=now, **_lis_arguments(slide))
-
-
-HL7_CONTENT_TYPE = "x-application/hl7-v2+er7; charset=utf-8"
 
 
 @role_required(LABELLER)

@@ -4,7 +4,6 @@
   "use strict";
   const root = document.getElementById("verify-groups");
   if (!root || root.dataset.locked === "true") return;
-  const csrf = document.querySelector("#csrf-holder input[name=csrfmiddlewaretoken]").value;
   const keys = {};
   document.querySelectorAll(".class-group").forEach((g) => {
     const kbd = g.querySelector("h2 kbd");
@@ -53,7 +52,7 @@
     cell.classList.add("busy");
     return fetch(cell.dataset.url, {
       method: "POST", body: data, credentials: "same-origin",
-      headers: { "X-CSRFToken": csrf, "Accept": "application/json" },
+      headers: { "X-CSRFToken": LP.csrfToken(), "Accept": "application/json" },
     }).then((r) => r.json().then((body) => ({ ok: r.ok, body: body }))).then(({ ok, body }) => {
       cell.classList.remove("busy");
       if (!ok) { showError(body.error || "The change was refused."); return; }
