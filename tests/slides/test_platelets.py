@@ -97,6 +97,16 @@ def test_the_estimate_shows_only_when_the_lab_turns_it_on(labeller, active_model
     assert plt["wbc_rbc_ratio"] == f"1:{sum(plt['red_cells']['per_field']) / white:.0f}"
 
 
+def test_the_slide_page_shows_the_estimate_only_when_on(client, labeller, active_model):
+    slide = processed_slide(labeller, code="PLT-2")
+    client.force_login(labeller)
+    assert 'id="platelet-estimate"' not in client.get(f"/slides/{slide.pk}/").content.decode()
+    lab_turns_estimate_on(factor=15.0)
+    page = client.get(f"/slides/{slide.pk}/").content.decode()
+    plt = slide_differential(slide=slide)["platelets"]
+    assert 'id="platelet-estimate"' in page and f"over {plt['fields']} field(s)" in page
+
+
 def test_a_reviewer_corrects_a_field_the_correction_is_audited_and_signed_into_the_report(
         labeller, reviewer, active_model):
     lab_turns_estimate_on()
