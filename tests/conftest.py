@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LEUKO_SHARED_DATA", REPO.parent / "shared" / "data"))
 DEMO_CELLS = REPO / "demo" / "cells"
 PASSWORD = "a-long-test-password-42"
 
