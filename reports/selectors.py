@@ -12,6 +12,7 @@ from annotations.models import CellImage, Split
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 from classifier.models import ModelVersion, Prediction
 from classifier.selectors import model_version_switch_label
+from slides.models import SlideCell
 
 from . import metrics
 from .baselines import BASELINES
@@ -189,16 +190,6 @@ def confusion_table_ii(evaluation: Evaluation, model: str = "vote") -> dict | No
 
 
 # --- Agreement over time ------------------------------------------------------------------
-def _slide_ledger():
-    """The slides app's per-cell ledger (model class vs expert's final class), if that app has one."""
-    try:
-        from slides.models import SlideCell
-    except ImportError:
-        return None
-    needed = {"top_class", "final_class", "model_version", "slide", "changed_by"}
-    return SlideCell if needed <= {f.name for f in SlideCell._meta.get_fields()} else None
-
-
 def training_image_ids(version_ids) -> dict[int, list[int]]:
     """The images each model version trained on (the ids frozen in its training snapshot)."""
     return {pk: [row[0] for row in (snapshot or {}).get("items", [])]
@@ -215,26 +206,23 @@ def agreement_over_time(*, weeks: int = 26, model_version_id: int | None = None,
     construction). The cells a version trained on are counted apart (``trained_by_version``).
 
     Uploaded cells: Prediction vs CellImage.final_label (week of the prediction). Cells found in
-    slides: the slides app's ledger (SlideCell.top_class vs final_class, week of the slide), when that
-    app is installed, counting only cells a person verified (the final class of an unverified cell
-    is the model's own call)."""
+    slides: the slides app's ledger (SlideCell.top_class vs final_class, week of the slide), counting
+    only cells a person verified (the final class of an unverified cell is the model's own call)."""
     since = timezone.now() - timedelta(weeks=weeks)
-    slide_cell = _slide_ledger()
     parts = []
-    if source in (None, "cell", "field") or (source == "slide_cell" and slide_cell is None):
+    if source in (None, "cell", "field"):
         qs = Prediction.objects.filter(image__final_label__isnull=False, image__final_label__is_abstain=False,
                                        created_at__gte=since)
-        if slide_cell is not None:
-            qs = qs.exclude(image__source="slide_cell")  # counted from the slides ledger below
+        qs = qs.exclude(image__source="slide_cell")  # counted from the slides ledger below
         if model_version_id:
             qs = qs.filter(model_version_id=model_version_id)
         if source:
             qs = qs.filter(image__source=source)
         parts.append((qs, "created_at", "image__final_label__code", Q(abstained=True), "image_id"))
-    if slide_cell is not None and source in (None, "slide_cell"):
-        qs = slide_cell.objects.filter(final_class__isnull=False, final_class__is_abstain=False,
-                                       model_version__isnull=False, slide__created_at__gte=since).exclude(top_class="")
-        qs = qs.filter(slide_cell.verified_q())
+    if source in (None, "slide_cell"):
+        qs = SlideCell.objects.filter(final_class__isnull=False, final_class__is_abstain=False,
+                                      model_version__isnull=False, slide__created_at__gte=since).exclude(top_class="")
+        qs = qs.filter(SlideCell.verified_q())
         if model_version_id:
             qs = qs.filter(model_version_id=model_version_id)
         parts.append((qs, "slide__created_at", "final_class__code", Q(predicted_class="unidentified"), "image_id"))
