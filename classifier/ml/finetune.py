@@ -9,9 +9,10 @@ mode); their affine parameters are trained.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from torch.nn import functional as F
 from .device import autocast
 from .errors import TrainingCancelled
 from .features import FeatureExtractor
-from .training import HeadFit, class_weights, seed_everything
+from .training import BestEpoch, HeadFit, class_weights, optimizer_step, seed_everything
 
 
 def supports_finetune(backbone: nn.Module) -> bool:
@@ -94,52 +95,71 @@ def finetune_tail(
     Returns the fine-tuned backbone (a copy) and the fit of the head."""
     g = seed_everything(seed)
     backbone = copy.deepcopy(backbone).to(device)
-    head = head.to(device)
+    model = TailModel(backbone, head.to(device), config["features"])
+    yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+    with trainable_tail(backbone) as tail_params:
+        history, best_epoch = finetune_epochs(model, tail_params, maps_train, y_train, maps_val, yva,
+                                              n_classes=n_classes, config=config, generator=g, device=device,
+                                              precision=precision, on_epoch=on_epoch, should_cancel=should_cancel)
+        model.eval()
+    logits, _ = evaluate_tail(model, maps_val, yva, device=device, precision=precision)
+    val_logits = logits.numpy() if logits is not None else np.zeros((0, n_classes), np.float32)
+    return backbone.cpu(), HeadFit(head=model.head.cpu(), history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+@contextlib.contextmanager
+def trainable_tail(backbone: nn.Module) -> Iterator[list[nn.Parameter]]:
+    """Inside: only the tail's parameters (which it yields) of ``backbone`` take gradients; on
+    leaving, none of them do."""
     for p in backbone.parameters():
         p.requires_grad_(False)
     tail_params = list(backbone.tail_parameters())
     for p in tail_params:
         p.requires_grad_(True)
-    model = TailModel(backbone, head, config["features"])
+    try:
+        yield tail_params
+    finally:
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+
+
+def finetune_epochs(model: TailModel, tail_params: list, maps_train: np.ndarray, y_train: np.ndarray,
+                    maps_val: np.ndarray, yva: torch.Tensor, *, n_classes: int, config: dict,
+                    generator: torch.Generator, device: torch.device, precision: str,
+                    on_epoch: Callable[[dict], None] | None = None,
+                    should_cancel: Callable[[], bool] | None = None) -> tuple[list[dict], int]:
+    """The epoch loop of :func:`finetune_tail`: train, validate, keep the best epoch (the weights
+    before fine-tuning count as epoch 0), then load its weights back. Returns the per-epoch
+    records and the best epoch."""
     epochs = int(config["finetune_epochs"])
     bs = int(config.get("finetune_batch_size", 32))
-    n = maps_train.shape[0]
-    opt, sched = tail_optimizer(tail_params, head, config, steps=max(1, epochs * math.ceil(n / bs)))
+    steps = max(1, epochs * math.ceil(maps_train.shape[0] / bs))
+    opt, sched = tail_optimizer(tail_params, model.head, config, steps=steps)
     cw = class_weights(y_train, n_classes).to(device) if config.get("class_weights", True) else None
     smoothing = float(config.get("label_smoothing", 0.0))
     ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
+
+    def score() -> tuple[float, float]:  # (accuracy, loss), as BestEpoch compares them
+        acc, neg_loss = evaluate_tail(model, maps_val, yva, device=device, precision=precision)[1]
+        return acc, -neg_loss
+
+    best = BestEpoch(model, score=score(), keep_now=True)
     history: list[dict] = []
-
-    def evaluate():
-        return evaluate_tail(model, maps_val, yva, device=device, precision=precision)
-
-    _, best = evaluate()
-    best_state = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-    best_epoch = 0
     for epoch in range(1, epochs + 1):
-        loss = finetune_one_epoch(model, maps_train, ytr, optimizer=opt, scheduler=sched, generator=g, batch_size=bs,
-                                  class_weight=cw, label_smoothing=smoothing, device=device, precision=precision,
-                                  map_augment=config.get("map_augment", True), should_cancel=should_cancel)
-        _, score = evaluate()
+        loss = finetune_one_epoch(model, maps_train, ytr, optimizer=opt, scheduler=sched, generator=generator,
+                                  batch_size=bs, class_weight=cw, label_smoothing=smoothing, device=device,
+                                  precision=precision, map_augment=config.get("map_augment", True),
+                                  should_cancel=should_cancel)
+        acc, val_loss = score()
         rec = {"epoch": epoch, "epochs": epochs, "loss": loss, "phase": "finetune"}
         if len(yva):
-            rec.update(val_accuracy=score[0], val_loss=-score[1])
+            rec.update(val_accuracy=acc, val_loss=val_loss)
         history.append(rec)
         if on_epoch:
             on_epoch(rec)
-        if score > best:
-            best, best_epoch = score, epoch
-            best_state = (copy.deepcopy(backbone.state_dict()), copy.deepcopy(head.state_dict()))
-    backbone.load_state_dict(best_state[0])
-    head.load_state_dict(best_state[1])
-    backbone.eval()
-    head.eval()
-    for p in backbone.parameters():
-        p.requires_grad_(False)
-    logits, _ = evaluate()
-    val_logits = logits.numpy() if logits is not None else np.zeros((0, n_classes), np.float32)
-    return backbone.cpu(), HeadFit(head=head.cpu(), history=history, val_logits=val_logits, best_epoch=best_epoch)
+        best.update(epoch, (acc, val_loss))
+    best.restore()
+    return history, best.epoch
 
 
 def tail_optimizer(tail_params: list, head: nn.Module, config: dict, *, steps: int):
@@ -183,10 +203,7 @@ def finetune_one_epoch(model: TailModel, maps: np.ndarray, y: torch.Tensor, *, o
         with autocast(device, precision):
             logits = model(x).float()
         loss = F.cross_entropy(logits, y[idx].to(device), weight=class_weight, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer=optimizer, scheduler=scheduler)
         total += loss.item() * len(idx)
         count += len(idx)
     return total / max(count, 1)

@@ -88,50 +88,85 @@ def train_head(
     Class-weighted cross-entropy; AdamW with cosine decay; the epoch of best validation
     accuracy (then lowest loss) is kept."""
     g = seed_everything(seed)
-    Xtr = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32))
-    ytr = torch.from_numpy(np.asarray(y_train, dtype=np.int64))
-    Xva = torch.from_numpy(np.ascontiguousarray(X_val, dtype=np.float32))
-    yva = torch.from_numpy(np.asarray(y_val, dtype=np.int64))
-    n, _, d = Xtr.shape
+    Xtr, ytr = as_tensors(X_train, y_train)
+    Xva, yva = as_tensors(X_val, y_val)
+    d = Xtr.shape[2]
     head = build_head(config, d, n_classes)
     head.set_standardisation(Xtr.reshape(-1, d))
+    history, best_epoch = fit_epochs(head, Xtr, ytr, Xva, yva, n_classes=n_classes, config=config, generator=g,
+                                     on_epoch=on_epoch, should_cancel=should_cancel)
+    head.eval()
+    val_logits = tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
+    return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
+
+
+def as_tensors(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached features [N, V, D] as float32 and labels [N] as int64 tensors."""
+    return (torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
+            torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
+class BestEpoch:
+    """The epoch of the best validation score so far, (accuracy, loss): higher accuracy, then
+    lower loss; a copy of the model's weights then; early stopping after ``patience`` epochs
+    without a better score (None: never)."""
+
+    def __init__(self, model: nn.Module, *, score: tuple[float, float] = (-1.0, float("inf")),
+                 patience: int | None = None, keep_now: bool = False):
+        self.model, self.score, self.patience = model, score, patience
+        self.epoch, self.since, self.state = 0, 0, None
+        if keep_now:
+            self.state = self._copy()
+
+    def _copy(self) -> dict:
+        return {k: t.detach().clone() for k, t in self.model.state_dict().items()}
+
+    def update(self, epoch: int, score: tuple[float, float]) -> bool:
+        """Keep this epoch's weights when its score is the best; True when training should stop."""
+        if score[0] > self.score[0] or (score[0] == self.score[0] and score[1] < self.score[1]):
+            self.score, self.epoch, self.since = score, epoch, 0
+            self.state = self._copy()
+            return False
+        self.since += 1
+        return self.patience is not None and self.since >= self.patience
+
+    def restore(self) -> None:
+        """Load the best epoch's weights back into the model (nothing when none was kept)."""
+        if self.state is not None:
+            self.model.load_state_dict(self.state)
+
+
+def fit_epochs(head: nn.Module, Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch.Tensor, yva: torch.Tensor, *,
+               n_classes: int, config: dict, generator: torch.Generator,
+               on_epoch: Callable[[dict], None] | None = None,
+               should_cancel: Callable[[], bool] | None = None) -> tuple[list[dict], int]:
+    """The epoch loop of :func:`train_head`: train, validate, keep the best epoch (early stopping
+    after ``patience`` epochs without a better one), then load its weights back. Returns the
+    per-epoch records and the best epoch."""
     epochs = int(config["epochs"])
     bs = int(config.get("batch_size", 128))
-    opt, sched = head_optimizer(head, config, steps=epochs * math.ceil(n / bs))
-    cw = class_weights(y_train, n_classes) if config.get("class_weights", True) else None
+    opt, sched = head_optimizer(head, config, steps=epochs * math.ceil(Xtr.shape[0] / bs))
+    cw = class_weights(ytr.numpy(), n_classes) if config.get("class_weights", True) else None
     smoothing = float(config.get("label_smoothing", 0.0))
+    best = BestEpoch(head, patience=int(config.get("patience", epochs)))
     history: list[dict] = []
-    best = (-1.0, float("inf"))
-    best_state, best_epoch = None, 0
-    patience = int(config.get("patience", epochs))
-    since_best = 0
     for epoch in range(1, epochs + 1):
         if should_cancel and should_cancel():
             raise Cancelled()
-        loss = train_one_epoch(head, Xtr, ytr, optimizer=opt, scheduler=sched, generator=g, batch_size=bs,
+        loss = train_one_epoch(head, Xtr, ytr, optimizer=opt, scheduler=sched, generator=generator, batch_size=bs,
                                class_weight=cw, label_smoothing=smoothing,
                                skip_single=config["head"] == "paper")  # BatchNorm needs 2 samples
         rec = {"epoch": epoch, "epochs": epochs, "loss": loss}
         if len(yva):
             rec.update(evaluate(head, Xva, yva))
-            score = (rec["val_accuracy"], rec["val_loss"])
-        else:
-            score = (0.0, rec["loss"])
         history.append(rec)
         if on_epoch:
             on_epoch(rec)
-        if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
-            best, best_epoch, since_best = score, epoch, 0
-            best_state = {k: t.detach().clone() for k, t in head.state_dict().items()}
-        else:
-            since_best += 1
-            if since_best >= patience:
-                break
-    if best_state is not None:
-        head.load_state_dict(best_state)
-    head.eval()
-    val_logits = tta_logits(head, Xva).numpy() if len(yva) else np.zeros((0, n_classes), np.float32)
-    return HeadFit(head=head, history=history, val_logits=val_logits, best_epoch=best_epoch)
+        score = (rec["val_accuracy"], rec["val_loss"]) if len(yva) else (0.0, rec["loss"])
+        if best.update(epoch, score):
+            break
+    best.restore()
+    return history, best.epoch
 
 
 def head_optimizer(head: nn.Module, config: dict, *, steps: int):
@@ -158,13 +193,18 @@ def train_one_epoch(head: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimi
             continue
         xb = X[idx, views[idx]]
         loss = F.cross_entropy(head(xb), y[idx], weight=class_weight, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
+        optimizer_step(loss, optimizer=optimizer, scheduler=scheduler)
         total += loss.item() * len(idx)
         count += len(idx)
     return total / max(count, 1)
+
+
+def optimizer_step(loss: torch.Tensor, *, optimizer, scheduler) -> None:
+    """Backpropagate ``loss``, step the optimizer, then the (per-batch) learning-rate schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
 
 
 def evaluate(head: nn.Module, X: torch.Tensor, y: torch.Tensor) -> dict:
