@@ -194,32 +194,7 @@ class EnsembleModel:
         kept = {b: [] for b in names} if keep_features else None
         sizes = sorted({self.input_sizes[b] for b in names} | ({COLOUR_SIZE} if scored else set()))
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
-            if self.device.type == "cuda":
-                batch = {s: x.pin_memory() for s, x in batch.items()}
-            zs, feats = [], {}
-            for b in names:
-                z, f = self._logits(self.extractors[b], b, batch, views, self.precision)
-                zs.append(z)
-                feats[b] = f
-            z = np.stack(zs)
-            colour = colour_features(batch[COLOUR_SIZE]) if scored else None
-            assessment = self.ood.assess(feats, colour) if scored else None
-            if self.recheck:
-                temps = np.array([self.temperature[b] for b in names])
-                tol = np.array([self.recheck["logit"][b] for b in names])
-                near_ood = None
-                if scored:
-                    near_ood = (np.stack([assessment.score, assessment.distance], 1),
-                                [self.ood.threshold, self.ood.far_threshold], self.recheck["ood"])
-                redo = recheck_mask(z, temps, tol, self.recheck["proba"],
-                                    self.default_threshold if threshold is None else float(threshold), ood=near_ood)
-                for i, b in enumerate(names):
-                    idx = np.flatnonzero(redo[i])
-                    if len(idx):
-                        part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
-                        z[i, idx], feats[b][idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
-                if scored and redo.any():
-                    assessment = self.ood.assess(feats, colour)
+            z, feats, assessment = self._score_batch(batch, names, views, scored=scored, threshold=threshold)
             for i, b in enumerate(names):
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])
             if scored:
@@ -227,19 +202,62 @@ class EnsembleModel:
             if kept is not None:
                 for b in names:
                     kept[b].append(feats[b])
-        ood = {}
-        if scored:
-            k = self.ood.k
-            ood = {
-                "ood_scores": np.concatenate([a.score for a in assessments]) if assessments else np.zeros(0),
-                "ood_distance": np.concatenate([a.distance for a in assessments]) if assessments else np.zeros(0),
-                "neighbour_labels": (np.concatenate([a.neighbour_labels for a in assessments]) if assessments
-                                     else np.zeros((0, len(self.ood.backbones), k), np.int64)),
-            }
+        ood = self._ood_arrays(assessments) if scored else {}
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
         features = {b: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for b, v in kept.items()} if kept else None
         return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
                              features=features, **ood)
+
+    def _score_batch(self, batch: dict, names: list[str], views: list[str], *, scored: bool,
+                     threshold: float | None) -> tuple[np.ndarray, dict[str, np.ndarray], Assessment | None]:
+        """One batch of resized images: the logits of each backbone [backbones, B, C], its
+        features, and (``scored``) the batch's out-of-distribution assessment. With the bf16
+        re-check, the results near a decision are computed again in fp32."""
+        if self.device.type == "cuda":
+            batch = {s: x.pin_memory() for s, x in batch.items()}
+        zs, feats = [], {}
+        for b in names:
+            z, f = self._logits(self.extractors[b], b, batch, views, self.precision)
+            zs.append(z)
+            feats[b] = f
+        z = np.stack(zs)
+        colour = colour_features(batch[COLOUR_SIZE]) if scored else None
+        assessment = self.ood.assess(feats, colour) if scored else None
+        if self.recheck:
+            redo = self._near_decision(z, names, assessment, threshold)
+            for i, b in enumerate(names):
+                idx = np.flatnonzero(redo[i])
+                if len(idx):
+                    part = {s: x[torch.from_numpy(idx)] for s, x in batch.items()}
+                    z[i, idx], feats[b][idx] = self._logits(self.fp32_extractors[b], b, part, views, "fp32")
+            if scored and redo.any():
+                assessment = self.ood.assess(feats, colour)
+        return z, feats, assessment
+
+    def _near_decision(self, z: np.ndarray, names: list[str], assessment: Assessment | None,
+                       threshold: float | None) -> np.ndarray:
+        """[backbones, B] True where a bf16 result is too close to a decision (the vote, the
+        abstention ``threshold``, the out-of-distribution thresholds) to keep: see
+        :func:`classifier.ml.precision.recheck_mask`."""
+        temps = np.array([self.temperature[b] for b in names])
+        tol = np.array([self.recheck["logit"][b] for b in names])
+        near_ood = None
+        if assessment is not None:
+            near_ood = (np.stack([assessment.score, assessment.distance], 1),
+                        [self.ood.threshold, self.ood.far_threshold], self.recheck["ood"])
+        return recheck_mask(z, temps, tol, self.recheck["proba"],
+                            self.default_threshold if threshold is None else float(threshold), ood=near_ood)
+
+    def _ood_arrays(self, assessments: list[Assessment]) -> dict[str, np.ndarray]:
+        """The batches' out-of-distribution assessments joined: the :class:`Probabilities` fields."""
+        if not assessments:
+            return {"ood_scores": np.zeros(0), "ood_distance": np.zeros(0),
+                    "neighbour_labels": np.zeros((0, len(self.ood.backbones), self.ood.k), np.int64)}
+        return {
+            "ood_scores": np.concatenate([a.score for a in assessments]),
+            "ood_distance": np.concatenate([a.distance for a in assessments]),
+            "neighbour_labels": np.concatenate([a.neighbour_labels for a in assessments]),
+        }
 
     @torch.inference_mode()
     def _logits(self, extractor, b: str, batch: dict, views: list[str], precision: str) -> tuple[np.ndarray, np.ndarray]:
