@@ -12,7 +12,8 @@ Training is a list of stages, each a function with explicit arguments (like torc
     colour = colour_of(plan, cache_dir)
     ood = fit_ood_stage(plan, fits, colour)
     precision = check_precision(plan, fits, calibration, ood, colour)
-    save(checkpoint_dict(plan, feats, fits, calibration, ood, precision), out_dir)
+    metrics = train_metrics(plan, feats, fits, calibration, ood, precision, heads_seconds=...)
+    save(checkpoint_dict(plan, feats, fits, calibration, ood, precision, metrics), out_dir)
 """
 
 from __future__ import annotations
@@ -176,15 +177,7 @@ def train(
     precision_check = check_precision(plan, fits, calibration, ood, colour)
     plan.check_cancel()
     plan.emit({"stage": "saving"})
-    metrics = dict(
-        {"per_backbone": {b: fits[b].metrics for b in plan.backbones},
-         "featurised": {b: feats[b].stats for b in plan.backbones},
-         "n_train": int(len(plan.tr_idx)), "n_val": int(len(plan.va_idx)), "heads_seconds": round(heads_seconds, 2)},
-        **calibration.metrics,
-        bf16_agreement=precision_check["agreement"] if precision_check else None,
-        precision_check=dict(precision_check or {"agreement": None, "cells": 0}, runtime=plan.runtime),
-        ood=ood.summary() if ood else None,
-    )
+    metrics = train_metrics(plan, feats, fits, calibration, ood, precision_check, heads_seconds=heads_seconds)
     ckpt = checkpoint_dict(plan, feats, fits, calibration, ood, precision_check, metrics)
     path, digest = save_checkpoint(ckpt, out_dir)
     metrics["total_seconds"] = round(time.time() - t_start, 2)
@@ -396,6 +389,22 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
             [ood.threshold, ood.far_threshold],)
     return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
                  calibration.threshold, ood=ood_measures)
+
+
+def train_metrics(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],
+                  calibration: Calibration, ood: OODCheck | None, precision_check: dict | None, *,
+                  heads_seconds: float) -> dict:
+    """The run's metrics (the checkpoint's and the result's): per backbone, what was featurised,
+    the split, the vote's validation metrics, the bf16 check and the out-of-distribution summary."""
+    return dict(
+        {"per_backbone": {b: fits[b].metrics for b in plan.backbones},
+         "featurised": {b: feats[b].stats for b in plan.backbones},
+         "n_train": int(len(plan.tr_idx)), "n_val": int(len(plan.va_idx)), "heads_seconds": round(heads_seconds, 2)},
+        **calibration.metrics,
+        bf16_agreement=precision_check["agreement"] if precision_check else None,
+        precision_check=dict(precision_check or {"agreement": None, "cells": 0}, runtime=plan.runtime),
+        ood=ood.summary() if ood else None,
+    )
 
 
 def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],
