@@ -281,27 +281,24 @@ def _timm_filename(model_name: str) -> str:
     return os.path.basename(get_pretrained_cfg(model_name).url)
 
 
+def _torchvision_spec(name: str, backbone: type, *, weights_enum: str, **fields) -> BackboneSpec:
+    """A torchvision backbone's entry: ImageNet normalisation, and its ``IMAGENET1K_V1`` weights
+    (``weights_enum`` names the torchvision enum) in the torch cache."""
+    return BackboneSpec(
+        name=name, family="torchvision", backbone=backbone, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+        weights_filename=_tv_filename(name, "IMAGENET1K_V1"),
+        weights_source=f"torchvision {weights_enum}.IMAGENET1K_V1 (torch cache)", **fields)
+
+
 BACKBONES: dict[str, BackboneSpec] = {
-    "resnet50": BackboneSpec(
-        name="resnet50", family="torchvision", backbone=ResNetBackbone, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=2048, tap_dims=(512, 1024),
-        weights_filename=_tv_filename("resnet50", "IMAGENET1K_V1"),
-        weights_source="torchvision ResNet50_Weights.IMAGENET1K_V1 (torch cache)"),
-    "inception_v3": BackboneSpec(
-        name="inception_v3", family="torchvision", backbone=InceptionBackbone, input_size=299,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=2048, tap_dims=(288, 768),
-        weights_filename=_tv_filename("inception_v3", "IMAGENET1K_V1"),
-        weights_source="torchvision Inception_V3_Weights.IMAGENET1K_V1 (torch cache)"),
-    "vgg16": BackboneSpec(
-        name="vgg16", family="torchvision", backbone=VGGBackbone, variant=16, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=4096, tap_dims=(256, 512),
-        weights_filename=_tv_filename("vgg16", "IMAGENET1K_V1"),
-        weights_source="torchvision VGG16_Weights.IMAGENET1K_V1 (torch cache)"),
-    "vgg19": BackboneSpec(
-        name="vgg19", family="torchvision", backbone=VGGBackbone, variant=19, input_size=224,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, feature_dim=4096, tap_dims=(256, 512),
-        weights_filename=_tv_filename("vgg19", "IMAGENET1K_V1"),
-        weights_source="torchvision VGG19_Weights.IMAGENET1K_V1 (torch cache)"),
+    "resnet50": _torchvision_spec("resnet50", ResNetBackbone, weights_enum="ResNet50_Weights", input_size=224,
+                                  feature_dim=2048, tap_dims=(512, 1024)),
+    "inception_v3": _torchvision_spec("inception_v3", InceptionBackbone, weights_enum="Inception_V3_Weights",
+                                      input_size=299, feature_dim=2048, tap_dims=(288, 768)),
+    "vgg16": _torchvision_spec("vgg16", VGGBackbone, weights_enum="VGG16_Weights", variant=16, input_size=224,
+                               feature_dim=4096, tap_dims=(256, 512)),
+    "vgg19": _torchvision_spec("vgg19", VGGBackbone, weights_enum="VGG19_Weights", variant=19, input_size=224,
+                               feature_dim=4096, tap_dims=(256, 512)),
     "xception": BackboneSpec(
         name="xception", family="timm", backbone=XceptionBackbone, input_size=299,
         mean=XCEPTION_MEAN, std=XCEPTION_STD, feature_dim=2048, tap_dims=(728, 728),
