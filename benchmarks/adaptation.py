@@ -39,9 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-SHARED = REPO.parent / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
+
+from benchmarks.common import add_domain_arguments, pbc_split  # noqa: E402
 
 NEUTROPHILS = ("neutrophil_band", "neutrophil_segmented")
 FOREIGN_TO_CLASS = {"neutrophil": "neutrophil_segmented"}
@@ -119,12 +118,8 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", default="0,5,10,20,40")
-    ap.add_argument("--pbc", default=str(SHARED / "pbc-dev"))
-    ap.add_argument("--bccd", default=str(SHARED / "bccd-dev"))
-    ap.add_argument("--cache-dir", default=str(REPO / "var" / "feature-cache"))
-    ap.add_argument("--work", default=str(REPO / "var" / "bench" / "adaptation"))
+    add_domain_arguments(ap, work="adaptation")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
     import torch
@@ -134,13 +129,8 @@ def main() -> None:
 
     set_threads(args.threads or os.cpu_count() or 1)
     ks = sorted({int(k) for k in args.ks.split(",")})
-    pbc, work = Path(args.pbc), Path(args.work)
-    classes = sorted(d.name for d in pbc.iterdir() if d.is_dir())
-    train, test = [], []
-    for c in classes:
-        for p in sorted((pbc / c).glob("*.jpg")):
-            is_test = int(hashlib.sha256(f"split0:{p.name}".encode()).hexdigest(), 16) % 5 == 0
-            (test if is_test else train).append((p, c))
+    work = Path(args.work)
+    classes, train, test = pbc_split(Path(args.pbc))
     base_items = [api.TrainItem(path=p, sha256=sha256_of(p), label=c) for p, c in train]
 
     crops = foreign_crops(Path(args.bccd), work / "crops")

@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from benchmarks.common import in_part, parts_of, print_table_header  # noqa: E402
 from slides.detection import DetectionParams, detect_white_cells  # noqa: E402
 from slides.detection import scale as scale_mod  # noqa: E402
 from slides.detection.metrics import Counts, iou, match  # noqa: E402
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     detectors = {"scaled": scaled_detect}
     if not args.no_baseline:
         detectors["fixed"] = fixed_detect
-    parts = ["tune", "test", "all"] if args.split == "each" else [args.split]
+    parts = parts_of(args.split)
     results = {}
     for factor in args.scales:
         for name, fn in detectors.items():
@@ -237,15 +238,13 @@ def main(argv=None) -> int:
 
     hdr = (f"{'scale':>5} {'method':<7} {'part':<5} {'boxes':<8} {'fields':>6} {'recall':>7} {'prec':>7} {'F1':>6} "
            f"{'TP':>5} {'FP':>5} {'FN':>5} {'ms/field':>9}")
-    print()
-    print(hdr)
-    print("-" * len(hdr))
+    print_table_header(hdr)
     misses = []
     for factor in args.scales:
         for part in parts:
             for name in detectors:
                 recs = results[(factor, name)]
-                sub = recs if part == "all" else [r for r in recs if r["split"] == part]
+                sub = in_part(recs, part)
                 for interior in ((False, True) if args.interior else (False,)):
                     c, t = summarise(sub, interior)
                     print(f"{factor:>5.2f} {name:<7} {part:<5} {'interior' if interior else 'all':<8} {len(sub):>6} "

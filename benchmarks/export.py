@@ -39,7 +39,11 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PY = str(REPO / ".venv" / "bin" / "python")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import PY, bench_env, manage  # noqa: E402
+
 DB_NAME = "leukoportal_bench_export"
 DB_IMPORT = "leukoportal_bench_export_import"
 VAR = REPO / "var" / "bench-export"
@@ -102,23 +106,10 @@ print("BENCH-JSON " + json.dumps({"seconds": seconds, "peak_rss_mb": peak, "star
 """
 
 
-def bench_env(db_url: str) -> dict:
-    env = os.environ.copy()
-    env.update({
-        "DATABASE_URL": db_url, "DEBUG": "false", "SECRET_KEY": "benchmark-secret-key-not-for-production",
-        "ALLOWED_HOSTS": "testserver,127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false",
-        "SESSION_COOKIE_SECURE": "false", "CSRF_COOKIE_SECURE": "false", "LEUKOPORTAL_VAR_DIR": str(VAR),
-        "MEDIA_ROOT": str(VAR / "media"), "AUTO_CLASSIFY_UPLOADS": "false", "LOG_LEVEL": "WARNING",
-        "DJANGO_SETTINGS_MODULE": "leukoportal.settings",
-    })
-    env.pop("CACHE_URL", None)
-    return env
-
-
-def manage(env, *args, capture=False):
-    result = subprocess.run([PY, "manage.py", *args], cwd=REPO, env=env, check=True, text=True,
-                            capture_output=capture)
-    return result.stdout if capture else None
+def export_env(db_url: str) -> dict:
+    """The benchmark's environment, with the settings module named (the child runs Django itself)."""
+    return bench_env(db_url, VAR, ALLOWED_HOSTS="testserver,127.0.0.1,localhost",
+                     DJANGO_SETTINGS_MODULE="leukoportal.settings")
 
 
 def database(admin_url: str, name: str, *, fresh: bool) -> str:
@@ -154,7 +145,7 @@ def main():
         shutil.rmtree(VAR, ignore_errors=True)
     VAR.mkdir(parents=True, exist_ok=True)
 
-    env = bench_env(database(args.pg_admin, DB_NAME, fresh=args.fresh))
+    env = export_env(database(args.pg_admin, DB_NAME, fresh=args.fresh))
     print(f"database {DB_NAME}; migrating", flush=True)
     manage(env, "migrate", "--noinput", "-v", "0")
     count = int(manage(env, "shell", "-c", "from annotations.models import CellImage; print(CellImage.objects.count())",
@@ -188,7 +179,7 @@ def main():
           "for the archive built in memory.")
 
     if not args.no_import:
-        import_env = bench_env(database(args.pg_admin, DB_IMPORT, fresh=True))
+        import_env = export_env(database(args.pg_admin, DB_IMPORT, fresh=True))
         import_env["MEDIA_ROOT"] = str(VAR / "media-import")
         shutil.rmtree(VAR / "media-import", ignore_errors=True)
         manage(import_env, "migrate", "--noinput", "-v", "0")

@@ -20,7 +20,6 @@ graded shifts of in-domain cells.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -31,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from adaptation import SHARED, foreign_crops, sha256_of  # noqa: E402
+from adaptation import foreign_crops, sha256_of  # noqa: E402
+from benchmarks.common import add_domain_arguments, pbc_split  # noqa: E402
 
 
 def auroc(inside, outside) -> float:
@@ -82,12 +82,8 @@ SHIFTS = [("none", 0), ("hue", 15), ("hue", 30), ("hue", 60), ("saturation", 0.5
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None)
-    ap.add_argument("--pbc", default=str(SHARED / "pbc-dev"))
-    ap.add_argument("--bccd", default=str(SHARED / "bccd-dev"))
-    ap.add_argument("--cache-dir", default=str(REPO / "var" / "feature-cache"))
-    ap.add_argument("--work", default=str(REPO / "var" / "bench" / "ood"))
+    add_domain_arguments(ap, work="ood")
     ap.add_argument("--shift-cells", type=int, default=300)
-    ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
     import numpy as np
@@ -102,13 +98,8 @@ def main() -> None:
     from classifier.ml.voting import vote
 
     set_threads(args.threads or os.cpu_count() or 1)
-    pbc, work = Path(args.pbc), Path(args.work)
-    classes = sorted(d.name for d in pbc.iterdir() if d.is_dir())
-    train, test = [], []
-    for c in classes:
-        for p in sorted((pbc / c).glob("*.jpg")):
-            is_test = int(hashlib.sha256(f"split0:{p.name}".encode()).hexdigest(), 16) % 5 == 0
-            (test if is_test else train).append((p, c))
+    work = Path(args.work)
+    classes, train, test = pbc_split(Path(args.pbc))
     items = [api.TrainItem(path=p, sha256=sha256_of(p), label=c) for p, c in train]
     ckpt_path = args.checkpoint
     if ckpt_path is None:

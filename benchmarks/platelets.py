@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks.common import in_part, parts_of, print_table_header  # noqa: E402
 from benchmarks.detection import DEFAULT_DATA, SPLIT_SEED, load_annotation, load_fields, read_rgb  # noqa: E402
 from slides.detection import detect_white_cells  # noqa: E402
 from slides.detection import scale as scale_mod  # noqa: E402
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
         f["platelets"] = load_annotation(data / "Annotations" / (f["stem"] + ".xml"), "Platelets")
     if args.split in ("tune", "test"):
         fields = [f for f in fields if f["split"] == args.split]
-    parts = ["tune", "test", "all"] if args.split == "each" else [args.split]
+    parts = parts_of(args.split)
     print(f"data: {data}  fields: {len(fields)}  platelet boxes: {sum(len(f['platelets']) for f in fields)}  "
           f"RBC boxes: {sum(len(f['rbc']) for f in fields)}  split seed: {SPLIT_SEED!r} (tuned on 'tune' only)")
     print(f"platelet params: {PlateletParams()}")
@@ -116,12 +117,10 @@ def main(argv=None) -> int:
     recs = run(fields)
     hdr = (f"{'method':<7} {'part':<5} {'fields':>6} {'plt recall':>10} {'plt prec':>9} {'TP':>4} {'FP':>4} {'FN':>4} "
            f"{'RBC err complete':>17} {'n':>4} {'RBC err all':>12} {'n':>4}")
-    print()
-    print(hdr)
-    print("-" * len(hdr))
+    print_table_header(hdr)
     verdict = []
     for part in parts:
-        sub = recs if part == "all" else [r for r in recs if r["split"] == part]
+        sub = in_part(recs, part)
         for name in ("portal", "fixed"):
             c = Counts()
             for r in sub:

@@ -44,7 +44,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PY = str(REPO / ".venv" / "bin" / "python")
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.common import bench_env, manage  # noqa: E402
+
 DB_NAME = "leukoportal_bench"
 VAR = REPO / "var" / "bench"
 N_USERS = 20
@@ -95,24 +99,6 @@ for n in range(%(n_users)d):
     out["sessions"].append(s.session_key)
 print("BENCH-JSON " + json.dumps(out))
 """
-
-
-def bench_env(db_url: str) -> dict:
-    env = os.environ.copy()
-    env.update({
-        "DATABASE_URL": db_url, "DEBUG": "false", "SECRET_KEY": "benchmark-secret-key-not-for-production",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false", "SESSION_COOKIE_SECURE": "false",
-        "CSRF_COOKIE_SECURE": "false", "LEUKOPORTAL_VAR_DIR": str(VAR), "MEDIA_ROOT": str(VAR / "media"),
-        "AUTO_CLASSIFY_UPLOADS": "false", "LOG_LEVEL": "WARNING",
-    })
-    env.pop("CACHE_URL", None)
-    return env
-
-
-def manage(env, *args, capture=False):
-    result = subprocess.run([PY, "manage.py", *args], cwd=REPO, env=env, check=True, text=True,
-                            capture_output=capture)
-    return result.stdout if capture else None
 
 
 def database_prepare(args) -> str:
@@ -226,23 +212,21 @@ def page_load_times(port: int, session_key: str, cells_url: str, baseline_url: s
             ctx.add_cookies([{"name": "sessionid", "value": session_key, "domain": "127.0.0.1", "path": "/"}])
             return ctx
 
+        def median_of_3(url):  # each load in a new browser profile
+            times = []
+            for _ in range(3):
+                ctx = fresh()
+                times.append(load(ctx, url))
+                ctx.close()
+            return sorted(times)[1]
+
         shutil.rmtree(VAR / "media" / "thumbs", ignore_errors=True)
         ctx = fresh()
         out["thumbnails, cold (made on first request)"] = load(ctx, cells_url)
         out["thumbnails, browser cache (same profile)"] = load(ctx, cells_url)
         ctx.close()
-        warm = []
-        for _ in range(3):
-            ctx = fresh()
-            warm.append(load(ctx, cells_url))
-            ctx.close()
-        out["thumbnails, warm server, new browser profile (median of 3)"] = sorted(warm)[1]
-        base = []
-        for _ in range(3):
-            ctx = fresh()
-            base.append(load(ctx, baseline_url))
-            ctx.close()
-        out["baseline: image list page, 48 full-size images (median of 3)"] = sorted(base)[1]
+        out["thumbnails, warm server, new browser profile (median of 3)"] = median_of_3(cells_url)
+        out["baseline: image list page, 48 full-size images (median of 3)"] = median_of_3(baseline_url)
         browser.close()
     return out
 
@@ -260,7 +244,7 @@ def main():
     args = parser.parse_args()
 
     db_url = database_prepare(args)
-    env = bench_env(db_url)
+    env = bench_env(db_url, VAR)
     print(f"database {DB_NAME}; migrating", flush=True)
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")
