@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from .device import autocast
 from .errors import TrainingCancelled
 from .features import FeatureExtractor
-from .training import BestEpoch, HeadFit, class_weights, optimizer_step, seed_everything
+from .training import BestEpoch, HeadFit, class_weights, one_cycle, optimizer_step, seed_everything
 
 
 def supports_finetune(backbone: nn.Module) -> bool:
@@ -170,8 +170,7 @@ def tail_optimizer(tail_params: list, head: nn.Module, config: dict, *, steps: i
         {"params": tail_params, "lr": lr},
         {"params": [p for p in head.parameters() if p.requires_grad], "lr": head_lr},
     ], weight_decay=float(config.get("finetune_weight_decay", 1e-2)))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[lr, head_lr], total_steps=steps, pct_start=0.1)
-    return opt, sched
+    return opt, one_cycle(opt, [lr, head_lr], steps=steps)
 
 
 def finetune_one_epoch(model: TailModel, maps: np.ndarray, y: torch.Tensor, *, optimizer, scheduler,

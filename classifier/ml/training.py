@@ -172,8 +172,22 @@ def fit_epochs(head: nn.Module, Xtr: torch.Tensor, ytr: torch.Tensor, Xva: torch
 def head_optimizer(head: nn.Module, config: dict, *, steps: int):
     """AdamW with a one-cycle schedule (warm-up over the first 10% of ``steps``, then cosine decay)."""
     opt = torch.optim.AdamW(head.parameters(), lr=config.get("lr", 1e-3), weight_decay=config.get("weight_decay", 1e-4))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.get("lr", 1e-3), total_steps=max(steps, 1), pct_start=0.1)
-    return opt, sched
+    return opt, one_cycle(opt, config.get("lr", 1e-3), steps=max(steps, 1))
+
+
+WARMUP = 0.1  # share of the optimizer steps the one-cycle schedule warms up over
+
+
+def one_cycle(optimizer, max_lr, *, steps: int) -> torch.optim.lr_scheduler.OneCycleLR:
+    """The one-cycle schedule over ``steps`` optimizer steps: warm-up over the first
+    :data:`WARMUP` of them, then cosine decay. PyTorch ends the warm-up at step
+    ``WARMUP * steps - 1``; at exactly 10 steps that is step 0, a warm-up of no length, and it
+    divides by zero. There the warm-up ends at step 0.1 instead, as it does with 11 steps (every
+    other number of steps keeps its schedule)."""
+    pct_start = WARMUP
+    if float(WARMUP * steps) - 1 == 0:
+        pct_start = 1.1 / steps
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=steps, pct_start=pct_start)
 
 
 def train_one_epoch(head: nn.Module, X: torch.Tensor, y: torch.Tensor, *, optimizer, scheduler,

@@ -1,7 +1,7 @@
 """The stages the training and inference functions are made of, each on its own: the optimizer
 step, the best-epoch tracker, the head's and the tail's epoch loops, the trainable tail, the
 engine's per-batch scoring, its near-decision rule and its out-of-distribution arrays, and the
-training run's metrics."""
+training run's metrics; and the one-cycle schedule both loops use."""
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,13 +14,15 @@ from classifier.ml.checkpoint import load_checkpoint
 from classifier.ml.engine import EnsembleModel
 from classifier.ml.errors import TrainingCancelled
 from classifier.ml.features import FeatureExtractor
-from classifier.ml.finetune import TailModel, evaluate_tail, finetune_epochs, tail_features, trainable_tail
+from classifier.ml.finetune import (TailModel, evaluate_tail, finetune_epochs, finetune_tail, tail_features,
+                                    trainable_tail)
 from classifier.ml.heads import build_head
 from classifier.ml.ood import COLOUR_SIZE
 from classifier.ml.preprocess import batched_resized
 from classifier.ml.recipes import recipe
 from classifier.ml.registry import build_backbone
-from classifier.ml.training import BestEpoch, evaluate, fit_epochs, optimizer_step, softmax_np
+from classifier.ml.training import (BestEpoch, evaluate, fit_epochs, one_cycle, optimizer_step, softmax_np,
+                                    train_head)
 
 
 def _features(n, seed=0, views=2, dim=8):
@@ -240,3 +242,47 @@ def test_train_metrics_gather_the_stages_results():
     m = api.train_metrics(plan, feats, fits, calibration, ood, check, heads_seconds=0.0)
     assert m["bf16_agreement"] == 0.996 and m["ood"] == {"k": 5}
     assert m["precision_check"] == dict(check, runtime="torch") and "runtime" not in check
+
+
+# -- the one-cycle schedule -------------------------------------------------------------------------
+
+def _lrs(scheduler, steps):
+    opt = scheduler.optimizer
+    out = [opt.param_groups[0]["lr"]]
+    for _ in range(steps - 1):
+        opt.step()
+        scheduler.step()
+        out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+@pytest.mark.parametrize("steps", [1, 2, 9, 11, 12, 20, 37, 100])
+def test_one_cycle_is_torchs_ten_percent_warm_up_wherever_that_works(steps):
+    def opt():
+        return torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1e-3)
+
+    ours = _lrs(one_cycle(opt(), 1e-3, steps=steps), steps)
+    torchs = _lrs(torch.optim.lr_scheduler.OneCycleLR(opt(), max_lr=1e-3, total_steps=steps, pct_start=0.1), steps)
+    assert ours == torchs
+
+
+def test_ten_optimizer_steps_train_with_a_one_step_warm_up():
+    # 10 epochs of one batch: torch's warm-up would end at step 0 and divide by zero
+    lrs = _lrs(one_cycle(torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=1e-3), 1e-3, steps=10), 10)
+    assert lrs[0] == pytest.approx(1e-3 / 25) and max(lrs) == lrs[1] > 0.9e-3
+    assert all(a > b for a, b in zip(lrs[1:], lrs[2:]))  # then cosine decay
+    config = recipe("default", epochs=10, batch_size=128)
+    X, y = _features(6)
+    fit = train_head(X.numpy(), y.numpy(), X[:3, :1].numpy(), y[:3].numpy(), n_classes=3, config=config, seed=0)
+    assert len(fit.history) == 10
+
+
+def test_ten_fine_tuning_steps_train(lite):
+    backbone, maps = lite
+    config = recipe("finetune", finetune_epochs=5, finetune_batch_size=3)  # 5 epochs x 2 batches of 3
+    feats = tail_features(backbone, maps, config["features"], torch.device("cpu"), "fp32")
+    _, fit = finetune_tail(backbone, _head(config, feats.shape[-1]), maps, np.array([0, 1, 2, 0, 1, 2]),
+                           maps[:3, :1], np.array([0, 1, 2]), n_classes=3, config=config, seed=0,
+                           device=torch.device("cpu"), precision="fp32")
+    assert len(fit.history) == 5
+
