@@ -57,6 +57,7 @@ Pure numpy; the state is plain tensors and builtins so that checkpoints load wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -253,6 +254,28 @@ class OODModel:
         return {k: v for k, v in self.state_dict().items() if k not in ("banks", "loo", "labels")}
 
 
+class _FittedBank(NamedTuple):
+    bank: np.ndarray  # [M, D] the training cells' features (unit vectors in half precision for cosine)
+    loo: np.ndarray  # [M] each cell's k-th neighbour distance among the others
+    distance: tuple[float, float]  # (median, IQR) of those distances
+    relative: tuple[float, float]  # (median, IQR) of the relative distances
+    loo_dz: np.ndarray  # [M] the standardised leave-one-out distances
+    loo_rz: np.ndarray  # [M] the standardised leave-one-out relative distances
+
+
+def _fit_bank(raw: np.ndarray, k: int, metric: str) -> _FittedBank:
+    """One backbone's bank of training features [M, D], its leave-one-out distances and their
+    standardisation."""
+    # stored in half precision (cosine): fitted on exactly what a checkpoint gives back
+    bank = (l2_normalise(raw).astype(np.float16).astype(np.float32) if metric == "cosine"
+            else np.asarray(raw, np.float32))
+    d, idx = nearest(bank, bank, k, exclude_self=True, metric=metric)
+    r = d / np.maximum(d[idx].mean(1), 1e-6)
+    distance, relative = _robust(d), _robust(r)
+    return _FittedBank(bank=bank, loo=d, distance=distance, relative=relative,
+                       loo_dz=(d - distance[0]) / distance[1], loo_rz=(r - relative[0]) / relative[1])
+
+
 def fit_ood(
     train_features: dict[str, np.ndarray],
     val_features: dict[str, np.ndarray],
@@ -272,29 +295,20 @@ def fit_ood(
         raise ValueError("the out-of-distribution score needs at least three training cells")
     keep = _subsample(n, train_labels, max_bank, seed)
     k = max(1, min(k, len(keep) - 2))
-    banks, loo, distance, relative, loo_dz, loo_rz = {}, {}, {}, {}, [], []
-    for b in backbones:
-        raw = np.asarray(train_features[b])[keep]
-        # stored in half precision (cosine): fitted on exactly what a checkpoint gives back
-        bank = (l2_normalise(raw).astype(np.float16).astype(np.float32) if metric == "cosine"
-                else np.asarray(raw, np.float32))
-        d, idx = nearest(bank, bank, k, exclude_self=True, metric=metric)
-        r = d / np.maximum(d[idx].mean(1), 1e-6)
-        banks[b], loo[b] = bank, d
-        distance[b], relative[b] = _robust(d), _robust(r)
-        loo_dz.append((d - distance[b][0]) / distance[b][1])
-        loo_rz.append((r - relative[b][0]) / relative[b][1])
+    fitted = {b: _fit_bank(np.asarray(train_features[b])[keep], k, metric) for b in backbones}
     labels = (np.asarray(train_labels, dtype=np.int64)[keep] if train_labels is not None
               else np.full(len(keep), -1, np.int64))
-    model = OODModel(backbones=backbones, banks=banks, loo=loo, distance=distance, relative=relative, threshold=0.0,
-                     labels=labels, metric=metric, k=k, quantile=quantile, n_bank=len(keep))
+    model = OODModel(backbones=backbones, banks={b: f.bank for b, f in fitted.items()},
+                     loo={b: f.loo for b, f in fitted.items()}, distance={b: f.distance for b, f in fitted.items()},
+                     relative={b: f.relative for b, f in fitted.items()}, threshold=0.0, labels=labels, metric=metric,
+                     k=k, quantile=quantile, n_bank=len(keep))
     m = len(next(iter(val_features.values()))) if val_features else 0
     if m >= MIN_VALIDATION:
         a = model.assess(val_features)
         ref, ref_distance, model.threshold_from = a.score, a.distance, "validation"
     else:
-        ref_distance = np.mean(loo_dz, axis=0)
-        ref = np.minimum(ref_distance, np.mean(loo_rz, axis=0))
+        ref_distance = np.mean([f.loo_dz for f in fitted.values()], axis=0)
+        ref = np.minimum(ref_distance, np.mean([f.loo_rz for f in fitted.values()], axis=0))
         model.threshold_from = "training (leave-one-out)"
     model.threshold = float(np.percentile(ref, quantile))
     model.far_threshold = float(np.percentile(ref_distance, quantile))

@@ -117,6 +117,26 @@ def ood_tolerance(s16, s32) -> list[float]:
     return [float(v) for v in np.percentile(np.abs(_columns(s16) - _columns(s32)), QUANTILE, axis=0)]
 
 
+def _held_out_agreement(z16: np.ndarray, z32: np.ndarray, temps: np.ndarray, threshold: float | None,
+                        fit: np.ndarray, held: np.ndarray, ref: tuple, ood: tuple | None) -> tuple[int, int]:
+    """Tolerances from the ``fit`` cells, the re-check applied to the ``held`` cells: how many of
+    those have every decision of fp32's (``ref``, on all cells), and how many backbone results
+    were recomputed. ``ood``: (bf16 measures, fp32 measures, thresholds [1, m]) of all cells."""
+    lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
+    held_ood, flags = None, None
+    if ood is not None:
+        s16, s32, ood_thresholds = ood
+        held_ood = (s16[held], ood_thresholds[0], ood_tolerance(s16[fit], s32[fit]))
+    z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold, ood=held_ood)
+    if ood is not None:  # near a threshold the whole cell is recomputed in fp32
+        near = near_thresholds(*held_ood)[:, None]
+        flags = np.where(near, s32[held], s16[held]) > ood_thresholds
+    got = _decisions(z, temps, threshold, flags)
+    same = int(np.logical_and.reduce([np.all(np.reshape(g == r[held], (len(held), -1)), axis=1)
+                                      for g, r in zip(got, ref)]).sum())
+    return same, int(mask.sum())
+
+
 def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None, *,
           ood: tuple | None = None) -> dict:
     """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).
@@ -143,19 +163,9 @@ def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold:
     for fit, held in (halves, halves[::-1]):
         if not len(fit) or not len(held):
             continue
-        lt, pt = tolerances(z16[:, fit], z32[:, fit], temps)
-        held_ood, flags = None, None
-        if ood is not None:
-            held_ood = (s16[held], ood_thresholds[0], ood_tolerance(s16[fit], s32[fit]))
-        z, mask = rechecked(z16[:, held], z32[:, held], temps, lt, pt, threshold, ood=held_ood)
-        if ood is not None:  # near a threshold the whole cell is recomputed in fp32
-            near = near_thresholds(*held_ood)[:, None]
-            flags = np.where(near, s32[held], s16[held]) > ood_thresholds
-        got = _decisions(z, temps, threshold, flags)
-        same += int(np.logical_and.reduce([np.all(np.reshape(g == r[held], (len(held), -1)), axis=1)
-                                           for g, r in zip(got, ref)]).sum())
-        redone += int(mask.sum())
-        total += len(held)
+        s, r = _held_out_agreement(z16, z32, temps, threshold, fit, held, ref,
+                                   None if ood is None else (s16, s32, ood_thresholds))
+        same, redone, total = same + s, redone + r, total + len(held)
     lt, pt = tolerances(z16, z32, temps)
     out["recheck"] = {
         "logit_tolerance": [float(v) for v in lt],

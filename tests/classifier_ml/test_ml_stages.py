@@ -286,3 +286,34 @@ def test_ten_fine_tuning_steps_train(lite):
                            device=torch.device("cpu"), precision="fp32")
     assert len(fit.history) == 5
 
+
+# -- the out-of-distribution bank and the bf16 check's held-out half ------------------------------
+
+def test_fit_bank_standardises_the_leave_one_out_distances():
+    from classifier.ml.ood import _fit_bank
+
+    raw = np.random.default_rng(0).normal(size=(30, 6)).astype(np.float32) * 5
+    fitted = _fit_bank(raw, 3, "cosine")
+    np.testing.assert_allclose(np.linalg.norm(fitted.bank, axis=1), 1.0, atol=1e-3)  # unit vectors
+    assert fitted.bank.dtype == np.float32 and fitted.loo.shape == (30,) and (fitted.loo > 0).all()
+    assert np.median(fitted.loo_dz) == pytest.approx(0.0, abs=1e-6)  # (distance - median) / IQR
+    assert fitted.distance[0] == pytest.approx(np.median(fitted.loo))
+    euclid = _fit_bank(raw, 3, "euclidean")
+    assert np.array_equal(euclid.bank, raw)
+
+
+def test_held_out_agreement_counts_cells_and_rechecked_results():
+    from classifier.ml.precision import _decisions, _held_out_agreement
+
+    rng = np.random.default_rng(1)
+    z32 = rng.normal(size=(3, 20, 4)) * 3
+    temps = np.ones(3)
+    fit, held = np.arange(20)[0::2], np.arange(20)[1::2]
+    ref = _decisions(z32, temps, 0.5)
+    same, redone = _held_out_agreement(z32.copy(), z32, temps, 0.5, fit, held, ref, None)
+    assert same == 10  # bf16 = fp32: every held-out cell decides as fp32 does
+    assert 0 <= redone <= 3 * 10
+    flipped = z32.copy()
+    flipped[:, held] = -flipped[:, held]  # bf16 far off on the held-out cells, tolerances (from fit) zero
+    same, _ = _held_out_agreement(flipped, z32, temps, 0.5, fit, held, ref, None)
+    assert same < 10
