@@ -10,7 +10,7 @@ from rest_framework.views import APIView
 
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
-from . import services
+from . import selectors, services
 from .models import ModelVersion, TrainingRun
 from .progress import training_run_status
 
@@ -103,7 +103,9 @@ class TrainingRunListApi(ListAPIView):
 
     permission_classes = [IsLabAdmin]
     serializer_class = TrainingRunOutputSerializer
-    queryset = TrainingRun.objects.select_related("model_version").order_by("-id")
+
+    def get_queryset(self):
+        return selectors.training_runs_list()
 
 
 class TrainingRunStartApi(APIView):
