@@ -300,6 +300,7 @@ class LabelCreateApi(APIView):
     """
 
     permission_classes = [IsLabeller]
+    conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="LabelCreateInput")
     class InputSerializer(serializers.Serializer):
@@ -315,13 +316,10 @@ class LabelCreateApi(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         image = get_object_or_404(CellImage, pk=v["image"])
-        try:
-            label = services.label_submit_as_offered(
-                image=image, labeller=request.user, cell_class=_active_class(v["cell_class"]),
-                unsure=v["unsure"], model_version_id=v.get("model_version"),
-            )
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        label = services.label_submit_as_offered(
+            image=image, labeller=request.user, cell_class=_active_class(v["cell_class"]),
+            unsure=v["unsure"], model_version_id=v.get("model_version"),
+        )
         return Response(LabelOutputSerializer(label).data, status=status.HTTP_201_CREATED)
 
 
@@ -351,6 +349,7 @@ class LabelWithdrawApi(APIView):
     """Undo: the caller's current label of the cell is superseded without a replacement (kept in history)."""
 
     permission_classes = [IsLabeller]
+    conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="LabelWithdrawInput")
     class InputSerializer(serializers.Serializer):
@@ -362,10 +361,7 @@ class LabelWithdrawApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         image = get_object_or_404(CellImage, pk=data.validated_data["image"])
-        try:
-            withdrawn = services.label_withdraw(image=image, labeller=request.user)
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        withdrawn = services.label_withdraw(image=image, labeller=request.user)
         return Response({"withdrawn": withdrawn is not None})
 
 
@@ -404,6 +400,7 @@ class AdjudicationApi(APIView):
     (first decision wins; 409 for the second)."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="AdjudicationInput")
     class InputSerializer(serializers.Serializer):
@@ -429,11 +426,8 @@ class AdjudicationApi(APIView):
         data.is_valid(raise_exception=True)
         v = data.validated_data
         image = get_object_or_404(CellImage, pk=v["image"])
-        try:
-            adjudication = services.adjudication_submit(image=image, reviewer=request.user,
-                                                        cell_class=_active_class(v["cell_class"]), note=v["note"])
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        adjudication = services.adjudication_submit(image=image, reviewer=request.user,
+                                                    cell_class=_active_class(v["cell_class"]), note=v["note"])
         return Response(AdjudicationOutputSerializer(adjudication).data, status=status.HTTP_201_CREATED)
 
 

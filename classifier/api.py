@@ -8,6 +8,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import Conflict
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
 from . import selectors, services
@@ -112,6 +113,8 @@ class TrainingRunStartApi(APIView):
     """Start training (one run at a time); poll ``/api/training-runs/<id>/`` for progress."""
 
     permission_classes = [IsLabAdmin]
+    conflicts = (services.TrainingBusy,)
+    invalid = (ValueError,)
 
     class InputSerializer(serializers.Serializer):
         ensemble = serializers.CharField(max_length=20, default="offline")
@@ -122,12 +125,7 @@ class TrainingRunStartApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            run = services.training_run_start(user=request.user, trigger="api", **data.validated_data)
-        except services.TrainingBusy as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except ValueError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        run = services.training_run_start(user=request.user, trigger="api", **data.validated_data)
         return Response(training_run_status(run), status=status.HTTP_201_CREATED)
 
 
@@ -146,22 +144,17 @@ class TrainingRunCancelApi(APIView):
     def post(self, request, pk: int):
         run = get_object_or_404(TrainingRun, pk=pk)
         if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
-            return Response({"detail": f"Training run {run.pk} is {run.status}; nothing to cancel."},
-                            status=status.HTTP_409_CONFLICT)
+            raise Conflict(f"Training run {run.pk} is {run.status}; nothing to cancel.")
         run = services.training_run_cancel(run=run, user=request.user)
         return Response(training_run_status(run))
 
 
 class TrainingRunRetryApi(APIView):
     permission_classes = [IsLabAdmin]
+    conflicts = (services.TrainingBusy, ValueError, DjangoValidationError)  # a run that cannot be retried
 
     @extend_schema(request=None)
     def post(self, request, pk: int):
         run = get_object_or_404(TrainingRun, pk=pk)
-        try:
-            new = services.training_run_retry(run=run, user=request.user, trigger="api")
-        except services.TrainingBusy as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except (ValueError, DjangoValidationError) as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        new = services.training_run_retry(run=run, user=request.user, trigger="api")
         return Response(training_run_status(new), status=status.HTTP_201_CREATED)

@@ -13,6 +13,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import Conflict
 from leukoportal.roles import IsLabeller, IsReviewer
 
 from . import selectors, services
@@ -52,10 +53,6 @@ class CellOutputSerializer(serializers.ModelSerializer):
 
     def get_verified_by(self, obj) -> str | None:
         return obj.changed_by.get_username() if obj.changed_by_id else None
-
-
-def _conflict(exc: Exception) -> Response:
-    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
 
 
 class SlideListCreateApi(ListAPIView):
@@ -105,6 +102,7 @@ class SlideImagesUploadApi(APIView):
     """POST the slide's fields (or cropped cells for a slide of kind 'cells') as `files`."""
 
     permission_classes = [IsLabeller]
+    conflicts = (services.SlideLocked,)
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -116,11 +114,8 @@ class SlideImagesUploadApi(APIView):
         slide = get_object_or_404(Slide, pk=pk)
         data = self.InputSerializer(data={"files": request.FILES.getlist("files")})
         data.is_valid(raise_exception=True)
-        try:
-            result = services.slide_images_add(
-                slide=slide, files=[(f.name, f.read()) for f in data.validated_data["files"]], uploaded_by=request.user)
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        result = services.slide_images_add(
+            slide=slide, files=[(f.name, f.read()) for f in data.validated_data["files"]], uploaded_by=request.user)
         return Response(result, status=status.HTTP_201_CREATED if result["stored"] else status.HTTP_400_BAD_REQUEST)
 
 
@@ -140,6 +135,7 @@ class SlideCellReclassifyApi(APIView):
     """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         target = serializers.CharField(max_length=40)
@@ -149,10 +145,7 @@ class SlideCellReclassifyApi(APIView):
         cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
         return Response(CellOutputSerializer(cell).data)
 
 
@@ -161,6 +154,7 @@ class SlideCellsConfirmApi(APIView):
     (each becomes the reviewer's label, audited). Reviewers."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         code = serializers.CharField(max_length=40)
@@ -171,10 +165,7 @@ class SlideCellsConfirmApi(APIView):
         slide = get_object_or_404(Slide, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
         return Response({"confirmed": n})
 
 
@@ -183,6 +174,7 @@ class SlideSignApi(APIView):
     ``reason`` is required: without one the answer is 400 with the ``warnings``."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked, services.SlideNotReady)  # a missing reason is a 400, below
 
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
@@ -196,8 +188,6 @@ class SlideSignApi(APIView):
             slide = services.slide_sign(slide=slide, actor=request.user, reason=data.validated_data["reason"])
         except services.SignatureNeedsReason as exc:
             return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
-        except (services.SlideLocked, services.SlideNotReady) as exc:
-            return _conflict(exc)
         return Response(SlideOutputSerializer(slide).data)
 
 
@@ -205,6 +195,7 @@ class SlideCorrectApi(APIView):
     """A signed slide is read-only: this makes a new version to verify and sign again."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=500)
@@ -214,10 +205,7 @@ class SlideCorrectApi(APIView):
         slide = get_object_or_404(Slide, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
         return Response(SlideOutputSerializer(new).data, status=status.HTTP_201_CREATED)
 
 
@@ -232,7 +220,7 @@ class SlideExportApi(APIView):
         slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
-            return _conflict(Exception(refusal))
+            raise Conflict(refusal)
         if fmt == "json":
             return Response(slide.report)
         if fmt == "fhir":

@@ -2,7 +2,7 @@
 ``platelets``, when the lab turned the estimate on). Thin: validate, call a service."""
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -47,6 +47,7 @@ class FieldPlateletsCorrectApi(APIView):
     """A reviewer's platelet count of one field (null withdraws the correction); audited."""
 
     permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         count = serializers.IntegerField(min_value=0, allow_null=True)
@@ -56,10 +57,7 @@ class FieldPlateletsCorrectApi(APIView):
         field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
-        except services.SlideLocked as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
         return Response(FieldOutputSerializer(field).data)
 
 
