@@ -41,18 +41,11 @@ class ImageOutputSerializer(serializers.ModelSerializer):
         return f"/api/images/{obj.pk}/file/"
 
 
-class ImageListCreateApi(ListAPIView):
-    """GET: list images (paginated). POST: upload one image (multipart field `file`)."""
+class ImageListApi(ListAPIView):
+    """List images (paginated; ?split=, ?labelled=true|false, ?source=)."""
 
     permission_classes = [IsLabeller]
     serializer_class = ImageOutputSerializer
-    parser_classes = [MultiPartParser, FormParser]
-
-    @extend_schema_serializer(component_name="ImageListCreateInput")
-    class InputSerializer(serializers.Serializer):
-        file = serializers.FileField()
-        split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
-        sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
 
     def get_queryset(self):
         split = self.request.query_params.get("split")
@@ -61,6 +54,20 @@ class ImageListCreateApi(ListAPIView):
         labelled = self.request.query_params.get("labelled")
         labelled_flag = {"true": True, "false": False}.get(labelled) if labelled else None
         return selectors.images_list(split=split, labelled=labelled_flag, source=self.request.query_params.get("source"))
+
+
+class ImageCreateApi(APIView):
+    """Upload one image (multipart field `file`): 201 when stored; 200 with ``duplicate`` true when it was
+    stored before."""
+
+    permission_classes = [IsLabeller]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema_serializer(component_name="ImageListCreateInput")
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
+        sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
 
     @extend_schema(request=InputSerializer, responses={201: ImageOutputSerializer, 200: ImageOutputSerializer})
     def post(self, request):
@@ -395,18 +402,10 @@ class AdjudicationOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class AdjudicationApi(APIView):
-    """GET: the adjudication queue with every expert's label side by side. POST: a reviewer's final decision
-    (first decision wins; 409 for the second)."""
+class AdjudicationListApi(APIView):
+    """The adjudication queue (paginated) with every expert's label side by side."""
 
     permission_classes = [IsReviewer]
-    conflicts = (services.LabelConflict,)
-
-    @extend_schema_serializer(component_name="AdjudicationInput")
-    class InputSerializer(serializers.Serializer):
-        image = serializers.IntegerField()
-        cell_class = serializers.CharField(max_length=40)
-        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     @extend_schema(parameters=[OpenApiParameter("page", int)], responses={200: AdjudicationItemSerializer(many=True)})
     def get(self, request):
@@ -420,6 +419,19 @@ class AdjudicationApi(APIView):
         data = AdjudicationItemSerializer(items, many=True, context={"model_hidden": hidden}).data
         return paginator.get_paginated_response(data)
 
+
+class AdjudicationCreateApi(APIView):
+    """A reviewer's final decision on a cell (first decision wins; 409 for the second)."""
+
+    permission_classes = [IsReviewer]
+    conflicts = (services.LabelConflict,)
+
+    @extend_schema_serializer(component_name="AdjudicationInput")
+    class InputSerializer(serializers.Serializer):
+        image = serializers.IntegerField()
+        cell_class = serializers.CharField(max_length=40)
+        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
     @extend_schema(request=InputSerializer, responses={201: AdjudicationOutputSerializer})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -431,27 +443,36 @@ class AdjudicationApi(APIView):
         return Response(AdjudicationOutputSerializer(adjudication).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_serializer(component_name="LabSettingsInput")
+class LabSettingsSerializer(serializers.Serializer):
+    labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
+    labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
+    blind_heldout = serializers.BooleanField()
+    slides_train = serializers.BooleanField(
+        required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
+
+
 class LabSettingsApi(APIView):
     """The lab's labelling rules (lab admins): independent labels needed per split, blind held-out mode,
     whether cells verified on slides train the next model."""
 
     permission_classes = [IsLabAdmin]
+    serializer_class = LabSettingsSerializer  # the part of the lab's settings this view shows
 
-    @extend_schema_serializer(component_name="LabSettingsInput")
-    class InputSerializer(serializers.Serializer):
-        labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
-        labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
-        blind_heldout = serializers.BooleanField()
-        slides_train = serializers.BooleanField(
-            required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
-
-    @extend_schema(responses={200: InputSerializer})
     def get(self, request):
-        return Response(self.InputSerializer(LabSettings.get()).data)
+        return Response(self.serializer_class(LabSettings.get()).data)
 
-    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
+
+class LabSettingsUpdateApi(APIView):
+    """Change the lab's labelling rules (lab admins); audited. Answers the rules as they now stand."""
+
+    permission_classes = [IsLabAdmin]
+    serializer_class = LabSettingsSerializer  # the part of the lab's settings this view changes
+
+    def update(self, *, actor, **data) -> LabSettings:
+        return services.lab_settings_update(actor=actor, **data)
+
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
+        data = self.serializer_class(data=request.data)
         data.is_valid(raise_exception=True)
-        lab = services.lab_settings_update(actor=request.user, **data.validated_data)
-        return Response(self.InputSerializer(lab).data)
+        return Response(self.serializer_class(self.update(actor=request.user, **data.validated_data)).data)

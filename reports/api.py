@@ -1,7 +1,7 @@
 """REST API for evaluations, agreement over time and the retraining schedule. Thin views."""
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -121,31 +121,38 @@ class AgreementApi(APIView):
         return Response(result)
 
 
+def _retrain_schedule() -> dict:
+    task = services.retrain_periodic_task()
+    return {"enabled": task.enabled, "hour": task.crontab.hour, "minute": task.crontab.minute,
+            "timezone": str(task.crontab.timezone), "min_new_labels": LabSettings.get().retrain_min_new_labels,
+            "new_final_labels": services.new_final_labels_count(),
+            "last_run_at": task.last_run_at}
+
+
 class RetrainScheduleApi(APIView):
-    """GET: the nightly retraining schedule. POST: change it (hour, minute, enabled, min_new_labels). Lab admins."""
+    """The nightly retraining schedule (lab admins)."""
 
     permission_classes = [IsLabAdmin]
 
+    def get(self, request):
+        return Response(_retrain_schedule())
+
+
+class RetrainScheduleUpdateApi(APIView):
+    """Change the nightly retraining schedule (hour, minute, enabled, min_new_labels). Lab admins."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema_serializer(component_name="RetrainScheduleApiInput")
     class InputSerializer(serializers.Serializer):
         hour = serializers.IntegerField(min_value=0, max_value=23)
         minute = serializers.IntegerField(min_value=0, max_value=59)
         enabled = serializers.BooleanField()
         min_new_labels = serializers.IntegerField(min_value=1, max_value=1_000_000)
 
-    @staticmethod
-    def _out():
-        task = services.retrain_periodic_task()
-        return {"enabled": task.enabled, "hour": task.crontab.hour, "minute": task.crontab.minute,
-                "timezone": str(task.crontab.timezone), "min_new_labels": LabSettings.get().retrain_min_new_labels,
-                "new_final_labels": services.new_final_labels_count(),
-                "last_run_at": task.last_run_at}
-
-    def get(self, request):
-        return Response(self._out())
-
     @extend_schema(request=InputSerializer)
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         services.retrain_schedule_update(actor=request.user, **data.validated_data)
-        return Response(self._out())
+        return Response(_retrain_schedule())

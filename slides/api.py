@@ -5,7 +5,7 @@ import io
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -55,12 +55,25 @@ class CellOutputSerializer(serializers.ModelSerializer):
         return obj.changed_by.get_username() if obj.changed_by_id else None
 
 
-class SlideListCreateApi(ListAPIView):
-    """GET: slides (paginated, ?status=, ?code=). POST: create a slide."""
+class SlideListApi(ListAPIView):
+    """Slides (paginated, ?status=, ?code=)."""
 
     permission_classes = [IsLabeller]
     serializer_class = SlideOutputSerializer
 
+    def get_queryset(self):
+        st = self.request.query_params.get("status")
+        if st and st not in Slide.Status.values:
+            raise ValidationError({"status": f"Unknown status; use one of {', '.join(Slide.Status.values)}."})
+        return selectors.slides_list(status=st, code=self.request.query_params.get("code"))
+
+
+class SlideCreateApi(APIView):
+    """Create a slide."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema_serializer(component_name="SlideListCreateApiInput")
     class InputSerializer(serializers.Serializer):
         code = serializers.CharField(max_length=40)
         kind = serializers.ChoiceField(choices=Slide.Kind.choices, default=Slide.Kind.FIELDS)
@@ -69,12 +82,6 @@ class SlideListCreateApi(ListAPIView):
         microns_per_pixel = serializers.FloatField(required=False, allow_null=True, default=None,
                                                    help_text="The fields' scale; blank: measured on their red cells.")
         notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
-
-    def get_queryset(self):
-        st = self.request.query_params.get("status")
-        if st and st not in Slide.Status.values:
-            raise ValidationError({"status": f"Unknown status; use one of {', '.join(Slide.Status.values)}."})
-        return selectors.slides_list(status=st, code=self.request.query_params.get("code"))
 
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request):

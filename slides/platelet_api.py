@@ -1,13 +1,14 @@
 """REST API for the platelet estimate (the slide's figures are also in its differential, under
 ``platelets``, when the lab turned the estimate on). Thin: validate, call a service."""
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.api import LabSettingsApi, LabSettingsUpdateApi
 from annotations.models import LabSettings
-from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
+from leukoportal.roles import IsLabeller, IsReviewer
 
 from . import platelets, services
 from .models import Slide, SlideField
@@ -61,23 +62,22 @@ class FieldPlateletsCorrectApi(APIView):
         return Response(FieldOutputSerializer(field).data)
 
 
-class PlateletSettingsApi(APIView):
+@extend_schema_serializer(component_name="PlateletSettingsApiInput")
+class PlateletSettingsSerializer(serializers.Serializer):
+    platelet_estimate = serializers.BooleanField()
+    platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
+
+
+class PlateletSettingsApi(LabSettingsApi):
     """The lab's platelet estimate (lab admins): on/off and the factor (10^9/L per platelet per field)."""
 
-    permission_classes = [IsLabAdmin]
+    serializer_class = PlateletSettingsSerializer
 
-    class InputSerializer(serializers.Serializer):
-        platelet_estimate = serializers.BooleanField()
-        platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
 
-    @extend_schema(responses={200: InputSerializer})
-    def get(self, request):
-        return Response(self.InputSerializer(LabSettings.get()).data)
+class PlateletSettingsUpdateApi(LabSettingsUpdateApi):
+    """Turn the lab's platelet estimate on or off and set its factor (lab admins); audited."""
 
-    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
-                                                 factor=data.validated_data["platelet_factor"])
-        return Response(self.InputSerializer(lab).data)
+    serializer_class = PlateletSettingsSerializer
+
+    def update(self, *, actor, platelet_estimate: bool, platelet_factor: float) -> LabSettings:
+        return platelets.platelet_settings_update(actor=actor, enabled=platelet_estimate, factor=platelet_factor)
