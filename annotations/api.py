@@ -38,7 +38,7 @@ class ImageOutputSerializer(serializers.ModelSerializer):
         return None if lab.hides_other_readings(image=obj, user=request.user) else obj.needs_review
 
     def get_file_url(self, obj) -> str:
-        return f"/api/images/{obj.pk}/file/"
+        return reverse("api_image_file", args=[obj.pk])
 
 
 class ImageListApi(ListAPIView):
