@@ -11,6 +11,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
 from . import selectors, services
@@ -71,14 +72,13 @@ class ImageCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: ImageOutputSerializer, 200: ImageOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        split = data.validated_data["split"]
+        v = validated_input(self.InputSerializer, request.data)
+        split = v["split"]
         services.upload_split_check(user=request.user, split=split)
         try:
             outcome = services.image_upload(
-                data=data.validated_data["file"].read(), uploaded_by=request.user, split=split,
-                sample_code=data.validated_data.get("sample_code", ""),
+                data=v["file"].read(), uploaded_by=request.user, split=split,
+                sample_code=v.get("sample_code", ""),
             )
         except ImageRejected as exc:
             return Response({"file": [exc.message], "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
@@ -127,9 +127,7 @@ class BatchUploadApi(APIView):
     def post(self, request):
         payload = {k: v for k, v in request.data.items() if k != "files"}
         payload["files"] = request.FILES.getlist("files")
-        data = self.InputSerializer(data=payload)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, payload)
         services.upload_split_check(user=request.user, split=v["split"])
         try:
             if v.get("file") is not None:
@@ -175,9 +173,8 @@ class CellClassSaveApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: CellClassSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        obj = services.cell_class_save(actor=request.user, **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        obj = services.cell_class_save(actor=request.user, **v)
         return Response(CellClassSerializer(obj).data)
 
 
@@ -300,6 +297,18 @@ def _active_class(code: str) -> CellClass:
     return cell_class
 
 
+class CellDecisionInput(serializers.Serializer):
+    # An expert's decision on one cell: the image's id and a class code. (A comment, not a docstring:
+    # drf-spectacular would print a docstring in every input schema built on this one.)
+    image = serializers.IntegerField()
+    cell_class = serializers.CharField(max_length=40)
+
+
+def _decided_cell(v: dict) -> tuple[CellImage, CellClass]:
+    """The cell and the class a ``CellDecisionInput`` names: 404 for an unknown cell, 400 for an unknown class."""
+    return get_object_or_404(CellImage, pk=v["image"]), _active_class(v["cell_class"])
+
+
 class LabelCreateApi(APIView):
     """Record the caller's label of one cell (a previous label of theirs is superseded, never deleted).
 
@@ -310,23 +319,17 @@ class LabelCreateApi(APIView):
     conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="LabelCreateInput")
-    class InputSerializer(serializers.Serializer):
-        image = serializers.IntegerField()
-        cell_class = serializers.CharField(max_length=40)
+    class InputSerializer(CellDecisionInput):
         unsure = serializers.BooleanField(default=False)
         model_version = serializers.IntegerField(required=False, allow_null=True,
                                                  help_text="The version whose suggestion was shown, if any.")
 
     @extend_schema(request=InputSerializer, responses={201: LabelOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        image = get_object_or_404(CellImage, pk=v["image"])
-        label = services.label_submit_as_offered(
-            image=image, labeller=request.user, cell_class=_active_class(v["cell_class"]),
-            unsure=v["unsure"], model_version_id=v.get("model_version"),
-        )
+        v = validated_input(self.InputSerializer, request.data)
+        image, cell_class = _decided_cell(v)
+        label = services.label_submit_as_offered(image=image, labeller=request.user, cell_class=cell_class,
+                                                 unsure=v["unsure"], model_version_id=v.get("model_version"))
         return Response(LabelOutputSerializer(label).data, status=status.HTTP_201_CREATED)
 
 
@@ -344,9 +347,7 @@ class LabelBulkCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("BulkLabelResult", {
         "labels": LabelOutputSerializer(many=True), "refused": serializers.ListField(child=serializers.DictField())})})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, request.data)
         outcome = services.labels_submit_many(image_ids=v["images"], labeller=request.user,
                                               cell_class=_active_class(v["cell_class"]), unsure=v["unsure"])
         return Response({"labels": LabelOutputSerializer(outcome.labelled, many=True).data, "refused": outcome.refused})
@@ -365,9 +366,8 @@ class LabelWithdrawApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("LabelWithdrawn", {
         "withdrawn": serializers.BooleanField()})})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        image = get_object_or_404(CellImage, pk=data.validated_data["image"])
+        v = validated_input(self.InputSerializer, request.data)
+        image = get_object_or_404(CellImage, pk=v["image"])
         withdrawn = services.label_withdraw(image=image, labeller=request.user)
         return Response({"withdrawn": withdrawn is not None})
 
@@ -427,19 +427,15 @@ class AdjudicationCreateApi(APIView):
     conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="AdjudicationInput")
-    class InputSerializer(serializers.Serializer):
-        image = serializers.IntegerField()
-        cell_class = serializers.CharField(max_length=40)
+    class InputSerializer(CellDecisionInput):
         note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     @extend_schema(request=InputSerializer, responses={201: AdjudicationOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        image = get_object_or_404(CellImage, pk=v["image"])
-        adjudication = services.adjudication_submit(image=image, reviewer=request.user,
-                                                    cell_class=_active_class(v["cell_class"]), note=v["note"])
+        v = validated_input(self.InputSerializer, request.data)
+        image, cell_class = _decided_cell(v)
+        adjudication = services.adjudication_submit(image=image, reviewer=request.user, cell_class=cell_class,
+                                                    note=v["note"])
         return Response(AdjudicationOutputSerializer(adjudication).data, status=status.HTTP_201_CREATED)
 
 
@@ -473,6 +469,5 @@ class LabSettingsUpdateApi(APIView):
         return services.lab_settings_update(actor=actor, **data)
 
     def post(self, request):
-        data = self.serializer_class(data=request.data)
-        data.is_valid(raise_exception=True)
-        return Response(self.serializer_class(self.update(actor=request.user, **data.validated_data)).data)
+        v = validated_input(self.serializer_class, request.data)
+        return Response(self.serializer_class(self.update(actor=request.user, **v)).data)

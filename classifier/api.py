@@ -8,7 +8,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leukoportal.api import Conflict
+from leukoportal.api import Conflict, validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
 from . import selectors, services
@@ -65,11 +65,10 @@ class _ModelVersionSwitchApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
         version = get_object_or_404(ModelVersion, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        if not data.validated_data["confirm"]:
+        v = validated_input(self.InputSerializer, request.data)
+        if not v["confirm"]:
             raise ValidationError({"confirm": self.not_confirmed})
-        self.switch(version=version, actor=request.user, reason=data.validated_data["reason"])
+        self.switch(version=version, actor=request.user, reason=v["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 
@@ -123,9 +122,8 @@ class TrainingRunStartApi(APIView):
 
     @extend_schema(request=InputSerializer)
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = services.training_run_start(user=request.user, trigger="api", **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        run = services.training_run_start(user=request.user, trigger="api", **v)
         return Response(training_run_status(run), status=status.HTTP_201_CREATED)
 
 

@@ -17,6 +17,13 @@ class Conflict(APIException):
     default_code = "conflict"
 
 
+def validated_input(serializer_class, data) -> dict:
+    """``data`` checked by ``serializer_class``: its validated data, or a 400 with the field errors."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
 def exception_handler(exc, context):
     view = context.get("view")
     if isinstance(exc, getattr(view, "conflicts", ())):

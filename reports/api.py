@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from annotations.models import LabSettings, Source
 from classifier.models import ModelVersion
+from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
 from . import selectors, services
@@ -54,9 +55,8 @@ class EvaluationRequestApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={202: EvaluationOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        version = ModelVersion.objects.filter(pk=data.validated_data["model_version"]).first()
+        v = validated_input(self.InputSerializer, request.data)
+        version = ModelVersion.objects.filter(pk=v["model_version"]).first()
         if version is None:
             raise ValidationError({"model_version": "No such model version."})
         evaluation = services.evaluation_request(model_version=version, user=request.user, trigger="api")
@@ -110,9 +110,7 @@ class AgreementApi(APIView):
 
     @extend_schema(parameters=[InputSerializer])
     def get(self, request):
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, request.query_params)
         result = selectors.agreement_over_time(weeks=v["weeks"], model_version_id=v.get("model_version"),
                                                source=v.get("source"))
         for part in result.values():
@@ -152,7 +150,6 @@ class RetrainScheduleUpdateApi(APIView):
 
     @extend_schema(request=InputSerializer)
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        services.retrain_schedule_update(actor=request.user, **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        services.retrain_schedule_update(actor=request.user, **v)
         return Response(_retrain_schedule())

@@ -13,7 +13,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from leukoportal.api import Conflict
+from leukoportal.api import Conflict, validated_input
 from leukoportal.roles import IsLabeller, IsReviewer
 
 from . import selectors, services
@@ -55,6 +55,13 @@ class CellOutputSerializer(serializers.ModelSerializer):
         return obj.changed_by.get_username() if obj.changed_by_id else None
 
 
+class SlideChangeApi(APIView):
+    """Base of the views that change a slide's reading: reviewers only; a signed slide answers 409."""
+
+    permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
+
+
 class SlideListApi(ListAPIView):
     """Slides (paginated, ?status=, ?code=)."""
 
@@ -85,9 +92,8 @@ class SlideCreateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        slide = services.slide_create(created_by=request.user, **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        slide = services.slide_create(created_by=request.user, **v)
         return Response(SlideOutputSerializer(slide).data, status=status.HTTP_201_CREATED)
 
 
@@ -119,10 +125,9 @@ class SlideImagesUploadApi(APIView):
         "stored": serializers.ListField(), "refused": serializers.ListField()})})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data={"files": request.FILES.getlist("files")})
-        data.is_valid(raise_exception=True)
+        v = validated_input(self.InputSerializer, {"files": request.FILES.getlist("files")})
         result = services.slide_images_add(
-            slide=slide, files=[(f.name, f.read()) for f in data.validated_data["files"]], uploaded_by=request.user)
+            slide=slide, files=[(f.name, f.read()) for f in v["files"]], uploaded_by=request.user)
         return Response(result, status=status.HTTP_201_CREATED if result["stored"] else status.HTTP_400_BAD_REQUEST)
 
 
@@ -138,11 +143,8 @@ class SlideCellListApi(ListAPIView):
         return selectors.slide_cells(slide=slide)
 
 
-class SlideCellReclassifyApi(APIView):
+class SlideCellReclassifyApi(SlideChangeApi):
     """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
-
-    permission_classes = [IsReviewer]
-    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         target = serializers.CharField(max_length=40)
@@ -150,18 +152,14 @@ class SlideCellReclassifyApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: CellOutputSerializer})
     def post(self, request, pk: int, cell_pk: int):
         cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
+        v = validated_input(self.InputSerializer, request.data)
+        cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=v["target"])
         return Response(CellOutputSerializer(cell).data)
 
 
-class SlideCellsConfirmApi(APIView):
+class SlideCellsConfirmApi(SlideChangeApi):
     """Confirm, as they are, the counted cells of one class that no expert has verified yet
     (each becomes the reviewer's label, audited). Reviewers."""
-
-    permission_classes = [IsReviewer]
-    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         code = serializers.CharField(max_length=40)
@@ -170,17 +168,15 @@ class SlideCellsConfirmApi(APIView):
                    responses={200: inline_serializer("SlideCellsConfirmOutput", {"confirmed": serializers.IntegerField()})})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
+        v = validated_input(self.InputSerializer, request.data)
+        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=v["code"])
         return Response({"confirmed": n})
 
 
-class SlideSignApi(APIView):
+class SlideSignApi(SlideChangeApi):
     """Sign the differential. While warnings stand (fewer cells than the target, ...) a
     ``reason`` is required: without one the answer is 400 with the ``warnings``."""
 
-    permission_classes = [IsReviewer]
     conflicts = (services.SlideLocked, services.SlideNotReady)  # a missing reason is a 400, below
 
     class InputSerializer(serializers.Serializer):
@@ -189,20 +185,16 @@ class SlideSignApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        v = validated_input(self.InputSerializer, request.data)
         try:
-            slide = services.slide_sign(slide=slide, actor=request.user, reason=data.validated_data["reason"])
+            slide = services.slide_sign(slide=slide, actor=request.user, reason=v["reason"])
         except services.SignatureNeedsReason as exc:
             return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
         return Response(SlideOutputSerializer(slide).data)
 
 
-class SlideCorrectApi(APIView):
+class SlideCorrectApi(SlideChangeApi):
     """A signed slide is read-only: this makes a new version to verify and sign again."""
-
-    permission_classes = [IsReviewer]
-    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=500)
@@ -210,9 +202,8 @@ class SlideCorrectApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
+        v = validated_input(self.InputSerializer, request.data)
+        new = services.slide_correct(slide=slide, actor=request.user, reason=v["reason"])
         return Response(SlideOutputSerializer(new).data, status=status.HTTP_201_CREATED)
 
 

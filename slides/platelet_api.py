@@ -8,9 +8,11 @@ from rest_framework.views import APIView
 
 from annotations.api import LabSettingsApi, LabSettingsUpdateApi
 from annotations.models import LabSettings
-from leukoportal.roles import IsLabeller, IsReviewer
+from leukoportal.api import validated_input
+from leukoportal.roles import IsLabeller
 
-from . import platelets, services
+from . import platelets
+from .api import SlideChangeApi
 from .models import Slide, SlideField
 
 
@@ -44,11 +46,8 @@ class SlidePlateletsApi(APIView):
                          "fields": FieldOutputSerializer(slide.fields.all(), many=True).data})
 
 
-class FieldPlateletsCorrectApi(APIView):
+class FieldPlateletsCorrectApi(SlideChangeApi):
     """A reviewer's platelet count of one field (null withdraws the correction); audited."""
-
-    permission_classes = [IsReviewer]
-    conflicts = (services.SlideLocked,)
 
     class InputSerializer(serializers.Serializer):
         count = serializers.IntegerField(min_value=0, allow_null=True)
@@ -56,9 +55,8 @@ class FieldPlateletsCorrectApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: FieldOutputSerializer})
     def post(self, request, pk: int, field_pk: int):
         field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
+        v = validated_input(self.InputSerializer, request.data)
+        field = platelets.field_platelet_correct(field=field, actor=request.user, count=v["count"])
         return Response(FieldOutputSerializer(field).data)
 
 
