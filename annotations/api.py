@@ -11,6 +11,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
 from . import selectors, services
@@ -38,21 +39,14 @@ class ImageOutputSerializer(serializers.ModelSerializer):
         return None if lab.hides_other_readings(image=obj, user=request.user) else obj.needs_review
 
     def get_file_url(self, obj) -> str:
-        return f"/api/images/{obj.pk}/file/"
+        return reverse("api_image_file", args=[obj.pk])
 
 
-class ImageListCreateApi(ListAPIView):
-    """GET: list images (paginated). POST: upload one image (multipart field `file`)."""
+class ImageListApi(ListAPIView):
+    """List images (paginated; ?split=, ?labelled=true|false, ?source=)."""
 
     permission_classes = [IsLabeller]
     serializer_class = ImageOutputSerializer
-    parser_classes = [MultiPartParser, FormParser]
-
-    @extend_schema_serializer(component_name="ImageListCreateInput")
-    class InputSerializer(serializers.Serializer):
-        file = serializers.FileField()
-        split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
-        sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
 
     def get_queryset(self):
         split = self.request.query_params.get("split")
@@ -62,16 +56,29 @@ class ImageListCreateApi(ListAPIView):
         labelled_flag = {"true": True, "false": False}.get(labelled) if labelled else None
         return selectors.images_list(split=split, labelled=labelled_flag, source=self.request.query_params.get("source"))
 
+
+class ImageCreateApi(APIView):
+    """Upload one image (multipart field `file`): 201 when stored; 200 with ``duplicate`` true when it was
+    stored before."""
+
+    permission_classes = [IsLabeller]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema_serializer(component_name="ImageListCreateInput")
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField()
+        split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
+        sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+
     @extend_schema(request=InputSerializer, responses={201: ImageOutputSerializer, 200: ImageOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        split = data.validated_data["split"]
+        v = validated_input(self.InputSerializer, request.data)
+        split = v["split"]
         services.upload_split_check(user=request.user, split=split)
         try:
             outcome = services.image_upload(
-                data=data.validated_data["file"].read(), uploaded_by=request.user, split=split,
-                sample_code=data.validated_data.get("sample_code", ""),
+                data=v["file"].read(), uploaded_by=request.user, split=split,
+                sample_code=v.get("sample_code", ""),
             )
         except ImageRejected as exc:
             return Response({"file": [exc.message], "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
@@ -120,9 +127,7 @@ class BatchUploadApi(APIView):
     def post(self, request):
         payload = {k: v for k, v in request.data.items() if k != "files"}
         payload["files"] = request.FILES.getlist("files")
-        data = self.InputSerializer(data=payload)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, payload)
         services.upload_split_check(user=request.user, split=v["split"])
         try:
             if v.get("file") is not None:
@@ -168,9 +173,8 @@ class CellClassSaveApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={200: CellClassSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        obj = services.cell_class_save(actor=request.user, **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        obj = services.cell_class_save(actor=request.user, **v)
         return Response(CellClassSerializer(obj).data)
 
 
@@ -293,6 +297,18 @@ def _active_class(code: str) -> CellClass:
     return cell_class
 
 
+class CellDecisionInput(serializers.Serializer):
+    # An expert's decision on one cell: the image's id and a class code. (A comment, not a docstring:
+    # drf-spectacular would print a docstring in every input schema built on this one.)
+    image = serializers.IntegerField()
+    cell_class = serializers.CharField(max_length=40)
+
+
+def _decided_cell(v: dict) -> tuple[CellImage, CellClass]:
+    """The cell and the class a ``CellDecisionInput`` names: 404 for an unknown cell, 400 for an unknown class."""
+    return get_object_or_404(CellImage, pk=v["image"]), _active_class(v["cell_class"])
+
+
 class LabelCreateApi(APIView):
     """Record the caller's label of one cell (a previous label of theirs is superseded, never deleted).
 
@@ -300,28 +316,20 @@ class LabelCreateApi(APIView):
     """
 
     permission_classes = [IsLabeller]
+    conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="LabelCreateInput")
-    class InputSerializer(serializers.Serializer):
-        image = serializers.IntegerField()
-        cell_class = serializers.CharField(max_length=40)
+    class InputSerializer(CellDecisionInput):
         unsure = serializers.BooleanField(default=False)
         model_version = serializers.IntegerField(required=False, allow_null=True,
                                                  help_text="The version whose suggestion was shown, if any.")
 
     @extend_schema(request=InputSerializer, responses={201: LabelOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        image = get_object_or_404(CellImage, pk=v["image"])
-        try:
-            label = services.label_submit_as_offered(
-                image=image, labeller=request.user, cell_class=_active_class(v["cell_class"]),
-                unsure=v["unsure"], model_version_id=v.get("model_version"),
-            )
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        v = validated_input(self.InputSerializer, request.data)
+        image, cell_class = _decided_cell(v)
+        label = services.label_submit_as_offered(image=image, labeller=request.user, cell_class=cell_class,
+                                                 unsure=v["unsure"], model_version_id=v.get("model_version"))
         return Response(LabelOutputSerializer(label).data, status=status.HTTP_201_CREATED)
 
 
@@ -339,9 +347,7 @@ class LabelBulkCreateApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("BulkLabelResult", {
         "labels": LabelOutputSerializer(many=True), "refused": serializers.ListField(child=serializers.DictField())})})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, request.data)
         outcome = services.labels_submit_many(image_ids=v["images"], labeller=request.user,
                                               cell_class=_active_class(v["cell_class"]), unsure=v["unsure"])
         return Response({"labels": LabelOutputSerializer(outcome.labelled, many=True).data, "refused": outcome.refused})
@@ -351,6 +357,7 @@ class LabelWithdrawApi(APIView):
     """Undo: the caller's current label of the cell is superseded without a replacement (kept in history)."""
 
     permission_classes = [IsLabeller]
+    conflicts = (services.LabelConflict,)
 
     @extend_schema_serializer(component_name="LabelWithdrawInput")
     class InputSerializer(serializers.Serializer):
@@ -359,13 +366,9 @@ class LabelWithdrawApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: inline_serializer("LabelWithdrawn", {
         "withdrawn": serializers.BooleanField()})})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        image = get_object_or_404(CellImage, pk=data.validated_data["image"])
-        try:
-            withdrawn = services.label_withdraw(image=image, labeller=request.user)
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        v = validated_input(self.InputSerializer, request.data)
+        image = get_object_or_404(CellImage, pk=v["image"])
+        withdrawn = services.label_withdraw(image=image, labeller=request.user)
         return Response({"withdrawn": withdrawn is not None})
 
 
@@ -399,17 +402,10 @@ class AdjudicationOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
-class AdjudicationApi(APIView):
-    """GET: the adjudication queue with every expert's label side by side. POST: a reviewer's final decision
-    (first decision wins; 409 for the second)."""
+class AdjudicationListApi(APIView):
+    """The adjudication queue (paginated) with every expert's label side by side."""
 
     permission_classes = [IsReviewer]
-
-    @extend_schema_serializer(component_name="AdjudicationInput")
-    class InputSerializer(serializers.Serializer):
-        image = serializers.IntegerField()
-        cell_class = serializers.CharField(max_length=40)
-        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     @extend_schema(parameters=[OpenApiParameter("page", int)], responses={200: AdjudicationItemSerializer(many=True)})
     def get(self, request):
@@ -423,18 +419,33 @@ class AdjudicationApi(APIView):
         data = AdjudicationItemSerializer(items, many=True, context={"model_hidden": hidden}).data
         return paginator.get_paginated_response(data)
 
+
+class AdjudicationCreateApi(APIView):
+    """A reviewer's final decision on a cell (first decision wins; 409 for the second)."""
+
+    permission_classes = [IsReviewer]
+    conflicts = (services.LabelConflict,)
+
+    @extend_schema_serializer(component_name="AdjudicationInput")
+    class InputSerializer(CellDecisionInput):
+        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
     @extend_schema(request=InputSerializer, responses={201: AdjudicationOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
-        image = get_object_or_404(CellImage, pk=v["image"])
-        try:
-            adjudication = services.adjudication_submit(image=image, reviewer=request.user,
-                                                        cell_class=_active_class(v["cell_class"]), note=v["note"])
-        except services.LabelConflict as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        v = validated_input(self.InputSerializer, request.data)
+        image, cell_class = _decided_cell(v)
+        adjudication = services.adjudication_submit(image=image, reviewer=request.user, cell_class=cell_class,
+                                                    note=v["note"])
         return Response(AdjudicationOutputSerializer(adjudication).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_serializer(component_name="LabSettingsInput")
+class LabSettingsSerializer(serializers.Serializer):
+    labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
+    labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
+    blind_heldout = serializers.BooleanField()
+    slides_train = serializers.BooleanField(
+        required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
 
 
 class LabSettingsApi(APIView):
@@ -442,22 +453,21 @@ class LabSettingsApi(APIView):
     whether cells verified on slides train the next model."""
 
     permission_classes = [IsLabAdmin]
+    serializer_class = LabSettingsSerializer  # the part of the lab's settings this view shows
 
-    @extend_schema_serializer(component_name="LabSettingsInput")
-    class InputSerializer(serializers.Serializer):
-        labels_required_train = serializers.IntegerField(min_value=1, max_value=5)
-        labels_required_heldout = serializers.IntegerField(min_value=1, max_value=5)
-        blind_heldout = serializers.BooleanField()
-        slides_train = serializers.BooleanField(
-            required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
-
-    @extend_schema(responses={200: InputSerializer})
     def get(self, request):
-        return Response(self.InputSerializer(LabSettings.get()).data)
+        return Response(self.serializer_class(LabSettings.get()).data)
 
-    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
+
+class LabSettingsUpdateApi(APIView):
+    """Change the lab's labelling rules (lab admins); audited. Answers the rules as they now stand."""
+
+    permission_classes = [IsLabAdmin]
+    serializer_class = LabSettingsSerializer  # the part of the lab's settings this view changes
+
+    def update(self, *, actor, **data) -> LabSettings:
+        return services.lab_settings_update(actor=actor, **data)
+
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        lab = services.lab_settings_update(actor=request.user, **data.validated_data)
-        return Response(self.InputSerializer(lab).data)
+        v = validated_input(self.serializer_class, request.data)
+        return Response(self.serializer_class(self.update(actor=request.user, **v)).data)

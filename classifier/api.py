@@ -8,9 +8,10 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import Conflict, validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
-from . import services
+from . import selectors, services
 from .models import ModelVersion, TrainingRun
 from .progress import training_run_status
 
@@ -64,11 +65,10 @@ class _ModelVersionSwitchApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: ModelVersionOutputSerializer})
     def post(self, request, pk: int):
         version = get_object_or_404(ModelVersion, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        if not data.validated_data["confirm"]:
+        v = validated_input(self.InputSerializer, request.data)
+        if not v["confirm"]:
             raise ValidationError({"confirm": self.not_confirmed})
-        self.switch(version=version, actor=request.user, reason=data.validated_data["reason"])
+        self.switch(version=version, actor=request.user, reason=v["reason"])
         version.refresh_from_db()
         return Response(ModelVersionOutputSerializer(version).data)
 
@@ -103,13 +103,17 @@ class TrainingRunListApi(ListAPIView):
 
     permission_classes = [IsLabAdmin]
     serializer_class = TrainingRunOutputSerializer
-    queryset = TrainingRun.objects.select_related("model_version").order_by("-id")
+
+    def get_queryset(self):
+        return selectors.training_runs_list()
 
 
 class TrainingRunStartApi(APIView):
     """Start training (one run at a time); poll ``/api/training-runs/<id>/`` for progress."""
 
     permission_classes = [IsLabAdmin]
+    conflicts = (services.TrainingBusy,)
+    invalid = (ValueError,)
 
     class InputSerializer(serializers.Serializer):
         ensemble = serializers.CharField(max_length=20, default="offline")
@@ -118,14 +122,8 @@ class TrainingRunStartApi(APIView):
 
     @extend_schema(request=InputSerializer)
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            run = services.training_run_start(user=request.user, trigger="api", **data.validated_data)
-        except services.TrainingBusy as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except ValueError as exc:
-            raise ValidationError({"detail": str(exc)}) from None
+        v = validated_input(self.InputSerializer, request.data)
+        run = services.training_run_start(user=request.user, trigger="api", **v)
         return Response(training_run_status(run), status=status.HTTP_201_CREATED)
 
 
@@ -144,22 +142,17 @@ class TrainingRunCancelApi(APIView):
     def post(self, request, pk: int):
         run = get_object_or_404(TrainingRun, pk=pk)
         if run.status not in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING):
-            return Response({"detail": f"Training run {run.pk} is {run.status}; nothing to cancel."},
-                            status=status.HTTP_409_CONFLICT)
+            raise Conflict(f"Training run {run.pk} is {run.status}; nothing to cancel.")
         run = services.training_run_cancel(run=run, user=request.user)
         return Response(training_run_status(run))
 
 
 class TrainingRunRetryApi(APIView):
     permission_classes = [IsLabAdmin]
+    conflicts = (services.TrainingBusy, ValueError, DjangoValidationError)  # a run that cannot be retried
 
     @extend_schema(request=None)
     def post(self, request, pk: int):
         run = get_object_or_404(TrainingRun, pk=pk)
-        try:
-            new = services.training_run_retry(run=run, user=request.user, trigger="api")
-        except services.TrainingBusy as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        except (ValueError, DjangoValidationError) as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        new = services.training_run_retry(run=run, user=request.user, trigger="api")
         return Response(training_run_status(new), status=status.HTTP_201_CREATED)

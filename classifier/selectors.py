@@ -1,3 +1,5 @@
+from django.db.models import QuerySet
+
 from .models import ModelVersion, Prediction, TrainingRun
 
 
@@ -31,6 +33,12 @@ def model_version_switch_label(*, version: ModelVersion, active: ModelVersion | 
     if active is not None and version.pk > active.pk:
         return f"Activate v{version.pk} (newer)"
     return f"Roll back to v{version.pk}"
+
+
+def training_runs_list() -> QuerySet[TrainingRun]:
+    """Training runs, newest first, with their version and its gate decisions (which their status shows)."""
+    return (TrainingRun.objects.select_related("model_version")
+            .prefetch_related("model_version__gate_decisions").order_by("-id"))
 
 
 def predictions_latest_for(image_ids) -> dict[int, Prediction]:

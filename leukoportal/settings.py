@@ -193,6 +193,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # A URL served by one view per method (leukoportal.api_routing.by_method) lists each method's own operation.
+    "PREPROCESSING_HOOKS": ["leukoportal.api_routing.split_by_method"],
 }
 
 # --- Celery ---------------------------------------------------------------------------------

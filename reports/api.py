@@ -1,7 +1,7 @@
 """REST API for evaluations, agreement over time and the retraining schedule. Thin views."""
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from annotations.models import LabSettings, Source
 from classifier.models import ModelVersion
+from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
 from . import selectors, services
@@ -17,12 +18,18 @@ from .models import Evaluation
 
 
 class EvaluationOutputSerializer(serializers.ModelSerializer):
-    overall_accuracy = serializers.FloatField(read_only=True, allow_null=True)
+    overall_accuracy = serializers.SerializerMethodField()
 
     class Meta:
         model = Evaluation
         fields = ["id", "model_version", "status", "trigger", "n_cells", "snapshot_hash", "threshold", "min_agreement",
                   "overall_accuracy", "error", "created_at", "finished_at"]
+
+    @extend_schema_field(serializers.FloatField(read_only=True, allow_null=True))
+    def get_overall_accuracy(self, obj) -> float | None:
+        if hasattr(obj, "vote_overall_accuracy"):  # a list's rows (selectors.evaluations_summary_list)
+            return obj.vote_overall_accuracy
+        return obj.overall_accuracy
 
 
 class EvaluationListApi(ListAPIView):
@@ -32,13 +39,10 @@ class EvaluationListApi(ListAPIView):
     serializer_class = EvaluationOutputSerializer
 
     def get_queryset(self):
-        qs = selectors.evaluations_list().defer("results", "snapshot")
         version = self.request.query_params.get("model_version")
-        if version:
-            if not version.isdigit():
-                raise ValidationError({"model_version": "Give a model version id."})
-            qs = qs.filter(model_version_id=int(version))
-        return qs
+        if version and not version.isdigit():
+            raise ValidationError({"model_version": "Give a model version id."})
+        return selectors.evaluations_summary_list(model_version_id=int(version) if version else None)
 
 
 class EvaluationRequestApi(APIView):
@@ -51,9 +55,8 @@ class EvaluationRequestApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={202: EvaluationOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        version = ModelVersion.objects.filter(pk=data.validated_data["model_version"]).first()
+        v = validated_input(self.InputSerializer, request.data)
+        version = ModelVersion.objects.filter(pk=v["model_version"]).first()
         if version is None:
             raise ValidationError({"model_version": "No such model version."})
         evaluation = services.evaluation_request(model_version=version, user=request.user, trigger="api")
@@ -107,9 +110,7 @@ class AgreementApi(APIView):
 
     @extend_schema(parameters=[InputSerializer])
     def get(self, request):
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        v = data.validated_data
+        v = validated_input(self.InputSerializer, request.query_params)
         result = selectors.agreement_over_time(weeks=v["weeks"], model_version_id=v.get("model_version"),
                                                source=v.get("source"))
         for part in result.values():
@@ -118,31 +119,37 @@ class AgreementApi(APIView):
         return Response(result)
 
 
+def _retrain_schedule() -> dict:
+    task = services.retrain_periodic_task()
+    return {"enabled": task.enabled, "hour": task.crontab.hour, "minute": task.crontab.minute,
+            "timezone": str(task.crontab.timezone), "min_new_labels": LabSettings.get().retrain_min_new_labels,
+            "new_final_labels": services.new_final_labels_count(),
+            "last_run_at": task.last_run_at}
+
+
 class RetrainScheduleApi(APIView):
-    """GET: the nightly retraining schedule. POST: change it (hour, minute, enabled, min_new_labels). Lab admins."""
+    """The nightly retraining schedule (lab admins)."""
 
     permission_classes = [IsLabAdmin]
 
+    def get(self, request):
+        return Response(_retrain_schedule())
+
+
+class RetrainScheduleUpdateApi(APIView):
+    """Change the nightly retraining schedule (hour, minute, enabled, min_new_labels). Lab admins."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema_serializer(component_name="RetrainScheduleApiInput")
     class InputSerializer(serializers.Serializer):
         hour = serializers.IntegerField(min_value=0, max_value=23)
         minute = serializers.IntegerField(min_value=0, max_value=59)
         enabled = serializers.BooleanField()
         min_new_labels = serializers.IntegerField(min_value=1, max_value=1_000_000)
 
-    @staticmethod
-    def _out():
-        task = services.retrain_periodic_task()
-        return {"enabled": task.enabled, "hour": task.crontab.hour, "minute": task.crontab.minute,
-                "timezone": str(task.crontab.timezone), "min_new_labels": LabSettings.get().retrain_min_new_labels,
-                "new_final_labels": services.new_final_labels_count(),
-                "last_run_at": task.last_run_at}
-
-    def get(self, request):
-        return Response(self._out())
-
     @extend_schema(request=InputSerializer)
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        services.retrain_schedule_update(actor=request.user, **data.validated_data)
-        return Response(self._out())
+        v = validated_input(self.InputSerializer, request.data)
+        services.retrain_schedule_update(actor=request.user, **v)
+        return Response(_retrain_schedule())

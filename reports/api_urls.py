@@ -1,5 +1,7 @@
 from django.urls import path
 
+from leukoportal.api_routing import by_method
+
 from . import api
 
 urlpatterns = [
@@ -8,5 +10,6 @@ urlpatterns = [
     path("evaluations/<int:pk>/", api.EvaluationDetailApi.as_view(), name="api_evaluation_detail"),
     path("evaluations/<int:pk>/tables/<slug:table>/", api.EvaluationTableApi.as_view(), name="api_evaluation_table"),
     path("agreement/", api.AgreementApi.as_view(), name="api_agreement"),
-    path("retrain-schedule/", api.RetrainScheduleApi.as_view(), name="api_retrain_schedule"),
+    path("retrain-schedule/", by_method(get=api.RetrainScheduleApi, post=api.RetrainScheduleUpdateApi),
+         name="api_retrain_schedule"),
 ]

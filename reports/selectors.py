@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from django.db import connection
 from django.db.models import Count, F, Q, QuerySet
+from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
@@ -23,6 +24,15 @@ TABLES = ("summary", "per_class", "confusion", "abstention", "baselines", "cells
 
 def evaluations_list() -> QuerySet[Evaluation]:
     return Evaluation.objects.select_related("model_version", "requested_by").order_by("-id")
+
+
+def evaluations_summary_list(*, model_version_id: int | None = None) -> QuerySet[Evaluation]:
+    """Evaluations, newest first, without their bulky results and snapshot; each carries its vote's
+    overall accuracy as ``vote_overall_accuracy`` (read in the query, not by loading the results)."""
+    qs = (Evaluation.objects.defer("results", "snapshot")
+          .annotate(vote_overall_accuracy=KeyTransform("overall_accuracy", KeyTransform("vote", "results")))
+          .order_by("-id"))
+    return qs if model_version_id is None else qs.filter(model_version_id=model_version_id)
 
 
 def heldout_labelled_count() -> int:

@@ -5,7 +5,7 @@ import io
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -13,6 +13,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.api import Conflict, validated_input
 from leukoportal.roles import IsLabeller, IsReviewer
 
 from . import selectors, services
@@ -54,16 +55,32 @@ class CellOutputSerializer(serializers.ModelSerializer):
         return obj.changed_by.get_username() if obj.changed_by_id else None
 
 
-def _conflict(exc: Exception) -> Response:
-    return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+class SlideChangeApi(APIView):
+    """Base of the views that change a slide's reading: reviewers only; a signed slide answers 409."""
+
+    permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked,)
 
 
-class SlideListCreateApi(ListAPIView):
-    """GET: slides (paginated, ?status=, ?code=). POST: create a slide."""
+class SlideListApi(ListAPIView):
+    """Slides (paginated, ?status=, ?code=)."""
 
     permission_classes = [IsLabeller]
     serializer_class = SlideOutputSerializer
 
+    def get_queryset(self):
+        st = self.request.query_params.get("status")
+        if st and st not in Slide.Status.values:
+            raise ValidationError({"status": f"Unknown status; use one of {', '.join(Slide.Status.values)}."})
+        return selectors.slides_list(status=st, code=self.request.query_params.get("code"))
+
+
+class SlideCreateApi(APIView):
+    """Create a slide."""
+
+    permission_classes = [IsLabeller]
+
+    @extend_schema_serializer(component_name="SlideListCreateApiInput")
     class InputSerializer(serializers.Serializer):
         code = serializers.CharField(max_length=40)
         kind = serializers.ChoiceField(choices=Slide.Kind.choices, default=Slide.Kind.FIELDS)
@@ -73,17 +90,10 @@ class SlideListCreateApi(ListAPIView):
                                                    help_text="The fields' scale; blank: measured on their red cells.")
         notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
 
-    def get_queryset(self):
-        st = self.request.query_params.get("status")
-        if st and st not in Slide.Status.values:
-            raise ValidationError({"status": f"Unknown status; use one of {', '.join(Slide.Status.values)}."})
-        return selectors.slides_list(status=st, code=self.request.query_params.get("code"))
-
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        slide = services.slide_create(created_by=request.user, **data.validated_data)
+        v = validated_input(self.InputSerializer, request.data)
+        slide = services.slide_create(created_by=request.user, **v)
         return Response(SlideOutputSerializer(slide).data, status=status.HTTP_201_CREATED)
 
 
@@ -105,6 +115,7 @@ class SlideImagesUploadApi(APIView):
     """POST the slide's fields (or cropped cells for a slide of kind 'cells') as `files`."""
 
     permission_classes = [IsLabeller]
+    conflicts = (services.SlideLocked,)
     parser_classes = [MultiPartParser]
 
     class InputSerializer(serializers.Serializer):
@@ -114,13 +125,9 @@ class SlideImagesUploadApi(APIView):
         "stored": serializers.ListField(), "refused": serializers.ListField()})})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data={"files": request.FILES.getlist("files")})
-        data.is_valid(raise_exception=True)
-        try:
-            result = services.slide_images_add(
-                slide=slide, files=[(f.name, f.read()) for f in data.validated_data["files"]], uploaded_by=request.user)
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        v = validated_input(self.InputSerializer, {"files": request.FILES.getlist("files")})
+        result = services.slide_images_add(
+            slide=slide, files=[(f.name, f.read()) for f in v["files"]], uploaded_by=request.user)
         return Response(result, status=status.HTTP_201_CREATED if result["stored"] else status.HTTP_400_BAD_REQUEST)
 
 
@@ -136,10 +143,8 @@ class SlideCellListApi(ListAPIView):
         return selectors.slide_cells(slide=slide)
 
 
-class SlideCellReclassifyApi(APIView):
+class SlideCellReclassifyApi(SlideChangeApi):
     """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
-
-    permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         target = serializers.CharField(max_length=40)
@@ -147,20 +152,14 @@ class SlideCellReclassifyApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: CellOutputSerializer})
     def post(self, request, pk: int, cell_pk: int):
         cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=data.validated_data["target"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        v = validated_input(self.InputSerializer, request.data)
+        cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=v["target"])
         return Response(CellOutputSerializer(cell).data)
 
 
-class SlideCellsConfirmApi(APIView):
+class SlideCellsConfirmApi(SlideChangeApi):
     """Confirm, as they are, the counted cells of one class that no expert has verified yet
     (each becomes the reviewer's label, audited). Reviewers."""
-
-    permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         code = serializers.CharField(max_length=40)
@@ -169,20 +168,16 @@ class SlideCellsConfirmApi(APIView):
                    responses={200: inline_serializer("SlideCellsConfirmOutput", {"confirmed": serializers.IntegerField()})})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            n = services.slide_cells_confirm(slide=slide, actor=request.user, code=data.validated_data["code"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        v = validated_input(self.InputSerializer, request.data)
+        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=v["code"])
         return Response({"confirmed": n})
 
 
-class SlideSignApi(APIView):
+class SlideSignApi(SlideChangeApi):
     """Sign the differential. While warnings stand (fewer cells than the target, ...) a
     ``reason`` is required: without one the answer is 400 with the ``warnings``."""
 
-    permission_classes = [IsReviewer]
+    conflicts = (services.SlideLocked, services.SlideNotReady)  # a missing reason is a 400, below
 
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
@@ -190,21 +185,16 @@ class SlideSignApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
+        v = validated_input(self.InputSerializer, request.data)
         try:
-            slide = services.slide_sign(slide=slide, actor=request.user, reason=data.validated_data["reason"])
+            slide = services.slide_sign(slide=slide, actor=request.user, reason=v["reason"])
         except services.SignatureNeedsReason as exc:
             return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
-        except (services.SlideLocked, services.SlideNotReady) as exc:
-            return _conflict(exc)
         return Response(SlideOutputSerializer(slide).data)
 
 
-class SlideCorrectApi(APIView):
+class SlideCorrectApi(SlideChangeApi):
     """A signed slide is read-only: this makes a new version to verify and sign again."""
-
-    permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=500)
@@ -212,12 +202,8 @@ class SlideCorrectApi(APIView):
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            new = services.slide_correct(slide=slide, actor=request.user, reason=data.validated_data["reason"])
-        except services.SlideLocked as exc:
-            return _conflict(exc)
+        v = validated_input(self.InputSerializer, request.data)
+        new = services.slide_correct(slide=slide, actor=request.user, reason=v["reason"])
         return Response(SlideOutputSerializer(new).data, status=status.HTTP_201_CREATED)
 
 
@@ -232,7 +218,7 @@ class SlideExportApi(APIView):
         slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
-            return _conflict(Exception(refusal))
+            raise Conflict(refusal)
         if fmt == "json":
             return Response(slide.report)
         if fmt == "fhir":

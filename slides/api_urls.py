@@ -1,17 +1,21 @@
 from django.urls import path
 
+from leukoportal.api_routing import by_method
+
 from . import api, export_views, platelet_api
 
 urlpatterns = [
     path("exports/slides/", export_views.SlidesExportApi.as_view(), name="api_slides_export"),
-    path("slides/", api.SlideListCreateApi.as_view(), name="api_slides"),
+    path("slides/", by_method(get=api.SlideListApi, post=api.SlideCreateApi), name="api_slides"),
     path("slides/<int:pk>/", api.SlideDetailApi.as_view(), name="api_slide_detail"),
     path("slides/<int:pk>/images/", api.SlideImagesUploadApi.as_view(), name="api_slide_images"),
     path("slides/<int:pk>/cells/", api.SlideCellListApi.as_view(), name="api_slide_cells"),
     path("slides/<int:pk>/cells/<int:cell_pk>/reclassify/", api.SlideCellReclassifyApi.as_view(),
          name="api_slide_cell_reclassify"),
     path("slides/<int:pk>/cells/confirm/", api.SlideCellsConfirmApi.as_view(), name="api_slide_cells_confirm"),
-    path("slides/platelet-settings/", platelet_api.PlateletSettingsApi.as_view(), name="api_platelet_settings"),
+    path("slides/platelet-settings/",
+         by_method(get=platelet_api.PlateletSettingsApi, post=platelet_api.PlateletSettingsUpdateApi),
+         name="api_platelet_settings"),
     path("slides/<int:pk>/platelets/", platelet_api.SlidePlateletsApi.as_view(), name="api_slide_platelets"),
     path("slides/<int:pk>/fields/<int:field_pk>/platelets/", platelet_api.FieldPlateletsCorrectApi.as_view(),
          name="api_field_platelets_correct"),

@@ -1,15 +1,18 @@
 """REST API for the platelet estimate (the slide's figures are also in its differential, under
 ``platelets``, when the lab turned the estimate on). Thin: validate, call a service."""
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.api import LabSettingsApi, LabSettingsUpdateApi
 from annotations.models import LabSettings
-from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
+from leukoportal.api import validated_input
+from leukoportal.roles import IsLabeller
 
-from . import platelets, services
+from . import platelets
+from .api import SlideChangeApi
 from .models import Slide, SlideField
 
 
@@ -43,10 +46,8 @@ class SlidePlateletsApi(APIView):
                          "fields": FieldOutputSerializer(slide.fields.all(), many=True).data})
 
 
-class FieldPlateletsCorrectApi(APIView):
+class FieldPlateletsCorrectApi(SlideChangeApi):
     """A reviewer's platelet count of one field (null withdraws the correction); audited."""
-
-    permission_classes = [IsReviewer]
 
     class InputSerializer(serializers.Serializer):
         count = serializers.IntegerField(min_value=0, allow_null=True)
@@ -54,32 +55,27 @@ class FieldPlateletsCorrectApi(APIView):
     @extend_schema(request=InputSerializer, responses={200: FieldOutputSerializer})
     def post(self, request, pk: int, field_pk: int):
         field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        try:
-            field = platelets.field_platelet_correct(field=field, actor=request.user, count=data.validated_data["count"])
-        except services.SlideLocked as exc:
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        v = validated_input(self.InputSerializer, request.data)
+        field = platelets.field_platelet_correct(field=field, actor=request.user, count=v["count"])
         return Response(FieldOutputSerializer(field).data)
 
 
-class PlateletSettingsApi(APIView):
+@extend_schema_serializer(component_name="PlateletSettingsApiInput")
+class PlateletSettingsSerializer(serializers.Serializer):
+    platelet_estimate = serializers.BooleanField()
+    platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
+
+
+class PlateletSettingsApi(LabSettingsApi):
     """The lab's platelet estimate (lab admins): on/off and the factor (10^9/L per platelet per field)."""
 
-    permission_classes = [IsLabAdmin]
+    serializer_class = PlateletSettingsSerializer
 
-    class InputSerializer(serializers.Serializer):
-        platelet_estimate = serializers.BooleanField()
-        platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
 
-    @extend_schema(responses={200: InputSerializer})
-    def get(self, request):
-        return Response(self.InputSerializer(LabSettings.get()).data)
+class PlateletSettingsUpdateApi(LabSettingsUpdateApi):
+    """Turn the lab's platelet estimate on or off and set its factor (lab admins); audited."""
 
-    @extend_schema(request=InputSerializer, responses={200: InputSerializer})
-    def post(self, request):
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        lab = platelets.platelet_settings_update(actor=request.user, enabled=data.validated_data["platelet_estimate"],
-                                                 factor=data.validated_data["platelet_factor"])
-        return Response(self.InputSerializer(lab).data)
+    serializer_class = PlateletSettingsSerializer
+
+    def update(self, *, actor, platelet_estimate: bool, platelet_factor: float) -> LabSettings:
+        return platelets.platelet_settings_update(actor=actor, enabled=platelet_estimate, factor=platelet_factor)
