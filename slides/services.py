@@ -45,6 +45,10 @@ class SlideNotReady(Exception):
     """Signing is refused; the message says what is missing."""
 
 
+# How the services refuse to edit a slide: locked, or an input they do not accept.
+EDIT_REFUSALS = (SlideLocked, ValidationError)
+
+
 class SignatureNeedsReason(SlideNotReady):
     """Warnings stand (e.g. fewer cells than the target): signing needs a written reason."""
 

@@ -13,18 +13,14 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from leukoportal.errors import call_with_messages, error_text, refusal_text
+from leukoportal.forms import form_errors_text, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
-
-
-def _errors(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return " ".join(f"{' '.join(v)}" for v in exc.message_dict.values())
-    return " ".join(exc.messages)
 
 
 def _wants_json(request) -> bool:
@@ -36,12 +32,8 @@ def _wants_json(request) -> bool:
 def slide_list(request):
     form = SlideCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        try:
-            slide = services.slide_create(created_by=request.user, **form.cleaned_data)
-        except ValidationError as exc:
-            for key, msgs in exc.message_dict.items():
-                form.add_error(key if key in form.fields else None, msgs)
-        else:
+        slide = form_save(form, lambda: services.slide_create(created_by=request.user, **form.cleaned_data))
+        if slide:
             messages.success(request, f"Slide {slide.code} created: add its fields.")
             return redirect("slides:detail", pk=slide.pk)
     status = request.GET.get("status") or None
@@ -117,14 +109,11 @@ def slide_update(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
     form = SlideUpdateForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect("slides:detail", pk=pk)
-    try:
-        services.slide_update(slide=slide, actor=request.user, **form.cleaned_data)
-    except (services.SlideLocked, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
+        messages.error(request, form_errors_text(form))
     else:
-        messages.success(request, "Saved.")
+        call_with_messages(request, lambda: services.slide_update(slide=slide, actor=request.user,
+                                                                  **form.cleaned_data),
+                           refusals=services.EDIT_REFUSALS, success=lambda _: "Saved.")
     return redirect("slides:detail", pk=pk)
 
 
@@ -171,8 +160,8 @@ def cell_reclassify(request, pk: int, cell_pk: int):
         return redirect("slides:verify", pk=pk)
     except ValidationError as exc:
         if _wants_json(request):
-            return JsonResponse({"error": _errors(exc)}, status=400)
-        messages.error(request, _errors(exc))
+            return JsonResponse({"error": error_text(exc)}, status=400)
+        messages.error(request, error_text(exc))
         return redirect("slides:verify", pk=pk)
     if _wants_json(request):
         body = _live(cell.slide)
@@ -188,14 +177,9 @@ def cell_reclassify(request, pk: int, cell_pk: int):
 def cells_confirm(request, pk: int):
     """Confirm, as they are, the unverified counted cells of one class group."""
     slide = get_object_or_404(Slide, pk=pk)
-    try:
-        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=request.POST.get("code", ""))
-    except services.SlideLocked as exc:
-        messages.error(request, str(exc))
-    except ValidationError as exc:
-        messages.error(request, _errors(exc))
-    else:
-        messages.success(request, f"{n} cell(s) confirmed.")
+    code = request.POST.get("code", "")
+    call_with_messages(request, lambda: services.slide_cells_confirm(slide=slide, actor=request.user, code=code),
+                       refusals=services.EDIT_REFUSALS, success=lambda n: f"{n} cell(s) confirmed.")
     return redirect("slides:verify", pk=pk)
 
 
@@ -213,7 +197,7 @@ def slide_sign(request, pk: int):
         return render(request, "slides/sign_confirm.html", {"slide": slide, "warnings": exc.warnings, "form": form},
                       status=400)
     except (services.SlideLocked, services.SlideNotReady, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
+        messages.error(request, refusal_text(exc))
         return redirect("slides:verify", pk=pk)
     messages.success(request, f"Slide {slide.code} v{slide.version} signed.")
     return redirect("slides:report", pk=pk)
@@ -227,23 +211,19 @@ def slide_correct(request, pk: int):
     if not form.is_valid():
         messages.error(request, "Say why the signed report is corrected.")
         return redirect("slides:detail", pk=pk)
-    try:
-        new = services.slide_correct(slide=slide, actor=request.user, reason=form.cleaned_data["reason"])
-    except (services.SlideLocked, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
-        return redirect("slides:detail", pk=pk)
-    messages.success(request, f"Version {new.version} created from the signed version {slide.version}.")
-    return redirect("slides:verify", pk=new.pk)
+    new = call_with_messages(
+        request, lambda: services.slide_correct(slide=slide, actor=request.user, reason=form.cleaned_data["reason"]),
+        refusals=services.EDIT_REFUSALS,
+        success=lambda new: f"Version {new.version} created from the signed version {slide.version}.")
+    return redirect("slides:verify", pk=new.pk) if new else redirect("slides:detail", pk=pk)
 
 
 @role_required(REVIEWER)
 @require_POST
 def slide_retry(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
-    try:
-        services.slide_processing_retry(slide=slide, actor=request.user)
-    except services.SlideLocked as exc:
-        messages.error(request, str(exc))
+    call_with_messages(request, lambda: services.slide_processing_retry(slide=slide, actor=request.user),
+                       refusals=(services.SlideLocked,))
     return redirect("slides:detail", pk=pk)
 
 
@@ -328,7 +308,7 @@ def reference_intervals(request):
             try:
                 services.reference_interval_save(actor=request.user, interval=edit, **form.cleaned_data)
             except ValidationError as exc:
-                form.add_error(None, _errors(exc))
+                form.add_error(None, error_text(exc))
             else:
                 messages.success(request, "Reference interval saved.")
                 return redirect("slides:reference_intervals")
