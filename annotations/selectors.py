@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.http import Http404
 
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
 from classifier.models import Prediction
@@ -12,6 +13,15 @@ from .models import AuditAction, AuditEvent, CellClass, CellImage, Label, LabSet
 
 def cell_classes_active() -> QuerySet[CellClass]:
     return CellClass.objects.filter(active=True).order_by("display_order", "code")
+
+
+def image_file_open(*, image: CellImage):
+    """The image's stored PNG, open for reading; Http404 when its file is missing (a row that
+    outlived its file), which the pages and the API both answer as a 404."""
+    try:
+        return image.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
 
 
 def images_list(*, split: str | None = None, labelled: bool | None = None, source: str | None = None) -> QuerySet[CellImage]:

@@ -105,11 +105,7 @@ def image_detail(request, pk: int):
 @role_required(LABELLER)
 def image_file(request, pk: int):
     image = get_object_or_404(CellImage, pk=pk)
-    try:
-        handle = image.file.open("rb")
-    except FileNotFoundError:
-        raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
+    response = FileResponse(selectors.image_file_open(image=image), content_type="image/png")
     response["Cache-Control"] = "private, max-age=31536000, immutable"  # content-addressed
     response["ETag"] = f'"{image.sha256}"'
     return response
