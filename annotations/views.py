@@ -15,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.errors import error_text
-from leukoportal.forms import form_errors_text, form_save
+from leukoportal.forms import form_errors_text, form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
@@ -305,9 +305,8 @@ def review_queue(request):
 @require_POST
 def review_decide(request, pk: int):
     image = get_object_or_404(CellImage, pk=pk)
-    form = AdjudicationForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, form_errors_text(form))
+    form = form_posted(request, AdjudicationForm)
+    if form is None:
         return redirect("annotations:review_queue")
     cell_class = CellClass.objects.get(code=form.cleaned_data["cell_class"])
     try:

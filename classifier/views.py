@@ -10,7 +10,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from annotations.models import LabSettings
 from leukoportal.errors import call_with_messages, error_text
-from leukoportal.forms import form_errors_text, form_save
+from leukoportal.forms import form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 from reports import selectors as report_selectors
 from reports.selectors import heldout_labelled_count, model_versions_overview
@@ -119,9 +119,8 @@ def _training_run_page(run: TrainingRun | None):
 @role_required(LAB_ADMIN)
 @require_POST
 def training_start(request):
-    form = TrainingForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, form_errors_text(form))
+    form = form_posted(request, TrainingForm)
+    if form is None:
         return redirect("classifier:training")
     run = call_with_messages(
         request, lambda: services.training_run_start(user=request.user, trigger="admin", **form.cleaned_data),
