@@ -123,9 +123,7 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
             version = model_version_active()
         if version is None:
             return CellImage.objects.none()
-        qs = _needing_readers(user=user, lab=lab)
-        if lab.blind_heldout:
-            qs = qs.filter(split=Split.TRAIN)
+        qs = _needing_readers(user=user, lab=lab).exclude(lab.blind_cells())
         # a join (one prediction per image and version), not a correlated subquery: PostgreSQL sorts once
         return (
             qs.filter(predictions__model_version=version)
@@ -139,11 +137,9 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
         .exclude(Exists(_current_labels(labeller=user)))
         .exclude(adjudications__isnull=False)
     )
-    if lab.blind_heldout:
-        # another expert's 'not sure' is their reading: blind held-out cells go to a reviewer instead
-        # (LabSettings.hides_other_readings)
-        qs = qs.exclude(split=Split.HELDOUT)
-    return qs.order_by("id")
+    # another expert's 'not sure' is their reading: blind held-out cells go to a reviewer instead
+    # (LabSettings.hides_other_readings)
+    return qs.exclude(lab.blind_cells()).order_by("id")
 
 
 def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str, int]:
