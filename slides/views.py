@@ -15,6 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from annotations.selectors import cell_classes_active, class_names
 from leukoportal.errors import call_with_messages, error_text, refusal_text
 from leukoportal.forms import form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
@@ -23,6 +24,7 @@ from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
+from .platelets import slide_platelet_fields
 
 
 def _wants_json(request) -> bool:
@@ -142,10 +144,6 @@ def _live(slide: Slide) -> dict:
 @role_required(REVIEWER)
 def slide_verify(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
-    from annotations.selectors import cell_classes_active, class_names
-
-    from .platelets import slide_platelet_fields
-
     diff = selectors.slide_differential(slide=slide)
     return render(request, "slides/verify.html", {
         "slide": slide,
