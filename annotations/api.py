@@ -99,11 +99,7 @@ class ImageFileApi(APIView):
     @extend_schema(responses={(200, "image/png"): bytes})
     def get(self, request, pk: int):
         image = get_object_or_404(CellImage, pk=pk)
-        try:
-            handle = image.file.open("rb")
-        except FileNotFoundError:
-            raise Http404("The image file is missing.") from None
-        response = FileResponse(handle, content_type="image/png")
+        response = FileResponse(selectors.image_file_open(image=image), content_type="image/png")
         response["Cache-Control"] = "private, max-age=31536000, immutable"
         return response
 

@@ -1,18 +1,21 @@
 """Pages and API views that export the lab's cells and import an export (lab admins). Thin: validate,
 call annotations.exports / annotations.imports, respond."""
+from functools import partial
+
+from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from leukoportal.errors import error_lines, error_text
 from leukoportal.roles import LAB_ADMIN, IsLabAdmin, role_required
 
 from . import exports, imports
@@ -30,38 +33,48 @@ def zip_response(export: exports.ZipExport) -> StreamingHttpResponse:
     return response
 
 
-def _messages(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "error_dict"):
-        return [f"{k}: {' '.join(v)}" if k != "__all__" else " ".join(v) for k, v in exc.message_dict.items()]
-    return exc.messages
+def export_api_response(request, *, query: type[serializers.Serializer], selection_clean,
+                        export) -> StreamingHttpResponse:
+    """The API's export: the query parameters checked by ``query``, the zip streamed. A selection the
+    service refuses is a 400 (the API's exception handler turns its ValidationError into one)."""
+    data = query(data=request.query_params)
+    data.is_valid(raise_exception=True)
+    selection = selection_clean(**data.validated_data)
+    return zip_response(export(selection=selection, actor=request.user, channel="api"))
 
 
-@role_required(LAB_ADMIN)
-@require_http_methods(["GET", "POST"])
-def cells_export(request):
-    """GET: the form (with "count" the number of cells it takes); POST: the zip, streamed."""
-    counting = request.method == "GET" and "count" in request.GET
-    form = CellExportForm(request.POST if request.method == "POST" else (request.GET if counting else None))
-    count = None
-    if form.is_bound and form.is_valid():
-        try:
-            selection = exports.cell_selection_clean(**form.selection_arguments())
-        except ValidationError as exc:
-            form.add_error(None, _messages(exc))
-        else:
-            if request.method == "POST":
-                progress = exports.ExportProgress(user_id=request.user.pk, token=form.cleaned_data["progress_token"])
-                try:
-                    export = exports.cells_export(selection=selection, actor=request.user, channel="browser",
-                                                  progress=progress.update)
-                except ValidationError as exc:
-                    form.add_error(None, _messages(exc))
-                else:
-                    return zip_response(export)
-            else:
-                count = exports.cells_for_export(selection=selection).count()
-    return render(request, "annotations/export_cells.html", {"form": form, "count": count},
-                  status=400 if form.is_bound and form.errors else 200)
+def export_page_view(*, form_class: type[forms.Form], template: str, selection_clean, selected, export,
+                     unit: str, field_names: bool):
+    """A lab admin's export page. GET: the form (and, with "count" in the query, how many rows the
+    selection takes); POST: the zip, streamed, its progress kept under the form's token in ``unit``.
+    A selection or an export the services refuse shows as the form's errors (``field_names``: each
+    line names its field)."""
+    @role_required(LAB_ADMIN)
+    @require_http_methods(["GET", "POST"])
+    def export_page(request) -> HttpResponse:
+        counting = request.method == "GET" and "count" in request.GET
+        form = form_class(request.POST if request.method == "POST" else (request.GET if counting else None))
+        count = None
+        if form.is_bound and form.is_valid():
+            try:
+                selection = selection_clean(**form.selection_arguments())
+                if request.method == "POST":
+                    progress = exports.ExportProgress(user_id=request.user.pk,
+                                                      token=form.cleaned_data["progress_token"])
+                    return zip_response(export(selection=selection, actor=request.user, channel="browser",
+                                               progress=partial(progress.update, unit=unit)))
+                count = selected(selection=selection).count()
+            except ValidationError as exc:
+                form.add_error(None, error_lines(exc, field_names=field_names))
+        return render(request, template, {"form": form, "count": count},
+                      status=400 if form.is_bound and form.errors else 200)
+
+    return export_page
+
+
+cells_export = export_page_view(form_class=CellExportForm, template="annotations/export_cells.html",
+                                selection_clean=exports.cell_selection_clean, selected=exports.cells_for_export,
+                                export=exports.cells_export, unit="files", field_names=True)
 
 
 @role_required(LAB_ADMIN)
@@ -71,7 +84,7 @@ def export_progress(request):
     try:
         state = exports.ExportProgress.read(user_id=request.user.pk, token=request.GET.get("token", ""))
     except ValidationError as exc:
-        return HttpResponseBadRequest(" ".join(exc.messages))
+        return HttpResponseBadRequest(error_text(exc))
     return JsonResponse(state or {"done": 0, "total": None, "unit": "files", "finished": False})
 
 
@@ -101,7 +114,7 @@ def cells_import(request):
         except ArchiveRejected as exc:
             problems = [exc.message]
         except ValidationError as exc:
-            problems = _messages(exc)
+            problems = error_lines(exc, field_names=True)
         else:
             return render(request, "annotations/import_summary.html", {"summary": summary})
     return render(request, "annotations/import_cells.html", {"form": form, "problems": problems},
@@ -129,14 +142,8 @@ class CellExportApi(APIView):
 
     @extend_schema(parameters=[InputSerializer], responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request):
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        try:
-            selection = exports.cell_selection_clean(**data.validated_data)
-            export = exports.cells_export(selection=selection, actor=request.user, channel="api")
-        except ValidationError as exc:
-            raise ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
-        return zip_response(export)
+        return export_api_response(request, query=self.InputSerializer, selection_clean=exports.cell_selection_clean,
+                                   export=exports.cells_export)
 
 
 class CellImportApi(APIView):
@@ -169,6 +176,7 @@ class CellImportApi(APIView):
         except ArchiveRejected as exc:
             return Response({"detail": exc.message, "problems": [exc.message]}, status=status.HTTP_400_BAD_REQUEST)
         except ValidationError as exc:
-            return Response({"detail": " ".join(_messages(exc)), "problems": _messages(exc)},
+            return Response({"detail": " ".join(error_lines(exc, field_names=True)),
+                             "problems": error_lines(exc, field_names=True)},
                             status=status.HTTP_400_BAD_REQUEST)
         return Response(summary.as_dict(), status=status.HTTP_201_CREATED if summary.changed else status.HTTP_200_OK)

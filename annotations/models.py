@@ -254,7 +254,8 @@ class LabSettings(models.Model):
         return self.labels_required_heldout if split == Split.HELDOUT else self.labels_required_train
 
     # The blind held-out rule: every screen, API and selector that shows a model's call on a cell or
-    # another expert's reading asks one of these two methods (``image`` needs ``split`` and ``final_label_id``).
+    # another expert's reading asks one of these methods (``image`` needs ``split`` and ``final_label_id``);
+    # the queues that leave blind cells out filter with ``blind_cells``.
     def hides_model_call(self, *, image, user) -> bool:
         """Is the model's call on this cell (its class and its confidence) hidden from this reader?
 
@@ -266,6 +267,11 @@ class LabSettings(models.Model):
         if not (self.blind_heldout and image.split == Split.HELDOUT):
             return False
         return image.final_label_id is None or not has_role(user, REVIEWER)
+
+    def blind_cells(self) -> Q:
+        """The undecided cells read blind, as a filter for the queues that leave them out (the model's
+        suggestions, others' 'not sure'): the held-out cells in blind mode; none otherwise."""
+        return Q(split=Split.HELDOUT) if self.blind_heldout else Q()
 
     def hides_other_readings(self, *, image, user) -> bool:
         """Does this reader see only their own reading of this cell, not whether other experts agree

@@ -1,6 +1,7 @@
 from dataclasses import dataclass
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.http import Http404
 
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
 from classifier.models import Prediction
@@ -12,6 +13,15 @@ from .models import AuditAction, AuditEvent, CellClass, CellImage, Label, LabSet
 
 def cell_classes_active() -> QuerySet[CellClass]:
     return CellClass.objects.filter(active=True).order_by("display_order", "code")
+
+
+def image_file_open(*, image: CellImage):
+    """The image's stored PNG, open for reading; Http404 when its file is missing (a row that
+    outlived its file), which the pages and the API both answer as a 404."""
+    try:
+        return image.file.open("rb")
+    except FileNotFoundError:
+        raise Http404("The image file is missing.") from None
 
 
 def images_list(*, split: str | None = None, labelled: bool | None = None, source: str | None = None) -> QuerySet[CellImage]:
@@ -113,9 +123,7 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
             version = model_version_active()
         if version is None:
             return CellImage.objects.none()
-        qs = _needing_readers(user=user, lab=lab)
-        if lab.blind_heldout:
-            qs = qs.filter(split=Split.TRAIN)
+        qs = _needing_readers(user=user, lab=lab).exclude(lab.blind_cells())
         # a join (one prediction per image and version), not a correlated subquery: PostgreSQL sorts once
         return (
             qs.filter(predictions__model_version=version)
@@ -129,11 +137,9 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
         .exclude(Exists(_current_labels(labeller=user)))
         .exclude(adjudications__isnull=False)
     )
-    if lab.blind_heldout:
-        # another expert's 'not sure' is their reading: blind held-out cells go to a reviewer instead
-        # (LabSettings.hides_other_readings)
-        qs = qs.exclude(split=Split.HELDOUT)
-    return qs.order_by("id")
+    # another expert's 'not sure' is their reading: blind held-out cells go to a reviewer instead
+    # (LabSettings.hides_other_readings)
+    return qs.exclude(lab.blind_cells()).order_by("id")
 
 
 def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str, int]:

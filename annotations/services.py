@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -580,6 +580,24 @@ def label_withdraw(*, image: CellImage, labeller) -> Label | None:
     return current
 
 
+def lab_settings_change(*, actor, action: AuditAction,
+                        after: Callable[[LabSettings], dict]) -> tuple[LabSettings, bool]:
+    """Set fields of the lab's settings: ``after`` gives their new values from the row, read under a
+    lock; the change is audited (``action``, the fields before and after). Nothing is written when
+    nothing changes. The settings, and whether they changed."""
+    with transaction.atomic():
+        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
+        values = after(lab)
+        before = {f: getattr(lab, f) for f in values}
+        if before == values:
+            return lab, False
+        for f, v in values.items():
+            setattr(lab, f, v)
+        lab.save(update_fields=list(values))
+        audit_record(actor=actor, action=action, target=lab, before=before, after=values)
+    return lab, True
+
+
 def lab_settings_update(
     *, actor, labels_required_train: int, labels_required_heldout: int, blind_heldout: bool,
     slides_train: bool | None = None,
@@ -593,18 +611,12 @@ def lab_settings_update(
         if not 1 <= int(value) <= 5:
             raise ValidationError({name: "Between 1 and 5 readings."})
     with transaction.atomic():
-        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
-        fields = ("labels_required_train", "labels_required_heldout", "blind_heldout", "slides_train")
-        before = {f: getattr(lab, f) for f in fields}
-        after = {"labels_required_train": int(labels_required_train),
-                 "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout),
-                 "slides_train": lab.slides_train if slides_train is None else bool(slides_train)}
-        if before == after:
+        lab, changed = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_LABELLING, after=lambda lab: {
+            "labels_required_train": int(labels_required_train),
+            "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout),
+            "slides_train": lab.slides_train if slides_train is None else bool(slides_train)})
+        if not changed:
             return lab
-        for f, v in after.items():
-            setattr(lab, f, v)
-        lab.save(update_fields=list(fields))
-        audit_record(actor=actor, action=AuditAction.SETTINGS_LABELLING, target=lab, before=before, after=after)
         waiting = CellImage.objects.filter(
             final_label__isnull=True, adjudications__isnull=True, labels__superseded_at__isnull=True
         ).distinct()

@@ -14,6 +14,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
+from leukoportal.errors import error_text
+from leukoportal.forms import form_errors_text, form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
@@ -52,7 +54,7 @@ def upload(request):
         return render(request, "annotations/upload.html", page, status=status)
 
     if not form.is_valid():
-        return fail("; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+        return fail(form_errors_text(form))
     split = form.cleaned_data["split"]
     try:
         services.upload_split_check(user=request.user, split=split)
@@ -103,11 +105,7 @@ def image_detail(request, pk: int):
 @role_required(LABELLER)
 def image_file(request, pk: int):
     image = get_object_or_404(CellImage, pk=pk)
-    try:
-        handle = image.file.open("rb")
-    except FileNotFoundError:
-        raise Http404("The image file is missing.") from None
-    response = FileResponse(handle, content_type="image/png")
+    response = FileResponse(selectors.image_file_open(image=image), content_type="image/png")
     response["Cache-Control"] = "private, max-age=31536000, immutable"  # content-addressed
     response["ETag"] = f'"{image.sha256}"'
     return response
@@ -145,15 +143,11 @@ def taxonomy(request):
         code = request.POST.get("code", "")
         instance = CellClass.objects.filter(code=code).first()
         form = CellClassForm(request.POST, instance=instance)
-        if form.is_valid():
-            try:
-                services.cell_class_save(actor=request.user, **{k: form.cleaned_data[k] for k in
-                                         ("code", "name", "hotkey", "display_order", "active", "is_leukocyte")})
-            except ValidationError as exc:
-                form.add_error(None, exc)
-            else:
-                messages.success(request, f"Saved {code}.")
-                return redirect("annotations:taxonomy")
+        if form.is_valid() and form_save(form, lambda: services.cell_class_save(
+                actor=request.user, **{k: form.cleaned_data[k] for k in
+                                       ("code", "name", "hotkey", "display_order", "active", "is_leukocyte")})):
+            messages.success(request, f"Saved {code}.")
+            return redirect("annotations:taxonomy")
     return render(request, "annotations/taxonomy.html", {"classes": CellClass.objects.all(), "form": form})
 
 
@@ -280,7 +274,7 @@ def image_thumb(request, pk: int):
         try:
             path = services.image_thumbnail(image=image, size=size)
         except ValidationError as exc:
-            return HttpResponseBadRequest(" ".join(exc.messages))
+            return HttpResponseBadRequest(error_text(exc))
         except FileNotFoundError:
             raise Http404("The image file is missing.") from None
         response = FileResponse(path.open("rb"), content_type="image/jpeg")
@@ -311,9 +305,8 @@ def review_queue(request):
 @require_POST
 def review_decide(request, pk: int):
     image = get_object_or_404(CellImage, pk=pk)
-    form = AdjudicationForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    form = form_posted(request, AdjudicationForm)
+    if form is None:
         return redirect("annotations:review_queue")
     cell_class = CellClass.objects.get(code=form.cleaned_data["cell_class"])
     try:
@@ -322,7 +315,7 @@ def review_decide(request, pk: int):
     except services.LabelConflict as exc:
         messages.error(request, f"Cell {image.pk}: {exc}")
     except ValidationError as exc:
-        messages.error(request, f"Cell {image.pk}: {' '.join(exc.messages)}")
+        messages.error(request, f"Cell {image.pk}: {error_text(exc)}")
     else:
         messages.success(request, f"Cell {image.pk} is final: {cell_class.name}.")
     return redirect("annotations:review_queue")
@@ -361,13 +354,9 @@ def lab_settings(request):
         "slides_train": lab.slides_train,
     })
     if request.method == "POST":
-        if form.is_valid():
-            try:
-                services.lab_settings_update(actor=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                form.add_error(None, exc)
-            else:
-                messages.success(request, "Labelling settings saved.")
-                return redirect("annotations:lab_settings")
+        if form.is_valid() and form_save(form, lambda: services.lab_settings_update(actor=request.user,
+                                                                                  **form.cleaned_data)):
+            messages.success(request, "Labelling settings saved.")
+            return redirect("annotations:lab_settings")
         return render(request, "annotations/lab_settings.html", {"form": form}, status=400)
     return render(request, "annotations/lab_settings.html", {"form": form})

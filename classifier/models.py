@@ -5,6 +5,20 @@ from django.db.models import Q
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
 
 
+class ReferralReasons:
+    """For a row with the model's ``reasons`` (a list of reason codes, empty when the model's call
+    was accepted): a model prediction, or a cell counted on a slide."""
+
+    @property
+    def out_of_distribution(self) -> bool:
+        return OUT_OF_DISTRIBUTION in (self.reasons or [])
+
+    @property
+    def reason(self) -> str:
+        """Why the model referred the cell, in words ("" when it was accepted)."""
+        return reason_text(self.reasons or [])
+
+
 class ModelVersion(models.Model):
     class Status(models.TextChoices):
         TRAINING = "training"
@@ -68,7 +82,7 @@ class TrainingRun(models.Model):
         ordering = ["-id"]
 
 
-class Prediction(models.Model):
+class Prediction(ReferralReasons, models.Model):
     """The ensemble's reading of one image by one model version (at most one per pair)."""
 
     image = models.ForeignKey("annotations.CellImage", on_delete=models.CASCADE, related_name="predictions")
@@ -101,12 +115,3 @@ class Prediction(models.Model):
     @property
     def agreement_text(self) -> str:
         return f"{self.agreement}/{self.n_backbones}"
-
-    @property
-    def out_of_distribution(self) -> bool:
-        return OUT_OF_DISTRIBUTION in (self.reasons or [])
-
-    @property
-    def reason(self) -> str:
-        """Why the cell was referred, in words ("" when accepted)."""
-        return reason_text(self.reasons or [])

@@ -9,6 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from annotations.models import LabSettings
+from leukoportal.errors import call_with_messages, error_text
+from leukoportal.forms import form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 from reports import selectors as report_selectors
 from reports.selectors import heldout_labelled_count, model_versions_overview
@@ -48,7 +50,7 @@ def _version_switch(request, pk: int, *, rollback: bool):
         try:
             service(version=version, actor=request.user, reason=request.POST.get("reason", ""))
         except ValidationError as exc:
-            messages.error(request, " ".join(exc.messages))
+            messages.error(request, error_text(exc))
             return redirect(url_name, pk=version.pk)
         messages.success(request, f"v{version.pk} is now the active model"
                                   f"{f'; v{active.pk} is retired' if active else ''}. New cells are read by v{version.pk}; "
@@ -105,20 +107,25 @@ def training(request):
     })
 
 
+# How the training services refuse to start a run: one is already running, or the options are wrong.
+TRAINING_REFUSALS = (services.TrainingBusy, ValueError)
+
+
+def _training_run_page(run: TrainingRun | None):
+    """After starting a run: its page, or the training page when it was refused."""
+    return redirect("classifier:training_run", pk=run.pk) if run else redirect("classifier:training")
+
+
 @role_required(LAB_ADMIN)
 @require_POST
 def training_start(request):
-    form = TrainingForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
+    form = form_posted(request, TrainingForm)
+    if form is None:
         return redirect("classifier:training")
-    try:
-        run = services.training_run_start(user=request.user, trigger="admin", **form.cleaned_data)
-    except (services.TrainingBusy, ValueError) as exc:
-        messages.error(request, str(exc))
-        return redirect("classifier:training")
-    messages.success(request, f"Training run {run.pk} started; this page follows it.")
-    return redirect("classifier:training_run", pk=run.pk)
+    run = call_with_messages(
+        request, lambda: services.training_run_start(user=request.user, trigger="admin", **form.cleaned_data),
+        refusals=TRAINING_REFUSALS, success=lambda run: f"Training run {run.pk} started; this page follows it.")
+    return _training_run_page(run)
 
 
 @role_required(LAB_ADMIN)
@@ -154,13 +161,10 @@ def training_cancel(request, pk: int):
 @require_POST
 def training_retry(request, pk: int):
     run = get_object_or_404(TrainingRun, pk=pk)
-    try:
-        new = services.training_run_retry(run=run, user=request.user, trigger="admin")
-    except (services.TrainingBusy, ValueError) as exc:
-        messages.error(request, str(exc))
-        return redirect("classifier:training")
-    messages.success(request, f"Training run {new.pk} retries run {run.pk}.")
-    return redirect("classifier:training_run", pk=new.pk)
+    new = call_with_messages(request, lambda: services.training_run_retry(run=run, user=request.user, trigger="admin"),
+                             refusals=TRAINING_REFUSALS,
+                             success=lambda new: f"Training run {new.pk} retries run {run.pk}.")
+    return _training_run_page(new)
 
 
 @role_required(LAB_ADMIN)
@@ -169,14 +173,10 @@ def schedule(request):
     """The nightly retraining (django-celery-beat): time, on/off, and how many new labels it needs."""
     initial = _schedule_initial()
     form = ScheduleForm(request.POST or None, initial=initial)
-    if request.method == "POST" and form.is_valid():
-        try:
-            retrain_schedule_update(actor=request.user, **form.cleaned_data)
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
-            messages.success(request, "Retraining schedule saved.")
-            return redirect("classifier:schedule")
+    if request.method == "POST" and form.is_valid() and form_save(
+            form, lambda: retrain_schedule_update(actor=request.user, **form.cleaned_data)):
+        messages.success(request, "Retraining schedule saved.")
+        return redirect("classifier:schedule")
     status = 400 if request.method == "POST" else 200
     return render(request, "classifier/schedule.html", {"form": form, "task": initial["task"],
                                                         "new_labels": new_final_labels_count()}, status=status)
@@ -190,15 +190,10 @@ def gate_settings(request):
     form = PromotionGateForm(request.POST or None, initial={
         "min_heldout_per_class": lab.gate_min_heldout_per_class, "min_heldout_total": lab.gate_min_heldout_total,
         "margin_percent": round(100 * lab.promotion_margin, 3)})
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            promotion_gate_update(actor=request.user, min_heldout_per_class=data["min_heldout_per_class"],
-                                  min_heldout_total=data["min_heldout_total"], margin=data["margin_percent"] / 100)
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
-            messages.success(request, "Promotion gate saved.")
-            return redirect("classifier:gate_settings")
+    if request.method == "POST" and form.is_valid() and form_save(form, lambda: promotion_gate_update(
+            actor=request.user, min_heldout_per_class=form.cleaned_data["min_heldout_per_class"],
+            min_heldout_total=form.cleaned_data["min_heldout_total"], margin=form.cleaned_data["margin_percent"] / 100)):
+        messages.success(request, "Promotion gate saved.")
+        return redirect("classifier:gate_settings")
     status = 400 if request.method == "POST" else 200
     return render(request, "classifier/gate_settings.html", {"form": form}, status=status)

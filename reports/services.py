@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass, CellImage, LabSettings, Split
+from annotations.services import lab_settings_change
 from classifier.ml.io import json_clean, json_sha256
 from classifier.ml.voting import abstention_curve
 from classifier.models import ModelVersion, TrainingRun
@@ -374,17 +375,9 @@ def promotion_gate_update(*, actor, min_heldout_per_class: int, min_heldout_tota
         errors["margin"] = "Between 0 and 100 percentage points."
     if errors:
         raise ValidationError(errors)
-    with transaction.atomic():
-        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
-        fields = ("gate_min_heldout_per_class", "gate_min_heldout_total", "promotion_margin")
-        before = {f: getattr(lab, f) for f in fields}
-        after = dict(zip(fields, (int(min_heldout_per_class), int(min_heldout_total), float(margin))))
-        if before == after:
-            return lab
-        for f, v in after.items():
-            setattr(lab, f, v)
-        lab.save(update_fields=list(fields))
-        audit_record(actor=actor, action=AuditAction.SETTINGS_PROMOTION_GATE, target=lab, before=before, after=after)
+    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PROMOTION_GATE, after=lambda lab: {
+        "gate_min_heldout_per_class": int(min_heldout_per_class), "gate_min_heldout_total": int(min_heldout_total),
+        "promotion_margin": float(margin)})
     return lab
 
 

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from annotations.models import Source
 from annotations.selectors import class_names
 from classifier.models import ModelVersion
+from leukoportal.errors import bad_request_on_validation_error, error_text
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
 from . import metrics, plots, selectors, services
@@ -72,7 +73,7 @@ def evaluate(request):
     try:
         evaluation = services.evaluation_request(model_version=version, user=request.user)
     except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
+        messages.error(request, error_text(exc))
         return redirect("reports:index")
     messages.success(request, f"Evaluation {evaluation.pk} of v{version.pk} on {evaluation.n_cells} held-out cells "
                               "is queued; this page shows it when it is done.")
@@ -189,7 +190,9 @@ def compare(request):
     return render(request, "reports/compare.html", context)
 
 
-def _agreement_params(request):
+def _agreement(request) -> tuple[dict, dict]:
+    """The query's parameters of the agreement over time (weeks, model_version, source; a
+    ValidationError when they are wrong) as the selectors' arguments, and the agreement they select."""
     try:
         weeks = int(request.GET.get("weeks") or 26)
         version = int(request.GET["model_version"]) if request.GET.get("model_version") else None
@@ -200,20 +203,18 @@ def _agreement_params(request):
     source = request.GET.get("source") or None
     if source and source not in Source.values:
         raise ValidationError(f"Unknown source; use one of {', '.join(Source.values)}.")
-    return weeks, version, source
+    params = {"weeks": weeks, "model_version_id": version, "source": source}
+    return params, selectors.agreement_over_time(**params)
 
 
 @role_required(REVIEWER)
 @require_GET
+@bad_request_on_validation_error
 def agreement(request):
-    try:
-        weeks, version, source = _agreement_params(request)
-    except ValidationError as exc:
-        return HttpResponseBadRequest(" ".join(exc.messages))
-    data = selectors.agreement_over_time(weeks=weeks, model_version_id=version, source=source)
-    ood = selectors.ood_share_over_time(weeks=weeks, model_version_id=version, source=source)
+    params, data = _agreement(request)
     return render(request, "reports/agreement.html", {
-        "data": data, "ood": ood, "weeks": weeks, "model_version": version, "source": source,
+        "data": data, "ood": selectors.ood_share_over_time(**params), "weeks": params["weeks"],
+        "model_version": params["model_version_id"], "source": params["source"],
         "versions": ModelVersion.objects.order_by("-id"), "sources": Source.choices,
         "query": request.GET.urlencode(), "names": class_names(),
     })
@@ -221,25 +222,18 @@ def agreement(request):
 
 @role_required(REVIEWER)
 @require_GET
+@bad_request_on_validation_error
 def agreement_plot(request):
-    try:
-        weeks, version, source = _agreement_params(request)
-    except ValidationError as exc:
-        return HttpResponseBadRequest(" ".join(exc.messages))
-    data = selectors.agreement_over_time(weeks=weeks, model_version_id=version, source=source)
-    return _svg_response(plots.agreement_plot(data["by_week"]))
+    return _svg_response(plots.agreement_plot(_agreement(request)[1]["by_week"]))
 
 
 @role_required(REVIEWER)
 @require_GET
+@bad_request_on_validation_error
 def agreement_download(request, by: str, fmt: str):
     if by not in ("week", "version"):
         raise Http404("Use week or version.")
-    try:
-        weeks, version, source = _agreement_params(request)
-    except ValidationError as exc:
-        return HttpResponseBadRequest(" ".join(exc.messages))
-    data = selectors.agreement_over_time(weeks=weeks, model_version_id=version, source=source)[f"by_{by}"]
+    data = _agreement(request)[1][f"by_{by}"]
     rows = []
     for row in data["rows"]:
         key = row["key"].date().isoformat() if hasattr(row["key"], "date") else row["key"]

@@ -1,17 +1,12 @@
 """The export of signed slides (lab admins): a page and an API view. Thin: validate, call slides.exports."""
 from django import forms
-from django.core.exceptions import ValidationError
-from django.shortcuts import render
-from django.views.decorators.http import require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.views import APIView
 
-from annotations.export_views import zip_response
-from annotations.exports import ExportProgress
-from leukoportal.roles import LAB_ADMIN, IsLabAdmin, role_required
+from annotations.export_views import export_api_response, export_page_view
+from leukoportal.roles import IsLabAdmin
 
 from . import exports
 
@@ -32,32 +27,9 @@ class SlideExportForm(forms.Form):
                                                    "include_accessions")}
 
 
-def _messages(exc: ValidationError) -> list[str]:
-    if hasattr(exc, "error_dict"):
-        return [" ".join(v) for v in exc.message_dict.values()]
-    return exc.messages
-
-
-@role_required(LAB_ADMIN)
-@require_http_methods(["GET", "POST"])
-def slides_export(request):
-    """GET: the form (with "count" the slides it takes); POST: the zip, streamed."""
-    counting = request.method == "GET" and "count" in request.GET
-    form = SlideExportForm(request.POST if request.method == "POST" else (request.GET if counting else None))
-    count = None
-    if form.is_bound and form.is_valid():
-        try:
-            selection = exports.slide_selection_clean(**form.selection_arguments())
-            if request.method == "POST":
-                progress = ExportProgress(user_id=request.user.pk, token=form.cleaned_data["progress_token"])
-                export = exports.slides_export(selection=selection, actor=request.user, channel="browser",
-                                               progress=lambda done, total: progress.update(done, total, unit="slides"))
-                return zip_response(export)
-            count = exports.slides_for_export(selection=selection).count()
-        except ValidationError as exc:
-            form.add_error(None, _messages(exc))
-    return render(request, "slides/export.html", {"form": form, "count": count},
-                  status=400 if form.is_bound and form.errors else 200)
+slides_export = export_page_view(form_class=SlideExportForm, template="slides/export.html",
+                                 selection_clean=exports.slide_selection_clean, selected=exports.slides_for_export,
+                                 export=exports.slides_export, unit="slides", field_names=False)
 
 
 class SlidesExportApi(APIView):
@@ -77,11 +49,5 @@ class SlidesExportApi(APIView):
 
     @extend_schema(parameters=[InputSerializer], responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request):
-        data = self.InputSerializer(data=request.query_params)
-        data.is_valid(raise_exception=True)
-        try:
-            selection = exports.slide_selection_clean(**data.validated_data)
-            export = exports.slides_export(selection=selection, actor=request.user, channel="api")
-        except ValidationError as exc:
-            raise ApiValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
-        return zip_response(export)
+        return export_api_response(request, query=self.InputSerializer, selection_clean=exports.slide_selection_clean,
+                                   export=exports.slides_export)

@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.db import models
 
-from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+from classifier.models import ReferralReasons
 
 
 class Slide(models.Model):
@@ -114,7 +114,7 @@ class SlideField(models.Model):
         constraints = [models.UniqueConstraint(fields=["slide", "image"], name="one_field_per_slide_image")]
 
 
-class SlideCell(models.Model):
+class SlideCell(ReferralReasons, models.Model):
     """One cell found in a field (or uploaded cropped): the model's pre-classification and the
     expert's final class side by side — the ledger of agreement over time."""
 
@@ -172,15 +172,6 @@ class SlideCell(models.Model):
         """Cells a person has verified: classified or marked by hand, or on a signed slide (signing
         confirms every cell). Until then a cell's final class is only the model's own call."""
         return models.Q(changed_by__isnull=False) | models.Q(slide__status=Slide.Status.SIGNED)
-
-    @property
-    def out_of_distribution(self) -> bool:
-        return OUT_OF_DISTRIBUTION in (self.reasons or [])
-
-    @property
-    def reason(self) -> str:
-        """Why the model referred the cell, in words ("" when it was accepted)."""
-        return reason_text(self.reasons or [])
 
     @property
     def verified(self) -> bool:

@@ -8,28 +8,21 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from annotations.models import LabSettings
+from leukoportal.errors import call_with_messages, error_text
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
 from . import platelets, services
 from .models import ReferenceInterval, SlideField
 
 
-def _errors(exc: ValidationError) -> str:
-    return " ".join(m for msgs in getattr(exc, "message_dict", {"": exc.messages}).values() for m in msgs)
-
-
 @role_required(REVIEWER)
 @require_POST
 def field_platelets_correct(request, pk: int, field_pk: int):
     field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
-    try:
-        platelets.field_platelet_correct(field=field, actor=request.user, count=request.POST.get("count", ""))
-    except services.SlideLocked as exc:
-        messages.error(request, str(exc))
-    except ValidationError as exc:
-        messages.error(request, _errors(exc))
-    else:
-        messages.success(request, f"Platelet count of field {field.position + 1} saved.")
+    count = request.POST.get("count", "")
+    call_with_messages(request, lambda: platelets.field_platelet_correct(field=field, actor=request.user, count=count),
+                       refusals=services.EDIT_REFUSALS,
+                       success=lambda _: f"Platelet count of field {field.position + 1} saved.")
     return redirect(reverse("slides:verify", kwargs={"pk": pk}) + f"#platelet-field-{field.pk}")
 
 
@@ -43,7 +36,7 @@ def platelet_settings(request):
             platelets.platelet_settings_update(actor=request.user, enabled=request.POST.get("enabled") == "on",
                                                factor=request.POST.get("factor", ""))
         except ValidationError as exc:
-            messages.error(request, _errors(exc))
+            messages.error(request, error_text(exc))
             status = 400
         else:
             messages.success(request, "Platelet estimate settings saved.")

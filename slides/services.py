@@ -45,6 +45,10 @@ class SlideNotReady(Exception):
     """Signing is refused; the message says what is missing."""
 
 
+# How the services refuse to edit a slide: locked, or an input they do not accept.
+EDIT_REFUSALS = (SlideLocked, ValidationError)
+
+
 class SignatureNeedsReason(SlideNotReady):
     """Warnings stand (e.g. fewer cells than the target): signing needs a written reason."""
 
@@ -193,20 +197,26 @@ def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], upload
                 SlideCell.objects.create(slide=slide, image=image)
             stored.append({"name": name, "image": image.pk, "width": image.width, "height": image.height})
         if stored:
-            slide.status = Slide.Status.PROCESSING
-            slide.task_state = Slide.TaskState.QUEUED
-            slide.heartbeat_at = timezone.now()
-            slide.progress = {"stage": "queued"}
-            slide.error = ""
-            slide.save(update_fields=["status", "task_state", "heartbeat_at", "progress", "error"])
+            _processing_queue(slide)
             audit_record(actor=uploaded_by, action=AuditAction.SLIDE_IMAGES_ADD, target=slide,
                          after={"stored": [s["image"] for s in stored], "refused": len(refused), "kind": slide.kind})
-            _enqueue_processing(slide.pk)
     return {"stored": stored, "refused": refused}
 
 
 def _enqueue_processing(slide_id: int) -> None:
     enqueue_on_commit("slides.tasks.process_slide", slide_id)
+
+
+def _processing_queue(slide: Slide) -> None:
+    """Mark the slide's processing queued (from now, from its start, with no error) and send its task
+    once the transaction commits (the caller holds the transaction)."""
+    slide.status = Slide.Status.PROCESSING
+    slide.task_state = Slide.TaskState.QUEUED
+    slide.heartbeat_at = timezone.now()
+    slide.progress = {"stage": "queued"}
+    slide.error = ""
+    slide.save(update_fields=["status", "task_state", "heartbeat_at", "progress", "error"])
+    _enqueue_processing(slide.pk)
 
 
 def slide_processing_retry(*, slide: Slide, actor) -> Slide:
@@ -216,14 +226,8 @@ def slide_processing_retry(*, slide: Slide, actor) -> Slide:
         _check_editable(slide)
         if slide.task_state == Slide.TaskState.QUEUED:
             return slide
-        slide.task_state = Slide.TaskState.QUEUED
-        slide.status = Slide.Status.PROCESSING
-        slide.heartbeat_at = timezone.now()
-        slide.progress = {"stage": "queued"}
-        slide.error = ""
-        slide.save(update_fields=["task_state", "status", "heartbeat_at", "progress", "error"])
+        _processing_queue(slide)
         audit_record(actor=actor, action=AuditAction.SLIDE_RETRY, target=slide)
-        _enqueue_processing(slide.pk)
     return slide
 
 

@@ -3,7 +3,9 @@ reports (printable, CSV, FHIR) and the lab's reference intervals. Thin: validate
 import csv
 import json
 from collections import defaultdict
+from functools import wraps
 
+from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
@@ -13,18 +15,16 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from annotations.selectors import cell_classes_active, class_names
+from leukoportal.errors import call_with_messages, error_text, refusal_text
+from leukoportal.forms import form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
-
-
-def _errors(exc: ValidationError) -> str:
-    if hasattr(exc, "error_dict"):
-        return " ".join(f"{' '.join(v)}" for v in exc.message_dict.values())
-    return " ".join(exc.messages)
+from .platelets import slide_platelet_fields
 
 
 def _wants_json(request) -> bool:
@@ -36,12 +36,8 @@ def _wants_json(request) -> bool:
 def slide_list(request):
     form = SlideCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        try:
-            slide = services.slide_create(created_by=request.user, **form.cleaned_data)
-        except ValidationError as exc:
-            for key, msgs in exc.message_dict.items():
-                form.add_error(key if key in form.fields else None, msgs)
-        else:
+        slide = form_save(form, lambda: services.slide_create(created_by=request.user, **form.cleaned_data))
+        if slide:
             messages.success(request, f"Slide {slide.code} created: add its fields.")
             return redirect("slides:detail", pk=slide.pk)
     status = request.GET.get("status") or None
@@ -111,21 +107,28 @@ def slide_upload(request, pk: int):
     return redirect("slides:detail", pk=pk)
 
 
+def _slide_form_post(form_class: type[forms.Form], *, invalid_message: str = ""):
+    """A POST of a form about one slide: the view gets the slide and the valid form; an invalid
+    form's errors (or ``invalid_message``) go to the messages and the slide's page answers."""
+    def decorator(view):
+        @wraps(view)
+        @require_POST
+        def wrapped(request, pk: int):
+            slide = get_object_or_404(Slide, pk=pk)
+            form = form_posted(request, form_class, invalid_message=invalid_message)
+            if form is None:
+                return redirect("slides:detail", pk=pk)
+            return view(request, slide, form)
+        return wrapped
+    return decorator
+
+
 @role_required(LABELLER)
-@require_POST
-def slide_update(request, pk: int):
-    slide = get_object_or_404(Slide, pk=pk)
-    form = SlideUpdateForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()))
-        return redirect("slides:detail", pk=pk)
-    try:
-        services.slide_update(slide=slide, actor=request.user, **form.cleaned_data)
-    except (services.SlideLocked, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
-    else:
-        messages.success(request, "Saved.")
-    return redirect("slides:detail", pk=pk)
+@_slide_form_post(SlideUpdateForm)
+def slide_update(request, slide: Slide, form: SlideUpdateForm):
+    call_with_messages(request, lambda: services.slide_update(slide=slide, actor=request.user, **form.cleaned_data),
+                       refusals=services.EDIT_REFUSALS, success=lambda _: "Saved.")
+    return redirect("slides:detail", pk=slide.pk)
 
 
 def _live(slide: Slide) -> dict:
@@ -141,10 +144,6 @@ def _live(slide: Slide) -> dict:
 @role_required(REVIEWER)
 def slide_verify(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
-    from annotations.selectors import cell_classes_active, class_names
-
-    from .platelets import slide_platelet_fields
-
     diff = selectors.slide_differential(slide=slide)
     return render(request, "slides/verify.html", {
         "slide": slide,
@@ -171,8 +170,8 @@ def cell_reclassify(request, pk: int, cell_pk: int):
         return redirect("slides:verify", pk=pk)
     except ValidationError as exc:
         if _wants_json(request):
-            return JsonResponse({"error": _errors(exc)}, status=400)
-        messages.error(request, _errors(exc))
+            return JsonResponse({"error": error_text(exc)}, status=400)
+        messages.error(request, error_text(exc))
         return redirect("slides:verify", pk=pk)
     if _wants_json(request):
         body = _live(cell.slide)
@@ -188,14 +187,9 @@ def cell_reclassify(request, pk: int, cell_pk: int):
 def cells_confirm(request, pk: int):
     """Confirm, as they are, the unverified counted cells of one class group."""
     slide = get_object_or_404(Slide, pk=pk)
-    try:
-        n = services.slide_cells_confirm(slide=slide, actor=request.user, code=request.POST.get("code", ""))
-    except services.SlideLocked as exc:
-        messages.error(request, str(exc))
-    except ValidationError as exc:
-        messages.error(request, _errors(exc))
-    else:
-        messages.success(request, f"{n} cell(s) confirmed.")
+    code = request.POST.get("code", "")
+    call_with_messages(request, lambda: services.slide_cells_confirm(slide=slide, actor=request.user, code=code),
+                       refusals=services.EDIT_REFUSALS, success=lambda n: f"{n} cell(s) confirmed.")
     return redirect("slides:verify", pk=pk)
 
 
@@ -213,104 +207,88 @@ def slide_sign(request, pk: int):
         return render(request, "slides/sign_confirm.html", {"slide": slide, "warnings": exc.warnings, "form": form},
                       status=400)
     except (services.SlideLocked, services.SlideNotReady, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
+        messages.error(request, refusal_text(exc))
         return redirect("slides:verify", pk=pk)
     messages.success(request, f"Slide {slide.code} v{slide.version} signed.")
     return redirect("slides:report", pk=pk)
 
 
 @role_required(REVIEWER)
-@require_POST
-def slide_correct(request, pk: int):
-    slide = get_object_or_404(Slide, pk=pk)
-    form = CorrectionForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Say why the signed report is corrected.")
-        return redirect("slides:detail", pk=pk)
-    try:
-        new = services.slide_correct(slide=slide, actor=request.user, reason=form.cleaned_data["reason"])
-    except (services.SlideLocked, ValidationError) as exc:
-        messages.error(request, _errors(exc) if isinstance(exc, ValidationError) else str(exc))
-        return redirect("slides:detail", pk=pk)
-    messages.success(request, f"Version {new.version} created from the signed version {slide.version}.")
-    return redirect("slides:verify", pk=new.pk)
+@_slide_form_post(CorrectionForm, invalid_message="Say why the signed report is corrected.")
+def slide_correct(request, slide: Slide, form: CorrectionForm):
+    new = call_with_messages(
+        request, lambda: services.slide_correct(slide=slide, actor=request.user, reason=form.cleaned_data["reason"]),
+        refusals=services.EDIT_REFUSALS,
+        success=lambda new: f"Version {new.version} created from the signed version {slide.version}.")
+    return redirect("slides:verify", pk=new.pk) if new else redirect("slides:detail", pk=slide.pk)
 
 
 @role_required(REVIEWER)
 @require_POST
 def slide_retry(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
-    try:
-        services.slide_processing_retry(slide=slide, actor=request.user)
-    except services.SlideLocked as exc:
-        messages.error(request, str(exc))
+    call_with_messages(request, lambda: services.slide_processing_retry(slide=slide, actor=request.user),
+                       refusals=(services.SlideLocked,))
     return redirect("slides:detail", pk=pk)
 
 
 # --- Reports (signed slides only) ----------------------------------------------------------
-def _signed_slide(pk: int) -> tuple[Slide, HttpResponse | None]:
-    """The slide, and the 409 answer its report views give while it is not signed (else None)."""
-    slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
-    refusal = selectors.slide_report_refusal(slide=slide)
-    if refusal:
-        return slide, HttpResponse(refusal, status=409, content_type="text/plain")
-    return slide, None
+def _signed_report(view):
+    """A view of the signed report: it gets the slide, and a 409 answers while the slide is not signed."""
+    @wraps(view)
+    def wrapped(request, pk: int):
+        slide = get_object_or_404(Slide.objects.select_related("signed_by"), pk=pk)
+        refusal = selectors.slide_report_refusal(slide=slide)
+        if refusal:
+            return HttpResponse(refusal, status=409, content_type="text/plain")
+        return view(request, slide)
+    return wrapped
+
+
+def _report_download(slide: Slide, content, *, content_type: str, extension: str) -> HttpResponse:
+    """The signed report as a file to save, named after the slide and its version."""
+    response = HttpResponse(content, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.{extension}"'
+    return response
 
 
 @role_required(LABELLER)
-def slide_report(request, pk: int):
-    slide, refused = _signed_slide(pk)
-    if refused:
-        return refused
+@_signed_report
+def slide_report(request, slide: Slide):
     return render(request, "slides/report.html", {"slide": slide, "report": slide.report,
                                                   "release": selectors.slide_report_release(slide=slide),
                                                   "versions": selectors.slide_versions(slide=slide)})
 
 
 @role_required(LABELLER)
-def slide_report_csv(request, pk: int):
-    slide, refused = _signed_slide(pk)
-    if refused:
-        return refused
-    response = HttpResponse(content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.csv"'
-    writer = csv.writer(response)
-    for row in report_csv_rows(slide):
-        writer.writerow(row)
+@_signed_report
+def slide_report_csv(request, slide: Slide):
+    response = _report_download(slide, b"", content_type="text/csv; charset=utf-8", extension="csv")
+    csv.writer(response).writerows(report_csv_rows(slide))
     return response
 
 
 @role_required(LABELLER)
-def slide_report_pdf(request, pk: int):
+@_signed_report
+def slide_report_pdf(request, slide: Slide):
     from .pdf import report_pdf
 
-    slide, refused = _signed_slide(pk)
-    if refused:
-        return refused
-    data = report_pdf(slide, release=selectors.slide_report_release(slide=slide))
-    response = HttpResponse(data, content_type="application/pdf")
-    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.pdf"'
-    return response
+    return _report_download(slide, report_pdf(slide, release=selectors.slide_report_release(slide=slide)),
+                            content_type="application/pdf", extension="pdf")
 
 
 @role_required(LABELLER)
-def slide_report_fhir(request, pk: int):
-    slide, refused = _signed_slide(pk)
-    if refused:
-        return refused
-    response = HttpResponse(json.dumps(fhir_report(slide), indent=2), content_type="application/fhir+json")
-    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.fhir.json"'
-    return response
+@_signed_report
+def slide_report_fhir(request, slide: Slide):
+    return _report_download(slide, json.dumps(fhir_report(slide), indent=2), content_type="application/fhir+json",
+                            extension="fhir.json")
 
 
 @role_required(LABELLER)
-def slide_report_hl7(request, pk: int):
-    slide, refused = _signed_slide(pk)
-    if refused:
-        return refused
-    response = HttpResponse(hl7_report(slide).encode("utf-8"), content_type=HL7_CONTENT_TYPE)
-    response["Content-Disposition"] = f'attachment; filename="differential-{slide.pk}-v{slide.version}.hl7"'
-    return response
+@_signed_report
+def slide_report_hl7(request, slide: Slide):
+    return _report_download(slide, hl7_report(slide).encode("utf-8"), content_type=HL7_CONTENT_TYPE,
+                            extension="hl7")
 
 
 # --- Reference intervals (lab admins) ------------------------------------------------------
@@ -328,7 +306,7 @@ def reference_intervals(request):
             try:
                 services.reference_interval_save(actor=request.user, interval=edit, **form.cleaned_data)
             except ValidationError as exc:
-                form.add_error(None, _errors(exc))
+                form.add_error(None, error_text(exc))
             else:
                 messages.success(request, "Reference interval saved.")
                 return redirect("slides:reference_intervals")

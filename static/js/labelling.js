@@ -13,241 +13,286 @@
   const postJSON = window.LP.postJSON;  // static/js/http.js
 
   // --- The grid ------------------------------------------------------------------------------
-  function setupGrid(grid) {
+  // One grid's state: its cells, the page's widgets, the selection, the undo stack and the chain
+  // of saves (one request at a time, in the order typed). Every grid function below takes it as `g`.
+  function gridState(grid) {
     const classes = JSON.parse(document.getElementById("label-classes").textContent);
     const byKey = {};
     const byCode = {};
     classes.forEach((c) => { byCode[c.code] = c; if (c.hotkey) byKey[c.hotkey.toLowerCase()] = c; });
-    const cells = Array.from(grid.querySelectorAll(".lcell"));
-    const status = document.getElementById("save-status");
-    const unsureBox = document.getElementById("unsure-armed");
     const remaining = document.getElementById("remaining");
-    const doneCount = document.getElementById("done-count");
-    const zoom = document.getElementById("zoom");
-    const startRemaining = parseInt(remaining.dataset.count, 10) || 0;
-    const undoStack = [];
-    const selected = new Set();
-    let focusIndex = 0;
-    let chain = Promise.resolve();
-    let pending = 0;
+    return {
+      grid: grid,
+      byKey: byKey,
+      byCode: byCode,
+      cells: Array.from(grid.querySelectorAll(".lcell")),
+      status: document.getElementById("save-status"),
+      unsureBox: document.getElementById("unsure-armed"),
+      remaining: remaining,
+      doneCount: document.getElementById("done-count"),
+      zoom: document.getElementById("zoom"),
+      startRemaining: parseInt(remaining.dataset.count, 10) || 0,
+      undoStack: [],
+      selected: new Set(),
+      focusIndex: 0,
+      chain: Promise.resolve(),
+      pending: 0,
+    };
+  }
 
-    function setStatus(text, isError) {
-      status.textContent = text;
-      status.classList.toggle("error", !!isError);
-    }
+  function setStatus(g, text, isError) {
+    g.status.textContent = text;
+    g.status.classList.toggle("error", !!isError);
+  }
 
-    function updateCounts() {
-      const done = cells.filter((c) => c.dataset.mine).length;
-      doneCount.textContent = done;
-      const left = Math.max(0, startRemaining - done);
-      remaining.textContent = left;
-      const tab = document.querySelector(".queue-tabs a.current .queue-count");
-      if (tab) tab.textContent = left;
-    }
+  function updateCounts(g) {
+    const done = g.cells.filter((c) => c.dataset.mine).length;
+    g.doneCount.textContent = done;
+    const left = Math.max(0, g.startRemaining - done);
+    g.remaining.textContent = left;
+    const tab = document.querySelector(".queue-tabs a.current .queue-count");
+    if (tab) tab.textContent = left;
+  }
 
-    function render(cell) {
-      const mine = cell.dataset.mine;
-      const out = cell.querySelector(".mine");
-      cell.classList.toggle("labelled", !!mine);
-      cell.classList.toggle("unsure", !!mine && cell.dataset.unsure === "1");
-      cell.classList.toggle("confirmed", !!mine && mine === cell.dataset.suggest);
-      cell.classList.toggle("changed", !!mine && !!cell.dataset.suggest && mine !== cell.dataset.suggest);
-      out.dataset.class = mine || "";
-      if (!mine) { out.textContent = ""; return; }
-      let text = (byCode[mine] ? byCode[mine].name : mine);
-      if (cell.dataset.unsure === "1") text += " · not sure";
-      if (cell.dataset.suggest) text += mine === cell.dataset.suggest ? " ✓" : " (changed)";
-      out.textContent = text;
-    }
+  function render(g, cell) {
+    const mine = cell.dataset.mine;
+    const out = cell.querySelector(".mine");
+    cell.classList.toggle("labelled", !!mine);
+    cell.classList.toggle("unsure", !!mine && cell.dataset.unsure === "1");
+    cell.classList.toggle("confirmed", !!mine && mine === cell.dataset.suggest);
+    cell.classList.toggle("changed", !!mine && !!cell.dataset.suggest && mine !== cell.dataset.suggest);
+    out.dataset.class = mine || "";
+    if (!mine) { out.textContent = ""; return; }
+    let text = (g.byCode[mine] ? g.byCode[mine].name : mine);
+    if (cell.dataset.unsure === "1") text += " · not sure";
+    if (cell.dataset.suggest) text += mine === cell.dataset.suggest ? " ✓" : " (changed)";
+    out.textContent = text;
+  }
 
-    function state(cell) { return cell.dataset.mine ? { code: cell.dataset.mine, unsure: cell.dataset.unsure === "1" } : null; }
-    function setState(cell, st) {
-      cell.dataset.mine = st ? st.code : "";
-      cell.dataset.unsure = st && st.unsure ? "1" : "";
-      render(cell);
-    }
+  function cellState(cell) { return cell.dataset.mine ? { code: cell.dataset.mine, unsure: cell.dataset.unsure === "1" } : null; }
+  function setCellState(g, cell, st) {
+    cell.dataset.mine = st ? st.code : "";
+    cell.dataset.unsure = st && st.unsure ? "1" : "";
+    render(g, cell);
+  }
 
-    function enqueue(work) {
-      pending += 1;
-      grid.dataset.pending = pending;
-      setStatus("saving…");
-      chain = chain.then(work).then(
-        () => { if (pending === 1) setStatus("saved"); },
-        (err) => setStatus("Not saved: " + err.message, true)
-      ).finally(() => {
-        pending -= 1;
-        grid.dataset.pending = pending;
-        updateCounts();
-      });
-    }
+  function imageId(cell) { return parseInt(cell.dataset.image, 10); }
 
-    function focusCell(index) {
-      if (index < 0 || index >= cells.length) return false;
-      cells[focusIndex].tabIndex = -1;
-      focusIndex = index;
-      const cell = cells[focusIndex];
-      cell.tabIndex = 0;
-      cell.focus({ preventScroll: false });
-      if (!zoom.classList.contains("hidden")) openZoom();
-      return true;
-    }
+  // Queue one save behind the others; the page shows "saving…" until the last one settles.
+  function enqueue(g, work) {
+    g.pending += 1;
+    g.grid.dataset.pending = g.pending;
+    setStatus(g, "saving…");
+    g.chain = g.chain.then(work).then(
+      () => { if (g.pending === 1) setStatus(g, "saved"); },
+      (err) => setStatus(g, "Not saved: " + err.message, true)
+    ).finally(() => {
+      g.pending -= 1;
+      g.grid.dataset.pending = g.pending;
+      updateCounts(g);
+    });
+  }
 
-    function columns() {
-      const top = cells[0].offsetTop;
-      let n = 0;
-      while (n < cells.length && cells[n].offsetTop === top) n += 1;
-      return Math.max(1, n);
-    }
+  // --- Focus, selection and zoom ---
+  function focusCell(g, index) {
+    if (index < 0 || index >= g.cells.length) return false;
+    g.cells[g.focusIndex].tabIndex = -1;
+    g.focusIndex = index;
+    const cell = g.cells[g.focusIndex];
+    cell.tabIndex = 0;
+    cell.focus({ preventScroll: false });
+    if (!g.zoom.classList.contains("hidden")) openZoom(g);
+    return true;
+  }
 
-    function toggleSelect(cell, on) {
-      const value = on === undefined ? !selected.has(cell) : on;
-      if (value) selected.add(cell); else selected.delete(cell);
-      cell.classList.toggle("selected", value);
-    }
+  function focusNext(g) { focusCell(g, Math.min(g.focusIndex + 1, g.cells.length - 1)); }
 
-    function clearSelection() { Array.from(selected).forEach((c) => toggleSelect(c, false)); }
+  function columns(g) {
+    const top = g.cells[0].offsetTop;
+    let n = 0;
+    while (n < g.cells.length && g.cells[n].offsetTop === top) n += 1;
+    return Math.max(1, n);
+  }
 
-    function targets() {
-      return selected.size ? cells.filter((c) => selected.has(c)) : [cells[focusIndex]];
-    }
+  function toggleSelect(g, cell, on) {
+    const value = on === undefined ? !g.selected.has(cell) : on;
+    if (value) g.selected.add(cell); else g.selected.delete(cell);
+    cell.classList.toggle("selected", value);
+  }
 
-    function save(cellList, code, unsure) {
-      const previous = cellList.map((c) => ({ cell: c, prev: state(c) }));
-      undoStack.push(previous);
-      cellList.forEach((c) => setState(c, { code: code, unsure: unsure }));
-      updateCounts();
-      enqueue(async () => {
-        try {
-          if (cellList.length === 1) {
-            const cell = cellList[0];
-            await postJSON(grid.dataset.api, {
-              image: parseInt(cell.dataset.image, 10), cell_class: code, unsure: unsure,
-              model_version: cell.dataset.modelVersion ? parseInt(cell.dataset.modelVersion, 10) : null,
-            });
-          } else {
-            const result = await postJSON(grid.dataset.bulkApi, {
-              images: cellList.map((c) => parseInt(c.dataset.image, 10)), cell_class: code, unsure: unsure,
-            });
-            if (result.refused && result.refused.length) {
-              result.refused.forEach((r) => {
-                const entry = previous.find((p) => p.cell.dataset.image === String(r.image));
-                if (entry) setState(entry.cell, entry.prev);
-              });
-              throw new Error(result.refused.map((r) => "cell " + r.image + ": " + r.reason).join("; "));
-            }
-          }
-        } catch (err) {
-          if (cellList.length === 1) previous.forEach((p) => setState(p.cell, p.prev));
-          throw err;
-        }
-      });
-    }
+  function clearSelection(g) { Array.from(g.selected).forEach((c) => toggleSelect(g, c, false)); }
 
-    function label(code, unsure) {
-      const list = targets();
-      const wasSelection = selected.size > 0;
-      save(list, code, unsure);
-      if (unsureBox.checked) unsureBox.checked = false;
-      if (wasSelection) {
-        clearSelection();
-      } else {
-        focusCell(Math.min(focusIndex + 1, cells.length - 1));
-      }
-    }
+  function targets(g) {
+    return g.selected.size ? g.cells.filter((c) => g.selected.has(c)) : [g.cells[g.focusIndex]];
+  }
 
-    function confirmSuggestion() {
-      const list = targets().filter((c) => c.dataset.suggest);
-      if (!list.length) { setStatus("No model suggestion on this cell: press a class key.", true); return; }
-      const unsure = unsureBox.checked;
-      const groups = {};
-      list.forEach((c) => { (groups[c.dataset.suggest] = groups[c.dataset.suggest] || []).push(c); });
-      Object.keys(groups).forEach((code) => {
-        groups[code].forEach((c) => save([c], code, unsure));
-      });
-      if (unsureBox.checked) unsureBox.checked = false;
-      if (selected.size) clearSelection(); else focusCell(Math.min(focusIndex + 1, cells.length - 1));
-    }
+  function openZoom(g) {
+    const cell = g.cells[g.focusIndex];
+    const img = g.zoom.querySelector("img");
+    img.src = cell.dataset.file;
+    g.zoom.querySelector(".zoom-caption").textContent = cell.getAttribute("aria-label") + " — " +
+      (cell.querySelector(".suggest").textContent.trim()) + " (Esc or + closes)";
+    g.zoom.classList.remove("hidden");
+  }
+  function closeZoom(g) { g.zoom.classList.add("hidden"); }
+  function toggleZoom(g) { if (g.zoom.classList.contains("hidden")) openZoom(g); else closeZoom(g); }
 
-    function undo() {
-      const entry = undoStack.pop();
-      if (!entry) { setStatus("Nothing to undo."); return; }
-      entry.forEach(({ cell, prev }) => {
-        const now = state(cell);
-        setState(cell, prev);
-        enqueue(async () => {
-          try {
-            if (prev) {
-              await postJSON(grid.dataset.api, { image: parseInt(cell.dataset.image, 10), cell_class: prev.code, unsure: prev.unsure });
-            } else {
-              await postJSON(grid.dataset.withdrawApi, { image: parseInt(cell.dataset.image, 10) });
-            }
-          } catch (err) {
-            setState(cell, now);
-            throw err;
-          }
+  // --- Saving, labelling, undo ---
+  // One cell goes to the label API (a failure puts it back); several go to the bulk API, which
+  // answers with the cells it refused: those are put back and named in the error.
+  async function postLabels(g, previous, code, unsure) {
+    const cellList = previous.map((p) => p.cell);
+    try {
+      if (cellList.length === 1) {
+        const cell = cellList[0];
+        await postJSON(g.grid.dataset.api, {
+          image: imageId(cell), cell_class: code, unsure: unsure,
+          model_version: cell.dataset.modelVersion ? parseInt(cell.dataset.modelVersion, 10) : null,
         });
-      });
-      updateCounts();
-      focusCell(cells.indexOf(entry[0].cell));
+      } else {
+        const result = await postJSON(g.grid.dataset.bulkApi, {
+          images: cellList.map(imageId), cell_class: code, unsure: unsure,
+        });
+        if (result.refused && result.refused.length) {
+          result.refused.forEach((r) => {
+            const entry = previous.find((p) => p.cell.dataset.image === String(r.image));
+            if (entry) setCellState(g, entry.cell, entry.prev);
+          });
+          throw new Error(result.refused.map((r) => "cell " + r.image + ": " + r.reason).join("; "));
+        }
+      }
+    } catch (err) {
+      if (cellList.length === 1) previous.forEach((p) => setCellState(g, p.cell, p.prev));
+      throw err;
     }
+  }
 
-    function openZoom() {
-      const cell = cells[focusIndex];
-      const img = zoom.querySelector("img");
-      img.src = cell.dataset.file;
-      zoom.querySelector(".zoom-caption").textContent = cell.getAttribute("aria-label") + " — " +
-        (cell.querySelector(".suggest").textContent.trim()) + " (Esc or + closes)";
-      zoom.classList.remove("hidden");
+  function save(g, cellList, code, unsure) {
+    const previous = cellList.map((c) => ({ cell: c, prev: cellState(c) }));
+    g.undoStack.push(previous);
+    cellList.forEach((c) => setCellState(g, c, { code: code, unsure: unsure }));
+    updateCounts(g);
+    enqueue(g, () => postLabels(g, previous, code, unsure));
+  }
+
+  function label(g, code, unsure) {
+    const list = targets(g);
+    const wasSelection = g.selected.size > 0;
+    save(g, list, code, unsure);
+    if (g.unsureBox.checked) g.unsureBox.checked = false;
+    if (wasSelection) {
+      clearSelection(g);
+    } else {
+      focusNext(g);
     }
-    function closeZoom() { zoom.classList.add("hidden"); }
+  }
 
-    cells.forEach((cell, i) => {
-      render(cell);
+  function confirmSuggestion(g) {
+    const list = targets(g).filter((c) => c.dataset.suggest);
+    if (!list.length) { setStatus(g, "No model suggestion on this cell: press a class key.", true); return; }
+    const unsure = g.unsureBox.checked;
+    const groups = {};
+    list.forEach((c) => { (groups[c.dataset.suggest] = groups[c.dataset.suggest] || []).push(c); });
+    Object.keys(groups).forEach((code) => {
+      groups[code].forEach((c) => save(g, [c], code, unsure));
+    });
+    if (g.unsureBox.checked) g.unsureBox.checked = false;
+    if (g.selected.size) clearSelection(g); else focusNext(g);
+  }
+
+  // Put one cell back to its state before the last save, on the page and on the server.
+  function undoCell(g, cell, prev) {
+    const now = cellState(cell);
+    setCellState(g, cell, prev);
+    enqueue(g, async () => {
+      try {
+        if (prev) {
+          await postJSON(g.grid.dataset.api, { image: imageId(cell), cell_class: prev.code, unsure: prev.unsure });
+        } else {
+          await postJSON(g.grid.dataset.withdrawApi, { image: imageId(cell) });
+        }
+      } catch (err) {
+        setCellState(g, cell, now);
+        throw err;
+      }
+    });
+  }
+
+  function undo(g) {
+    const entry = g.undoStack.pop();
+    if (!entry) { setStatus(g, "Nothing to undo."); return; }
+    entry.forEach(({ cell, prev }) => undoCell(g, cell, prev));
+    updateCounts(g);
+    focusCell(g, g.cells.indexOf(entry[0].cell));
+  }
+
+  // --- Mouse and keyboard ---
+  function bindCells(g) {
+    g.cells.forEach((cell, i) => {
+      render(g, cell);
       cell.addEventListener("click", (e) => {
         if (e.target.closest("a")) return;
-        if (e.ctrlKey || e.metaKey || e.shiftKey) toggleSelect(cell);
-        focusCell(i);
+        if (e.ctrlKey || e.metaKey || e.shiftKey) toggleSelect(g, cell);
+        focusCell(g, i);
       });
-      cell.addEventListener("dblclick", (e) => { if (!e.target.closest("a")) { focusCell(i); openZoom(); } });
+      cell.addEventListener("dblclick", (e) => { if (!e.target.closest("a")) { focusCell(g, i); openZoom(g); } });
     });
-    zoom.addEventListener("click", closeZoom);
+    g.zoom.addEventListener("click", () => closeZoom(g));
+  }
 
-    document.addEventListener("keydown", (e) => {
-      if (isTyping(e.target) || e.altKey || !cells.length) return;
-      const key = e.key;
-      if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "a") {
-        e.preventDefault(); cells.forEach((c) => toggleSelect(c, true)); return;
-      }
-      if (e.ctrlKey || e.metaKey) return;
-      const cls = byKey[key.toLowerCase()];
-      if (cls && key.length === 1) {
-        e.preventDefault();
-        label(cls.code, e.shiftKey || unsureBox.checked);
-        return;
-      }
-      switch (key) {
-        case "ArrowRight": e.preventDefault(); if (e.shiftKey) toggleSelect(cells[focusIndex], true); focusCell(focusIndex + 1); if (e.shiftKey) toggleSelect(cells[focusIndex], true); break;
-        case "ArrowLeft": e.preventDefault(); if (e.shiftKey) toggleSelect(cells[focusIndex], true); focusCell(focusIndex - 1); if (e.shiftKey) toggleSelect(cells[focusIndex], true); break;
-        case "ArrowDown": e.preventDefault(); focusCell(Math.min(cells.length - 1, focusIndex + columns())); break;
-        case "ArrowUp": e.preventDefault(); focusCell(Math.max(0, focusIndex - columns())); break;
-        case "Tab":
-          if (e.target.closest && e.target.closest(".lcell") && focusCell(focusIndex + (e.shiftKey ? -1 : 1))) e.preventDefault();
-          break;
-        case "Home": e.preventDefault(); focusCell(0); break;
-        case "End": e.preventDefault(); focusCell(cells.length - 1); break;
-        case " ": e.preventDefault(); toggleSelect(cells[focusIndex]); break;
-        case "Escape": clearSelection(); closeZoom(); break;
-        case "Enter": e.preventDefault(); confirmSuggestion(); break;
-        case "Backspace": e.preventDefault(); undo(); break;
-        case "?": e.preventDefault(); unsureBox.checked = !unsureBox.checked; break;
-        case "+": case "=": e.preventDefault(); if (zoom.classList.contains("hidden")) openZoom(); else closeZoom(); break;
-        default: break;
-      }
-    });
+  // Left/right move the focus; with Shift they also select the cell left and the cell reached.
+  function stepFocus(g, e, delta) {
+    e.preventDefault();
+    if (e.shiftKey) toggleSelect(g, g.cells[g.focusIndex], true);
+    focusCell(g, g.focusIndex + delta);
+    if (e.shiftKey) toggleSelect(g, g.cells[g.focusIndex], true);
+  }
 
-    window.addEventListener("beforeunload", (e) => { if (pending > 0) { e.preventDefault(); e.returnValue = ""; } });
-    if (cells.length) cells[0].focus();
-    updateCounts();
+  // The keys that are not class hotkeys.
+  function onCommandKey(g, e) {
+    switch (e.key) {
+      case "ArrowRight": stepFocus(g, e, 1); break;
+      case "ArrowLeft": stepFocus(g, e, -1); break;
+      case "ArrowDown": e.preventDefault(); focusCell(g, Math.min(g.cells.length - 1, g.focusIndex + columns(g))); break;
+      case "ArrowUp": e.preventDefault(); focusCell(g, Math.max(0, g.focusIndex - columns(g))); break;
+      case "Tab":
+        if (e.target.closest && e.target.closest(".lcell") && focusCell(g, g.focusIndex + (e.shiftKey ? -1 : 1))) e.preventDefault();
+        break;
+      case "Home": e.preventDefault(); focusCell(g, 0); break;
+      case "End": e.preventDefault(); focusCell(g, g.cells.length - 1); break;
+      case " ": e.preventDefault(); toggleSelect(g, g.cells[g.focusIndex]); break;
+      case "Escape": clearSelection(g); closeZoom(g); break;
+      case "Enter": e.preventDefault(); confirmSuggestion(g); break;
+      case "Backspace": e.preventDefault(); undo(g); break;
+      case "?": e.preventDefault(); g.unsureBox.checked = !g.unsureBox.checked; break;
+      case "+": case "=": e.preventDefault(); toggleZoom(g); break;
+      default: break;
+    }
+  }
+
+  function onGridKey(g, e) {
+    if (isTyping(e.target) || e.altKey || !g.cells.length) return;
+    const key = e.key;
+    if ((e.ctrlKey || e.metaKey) && key.toLowerCase() === "a") {
+      e.preventDefault(); g.cells.forEach((c) => toggleSelect(g, c, true)); return;
+    }
+    if (e.ctrlKey || e.metaKey) return;
+    const cls = g.byKey[key.toLowerCase()];
+    if (cls && key.length === 1) {
+      e.preventDefault();
+      label(g, cls.code, e.shiftKey || g.unsureBox.checked);
+      return;
+    }
+    onCommandKey(g, e);
+  }
+
+  function setupGrid(grid) {
+    const g = gridState(grid);
+    bindCells(g);
+    document.addEventListener("keydown", (e) => onGridKey(g, e));
+    window.addEventListener("beforeunload", (e) => { if (g.pending > 0) { e.preventDefault(); e.returnValue = ""; } });
+    if (g.cells.length) g.cells[0].focus();
+    updateCounts(g);
   }
 
   // --- The single-cell page ------------------------------------------------------------------
