@@ -13,14 +13,9 @@ from django.db import connection
 
 from annotations import exports, imports
 from annotations.models import Adjudication, AuditEvent, CellImage, Label, UploadBatch
-from tests.annotations.lab_data import flush_cells, make_lab_data, snapshot
+from tests.annotations.lab_data import flush_cells, snapshot
 from tests.factories import cell_class
 from tests.helpers import media_files, png_bytes
-
-
-@pytest.fixture
-def lab(labeller, labeller2, reviewer):
-    return make_lab_data(labeller=labeller, labeller2=labeller2, reviewer=reviewer)
 
 
 def export_bytes(**selection) -> bytes:
