@@ -41,9 +41,8 @@ def users():
 
 
 # --- The blind held-out set -------------------------------------------------------------------
-def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(browser, live_server,
-                                                                                django_user_model):
-    u = users(django_user_model)
+def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(browser, live_server):
+    u = users()
     version = ModelVersionFactory(status="active", activated_at=timezone.now(),
                                   classes=["monocyte", "lymphocyte"])
     held = CellImageFactory(uploaded_by=u["admin1"], split="heldout")
@@ -112,10 +111,10 @@ def _evaluation(version, results, snapshot_hash="same-cells"):
                                      snapshot_hash=snapshot_hash, finished_at=timezone.now())
 
 
-def test_evaluation_report_at_1366_px(browser, live_server, django_user_model):
+def test_evaluation_report_at_1366_px(browser, live_server):
     from reports.selectors import paired_comparison_of
 
-    users(django_user_model)
+    users()
     classes = list(CellClass.objects.filter(is_abstain=False).order_by("display_order").values_list("code", flat=True))
     old = ModelVersionFactory(status="active", activated_at=timezone.now(), classes=classes)
     new = ModelVersionFactory(status="candidate", classes=classes)
@@ -161,9 +160,8 @@ def test_evaluation_report_at_1366_px(browser, live_server, django_user_model):
 
 
 # --- Change control ---------------------------------------------------------------------------
-def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(browser, live_server,
-                                                                              django_user_model):
-    users(django_user_model)
+def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(browser, live_server):
+    users()
     v1 = ModelVersionFactory(status="retired", activated_at=timezone.now())
     v2 = ModelVersionFactory(status="active", activated_at=timezone.now())
     page = open_page(browser, live_server, "admin1")
@@ -213,8 +211,8 @@ def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(b
 
 
 # --- Navigation and error pages ---------------------------------------------------------------
-def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser, live_server, django_user_model):
-    users(django_user_model)
+def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser, live_server):
+    users()
     page = open_page(browser, live_server, "admin1")
     tops = page.eval_on_selector_all(".topbar > *, .topbar nav > *",
                                      "els => els.map(e => Math.round(e.getBoundingClientRect().top))")
@@ -233,8 +231,8 @@ def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser,
     assert not page.js_errors
 
 
-def test_error_pages_are_in_the_site_layout(browser, live_server, django_user_model):
-    users(django_user_model)
+def test_error_pages_are_in_the_site_layout(browser, live_server):
+    users()
     page = open_page(browser, live_server, "lab1")
     response = page.goto(f"{live_server.url}/admin/")
     assert response.status == 403
@@ -258,8 +256,8 @@ def test_error_pages_are_in_the_site_layout(browser, live_server, django_user_mo
 
 
 # --- The training page follows its run --------------------------------------------------------
-def test_training_page_follows_queued_running_succeeded_without_reload(browser, live_server, django_user_model):
-    u = users(django_user_model)
+def test_training_page_follows_queued_running_succeeded_without_reload(browser, live_server):
+    u = users()
     run = TrainingRun.objects.create(ensemble="offline", mode="frozen", created_by=u["admin1"],
                                      progress={"stage": "queued"})
     page = open_page(browser, live_server, "admin1")
@@ -289,10 +287,10 @@ def test_training_page_follows_queued_running_succeeded_without_reload(browser, 
 
 
 # --- Slides: verification keys and the model-agreement line ------------------------------------
-def test_verification_keys_and_model_agreement_counts_only_verified_cells(browser, live_server, django_user_model):
+def test_verification_keys_and_model_agreement_counts_only_verified_cells(browser, live_server):
     from slides.models import Slide, SlideCell
 
-    u = users(django_user_model)
+    u = users()
     version = ModelVersionFactory(status="active", activated_at=timezone.now())
     slide = Slide.objects.create(code="INT-0001", created_by=u["admin1"], kind="cells", status="ready",
                                  task_state="done", model_version=version)
@@ -324,8 +322,8 @@ def test_verification_keys_and_model_agreement_counts_only_verified_cells(browse
 
 
 # --- Agreement over time ------------------------------------------------------------------------
-def test_agreement_page_counts_untrained_cells_and_names_classes(browser, live_server, django_user_model):
-    u = users(django_user_model)
+def test_agreement_page_counts_untrained_cells_and_names_classes(browser, live_server):
+    u = users()
     train = CellImageFactory.create_batch(4, uploaded_by=u["admin1"])
     held = CellImageFactory.create_batch(2, uploaded_by=u["admin1"], split="heldout")
     for image in train + held:
