@@ -154,11 +154,7 @@ def main() -> int:
     stack = Stack().start()
     results = []
     try:
-        stack.agent("model")
-        stack.users = stack.agent("users", labellers=4, reviewers=2, prefix="bench")
-        stack.start_worker()
-        stack.start_web()
-        scenarios.warm_up(stack, users=stack.users)
+        scenarios.prepare(stack, prefix="bench")
         print(f"private stack ready in {time.time() - t0:.0f}s (PostgreSQL :{stack.pg.port}, Redis :{stack.redis.port}, "
               f"gunicorn :{stack.web_port}); {os.cpu_count()} cores", flush=True)
         for name in passes:

@@ -1,15 +1,21 @@
-import io
+import base64
+import hashlib
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
+import redis
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("LEUKO_SHARED_DATA", REPO.parent / "shared" / "data"))
-DEMO_CELLS = REPO / "demo" / "cells"
-PASSWORD = "a-long-test-password-42"
+from tests.helpers import DEMO_CELLS, REPO, pbc_split
+
+# Django, the apps and tests.factories are imported inside the fixtures: the pure tests
+# (tests/slides_detection) load this file without pytest-django.
 
 
 @pytest.fixture(autouse=True)
@@ -20,69 +26,44 @@ def _media_root(settings, tmp_path):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; tests only
 
 
-def make_user(django_user_model, username, role=None):
-    from django.contrib.auth.models import Group
+def role_user(username: str, role: str | None):
+    """A fixture: the user ``username`` in ``role`` (no role for None)."""
 
-    user = django_user_model.objects.create_user(username=username, password=PASSWORD, is_staff=role == "lab_admin")
-    if role:
-        user.groups.add(Group.objects.get(name=role))
+    @pytest.fixture
+    def user(db):
+        from tests.factories import UserFactory
+
+        return UserFactory(username=username, role=role)
+
     return user
 
 
-@pytest.fixture
-def labeller(db, django_user_model):
-    return make_user(django_user_model, "lab1", "labeller")
+labeller = role_user("lab1", "labeller")
+labeller2 = role_user("lab2", "labeller")
+reviewer = role_user("rev1", "reviewer")
+reviewer2 = role_user("rev2", "reviewer")
+lab_admin = role_user("admin1", "lab_admin")
+no_role_user = role_user("norole", None)
 
 
 @pytest.fixture
-def labeller2(db, django_user_model):
-    return make_user(django_user_model, "lab2", "labeller")
+def users_by_role(db, labeller, reviewer, lab_admin, no_role_user):
+    """One user per role, plus one without a role and the anonymous visitor (None)."""
+    return {"anonymous": None, "no_role": no_role_user, "labeller": labeller, "reviewer": reviewer,
+            "lab_admin": lab_admin}
 
 
 @pytest.fixture
-def reviewer(db, django_user_model):
-    return make_user(django_user_model, "rev1", "reviewer")
+def sample_pk(lab_admin):
+    """The pk of one stored cell image, to fill the routes' ``<int:...>`` parts."""
+    from tests.factories import CellImageFactory
 
-
-@pytest.fixture
-def reviewer2(db, django_user_model):
-    return make_user(django_user_model, "rev2", "reviewer")
-
-
-@pytest.fixture
-def lab_admin(db, django_user_model):
-    return make_user(django_user_model, "admin1", "lab_admin")
-
-
-@pytest.fixture
-def no_role_user(db, django_user_model):
-    return make_user(django_user_model, "norole", None)
-
-
-def png_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, color).save(buf, format="PNG", **save_kwargs)
-    return buf.getvalue()
-
-
-def jpeg_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
-    buf = io.BytesIO()
-    img = Image.new("RGB", size, color)
-    # some texture so that JPEG encodes real data
-    for x in range(0, size[0], 4):
-        img.putpixel((x, x % size[1]), (x % 255, 20, 90))
-    img.save(buf, format="JPEG", quality=92, **save_kwargs)
-    return buf.getvalue()
+    return CellImageFactory(uploaded_by=lab_admin).pk
 
 
 @pytest.fixture
 def demo_cells():
     return DEMO_CELLS
-
-
-def media_files(settings) -> list[Path]:
-    root = Path(settings.MEDIA_ROOT)
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
 @pytest.fixture
@@ -120,8 +101,6 @@ class BrokerQueues:
     QUEUES = ("default", "inference", "training")
 
     def __init__(self):
-        import redis
-
         from leukoportal.celery import app
 
         self.client = redis.Redis.from_url(app.conf.broker_url)
@@ -133,9 +112,6 @@ class BrokerQueues:
 
     def messages(self, queue: str) -> list[tuple[str, list]]:
         """(task name, args) of each message waiting in ``queue``, oldest first."""
-        import base64
-        import json
-
         out = []
         for key in self.client.scan_iter(f"{queue}*"):
             for raw in reversed(self.client.lrange(key, 0, -1)):
@@ -175,10 +151,6 @@ def _worker_env(settings) -> dict:
 @pytest.fixture
 def celery_worker_process(transactional_db, settings, tmp_path):
     """A real Celery worker process on the test broker (Redis) and the test database."""
-    import subprocess
-    import sys
-    import time
-
     from leukoportal.celery import app
 
     app.control.purge()
@@ -201,26 +173,12 @@ def celery_worker_process(transactional_db, settings, tmp_path):
         pytest.fail("Celery worker did not become ready:\n" + log.read_text())
     proc.log_path = log
     yield proc
-    import signal
-
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-
-
-def wait_for(predicate, timeout=60.0, interval=0.2, message="condition"):
-    import time
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 @pytest.fixture
@@ -240,25 +198,6 @@ def browser(chromium_path, monkeypatch):
         instance.close()
 
 
-SCREENSHOTS = REPO / "test-output" / "screenshots"
-
-
-def screenshot(page, name: str) -> Path:
-    """Keep a screenshot of a main page under test-output/ for a person to look at."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
-    return path
-
-
-def browser_login(page, live_server, username: str, password: str = PASSWORD) -> None:
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("input[name=username]", username)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/")
-
-
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory):
     """A small real checkpoint (EfficientNet-Lite0 with weights=None, 64 px) trained on demo cells."""
@@ -269,8 +208,6 @@ def tiny_checkpoint(tmp_path_factory):
     items = []
     for code in classes:
         for path in sorted((DEMO_CELLS / code).iterdir())[:6]:
-            import hashlib
-
             items.append(api.TrainItem(path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), label=code))
     result = api.train(
         items, classes=classes, ensemble=["efficientnet_lite0"], mode="frozen", epochs=3,
@@ -281,27 +218,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture
-def active_model(db, settings, tiny_checkpoint):
-    """Register the tiny checkpoint as the active ModelVersion (copied under this test's MODEL_DIR)."""
-    import shutil
+def active_model(db, tiny_checkpoint):
+    """The tiny checkpoint registered as the active ModelVersion (copied under this test's MODEL_DIR)."""
+    from tests.factories import TrainedModelVersionFactory
 
-    from classifier.services import model_version_activate, model_version_from_training
-
-    target = Path(settings.MODEL_DIR) / "tiny" / Path(tiny_checkpoint.checkpoint_path).name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(tiny_checkpoint.checkpoint_path, target)
-    result = type(tiny_checkpoint)(**{**tiny_checkpoint.__dict__, "checkpoint_path": target})
-    version = model_version_from_training(result=result, ensemble="tiny", mode="frozen", snapshot={"items": []})
-    return model_version_activate(version=version)
-
-
-def pbc_split():
-    """The demo's PBC cells: four of five per class train, every fifth is held out (in-domain)."""
-    train, held = [], []
-    for folder in sorted(p for p in DEMO_CELLS.iterdir() if p.is_dir()):
-        for i, path in enumerate(sorted(folder.iterdir())):
-            (held if i % 5 == 0 else train).append((path, folder.name))
-    return train, held
+    return TrainedModelVersionFactory(result=tiny_checkpoint, activate=True)
 
 
 @pytest.fixture(scope="session")
@@ -309,8 +230,6 @@ def pbc_checkpoint(tmp_path_factory):
     """A small model with real ImageNet weights (EfficientNet-Lite0 ships them in a Python
     package) trained on the demo's PBC cells: one microscope and stain, so that the demo's
     BCCD fields are foreign to it."""
-    import hashlib
-
     from classifier.ml.api import TrainItem, train
 
     items = [TrainItem(path=p, sha256=hashlib.sha256(p.read_bytes()).hexdigest(), label=c) for p, c in pbc_split()[0]]
@@ -318,3 +237,13 @@ def pbc_checkpoint(tmp_path_factory):
     return train(items, classes=sorted({i.label for i in items}), ensemble=["efficientnet_lite0"], mode="default",
                  epochs=30, cache_dir=base / "cache", out_dir=base / "out", device="cpu",
                  config_overrides={"views": ["id", "flip"], "input_size": 224})
+
+
+@pytest.fixture
+def reference_intervals(db):
+    """The slides app's seeded reference intervals (put back for transactional tests)."""
+    from django.apps import apps
+
+    from slides.seed import seed
+
+    seed(apps)

@@ -5,7 +5,7 @@ import zlib
 
 from PIL import Image
 
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.helpers import jpeg_bytes, png_bytes
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -1,18 +1,14 @@
 """A small lab's worth of cells in every state an export must carry, and the snapshot a round trip compares."""
 import datetime as dt
 
-from annotations.models import Adjudication, CellClass, CellImage, Label, LabSettings, Source, UploadBatch
-from annotations.services import adjudication_submit, image_upload, label_submit
-from tests.conftest import png_bytes
-
-
-def cls(code: str) -> CellClass:
-    return CellClass.objects.get(code=code)
+from annotations.models import Adjudication, CellImage, Label, LabSettings, Source, UploadBatch
+from annotations.services import adjudication_submit, label_submit
+from tests.factories import CellImageFactory, cell_class
 
 
 def cell(user, seed: int, *, split="train", source=Source.CELL, sample_code=""):
-    return image_upload(data=png_bytes((seed, 40, 90), size=(32, 24)), uploaded_by=user, split=split, source=source,
-                        sample_code=sample_code, enqueue_classification=False).image
+    return CellImageFactory(uploaded_by=user, split=split, source=source, sample_code=sample_code,
+                            color=(seed, 40, 90), size=(32, 24))
 
 
 def make_lab_data(*, labeller, labeller2, reviewer, model_version=None) -> dict:
@@ -20,25 +16,26 @@ def make_lab_data(*, labeller, labeller2, reviewer, model_version=None) -> dict:
     (superseded) against a model suggestion; one held-out cell still waiting; one never read."""
     LabSettings.objects.filter(pk=LabSettings.get().pk).update(labels_required_train=1, labels_required_heldout=2)
     agreed = cell(labeller, 1)
-    label_submit(image=agreed, labeller=labeller, cell_class=cls("lymphocyte"))
-    label_submit(image=agreed, labeller=labeller2, cell_class=cls("lymphocyte"))
+    label_submit(image=agreed, labeller=labeller, cell_class=cell_class("lymphocyte"))
+    label_submit(image=agreed, labeller=labeller2, cell_class=cell_class("lymphocyte"))
     disputed = cell(labeller, 2, split="heldout")
-    label_submit(image=disputed, labeller=labeller, cell_class=cls("lymphocyte"))
-    label_submit(image=disputed, labeller=labeller2, cell_class=cls("monocyte"), unsure=True)
+    label_submit(image=disputed, labeller=labeller, cell_class=cell_class("lymphocyte"))
+    label_submit(image=disputed, labeller=labeller2, cell_class=cell_class("monocyte"), unsure=True)
     disputed.refresh_from_db()
     assert disputed.needs_review
-    adjudication_submit(image=disputed, reviewer=reviewer, cell_class=cls("monocyte"), note="kidney-shaped nucleus")
+    adjudication_submit(image=disputed, reviewer=reviewer, cell_class=cell_class("monocyte"),
+                        note="kidney-shaped nucleus")
     changed = cell(labeller, 3)
-    label_submit(image=changed, labeller=labeller, cell_class=cls("monocyte"), suggested_class=cls("monocyte"),
-                 suggestion_model_version=model_version)
-    label_submit(image=changed, labeller=labeller, cell_class=cls("eosinophil"), suggested_class=cls("monocyte"),
-                 suggestion_model_version=model_version)
+    label_submit(image=changed, labeller=labeller, cell_class=cell_class("monocyte"),
+                 suggested_class=cell_class("monocyte"), suggestion_model_version=model_version)
+    label_submit(image=changed, labeller=labeller, cell_class=cell_class("eosinophil"),
+                 suggested_class=cell_class("monocyte"), suggestion_model_version=model_version)
     waiting = cell(labeller, 4, split="heldout", sample_code="S-204")
-    label_submit(image=waiting, labeller=labeller2, cell_class=cls("basophil"))
+    label_submit(image=waiting, labeller=labeller2, cell_class=cell_class("basophil"))
     unread = cell(labeller, 5)
     slide_cell = cell(labeller, 6, source=Source.SLIDE_CELL, sample_code="ACC-0042")
-    label_submit(image=slide_cell, labeller=reviewer, cell_class=cls("neutrophil_segmented"),
-                 suggested_class=cls("neutrophil_band"), suggestion_model_version=model_version)
+    label_submit(image=slide_cell, labeller=reviewer, cell_class=cell_class("neutrophil_segmented"),
+                 suggested_class=cell_class("neutrophil_band"), suggestion_model_version=model_version)
     unverified_slide_cell = cell(labeller, 7, source=Source.SLIDE_CELL, sample_code="ACC-0042")
     field = cell(labeller, 8, source=Source.FIELD, sample_code="ACC-0042")
     return {"agreed": agreed, "disputed": disputed, "changed": changed, "waiting": waiting, "unread": unread,

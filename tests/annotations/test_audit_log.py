@@ -8,7 +8,7 @@ from django.utils import timezone
 from annotations import services
 from annotations.audit import audit_record
 from annotations.models import AuditEvent
-from tests.annotations.conftest import cls, make_cells
+from tests.factories import CellImageFactory, cell_class
 
 
 def test_field_changes_lists_only_what_changed_in_plain_words():
@@ -66,8 +66,8 @@ def test_audit_log_shows_changed_fields_not_python_dicts(client, lab_admin):
 
 
 def test_image_history_shows_changed_fields(client, reviewer, labeller, lab_admin):
-    (image,) = make_cells(lab_admin, 1)
-    services.label_submit(image=image, labeller=labeller, cell_class=cls("monocyte"))
+    image = CellImageFactory(uploaded_by=lab_admin)
+    services.label_submit(image=image, labeller=labeller, cell_class=cell_class("monocyte"))
     client.force_login(reviewer)
     html = client.get(reverse("annotations:image_detail", args=[image.pk])).content.decode()
     history = html.split('class="history"')[1]

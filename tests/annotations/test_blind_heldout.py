@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from annotations import selectors, services
 from annotations.models import LabSettings
-from tests.annotations.conftest import cls, make_cells, predict
+from tests.factories import CellImageFactory, PredictionFactory, cell_class
 
 
 def set_lab(**kw):
@@ -16,10 +16,10 @@ def set_lab(**kw):
 @pytest.fixture
 def disputed_heldout(labeller, labeller2, lab_admin, active_model_row):
     """A held-out cell the model calls 'monocyte 81%' and two labellers read differently."""
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=9)
-    predict(held, active_model_row, "monocyte", 0.81)
-    services.label_submit(image=held, labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("lymphocyte"))
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.81)
+    services.label_submit(image=held, labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("lymphocyte"))
     held.refresh_from_db()
     assert held.needs_review and held.final_label is None
     return held
@@ -33,11 +33,11 @@ def test_the_rule_hides_the_model_from_everyone_until_decided_and_from_labellers
         assert lab.hides_model_call(image=held, user=user)
     assert lab.hides_other_readings(image=held, user=labeller)
     assert not lab.hides_other_readings(image=held, user=reviewer)
-    services.adjudication_submit(image=held, reviewer=reviewer, cell_class=cls("monocyte"))
+    services.adjudication_submit(image=held, reviewer=reviewer, cell_class=cell_class("monocyte"))
     held.refresh_from_db()
     assert not lab.hides_model_call(image=held, user=reviewer)
     assert lab.hides_model_call(image=held, user=labeller)  # a labeller may still be asked to read it
-    (train,) = make_cells(lab_admin, 1, seed=3)
+    train = CellImageFactory(uploaded_by=lab_admin)
     assert not lab.hides_model_call(image=train, user=labeller)
     set_lab(blind_heldout=False)
     assert not LabSettings.get().hides_model_call(image=held, user=labeller)
@@ -46,9 +46,10 @@ def test_the_rule_hides_the_model_from_everyone_until_decided_and_from_labellers
 def test_adjudication_screen_shows_no_model_call_on_an_undecided_heldout_cell(client, reviewer, lab_admin,
                                                                                active_model_row, disputed_heldout,
                                                                                labeller, labeller2):
-    (train,) = make_cells(lab_admin, 1, seed=5)
-    predict(train, active_model_row, "eosinophil", 0.41, abstained=True)
-    services.label_submit(image=train, labeller=labeller, cell_class=cls("eosinophil"), unsure=True)
+    train = CellImageFactory(uploaded_by=lab_admin)
+    PredictionFactory(image=train, model_version=active_model_row, top_class="eosinophil", confidence=0.41,
+                      abstained=True)
+    services.label_submit(image=train, labeller=labeller, cell_class=cell_class("eosinophil"), unsure=True)
     client.force_login(reviewer)
     html = client.get(reverse("annotations:review_queue")).content.decode()
     held_row = html.split(f'data-image="{disputed_heldout.pk}"')[1].split("</tr>")[0]
@@ -58,7 +59,7 @@ def test_adjudication_screen_shows_no_model_call_on_an_undecided_heldout_cell(cl
     # the training cell shows the model's abstention in the portal's one wording
     assert "unidentified (top: Eosinophil 41%)" in train_row
     # after the decision the cell's page shows the model's call to the reviewer
-    services.adjudication_submit(image=disputed_heldout, reviewer=reviewer, cell_class=cls("lymphocyte"))
+    services.adjudication_submit(image=disputed_heldout, reviewer=reviewer, cell_class=cell_class("lymphocyte"))
     page = client.get(reverse("annotations:image_detail", args=[disputed_heldout.pk])).content.decode()
     assert "Monocyte 81%" in page
 
@@ -92,9 +93,9 @@ def test_reviewer_still_reads_needs_review_in_the_api(reviewer, disputed_heldout
 def test_needs_review_is_visible_on_training_cells_and_without_blind_mode(labeller, labeller2, lab_admin,
                                                                         disputed_heldout):
     set_lab(labels_required_train=2)
-    (train,) = make_cells(lab_admin, 1, seed=6)
-    services.label_submit(image=train, labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=train, labeller=labeller2, cell_class=cls("basophil"))
+    train = CellImageFactory(uploaded_by=lab_admin)
+    services.label_submit(image=train, labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=train, labeller=labeller2, cell_class=cell_class("basophil"))
     api = APIClient()
     api.force_authenticate(labeller)
     assert api.get(f"/api/images/{train.pk}/").json()["needs_review"] is True
@@ -106,7 +107,7 @@ def test_adjudication_api_hides_the_suggestion_shown_on_a_blind_heldout_cell(rev
                                                                             active_model_row, disputed_heldout):
     # a reading made while blind mode was off carries the model's suggestion
     set_lab(blind_heldout=False)
-    services.label_submit_as_offered(image=disputed_heldout, labeller=labeller2, cell_class=cls("basophil"))
+    services.label_submit_as_offered(image=disputed_heldout, labeller=labeller2, cell_class=cell_class("basophil"))
     set_lab(blind_heldout=True)
     api = APIClient()
     api.force_authenticate(reviewer)
@@ -115,10 +116,10 @@ def test_adjudication_api_hides_the_suggestion_shown_on_a_blind_heldout_cell(rev
 
 
 def test_unsure_queue_holds_no_blind_heldout_cell(labeller, labeller2, lab_admin):
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=2)
-    (train,) = make_cells(lab_admin, 1, seed=8)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    train = CellImageFactory(uploaded_by=lab_admin)
     for cell in (held, train):
-        services.label_submit(image=cell, labeller=labeller2, cell_class=cls("monocyte"), unsure=True)
+        services.label_submit(image=cell, labeller=labeller2, cell_class=cell_class("monocyte"), unsure=True)
     ids = list(selectors.labelling_queue(user=labeller, queue="unsure").values_list("id", flat=True))
     assert ids == [train.pk]
     set_lab(blind_heldout=False)
@@ -128,10 +129,11 @@ def test_unsure_queue_holds_no_blind_heldout_cell(labeller, labeller2, lab_admin
 
 def test_grid_and_single_cell_page_say_blind_and_use_one_wording_for_abstention(client, labeller, lab_admin,
                                                                                 active_model_row):
-    held = make_cells(lab_admin, 1, split="heldout", seed=11)[0]
-    train = make_cells(lab_admin, 1, seed=12)[0]
-    predict(held, active_model_row, "monocyte", 0.9)
-    predict(train, active_model_row, "eosinophil", 0.41, abstained=True)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    train = CellImageFactory(uploaded_by=lab_admin)
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.9)
+    PredictionFactory(image=train, model_version=active_model_row, top_class="eosinophil", confidence=0.41,
+                      abstained=True)
     client.force_login(labeller)
     grid = client.get(reverse("annotations:label_queue", args=["heldout"]))
     assert "annotations/_grid_cells.html" in [t.name for t in grid.templates]

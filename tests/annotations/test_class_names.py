@@ -2,22 +2,22 @@
 from django.urls import reverse
 
 from annotations import services
-from tests.annotations.conftest import cls, make_cells
+from tests.factories import CellImageFactory, cell_class
 
 
 def test_images_list_shows_class_names(client, labeller, lab_admin):
-    (image,) = make_cells(lab_admin, 1)
-    services.label_submit(image=image, labeller=labeller, cell_class=cls("neutrophil_segmented"))
+    image = CellImageFactory(uploaded_by=lab_admin)
+    services.label_submit(image=image, labeller=labeller, cell_class=cell_class("neutrophil_segmented"))
     client.force_login(labeller)
     html = client.get(reverse("annotations:image_list")).content.decode()
     assert "Neutrophil, segmented" in html and "neutrophil_segmented" not in html
 
 
 def test_expert_agreement_tables_show_class_names(client, labeller, labeller2, reviewer, lab_admin):
-    for image, (a, b) in zip(make_cells(lab_admin, 2), [("neutrophil_segmented", "neutrophil_band"),
-                                                         ("monocyte", "monocyte")]):
-        services.label_submit(image=image, labeller=labeller, cell_class=cls(a))
-        services.label_submit(image=image, labeller=labeller2, cell_class=cls(b))
+    pairs = [("neutrophil_segmented", "neutrophil_band"), ("monocyte", "monocyte")]
+    for image, (a, b) in zip(CellImageFactory.create_batch(2, uploaded_by=lab_admin), pairs):
+        services.label_submit(image=image, labeller=labeller, cell_class=cell_class(a))
+        services.label_submit(image=image, labeller=labeller2, cell_class=cell_class(b))
     client.force_login(reviewer)
     html = client.get(reverse("annotations:agreement")).content.decode()
     tables = html.split('id="per-class"')[1]

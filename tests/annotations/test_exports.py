@@ -11,12 +11,6 @@ from django.core.management import call_command
 
 from annotations import exports
 from annotations.models import AuditEvent, CellImage
-from tests.annotations.lab_data import make_lab_data
-
-
-@pytest.fixture
-def lab(labeller, labeller2, reviewer):
-    return make_lab_data(labeller=labeller, labeller2=labeller2, reviewer=reviewer)
 
 
 def export_zip(actor=None, **selection) -> tuple[zipfile.ZipFile, exports.ZipExport]:

@@ -13,13 +13,9 @@ from django.db import connection
 
 from annotations import exports, imports
 from annotations.models import Adjudication, AuditEvent, CellImage, Label, UploadBatch
-from tests.annotations.lab_data import cls, flush_cells, make_lab_data, snapshot
-from tests.conftest import media_files, png_bytes
-
-
-@pytest.fixture
-def lab(labeller, labeller2, reviewer):
-    return make_lab_data(labeller=labeller, labeller2=labeller2, reviewer=reviewer)
+from tests.annotations.lab_data import flush_cells, snapshot
+from tests.factories import cell_class
+from tests.helpers import media_files, png_bytes
 
 
 def export_bytes(**selection) -> bytes:
@@ -115,7 +111,7 @@ def test_a_cell_with_other_readings_here_is_kept_and_listed(lab, lab_admin, labe
     data = export_bytes(include_names=True)
     from annotations.services import label_submit
 
-    label_submit(image=lab["unread"], labeller=labeller2, cell_class=cls("basophil"))
+    label_submit(image=lab["unread"], labeller=labeller2, cell_class=cell_class("basophil"))
     counts = rows_count()
     summary = do_import(data, lab_admin)
     assert [k["sha256"] for k in summary.kept] == [lab["unread"].sha256]

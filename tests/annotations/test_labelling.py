@@ -9,8 +9,7 @@ from django.urls import reverse
 
 from annotations import selectors, services
 from annotations.models import AuditEvent, Label, LabSettings
-from tests.annotations.conftest import cls, make_cells, predict
-from tests.conftest import make_user
+from tests.factories import CellImageFactory, PredictionFactory, UserFactory, cell_class
 
 
 def queue_ids(user, queue):
@@ -24,30 +23,30 @@ def set_lab(**kw):
 # --- Queues and blind double reading ---------------------------------------------------------
 def test_unlabelled_queue_drops_a_cell_once_read_by_me_but_keeps_it_for_a_second_reader(labeller, labeller2):
     set_lab(labels_required_train=2)
-    a, b = make_cells(labeller, 2)
-    services.label_submit(image=a, labeller=labeller, cell_class=cls("monocyte"))
+    a, b = CellImageFactory.create_batch(2, uploaded_by=labeller)
+    services.label_submit(image=a, labeller=labeller, cell_class=cell_class("monocyte"))
     assert queue_ids(labeller, "unlabelled") == [b.pk]
     assert queue_ids(labeller2, "unlabelled") == [a.pk, b.pk]
-    services.label_submit(image=a, labeller=labeller2, cell_class=cls("monocyte"))
+    services.label_submit(image=a, labeller=labeller2, cell_class=cell_class("monocyte"))
     a.refresh_from_db()
     assert a.final_label.code == "monocyte"
     assert a.pk not in queue_ids(labeller2, "unlabelled")
 
 
 def test_one_reading_is_enough_for_training_by_default(labeller, labeller2):
-    (a,) = make_cells(labeller, 1)
-    services.label_submit(image=a, labeller=labeller, cell_class=cls("eosinophil"))
+    a = CellImageFactory(uploaded_by=labeller)
+    services.label_submit(image=a, labeller=labeller, cell_class=cell_class("eosinophil"))
     assert queue_ids(labeller2, "unlabelled") == []
 
 
 def test_heldout_queue_needs_two_readers_and_is_separate(labeller, labeller2, lab_admin):
-    (train,) = make_cells(lab_admin, 1)
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=9)
+    train = CellImageFactory(uploaded_by=lab_admin)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
     assert queue_ids(labeller, "heldout") == [held.pk]
     assert queue_ids(labeller, "unlabelled") == [train.pk]
-    services.label_submit(image=held, labeller=labeller, cell_class=cls("lymphocyte"))
+    services.label_submit(image=held, labeller=labeller, cell_class=cell_class("lymphocyte"))
     assert queue_ids(labeller2, "heldout") == [held.pk]
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("monocyte"))
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("monocyte"))
     held.refresh_from_db()
     assert held.needs_review and held.final_label is None
     assert queue_ids(labeller, "heldout") == [] and queue_ids(labeller2, "heldout") == []
@@ -55,13 +54,13 @@ def test_heldout_queue_needs_two_readers_and_is_separate(labeller, labeller2, la
 
 
 def test_prelabelled_queue_is_least_confident_first_and_blind_on_heldout(labeller, lab_admin, active_model_row):
-    a, b, c = make_cells(lab_admin, 3)
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=5)
-    (unpredicted,) = make_cells(lab_admin, 1, seed=6)
-    predict(a, active_model_row, "lymphocyte", 0.9)
-    predict(b, active_model_row, "monocyte", 0.4)
-    predict(c, active_model_row, "monocyte", 0.6, abstained=True)
-    predict(held, active_model_row, "monocyte", 0.1)
+    a, b, c = CellImageFactory.create_batch(3, uploaded_by=lab_admin)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    unpredicted = CellImageFactory(uploaded_by=lab_admin)
+    PredictionFactory(image=a, model_version=active_model_row, top_class="lymphocyte", confidence=0.9)
+    PredictionFactory(image=b, model_version=active_model_row, top_class="monocyte", confidence=0.4)
+    PredictionFactory(image=c, model_version=active_model_row, top_class="monocyte", confidence=0.6, abstained=True)
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.1)
     assert queue_ids(labeller, "prelabelled") == [b.pk, c.pk, a.pk]
     set_lab(blind_heldout=False)
     assert queue_ids(labeller, "prelabelled") == [held.pk, b.pk, c.pk, a.pk]
@@ -69,13 +68,13 @@ def test_prelabelled_queue_is_least_confident_first_and_blind_on_heldout(labelle
 
 
 def test_prelabelled_queue_is_empty_without_an_active_model(labeller, lab_admin):
-    make_cells(lab_admin, 2)
+    CellImageFactory.create_batch(2, uploaded_by=lab_admin)
     assert queue_ids(labeller, "prelabelled") == []
 
 
 def test_unsure_queue_shows_cells_others_flagged_not_mine(labeller, labeller2, lab_admin):
-    a, b = make_cells(lab_admin, 2)
-    services.label_submit(image=a, labeller=labeller, cell_class=cls("basophil"), unsure=True)
+    a, b = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    services.label_submit(image=a, labeller=labeller, cell_class=cell_class("basophil"), unsure=True)
     assert queue_ids(labeller2, "unsure") == [a.pk]
     assert queue_ids(labeller, "unsure") == []
     assert selectors.labelling_queue_counts(user=labeller2) == {"unlabelled": 1, "prelabelled": 0, "unsure": 1, "heldout": 0}
@@ -83,11 +82,11 @@ def test_unsure_queue_shows_cells_others_flagged_not_mine(labeller, labeller2, l
 
 # --- Suggestions ------------------------------------------------------------------------------
 def test_label_records_whether_it_confirmed_or_changed_the_model_suggestion(labeller, labeller2, lab_admin, active_model_row):
-    a, b = make_cells(lab_admin, 2)
-    predict(a, active_model_row, "monocyte", 0.7)
-    predict(b, active_model_row, "monocyte", 0.3, abstained=True)
-    confirmed = services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cls("monocyte"))
-    changed = services.label_submit_as_offered(image=b, labeller=labeller, cell_class=cls("lymphocyte"))
+    a, b = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    PredictionFactory(image=a, model_version=active_model_row, top_class="monocyte", confidence=0.7)
+    PredictionFactory(image=b, model_version=active_model_row, top_class="monocyte", confidence=0.3, abstained=True)
+    confirmed = services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cell_class("monocyte"))
+    changed = services.label_submit_as_offered(image=b, labeller=labeller, cell_class=cell_class("lymphocyte"))
     assert confirmed.confirmed_suggestion is True and confirmed.suggestion_model_version == active_model_row
     assert changed.confirmed_suggestion is False and changed.suggested_class.code == "monocyte"
     event = AuditEvent.objects.filter(action="label.create", target_id=str(b.pk)).get()
@@ -95,10 +94,10 @@ def test_label_records_whether_it_confirmed_or_changed_the_model_suggestion(labe
 
 
 def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, lab_admin, active_model_row):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    predict(held, active_model_row, "monocyte", 0.8)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.8)
     assert selectors.suggestions_for(images=[held], user=labeller) == {}
-    label = services.label_submit_as_offered(image=held, labeller=labeller, cell_class=cls("monocyte"))
+    label = services.label_submit_as_offered(image=held, labeller=labeller, cell_class=cell_class("monocyte"))
     assert label.suggested_class is None and label.confirmed_suggestion is None
     set_lab(blind_heldout=False)
     assert selectors.suggestions_for(images=[held], user=labeller)[held.pk].code == "monocyte"
@@ -107,15 +106,16 @@ def test_no_suggestion_is_offered_or_recorded_on_blind_heldout_cells(labeller, l
 def test_naming_a_model_version_without_a_prediction_is_refused(labeller, lab_admin, active_model_row):
     from django.core.exceptions import ValidationError
 
-    (a,) = make_cells(lab_admin, 1)
+    a = CellImageFactory(uploaded_by=lab_admin)
     with pytest.raises(ValidationError, match="made no prediction"):
-        services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cls("monocyte"), model_version_id=active_model_row.pk)
+        services.label_submit_as_offered(image=a, labeller=labeller, cell_class=cell_class("monocyte"),
+                                         model_version_id=active_model_row.pk)
 
 
 # --- Undo, settings -----------------------------------------------------------------------------
 def test_withdraw_undoes_a_label_without_deleting_it(labeller, lab_admin):
-    (a,) = make_cells(lab_admin, 1)
-    services.label_submit(image=a, labeller=labeller, cell_class=cls("monocyte"))
+    a = CellImageFactory(uploaded_by=lab_admin)
+    services.label_submit(image=a, labeller=labeller, cell_class=cell_class("monocyte"))
     a.refresh_from_db()
     assert a.final_label is not None
     withdrawn = services.label_withdraw(image=a, labeller=labeller)
@@ -129,8 +129,8 @@ def test_withdraw_undoes_a_label_without_deleting_it(labeller, lab_admin):
 
 def test_lab_settings_change_is_audited_and_reevaluates_waiting_cells(labeller, lab_admin):
     set_lab(labels_required_train=2)
-    (a,) = make_cells(lab_admin, 1)
-    services.label_submit(image=a, labeller=labeller, cell_class=cls("monocyte"))
+    a = CellImageFactory(uploaded_by=lab_admin)
+    services.label_submit(image=a, labeller=labeller, cell_class=cell_class("monocyte"))
     a.refresh_from_db()
     assert a.final_label is None
     services.lab_settings_update(actor=lab_admin, labels_required_train=1, labels_required_heldout=3, blind_heldout=False)
@@ -154,16 +154,16 @@ def test_lab_settings_out_of_range_is_refused(lab_admin):
 
 # --- Concurrency on a transactional database -----------------------------------------------
 @pytest.mark.django_db(transaction=True)
-def test_two_experts_labelling_the_same_cell_at_once_never_overwrite_each_other(django_user_model):
-    a_user, b_user = make_user(django_user_model, "c1", "labeller"), make_user(django_user_model, "c2", "labeller")
-    cells = make_cells(a_user, 6, split="heldout")
+def test_two_experts_labelling_the_same_cell_at_once_never_overwrite_each_other():
+    a_user, b_user = UserFactory(username="c1", role="labeller"), UserFactory(username="c2", role="labeller")
+    cells = CellImageFactory.create_batch(6, uploaded_by=a_user, split="heldout")
     barrier, errors = threading.Barrier(2), []
 
     def read(user, code):
         try:
             barrier.wait()
             for cell in cells:
-                services.label_submit_as_offered(image=cell, labeller=user, cell_class=cls(code))
+                services.label_submit_as_offered(image=cell, labeller=user, cell_class=cell_class(code))
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
         finally:
@@ -181,15 +181,15 @@ def test_two_experts_labelling_the_same_cell_at_once_never_overwrite_each_other(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_one_expert_changing_a_label_twice_at_once_keeps_exactly_one_current_label(django_user_model):
-    user = make_user(django_user_model, "c3", "labeller")
-    (cell,) = make_cells(user, 1)
+def test_one_expert_changing_a_label_twice_at_once_keeps_exactly_one_current_label():
+    user = UserFactory(username="c3", role="labeller")
+    cell = CellImageFactory(uploaded_by=user)
     barrier, errors = threading.Barrier(3), []
 
     def read(code):
         try:
             barrier.wait()
-            services.label_submit(image=cell, labeller=user, cell_class=cls(code))
+            services.label_submit(image=cell, labeller=user, cell_class=cell_class(code))
         except Exception as exc:  # pragma: no cover
             errors.append(exc)
         finally:
@@ -205,10 +205,10 @@ def test_one_expert_changing_a_label_twice_at_once_keeps_exactly_one_current_lab
 
 # --- Pages ------------------------------------------------------------------------------------
 def test_grid_shows_suggestions_hides_them_on_blind_heldout_and_has_class_hotkeys(client, labeller, lab_admin, active_model_row):
-    (a,) = make_cells(lab_admin, 1)
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=3)
-    predict(a, active_model_row, "monocyte", 0.42)
-    predict(held, active_model_row, "eosinophil", 0.9)
+    a = CellImageFactory(uploaded_by=lab_admin)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    PredictionFactory(image=a, model_version=active_model_row, top_class="monocyte", confidence=0.42)
+    PredictionFactory(image=held, model_version=active_model_row, top_class="eosinophil", confidence=0.9)
     client.force_login(labeller)
     page = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert "model: Monocyte 42%" in page and 'data-suggest="monocyte"' in page
@@ -221,7 +221,7 @@ def test_grid_shows_suggestions_hides_them_on_blind_heldout_and_has_class_hotkey
 
 
 def test_grid_counts_and_index_reflect_the_queues(client, labeller, lab_admin):
-    make_cells(lab_admin, 3)
+    CellImageFactory.create_batch(3, uploaded_by=lab_admin)
     client.force_login(labeller)
     index = client.get(reverse("annotations:label_index"))
     assert index.status_code == 200
@@ -235,11 +235,11 @@ def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_ce
     from annotations.models import CellClass
 
     CellClass.objects.filter(code="monocyte").update(name='Mono<script>alert("x")</script>')
-    a, b = make_cells(lab_admin, 2)
-    (held,) = make_cells(lab_admin, 1, split="heldout", seed=1)
-    predict(a, active_model_row, "monocyte", 0.724)
-    predict(b, active_model_row, "monocyte", 0.3, abstained=True)
-    predict(held, active_model_row, "monocyte", 0.9)
+    a, b = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    PredictionFactory(image=a, model_version=active_model_row, top_class="monocyte", confidence=0.724)
+    PredictionFactory(image=b, model_version=active_model_row, top_class="monocyte", confidence=0.3, abstained=True)
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.9)
     set_lab(labels_required_heldout=1)
     client.force_login(labeller)
     html = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
@@ -254,7 +254,7 @@ def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_ce
 
 
 def test_single_cell_page_labels_without_javascript_and_moves_to_the_next_cell(client, labeller, lab_admin):
-    a, b = make_cells(lab_admin, 2)
+    a, b = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
     client.force_login(labeller)
     url = reverse("annotations:label_cell", args=[a.pk])
     assert client.get(url + "?queue=unlabelled").status_code == 200
@@ -267,8 +267,8 @@ def test_single_cell_page_labels_without_javascript_and_moves_to_the_next_cell(c
 
 
 def test_labeller_does_not_see_other_experts_labels_before_the_cell_is_final(client, labeller, labeller2, reviewer, lab_admin):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("basophil"))
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("basophil"))
     client.force_login(labeller)
     for url in (reverse("annotations:image_detail", args=[held.pk]), reverse("annotations:label_cell", args=[held.pk])):
         body = client.get(url).content.decode()
@@ -278,7 +278,7 @@ def test_labeller_does_not_see_other_experts_labels_before_the_cell_is_final(cli
 
 
 def test_thumbnails_are_made_once_and_cached_by_the_browser(client, labeller, lab_admin, settings):
-    (a,) = make_cells(lab_admin, 1)
+    a = CellImageFactory(uploaded_by=lab_admin)
     client.force_login(labeller)
     url = reverse("annotations:image_thumb", args=[a.pk])
     first = client.get(url)
@@ -297,9 +297,9 @@ def test_thumbnails_are_made_once_and_cached_by_the_browser(client, labeller, la
 
 
 def test_review_page_shows_labels_side_by_side_and_the_decision_is_final(client, labeller, labeller2, reviewer, reviewer2, lab_admin):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    services.label_submit(image=held, labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("lymphocyte"), unsure=True)
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    services.label_submit(image=held, labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("lymphocyte"), unsure=True)
     client.force_login(labeller)
     assert client.get(reverse("annotations:review_queue")).status_code == 403
     client.force_login(reviewer)
@@ -320,12 +320,12 @@ def test_review_page_shows_labels_side_by_side_and_the_decision_is_final(client,
 def test_agreement_page_reports_kappas_for_a_date_range(client, labeller, labeller2, reviewer, lab_admin):
     from sklearn.metrics import cohen_kappa_score
 
-    cells = make_cells(lab_admin, 4, split="heldout")
+    cells = CellImageFactory.create_batch(4, uploaded_by=lab_admin, split="heldout")
     a = ["monocyte", "monocyte", "lymphocyte", "basophil"]
     b = ["monocyte", "lymphocyte", "lymphocyte", "basophil"]
     for cell, x, y in zip(cells, a, b):
-        services.label_submit(image=cell, labeller=labeller, cell_class=cls(x))
-        services.label_submit(image=cell, labeller=labeller2, cell_class=cls(y))
+        services.label_submit(image=cell, labeller=labeller, cell_class=cell_class(x))
+        services.label_submit(image=cell, labeller=labeller2, cell_class=cell_class(y))
     client.force_login(reviewer)
     response = client.get(reverse("annotations:agreement"))
     report = response.context["report"]
@@ -358,14 +358,14 @@ def test_lab_settings_page_is_for_lab_admins_and_audited(client, reviewer, lab_a
 @pytest.mark.parametrize("blind", [True, False])
 def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin, active_model_row, blind):
     set_lab(blind_heldout=blind, labels_required_train=2)
-    train = make_cells(lab_admin, 5)
-    held = make_cells(lab_admin, 3, split="heldout", seed=4)
+    train = CellImageFactory.create_batch(5, uploaded_by=lab_admin)
+    held = CellImageFactory.create_batch(3, uploaded_by=lab_admin, split="heldout")
     for cell, conf in zip(train[:3] + held[:2], (0.2, 0.5, 0.9, 0.1, 0.3)):
-        predict(cell, active_model_row, "monocyte", conf)
-    services.label_submit(image=train[0], labeller=labeller2, cell_class=cls("monocyte"), unsure=True)
-    services.label_submit(image=train[1], labeller=labeller2, cell_class=cls("monocyte"))
-    services.label_submit(image=held[0], labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=train[4], labeller=labeller, cell_class=cls("basophil"), unsure=True)
+        PredictionFactory(image=cell, model_version=active_model_row, top_class="monocyte", confidence=conf)
+    services.label_submit(image=train[0], labeller=labeller2, cell_class=cell_class("monocyte"), unsure=True)
+    services.label_submit(image=train[1], labeller=labeller2, cell_class=cell_class("monocyte"))
+    services.label_submit(image=held[0], labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=train[4], labeller=labeller, cell_class=cell_class("basophil"), unsure=True)
     for user in (labeller, labeller2):
         counts = selectors.labelling_queue_counts(user=user)
         assert counts == {q: selectors.labelling_queue(user=user, queue=q).count() for q in selectors.QUEUES}
@@ -375,10 +375,11 @@ def test_queue_counts_equal_the_queues_themselves(labeller, labeller2, lab_admin
 def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, reviewer, lab_admin, active_model_row):
     """The labelling grid, the single-cell page, the image page and the review queue name the
     reason: unlike the training images, split vote, low confidence."""
-    foreign, unsure = make_cells(lab_admin, 2)
-    predict(foreign, active_model_row, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
-    predict(unsure, active_model_row, "monocyte", 0.41, abstained=True, reasons=["split_vote", "low_confidence"],
-            ood_score=0.2)
+    foreign, unsure = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    PredictionFactory(image=foreign, model_version=active_model_row, top_class="monocyte", confidence=0.95,
+                      abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    PredictionFactory(image=unsure, model_version=active_model_row, top_class="monocyte", confidence=0.41,
+                      abstained=True, reasons=["split_vote", "low_confidence"], ood_score=0.2)
     client.force_login(labeller)
     grid = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert '<span class="reason ood">referred: unlike the training images</span>' in grid
@@ -388,7 +389,7 @@ def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, revie
     detail = client.get(reverse("annotations:image_detail", args=[foreign.pk])).content.decode()
     assert "unlike the training images" in detail and "yes (7.40)" in detail
     # two readers disagree: the reviewer's queue shows the model's call with its reason
-    services.label_submit(image=unsure, labeller=labeller, cell_class=cls("monocyte"), unsure=True)
+    services.label_submit(image=unsure, labeller=labeller, cell_class=cell_class("monocyte"), unsure=True)
     client.force_login(reviewer)
     review = client.get(reverse("annotations:review_queue")).content.decode()
     assert "referred: split vote; low confidence" in review

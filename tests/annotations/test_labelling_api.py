@@ -4,7 +4,7 @@ from rest_framework.test import APIClient
 
 from annotations import services
 from annotations.models import Label, LabSettings
-from tests.annotations.conftest import cls, make_cells, predict
+from tests.factories import CellImageFactory, PredictionFactory, cell_class
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ def as_user(api, user):
 
 
 def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model_row):
-    a, b = make_cells(lab_admin, 2)
-    predict(b, active_model_row, "monocyte", 0.3)
+    a, b = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    PredictionFactory(image=b, model_version=active_model_row, top_class="monocyte", confidence=0.3)
     as_user(api, labeller)
     counts = {q["name"]: q["count"] for q in api.get("/api/queues/").json()["queues"]}
     assert counts == {"unlabelled": 2, "prelabelled": 1, "unsure": 0, "heldout": 0}
@@ -32,9 +32,10 @@ def test_queue_counts_and_queue_listing(api, labeller, lab_admin, active_model_r
 
 
 def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, active_model_row):
-    foreign, plain = make_cells(lab_admin, 2)
-    predict(foreign, active_model_row, "monocyte", 0.95, abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
-    predict(plain, active_model_row, "monocyte", 0.9, ood_score=-0.3)
+    foreign, plain = CellImageFactory.create_batch(2, uploaded_by=lab_admin)
+    PredictionFactory(image=foreign, model_version=active_model_row, top_class="monocyte", confidence=0.95,
+                      abstained=True, reasons=["out_of_distribution"], ood_score=7.4)
+    PredictionFactory(image=plain, model_version=active_model_row, top_class="monocyte", confidence=0.9, ood_score=-0.3)
     as_user(api, labeller)
     s = api.get(f"/api/cells/{foreign.pk}/").json()["suggestion"]
     assert s["abstained"] and s["out_of_distribution"] and s["reasons"] == ["out_of_distribution"]
@@ -44,9 +45,9 @@ def test_the_api_says_why_the_model_referred_a_cell(api, labeller, lab_admin, ac
 
 
 def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(api, labeller, labeller2, lab_admin, active_model_row):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    predict(held, active_model_row, "monocyte", 0.8)
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("basophil"))
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    PredictionFactory(image=held, model_version=active_model_row, top_class="monocyte", confidence=0.8)
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("basophil"))
     as_user(api, labeller)
     body = api.get(f"/api/cells/{held.pk}/").json()
     assert body["suggestion"] is None and body["my_label"] is None
@@ -55,8 +56,8 @@ def test_get_cell_hides_the_suggestion_on_blind_heldout_and_shows_only_my_label(
 
 
 def test_post_label_records_the_suggestion_and_supersedes_my_previous_label(api, labeller, lab_admin, active_model_row):
-    (a,) = make_cells(lab_admin, 1)
-    predict(a, active_model_row, "monocyte", 0.8)
+    a = CellImageFactory(uploaded_by=lab_admin)
+    PredictionFactory(image=a, model_version=active_model_row, top_class="monocyte", confidence=0.8)
     as_user(api, labeller)
     first = api.post("/api/labels/", {"image": a.pk, "cell_class": "monocyte", "model_version": active_model_row.pk}, format="json")
     assert first.status_code == 201, first.content
@@ -77,7 +78,7 @@ def test_post_label_records_the_suggestion_and_supersedes_my_previous_label(api,
     ({"image": 1, "cell_class": "unidentified"}, 400),
 ])
 def test_bad_label_requests_get_clear_4xx(api, labeller, lab_admin, payload, status):
-    (a,) = make_cells(lab_admin, 1)
+    a = CellImageFactory(uploaded_by=lab_admin)
     if payload.get("image") == 1:
         payload = {**payload, "image": a.pk}
     response = as_user(api, labeller).post("/api/labels/", payload, format="json")
@@ -86,17 +87,17 @@ def test_bad_label_requests_get_clear_4xx(api, labeller, lab_admin, payload, sta
 
 
 def test_label_after_adjudication_is_a_conflict(api, labeller, labeller2, reviewer, lab_admin):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    services.label_submit(image=held, labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("lymphocyte"))
-    services.adjudication_submit(image=held, reviewer=reviewer, cell_class=cls("monocyte"))
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    services.label_submit(image=held, labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("lymphocyte"))
+    services.adjudication_submit(image=held, reviewer=reviewer, cell_class=cell_class("monocyte"))
     response = as_user(api, labeller).post("/api/labels/", {"image": held.pk, "cell_class": "basophil"}, format="json")
     assert response.status_code == 409 and "adjudicated" in response.json()["detail"]
     assert as_user(api, labeller).post("/api/labels/withdraw/", {"image": held.pk}, format="json").status_code == 409
 
 
 def test_bulk_label_and_withdraw(api, labeller, lab_admin):
-    cells = make_cells(lab_admin, 3)
+    cells = CellImageFactory.create_batch(3, uploaded_by=lab_admin)
     as_user(api, labeller)
     response = api.post("/api/labels/bulk/", {"images": [c.pk for c in cells] + [999999], "cell_class": "eosinophil"}, format="json")
     assert response.status_code == 200
@@ -108,9 +109,9 @@ def test_bulk_label_and_withdraw(api, labeller, lab_admin):
 
 
 def test_adjudication_api_is_for_reviewers_shows_labels_side_by_side_and_first_wins(api, labeller, labeller2, reviewer, reviewer2, lab_admin):
-    (held,) = make_cells(lab_admin, 1, split="heldout")
-    services.label_submit(image=held, labeller=labeller, cell_class=cls("monocyte"))
-    services.label_submit(image=held, labeller=labeller2, cell_class=cls("lymphocyte"))
+    held = CellImageFactory(uploaded_by=lab_admin, split="heldout")
+    services.label_submit(image=held, labeller=labeller, cell_class=cell_class("monocyte"))
+    services.label_submit(image=held, labeller=labeller2, cell_class=cell_class("lymphocyte"))
     assert as_user(api, labeller).get("/api/adjudications/").status_code == 403
     assert api.post("/api/adjudications/", {"image": held.pk, "cell_class": "monocyte"}, format="json").status_code == 403
     body = as_user(api, reviewer).get("/api/adjudications/").json()

@@ -3,9 +3,10 @@ import threading
 import pytest
 from django.db import connection
 
-from annotations.models import AuditEvent, CellClass, Label, LabSettings
+from annotations.models import AuditEvent, Label, LabSettings
 from annotations.services import LabelConflict, adjudication_submit, image_split_move, image_upload, label_submit
-from tests.conftest import png_bytes
+from tests.factories import UserFactory, cell_class
+from tests.helpers import png_bytes
 
 
 @pytest.fixture
@@ -13,33 +14,29 @@ def image(labeller):
     return image_upload(data=png_bytes(), uploaded_by=labeller, split="heldout", enqueue_classification=False).image
 
 
-def cls(code):
-    return CellClass.objects.get(code=code)
-
-
 def test_two_agreeing_readers_make_the_final_label(image, labeller, labeller2):
-    label_submit(image=image, labeller=labeller, cell_class=cls("monocyte"))
+    label_submit(image=image, labeller=labeller, cell_class=cell_class("monocyte"))
     image.refresh_from_db()
     assert image.final_label is None and not image.needs_review
-    label_submit(image=image, labeller=labeller2, cell_class=cls("monocyte"))
+    label_submit(image=image, labeller=labeller2, cell_class=cell_class("monocyte"))
     image.refresh_from_db()
     assert image.final_label.code == "monocyte"
 
 
 def test_disagreement_goes_to_review_and_reviewer_decides(image, labeller, labeller2, reviewer):
-    label_submit(image=image, labeller=labeller, cell_class=cls("monocyte"))
-    label_submit(image=image, labeller=labeller2, cell_class=cls("lymphocyte"))
+    label_submit(image=image, labeller=labeller, cell_class=cell_class("monocyte"))
+    label_submit(image=image, labeller=labeller2, cell_class=cell_class("lymphocyte"))
     image.refresh_from_db()
     assert image.needs_review and image.final_label is None
-    adjudication_submit(image=image, reviewer=reviewer, cell_class=cls("lymphocyte"))
+    adjudication_submit(image=image, reviewer=reviewer, cell_class=cell_class("lymphocyte"))
     image.refresh_from_db()
     assert image.final_label.code == "lymphocyte" and not image.needs_review
     assert AuditEvent.objects.filter(action="label.adjudicate", target_id=str(image.pk)).exists()
 
 
 def test_changing_a_label_supersedes_it_and_keeps_history(image, labeller):
-    first = label_submit(image=image, labeller=labeller, cell_class=cls("monocyte"))
-    label_submit(image=image, labeller=labeller, cell_class=cls("lymphocyte"))
+    first = label_submit(image=image, labeller=labeller, cell_class=cell_class("monocyte"))
+    label_submit(image=image, labeller=labeller, cell_class=cell_class("lymphocyte"))
     first.refresh_from_db()
     assert first.superseded_at is not None
     assert Label.objects.filter(image=image).count() == 2
@@ -49,7 +46,7 @@ def test_changing_a_label_supersedes_it_and_keeps_history(image, labeller):
 def test_unsure_label_goes_to_review_even_alone(labeller):
     img = image_upload(data=png_bytes((1, 1, 1)), uploaded_by=labeller, enqueue_classification=False).image
     assert LabSettings.get().labels_required("train") == 1
-    label_submit(image=img, labeller=labeller, cell_class=cls("basophil"), unsure=True)
+    label_submit(image=img, labeller=labeller, cell_class=cell_class("basophil"), unsure=True)
     img.refresh_from_db()
     assert img.needs_review and img.final_label is None
 
@@ -61,20 +58,19 @@ def test_split_move_is_audited(image, lab_admin):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_two_reviewers_adjudicating_at_once_one_wins_the_other_is_told(django_user_model):
-    from tests.conftest import make_user
+def test_two_reviewers_adjudicating_at_once_one_wins_the_other_is_told():
 
-    lab1, lab2 = make_user(django_user_model, "l1", "labeller"), make_user(django_user_model, "l2", "labeller")
-    rev1, rev2 = make_user(django_user_model, "r1", "reviewer"), make_user(django_user_model, "r2", "reviewer")
+    lab1, lab2 = UserFactory(username="l1", role="labeller"), UserFactory(username="l2", role="labeller")
+    rev1, rev2 = UserFactory(username="r1", role="reviewer"), UserFactory(username="r2", role="reviewer")
     img = image_upload(data=png_bytes((5, 5, 5)), uploaded_by=lab1, split="heldout", enqueue_classification=False).image
-    label_submit(image=img, labeller=lab1, cell_class=cls("monocyte"))
-    label_submit(image=img, labeller=lab2, cell_class=cls("lymphocyte"))
+    label_submit(image=img, labeller=lab1, cell_class=cell_class("monocyte"))
+    label_submit(image=img, labeller=lab2, cell_class=cell_class("lymphocyte"))
     results, barrier = {}, threading.Barrier(2)
 
     def decide(user, code):
         try:
             barrier.wait()
-            adjudication_submit(image=img, reviewer=user, cell_class=cls(code))
+            adjudication_submit(image=img, reviewer=user, cell_class=cell_class(code))
             results[user.username] = "won"
         except LabelConflict as exc:
             results[user.username] = str(exc)

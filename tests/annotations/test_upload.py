@@ -8,7 +8,7 @@ from annotations.imaging import ImageRejected, sanitize_image
 from annotations.models import AuditEvent, CellImage
 from annotations.services import image_upload, zip_upload
 from tests.annotations.badfiles import BAD_FILES
-from tests.conftest import jpeg_bytes, media_files, png_bytes
+from tests.helpers import jpeg_bytes, media_files, png_bytes
 
 NAME = b"Jane Doe"
 

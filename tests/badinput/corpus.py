@@ -20,7 +20,7 @@ import zlib
 from PIL import Image
 
 from tests.annotations.badfiles import BAD_FILES, _png_chunk
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.helpers import jpeg_bytes, png_bytes
 
 PLANTED = b"Jane Doe"
 

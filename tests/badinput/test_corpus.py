@@ -10,7 +10,7 @@ from PIL import Image
 from annotations.models import AuditEvent, CellClass, CellImage, Label, UploadBatch
 from annotations.services import image_upload
 from tests.annotations.test_upload import planted_files
-from tests.conftest import media_files, png_bytes
+from tests.helpers import media_files, png_bytes
 
 from .corpus import BAD_ARCHIVES, BAD_IMAGES, ODD_BUT_VALID_IMAGES, PLANTED, zip_entries_file, zip_with_raw_names
 

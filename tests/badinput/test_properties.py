@@ -10,7 +10,7 @@ from PIL import Image
 from annotations.imaging import ImageRejected
 from annotations.models import CellImage, Label
 from annotations.services import image_upload
-from tests.conftest import jpeg_bytes, png_bytes
+from tests.helpers import jpeg_bytes, png_bytes
 
 FAST = hsettings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -3,7 +3,7 @@ import pytest
 from annotations.services import image_upload
 from classifier.models import Prediction
 from classifier.services import images_classify
-from tests.conftest import jpeg_bytes, wait_for
+from tests.helpers import jpeg_bytes, wait_for
 
 
 def test_classify_is_idempotent_and_stores_votes(active_model, labeller, demo_cells):

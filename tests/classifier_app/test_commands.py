@@ -5,6 +5,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from classifier.models import ModelVersion
+from tests.factories import TrainedModelVersionFactory
+from tests.helpers import REPO
 
 
 def test_evaluate_folder_writes_the_contract(active_model, demo_cells, tmp_path, capsys):
@@ -48,16 +50,14 @@ def test_classify_command_json(active_model, demo_cells, tmp_path):
         assert (r["reason"] is None) == (not r["abstained"])
 
 
-def test_classify_reports_a_foreign_cell_as_referred_with_its_reason_and_score(db, settings, pbc_checkpoint, tmp_path):
+def test_classify_reports_a_foreign_cell_as_referred_with_its_reason_and_score(db, pbc_checkpoint, tmp_path):
     """A white cell cropped from a BCCD field (another microscope and stain) against a model
     trained on PBC cells: referred, 'unlike the training images', with its score."""
     from PIL import Image
 
     from slides.pipeline import find_cells
-    from tests.conftest import REPO
-    from tests.slides.conftest import register_model
 
-    register_model(settings, pbc_checkpoint)
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
 
     field = sorted((REPO / "demo" / "fields").glob("*.jpg"))[0]
     crop = tmp_path / "foreign.png"

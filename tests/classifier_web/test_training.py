@@ -4,12 +4,14 @@ import pytest
 from annotations.models import AuditEvent
 from classifier import services
 from classifier.models import ModelVersion, TrainingRun
+from tests.factories import ModelVersionFactory
+from tests.helpers import png_bytes
 
 
 @pytest.fixture
 def versions(db):
-    old = ModelVersion.objects.create(ensemble="offline", status="candidate", backbones=["efficientnet_lite0"])
-    new = ModelVersion.objects.create(ensemble="offline", status="candidate", backbones=["efficientnet_lite0"])
+    old = ModelVersionFactory(status="candidate", backbones=["efficientnet_lite0"])
+    new = ModelVersionFactory(status="candidate", backbones=["efficientnet_lite0"])
     services.model_version_activate(version=old)
     return old, new
 
@@ -144,7 +146,7 @@ def test_promotion_api(client, lab_admin, versions):
     again = client.post(f"/api/model-versions/{new.pk}/promote/", {"confirm": True, "reason": "better"},
                         content_type="application/json")
     assert again.status_code == 400
-    never = ModelVersion.objects.create(ensemble="offline", status="candidate")
+    never = ModelVersionFactory(status="candidate")
     body = {"confirm": True, "reason": "back"}
     assert client.post(f"/api/model-versions/{never.pk}/rollback/", body, content_type="application/json").status_code == 400
     assert client.post(f"/api/model-versions/{old.pk}/rollback/", {"confirm": True},
@@ -169,12 +171,12 @@ def test_the_model_version_list_api_reads_the_gate_decisions_in_one_query(client
         return len(ctx.captured_queries)
 
     for _ in range(2):
-        v = ModelVersion.objects.create(ensemble="offline", status="candidate")
+        v = ModelVersionFactory(status="candidate")
         GateDecision.objects.create(model_version=v, outcome="too_small", reasons=["older"])
         GateDecision.objects.create(model_version=v, outcome="candidate", reasons=["newest"])
     two = queries_for_list()
     for _ in range(5):
-        v = ModelVersion.objects.create(ensemble="offline", status="candidate")
+        v = ModelVersionFactory(status="candidate")
         GateDecision.objects.create(model_version=v, outcome="candidate", reasons=["newest"])
     assert queries_for_list() == two  # not one more query per version
 
@@ -183,7 +185,6 @@ def test_past_predictions_keep_their_version(lab_admin, versions):
     from annotations.services import image_upload
     from classifier.models import Prediction
     from classifier.services import model_version_promote
-    from tests.conftest import png_bytes
 
     old, new = versions
     image = image_upload(data=png_bytes(), uploaded_by=lab_admin, enqueue_classification=False).image

@@ -7,14 +7,15 @@ import pytest
 
 from annotations.models import CellImage
 from tests.annotations.lab_data import flush_cells, make_lab_data
-from tests.conftest import browser_login, make_user, screenshot
+from tests.factories import UserFactory
+from tests.helpers import browser_login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
-def test_a_lab_admin_exports_with_progress_and_imports_the_download_back(browser, live_server, django_user_model,
+def test_a_lab_admin_exports_with_progress_and_imports_the_download_back(browser, live_server,
                                                                          tmp_path):
-    users = {name: make_user(django_user_model, name, role) for name, role in
+    users = {name: UserFactory(username=name, role=role) for name, role in
              (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin"))}
     make_lab_data(labeller=users["lab1"], labeller2=users["lab2"], reviewer=users["rev1"])
     context = browser.new_context(viewport={"width": 1366, "height": 900}, accept_downloads=True)

@@ -6,7 +6,8 @@ import zipfile
 import pytest
 
 from annotations.models import CellImage, Label, LabSettings
-from tests.conftest import DEMO_CELLS, browser_login, make_user, screenshot
+from tests.factories import UserFactory
+from tests.helpers import DEMO_CELLS, browser_login, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -59,9 +60,9 @@ def all_thumbnails_loaded(page) -> bool:
     )
 
 
-def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, django_user_model, tmp_path):
+def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, tmp_path):
     for name, role in (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin")):
-        make_user(django_user_model, name, role)
+        UserFactory(username=name, role=role)
 
     # A lab admin asks for two independent readings of training cells.
     admin = new_page(browser, live_server, "admin1")

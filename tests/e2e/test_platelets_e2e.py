@@ -4,24 +4,19 @@ screen -> a field's platelet count corrected -> the signed report carries the co
 import pytest
 from playwright.sync_api import expect
 
-from annotations.models import AuditEvent, LabSettings
+from annotations.models import AuditEvent
 from slides.models import Slide
-from tests.conftest import browser_login, screenshot
-from tests.slides.conftest import reference_intervals, register_model  # noqa: F401 (fixture)
+from tests.e2e.steps import classify_the_unidentified_cells
+from tests.helpers import logged_in_page, screenshot
 from tests.slides.test_platelets import lab_turns_estimate_on, platelet_fields
 
 
 @pytest.mark.e2e
 @pytest.mark.worker
-def test_platelet_estimate_from_upload_to_signed_report(live_server, browser, settings, reviewer, tiny_checkpoint,
-                                                         celery_worker_process, reference_intervals):
-    register_model(settings, tiny_checkpoint)
-    LabSettings.objects.update(abstain_threshold=0.99)  # every cell waits for the expert
+def test_platelet_estimate_from_upload_to_signed_report(live_server, browser, reviewer, every_cell_to_the_expert):
     lab_turns_estimate_on(factor=20.0)
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    browser_login(page, live_server, reviewer.username)
+    page = logged_in_page(browser, live_server, reviewer.username)
+    errors = page.js_errors
 
     page.goto(f"{live_server.url}/slides/")
     page.fill("input[name=code]", "E2E-PLT-0001")
@@ -60,12 +55,7 @@ def test_platelet_estimate_from_upload_to_signed_report(live_server, browser, se
     assert f"{20 * mean:.0f} 10^9/L" in page.inner_text("#platelet-estimate")
 
     # classify every cell (one key each) and sign
-    while page.locator("#group-unidentified .slide-cell").count():
-        remaining = page.locator("#group-unidentified .slide-cell").count()
-        page.locator("#group-unidentified .slide-cell").first.click(position={"x": 20, "y": 20})
-        page.keyboard.press("l")
-        expect(page.locator("#group-unidentified .slide-cell")).to_have_count(remaining - 1)
-    expect(page.locator("#sign-button")).to_be_enabled()
+    classify_the_unidentified_cells(page)
     page.fill("#sign-reason", "platelet end-to-end test")
     page.click("#sign-button")
     page.wait_for_selector("#report")

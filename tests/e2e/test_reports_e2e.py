@@ -6,7 +6,7 @@ import pytest
 
 from classifier.models import ModelVersion, TrainingRun
 from reports.models import Evaluation, GateDecision
-from tests.conftest import browser_login, screenshot
+from tests.helpers import browser_login, screenshot
 from tests.reports import factories
 
 

@@ -11,11 +11,11 @@ from django.utils import timezone
 
 from annotations import services as annotation_services
 from annotations.models import CellClass
-from classifier.models import ModelVersion, Prediction, TrainingRun
+from classifier.models import Prediction, TrainingRun
 from reports import metrics
 from reports.models import Evaluation, GateDecision
-from tests.annotations.conftest import cls, make_cells, predict
-from tests.conftest import browser_login, make_user, screenshot
+from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, UserFactory, cell_class
+from tests.helpers import logged_in_page, screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -23,12 +23,7 @@ WIDE = {"width": 1366, "height": 900}
 
 
 def open_page(browser, live_server, username, viewport=WIDE):
-    context = browser.new_context(viewport=viewport)
-    page = context.new_page()
-    page.js_errors = []
-    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
-    browser_login(page, live_server, username)
-    return page
+    return logged_in_page(browser.new_context(viewport=viewport), live_server, username)
 
 
 def poll(page, predicate, timeout=20.0, message="condition"):
@@ -40,24 +35,23 @@ def poll(page, predicate, timeout=20.0, message="condition"):
     raise AssertionError(f"timed out waiting for {message}")
 
 
-def users(django_user_model):
-    return {name: make_user(django_user_model, name, role) for name, role in
+def users():
+    return {name: UserFactory(username=name, role=role) for name, role in
             (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin"))}
 
 
 # --- The blind held-out set -------------------------------------------------------------------
-def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(browser, live_server,
-                                                                                django_user_model):
-    u = users(django_user_model)
-    version = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now(),
-                                          classes=["monocyte", "lymphocyte"])
-    (held,) = make_cells(u["admin1"], 1, split="heldout", seed=31)
-    (train,) = make_cells(u["admin1"], 1, seed=32)
-    predict(held, version, "monocyte", 0.81)
-    predict(train, version, "eosinophil", 0.41, abstained=True)
-    annotation_services.label_submit(image=held, labeller=u["lab1"], cell_class=cls("monocyte"))
-    annotation_services.label_submit(image=held, labeller=u["lab2"], cell_class=cls("lymphocyte"))
-    annotation_services.label_submit(image=train, labeller=u["lab1"], cell_class=cls("eosinophil"), unsure=True)
+def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(browser, live_server):
+    u = users()
+    version = ModelVersionFactory(status="active", activated_at=timezone.now(),
+                                  classes=["monocyte", "lymphocyte"])
+    held = CellImageFactory(uploaded_by=u["admin1"], split="heldout")
+    train = CellImageFactory(uploaded_by=u["admin1"])
+    PredictionFactory(image=held, model_version=version, top_class="monocyte", confidence=0.81)
+    PredictionFactory(image=train, model_version=version, top_class="eosinophil", confidence=0.41, abstained=True)
+    annotation_services.label_submit(image=held, labeller=u["lab1"], cell_class=cell_class("monocyte"))
+    annotation_services.label_submit(image=held, labeller=u["lab2"], cell_class=cell_class("lymphocyte"))
+    annotation_services.label_submit(image=train, labeller=u["lab1"], cell_class=cell_class("eosinophil"), unsure=True)
 
     reviewer = open_page(browser, live_server, "rev1")
     reviewer.goto(f"{live_server.url}/review/")
@@ -76,10 +70,10 @@ def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(
     assert "Monocyte 81%" in reviewer.inner_text("main")
 
     labeller = open_page(browser, live_server, "lab2")
-    (second,) = make_cells(u["admin1"], 1, split="heldout", seed=33)
-    predict(second, version, "monocyte", 0.77)
-    annotation_services.label_submit(image=second, labeller=u["lab1"], cell_class=cls("monocyte"))
-    annotation_services.label_submit(image=second, labeller=u["lab2"], cell_class=cls("basophil"))
+    second = CellImageFactory(uploaded_by=u["admin1"], split="heldout")
+    PredictionFactory(image=second, model_version=version, top_class="monocyte", confidence=0.77)
+    annotation_services.label_submit(image=second, labeller=u["lab1"], cell_class=cell_class("monocyte"))
+    annotation_services.label_submit(image=second, labeller=u["lab2"], cell_class=cell_class("basophil"))
     labeller.goto(f"{live_server.url}/images/{second.pk}/")
     text = labeller.inner_text("main")
     assert "waiting for adjudication" not in text and "77%" not in text and "lab1" not in text
@@ -117,13 +111,13 @@ def _evaluation(version, results, snapshot_hash="same-cells"):
                                      snapshot_hash=snapshot_hash, finished_at=timezone.now())
 
 
-def test_evaluation_report_at_1366_px(browser, live_server, django_user_model):
+def test_evaluation_report_at_1366_px(browser, live_server):
     from reports.selectors import paired_comparison_of
 
-    users(django_user_model)
+    users()
     classes = list(CellClass.objects.filter(is_abstain=False).order_by("display_order").values_list("code", flat=True))
-    old = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now(), classes=classes)
-    new = ModelVersion.objects.create(ensemble="offline", status="candidate", classes=classes)
+    old = ModelVersionFactory(status="active", activated_at=timezone.now(), classes=classes)
+    new = ModelVersionFactory(status="candidate", classes=classes)
     old_ev = _evaluation(old, _results(classes, vote_right=0.75, backbone_right=0.7, seed=1))
     new_ev = _evaluation(new, _results(classes, vote_right=0.7, backbone_right=0.85, seed=2))
     comparison = paired_comparison_of(new_ev, old_ev)
@@ -166,11 +160,10 @@ def test_evaluation_report_at_1366_px(browser, live_server, django_user_model):
 
 
 # --- Change control ---------------------------------------------------------------------------
-def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(browser, live_server,
-                                                                              django_user_model):
-    users(django_user_model)
-    v1 = ModelVersion.objects.create(ensemble="offline", status="retired", activated_at=timezone.now())
-    v2 = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now())
+def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(browser, live_server):
+    users()
+    v1 = ModelVersionFactory(status="retired", activated_at=timezone.now())
+    v2 = ModelVersionFactory(status="active", activated_at=timezone.now())
     page = open_page(browser, live_server, "admin1")
     page.goto(f"{live_server.url}/models/")
     page.click(f"text=Roll back to v{v1.pk}")
@@ -218,8 +211,8 @@ def test_rollback_and_forward_need_a_confirmation_and_a_reason_and_are_audited(b
 
 
 # --- Navigation and error pages ---------------------------------------------------------------
-def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser, live_server, django_user_model):
-    users(django_user_model)
+def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser, live_server):
+    users()
     page = open_page(browser, live_server, "admin1")
     tops = page.eval_on_selector_all(".topbar > *, .topbar nav > *",
                                      "els => els.map(e => Math.round(e.getBoundingClientRect().top))")
@@ -238,8 +231,8 @@ def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser,
     assert not page.js_errors
 
 
-def test_error_pages_are_in_the_site_layout(browser, live_server, django_user_model):
-    users(django_user_model)
+def test_error_pages_are_in_the_site_layout(browser, live_server):
+    users()
     page = open_page(browser, live_server, "lab1")
     response = page.goto(f"{live_server.url}/admin/")
     assert response.status == 403
@@ -263,8 +256,8 @@ def test_error_pages_are_in_the_site_layout(browser, live_server, django_user_mo
 
 
 # --- The training page follows its run --------------------------------------------------------
-def test_training_page_follows_queued_running_succeeded_without_reload(browser, live_server, django_user_model):
-    u = users(django_user_model)
+def test_training_page_follows_queued_running_succeeded_without_reload(browser, live_server):
+    u = users()
     run = TrainingRun.objects.create(ensemble="offline", mode="frozen", created_by=u["admin1"],
                                      progress={"stage": "queued"})
     page = open_page(browser, live_server, "admin1")
@@ -281,7 +274,7 @@ def test_training_page_follows_queued_running_succeeded_without_reload(browser, 
     TrainingRun.objects.filter(pk=run.pk).update(progress={"stage": "done"})
     box = page.locator(".training-progress")
     poll(page, lambda: box.get_attribute("data-stage") == "saving", message="saving")
-    version = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now())
+    version = ModelVersionFactory(status="active", activated_at=timezone.now())
     GateDecision.objects.create(model_version=version, outcome=GateDecision.Outcome.FIRST, reasons=["first"])
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded", finished_at=timezone.now(), model_version=version,
                                                  progress={"stage": "done"})
@@ -294,15 +287,15 @@ def test_training_page_follows_queued_running_succeeded_without_reload(browser, 
 
 
 # --- Slides: verification keys and the model-agreement line ------------------------------------
-def test_verification_keys_and_model_agreement_counts_only_verified_cells(browser, live_server, django_user_model):
+def test_verification_keys_and_model_agreement_counts_only_verified_cells(browser, live_server):
     from slides.models import Slide, SlideCell
 
-    u = users(django_user_model)
-    version = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now())
+    u = users()
+    version = ModelVersionFactory(status="active", activated_at=timezone.now())
     slide = Slide.objects.create(code="INT-0001", created_by=u["admin1"], kind="cells", status="ready",
                                  task_state="done", model_version=version)
     mono = CellClass.objects.get(code="monocyte")
-    for image in make_cells(u["admin1"], 3, seed=40):
+    for image in CellImageFactory.create_batch(3, uploaded_by=u["admin1"]):
         SlideCell.objects.create(slide=slide, image=image, predicted_class="monocyte", top_class="monocyte",
                                  confidence=0.81, agreement=1, n_backbones=1, model_version=version, final_class=mono)
     page = open_page(browser, live_server, "rev1")
@@ -329,16 +322,16 @@ def test_verification_keys_and_model_agreement_counts_only_verified_cells(browse
 
 
 # --- Agreement over time ------------------------------------------------------------------------
-def test_agreement_page_counts_untrained_cells_and_names_classes(browser, live_server, django_user_model):
-    u = users(django_user_model)
-    train = make_cells(u["admin1"], 4, seed=50)
-    held = make_cells(u["admin1"], 2, split="heldout", seed=51)
+def test_agreement_page_counts_untrained_cells_and_names_classes(browser, live_server):
+    u = users()
+    train = CellImageFactory.create_batch(4, uploaded_by=u["admin1"])
+    held = CellImageFactory.create_batch(2, uploaded_by=u["admin1"], split="heldout")
     for image in train + held:
-        annotation_services.label_submit(image=image, labeller=u["lab1"], cell_class=cls("monocyte"))
+        annotation_services.label_submit(image=image, labeller=u["lab1"], cell_class=cell_class("monocyte"))
     for image in held:  # held-out cells need a second reading
-        annotation_services.label_submit(image=image, labeller=u["lab2"], cell_class=cls("monocyte"))
-    version = ModelVersion.objects.create(ensemble="offline", status="active", activated_at=timezone.now(),
-                                          snapshot={"items": [[im.pk, im.sha256, "monocyte"] for im in train]})
+        annotation_services.label_submit(image=image, labeller=u["lab2"], cell_class=cell_class("monocyte"))
+    version = ModelVersionFactory(status="active", activated_at=timezone.now(),
+                                  snapshot={"items": [[im.pk, im.sha256, "monocyte"] for im in train]})
     for image in train + held[:1]:
         Prediction.objects.create(image=image, model_version=version, label="monocyte", top_class="monocyte",
                                   confidence=0.9, agreement=1, n_backbones=1)

@@ -3,22 +3,17 @@ Celery worker) -> verification (keys, drag, forms) -> signed report."""
 import pytest
 from playwright.sync_api import expect
 
-from annotations.models import LabSettings
 from slides.models import Slide
-from tests.conftest import browser_login, screenshot
-from tests.slides.conftest import field_paths, reference_intervals, register_model  # noqa: F401 (fixture)
+from tests.factories import TrainedModelVersionFactory
+from tests.e2e.steps import classify_the_unidentified_cells
+from tests.helpers import field_paths, logged_in_page, screenshot
 
 
 @pytest.mark.e2e
 @pytest.mark.worker
-def test_slide_from_upload_to_signed_report(live_server, browser, settings, reviewer, tiny_checkpoint,
-                                            celery_worker_process, reference_intervals):
-    register_model(settings, tiny_checkpoint)
-    LabSettings.objects.update(abstain_threshold=0.99)  # every cell waits for the expert
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))  # uncaught script errors (CSP included)
-    browser_login(page, live_server, reviewer.username)
+def test_slide_from_upload_to_signed_report(live_server, browser, reviewer, every_cell_to_the_expert):
+    page = logged_in_page(browser, live_server, reviewer.username)
+    errors = page.js_errors
 
     page.goto(f"{live_server.url}/slides/")
     page.fill("input[name=code]", "Jane Doe")
@@ -47,12 +42,7 @@ def test_slide_from_upload_to_signed_report(live_server, browser, settings, revi
     first.drag_to(page.locator("#group-monocyte"))
     page.wait_for_selector(f"#group-monocyte #{first_id}")
     # the rest with one key each
-    while page.locator("#group-unidentified .slide-cell").count():
-        remaining = page.locator("#group-unidentified .slide-cell").count()
-        page.locator("#group-unidentified .slide-cell").first.click(position={"x": 20, "y": 20})
-        page.keyboard.press("l")
-        expect(page.locator("#group-unidentified .slide-cell")).to_have_count(remaining - 1)
-    expect(page.locator("#sign-button")).to_be_enabled()
+    classify_the_unidentified_cells(page)
     assert page.inner_text("[data-count-for=monocyte]") == "1"
     assert page.inner_text("#leukocyte-total") == str(n_cells)
     screenshot(page, "slide-verify")
@@ -70,14 +60,14 @@ def test_slide_from_upload_to_signed_report(live_server, browser, settings, revi
 
 @pytest.mark.e2e
 def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the_pdf(
-        live_server, browser, settings, labeller, reviewer, tiny_checkpoint, reference_intervals, demo_cells):
+        live_server, browser, labeller, reviewer, tiny_checkpoint, reference_intervals, demo_cells):
     import io
 
     from pypdf import PdfReader
 
     from slides import services
 
-    register_model(settings, tiny_checkpoint)  # trained without blasts or atypical lymphocytes
+    TrainedModelVersionFactory(result=tiny_checkpoint, activate=True)  # trained without blasts or atypical lymphocytes
     slide = services.slide_create(code="E2E-SHORT", created_by=labeller, kind=Slide.Kind.CELLS, wbc_count="7.0")
     files = [(p.name, p.read_bytes()) for code in ("lymphocyte", "monocyte")
              for p in sorted((demo_cells / code).iterdir())[:3]]
@@ -86,10 +76,8 @@ def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the
     for cell in slide.cells.select_related("final_class"):  # the expert's classes; the browser does the sign-off
         services.slide_cell_reclassify(cell=cell, actor=reviewer, target="lymphocyte" if cell.pk % 2 else "monocyte")
 
-    page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    browser_login(page, live_server, reviewer.username)
+    page = logged_in_page(browser, live_server, reviewer.username)
+    errors = page.js_errors
     page.goto(f"{live_server.url}/slides/{slide.pk}/")
     messages = page.inner_text("#diff-messages")
     assert "Insufficient count (6 of 100)" in messages
@@ -123,22 +111,20 @@ def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the
 
 @pytest.mark.e2e
 def test_a_slide_from_another_microscope_is_flagged_and_raises_no_flag_until_every_cell_is_verified(
-        live_server, browser, settings, reviewer, pbc_checkpoint, reference_intervals):
+        live_server, browser, reviewer, pbc_checkpoint, reference_intervals):
     """A model trained on PBC cells (CellaVision, May-Grünwald-Giemsa) meets BCCD fields: every cell
     is referred as unlike the training images, the slide says so, and no flag is raised until the
     reviewer has verified every cell."""
     from slides import services
 
-    register_model(settings, pbc_checkpoint)
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     slide = services.slide_create(code="E2E-FOREIGN", created_by=reviewer, wbc_count="6.0")
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(5)],
                               uploaded_by=reviewer)
     Slide.objects.filter(pk=slide.pk).update(task_state=Slide.TaskState.QUEUED)
     services.slide_process(slide_id=slide.pk)
-    page = browser.new_page(viewport={"width": 1366, "height": 900})
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    browser_login(page, live_server, reviewer.username)
+    page = logged_in_page(browser, live_server, reviewer.username, viewport={"width": 1366, "height": 900})
+    errors = page.js_errors
     page.goto(f"{live_server.url}/slides/{slide.pk}/")
     expect(page.locator("#domain-banner")).to_contain_text("unlike the images the model was trained on")
     page.goto(f"{live_server.url}/slides/{slide.pk}/verify/")

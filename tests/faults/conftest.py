@@ -15,11 +15,7 @@ def fault_stack():
             pytest.fail(f"{tool} is needed for the fault tests (`make services` installs it).")
     stack = Stack().start()
     try:
-        stack.agent("model")
-        stack.users = stack.agent("users", labellers=4, reviewers=2, prefix="fault")
-        stack.start_worker()
-        stack.start_web()
-        scenarios.warm_up(stack, users=stack.users)
+        scenarios.prepare(stack, prefix="fault")
         yield stack
     finally:
         stack.close()

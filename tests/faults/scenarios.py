@@ -195,6 +195,16 @@ def _upload_and_label(port: int, labellers: list, per_user: int) -> list[dict]:
     return outcomes
 
 
+def prepare(stack: Stack, *, prefix: str) -> None:
+    """Ready the stack for the scenarios: a tiny active model, API users (4 labellers and 2
+    reviewers, named after ``prefix``) in ``stack.users``, the worker and gunicorn started, warmed up."""
+    stack.agent("model")
+    stack.users = stack.agent("users", labellers=4, reviewers=2, prefix=prefix)
+    stack.start_worker()
+    stack.start_web()
+    warm_up(stack, users=stack.users)
+
+
 def warm_up(stack: Stack, *, users: dict) -> None:
     """One upload and label per labeller, not measured: the web workers' first requests open their
     database connections and broker pools."""

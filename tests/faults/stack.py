@@ -16,7 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from tests.helpers import REPO, wait_for
+
 PYTHON = sys.executable
 
 
@@ -33,14 +34,20 @@ def _port_open(port: int) -> bool:
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):
-    """Poll an observable outcome until it holds; ``timeout`` is a generous deadline, not a figure."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+    """Poll an observable outcome until it holds; a TimeoutError after ``timeout`` (a generous
+    deadline, not a figure), which the scenarios catch."""
+    return wait_for(predicate, timeout=timeout, interval=interval, message=what, error=TimeoutError)
+
+
+def _wait_started(proc: subprocess.Popen, log: Path, ready, *, name: str, what: str) -> None:
+    """Wait until ``ready()`` holds; if ``proc`` exits first, fail with the tail of its log."""
+
+    def started():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited:\n" + log.read_text()[-3000:])
+        return ready()
+
+    wait_until(started, 600, what)
 
 
 def _kill_group(proc: subprocess.Popen, sig=signal.SIGKILL) -> None:
@@ -211,13 +218,11 @@ class Stack:
         start = log.stat().st_size if log.exists() else 0
 
         def ready():
-            if self.worker.poll() is not None:
-                raise RuntimeError("worker exited:\n" + log.read_text()[-3000:])
             with log.open() as fh:
                 fh.seek(start)
                 return " ready." in fh.read()
 
-        wait_until(ready, 600, "the Celery worker")
+        _wait_started(self.worker, log, ready, name="worker", what="the Celery worker")
         return self.worker
 
     def kill_worker(self) -> None:
@@ -235,13 +240,7 @@ class Stack:
              "--graceful-timeout", "5", "--log-level", "warning"],
             cwd=REPO, env=self.env(), stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-
-        def up():
-            if self.web.poll() is not None:
-                raise RuntimeError("gunicorn exited:\n" + log.read_text()[-3000:])
-            return _port_open(self.web_port)
-
-        wait_until(up, 600, "gunicorn")
+        _wait_started(self.web, log, lambda: _port_open(self.web_port), name="gunicorn", what="gunicorn")
         return self.web_port
 
     def stop_web(self) -> None:

@@ -10,7 +10,6 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.views import APIView
 
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, _RolePermission, has_role
-from tests.conftest import png_bytes
 
 PUBLIC = {"login", "logout", "admin:login", "admin:logout"}
 SKIP_PREFIXES = ("static/", "media/", "__debug__")
@@ -73,18 +72,6 @@ def all_routes():
         yield route, pattern, ns, name
 
 
-@pytest.fixture
-def users(db, labeller, reviewer, lab_admin, no_role_user):
-    return {"anonymous": None, "no_role": no_role_user, LABELLER: labeller, REVIEWER: reviewer, LAB_ADMIN: lab_admin}
-
-
-@pytest.fixture
-def sample_pk(lab_admin):
-    from annotations.services import image_upload
-
-    return image_upload(data=png_bytes(), uploaded_by=lab_admin, enqueue_classification=False).image.pk
-
-
 def test_every_view_declares_a_role(db):
     missing = []
     for route, pattern, ns, name in all_routes():
@@ -99,7 +86,7 @@ def _is_login_redirect(response) -> bool:
     return response.status_code == 302 and "/accounts/login/" in response.headers.get("Location", "")
 
 
-def test_role_matrix_on_every_url(client, users, sample_pk):
+def test_role_matrix_on_every_url(client, users_by_role, sample_pk):
     failures = []
     checked = 0
     for route, pattern, ns, name in all_routes():
@@ -108,7 +95,7 @@ def test_role_matrix_on_every_url(client, users, sample_pk):
         role = required_role(pattern, ns)
         url = fill(route, sample_pk)
         is_api = route.startswith("api/")
-        for who, user in users.items():
+        for who, user in users_by_role.items():
             client.logout()
             if user is not None:
                 client.force_login(user)

@@ -5,7 +5,7 @@ import pytest
 from django.utils import timezone
 
 from classifier.models import TrainingRun
-from tests.conftest import wait_for
+from tests.helpers import wait_for
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text()
 PY = ".venv/bin/python"

@@ -12,7 +12,8 @@ from classifier.services import training_run_execute
 from leukoportal.services import work_sweep
 from reports.models import Evaluation
 from slides.models import Slide
-from tests.conftest import png_bytes
+from tests.factories import ModelVersionFactory
+from tests.helpers import png_bytes
 
 LONG_AGO = timedelta(hours=1)
 
@@ -97,7 +98,7 @@ def test_a_running_training_without_heartbeat_is_marked_failed(lab_admin, broker
 
 
 def test_evaluations_queued_long_ago_are_resent(lab_admin, broker, sweep):
-    version = ModelVersion.objects.create(ensemble="offline", status="candidate")
+    version = ModelVersionFactory(status="candidate")
     lost = Evaluation.objects.create(model_version=version)
     Evaluation.objects.filter(pk=lost.pk).update(created_at=timezone.now() - LONG_AGO)
     Evaluation.objects.create(model_version=version)  # just queued: its message is on its way
@@ -106,7 +107,7 @@ def test_evaluations_queued_long_ago_are_resent(lab_admin, broker, sweep):
 
 
 def test_cells_the_active_model_has_not_read_are_resent_after_the_grace_period(labeller, broker, sweep):
-    version = ModelVersion.objects.create(ensemble="offline", status=ModelVersion.Status.ACTIVE)
+    version = ModelVersionFactory(status=ModelVersion.Status.ACTIVE)
     old, read, recent = (image_upload(data=png_bytes((10 * i, 90, 140)), uploaded_by=labeller,
                                       enqueue_classification=False).image for i in range(3))
     CellImage.objects.filter(pk__in=[old.pk, read.pk]).update(uploaded_at=timezone.now() - LONG_AGO)

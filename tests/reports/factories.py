@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import io
-import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.utils import timezone
 from PIL import Image
+
+from annotations.models import CellClass, CellImage
+from tests.factories import CellImageFactory, TrainedModelVersionFactory
 
 COLOURS = {"eosinophil": (60, 200, 60), "lymphocyte": (60, 60, 200), "neutrophil_segmented": (200, 60, 60)}
 CLASSES = sorted(COLOURS)
@@ -34,13 +34,10 @@ def synthetic_set(train_per_class: int = 10, heldout_per_class: int = 4) -> dict
 
 def store_cells(cells: list[tuple[bytes, str]], *, split: str, user, final: bool = True) -> list:
     """Upload cells and give each its final label directly (as if the experts had agreed)."""
-    from annotations.models import CellClass, CellImage
-    from annotations.services import image_upload
-
     classes = {c.code: c for c in CellClass.objects.all()}
     images = []
     for data, code in cells:
-        image = image_upload(data=data, uploaded_by=user, split=split, enqueue_classification=False).image
+        image = CellImageFactory(data=data, uploaded_by=user, split=split)
         if final:
             CellImage.objects.filter(pk=image.pk).update(final_label=classes[code], final_label_at=timezone.now())
             image.refresh_from_db()
@@ -76,13 +73,7 @@ def train_tiny(items, out_dir: Path, cache_dir: Path, epochs: int = 30):
 
 def register_version(result, *, name: str, train_images: list, labels: list[str] | None = None, user=None):
     """Copy a session-trained checkpoint under this test's MODEL_DIR and make it a candidate version."""
-    from classifier.services import model_version_from_training
-
-    dest = Path(settings.MODEL_DIR) / name
-    dest.mkdir(parents=True, exist_ok=True)
-    path = dest / Path(result.checkpoint_path).name
-    shutil.copy2(result.checkpoint_path, path)
     labels = labels or [img.final_label.code for img in train_images]
     snapshot = {"source": "labels", "items": [[img.pk, img.sha256, code] for img, code in zip(train_images, labels)]}
-    return model_version_from_training(result=replace(result, checkpoint_path=path), ensemble="offline",
-                                       mode="default", snapshot=snapshot, created_by=user)
+    return TrainedModelVersionFactory(result=result, folder=name, ensemble="offline", mode="default", snapshot=snapshot,
+                                      created_by=user)

@@ -4,6 +4,8 @@ from django.urls import reverse
 from annotations.models import CellClass, CellImage
 from classifier.models import Prediction
 from reports.selectors import agreement_over_time
+from tests.factories import ModelVersionFactory
+from tests.helpers import png_bytes
 from tests.reports import factories
 
 
@@ -53,9 +55,8 @@ def test_unverified_slide_cells_do_not_count(db, lab_admin):
     from annotations.services import image_upload
     from classifier.models import ModelVersion
     from slides.models import Slide, SlideCell
-    from tests.conftest import png_bytes
 
-    version = ModelVersion.objects.create(ensemble="offline", status="candidate")
+    version = ModelVersionFactory(status="candidate")
     slide = Slide.objects.create(code="S-2", created_by=lab_admin, kind="cells")
     mono = CellClass.objects.get(code="monocyte")
     for i in range(3):

@@ -11,6 +11,7 @@ from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
 from classifier import services as classifier_services
 from reports import metrics, services
 from reports.models import Evaluation, GateDecision
+from tests.reports import factories
 
 
 def test_first_version_is_evaluated_and_activated(good_version):
@@ -31,11 +32,16 @@ def small_gate(db):
     LabSettings.objects.filter(pk=LabSettings.get().pk).update(gate_min_heldout_per_class=4, gate_min_heldout_total=12)
 
 
+def gate_in_turn(*versions):
+    """Put each version through the gate in turn; the rows refreshed, the last decision returned."""
+    decisions = [services.model_version_evaluate_and_gate(model_version_id=v.pk) for v in versions]
+    for version in versions:
+        version.refresh_from_db()
+    return decisions[-1]
+
+
 def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad_version, small_gate):
-    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
-    decision = services.model_version_evaluate_and_gate(model_version_id=bad_version.pk)
-    good_version.refresh_from_db()
-    bad_version.refresh_from_db()
+    decision = gate_in_turn(good_version, bad_version)
     assert decision.outcome == GateDecision.Outcome.CANDIDATE
     assert bad_version.status == ModelVersion.Status.CANDIDATE
     assert good_version.status == ModelVersion.Status.ACTIVE
@@ -48,13 +54,8 @@ def test_gate_refuses_a_worse_version_and_keeps_the_active_one(good_version, bad
 
 
 def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, cells, lab_admin, small_gate):
-    from tests.reports import factories
-
-    services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     again = factories.register_version(tiny_models["good"], name="good-again", train_images=cells["train"])
-    decision = services.model_version_evaluate_and_gate(model_version_id=again.pk)
-    again.refresh_from_db()
-    good_version.refresh_from_db()
+    decision = gate_in_turn(good_version, again)
     assert decision.outcome == GateDecision.Outcome.ACTIVATED
     assert again.status == ModelVersion.Status.ACTIVE
     assert good_version.status == ModelVersion.Status.RETIRED
@@ -68,8 +69,6 @@ def test_gate_activates_a_version_that_is_not_worse(good_version, tiny_models, c
 
 def test_gate_keeps_a_candidate_when_the_heldout_set_is_too_small_to_decide(good_version, tiny_models, cells,
                                                                             lab_admin):
-    from tests.reports import factories
-
     assert (LabSettings.get().gate_min_heldout_per_class, LabSettings.get().gate_min_heldout_total) == (20, 200)
     first = services.model_version_evaluate_and_gate(model_version_id=good_version.pk)
     assert first.outcome == GateDecision.Outcome.FIRST  # nothing to compare with: still activated, and said

@@ -3,7 +3,7 @@ from django.urls import reverse
 
 from classifier.models import ModelVersion, Prediction
 from reports.selectors import ood_share_over_time
-from tests.annotations.conftest import make_cells
+from tests.factories import CellImageFactory, ModelVersionFactory
 
 
 def _predict(image, version, *, ood: bool, score: float | None = 0.0):
@@ -15,10 +15,10 @@ def _predict(image, version, *, ood: bool, score: float | None = 0.0):
 
 def test_the_share_of_foreign_cells_is_shown_by_week_and_version_with_unchecked_versions_named(
         client, reviewer, lab_admin):
-    scored = ModelVersion.objects.create(ensemble="offline", status=ModelVersion.Status.ACTIVE,
-                                         metrics={"ood": {"expected_rate": 0.025}})
-    old = ModelVersion.objects.create(ensemble="offline", status=ModelVersion.Status.RETIRED)
-    images = make_cells(lab_admin, 10)
+    scored = ModelVersionFactory(status=ModelVersion.Status.ACTIVE,
+                                 metrics={"ood": {"expected_rate": 0.025}})
+    old = ModelVersionFactory(status=ModelVersion.Status.RETIRED)
+    images = CellImageFactory.create_batch(10, uploaded_by=lab_admin)
     for i, image in enumerate(images):
         _predict(image, scored, ood=i < 4, score=5.0 if i < 4 else 0.1)  # 4 of 10 foreign
         _predict(image, old, ood=False, score=None)  # no score: not counted, but named

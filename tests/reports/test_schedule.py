@@ -4,6 +4,7 @@ from django_celery_beat.models import PeriodicTask
 from annotations.models import AuditEvent, LabSettings
 from classifier.models import TrainingRun
 from reports import services
+from tests.factories import ModelVersionFactory
 from tests.reports import factories
 
 
@@ -64,6 +65,6 @@ def test_retraining_starts_only_with_enough_new_labels(db, lab_admin, synthetic,
     from classifier.models import ModelVersion
 
     TrainingRun.objects.update(status="succeeded")
-    ModelVersion.objects.create(ensemble="offline", status="candidate",
-                                snapshot={"items": [[i.pk, i.sha256, i.final_label.code] for i in train]})
+    ModelVersionFactory(status="candidate",
+                        snapshot={"items": [[i.pk, i.sha256, i.final_label.code] for i in train]})
     assert services.new_final_labels_count() == 6

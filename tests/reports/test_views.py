@@ -9,6 +9,8 @@ from django.utils import timezone
 from classifier.models import Prediction
 from reports import services
 from reports.models import Evaluation
+from tests.factories import ModelVersionFactory
+from tests.helpers import png_bytes
 
 
 @pytest.fixture
@@ -163,9 +165,8 @@ def test_agreement_counts_the_slides_ledger(db, lab_admin):
     from classifier.models import ModelVersion
     from reports.selectors import agreement_over_time
     from slides.models import Slide, SlideCell
-    from tests.conftest import png_bytes
 
-    version = ModelVersion.objects.create(ensemble="offline", status="candidate")
+    version = ModelVersionFactory(status="candidate")
     slide = Slide.objects.create(code="S-1", created_by=lab_admin, kind="cells")
     mono = CellClass.objects.get(code="monocyte")
     for i, top in enumerate(["monocyte", "monocyte", "lymphocyte"]):

@@ -11,8 +11,8 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.views import APIView
 
-from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role
-from tests.conftest import png_bytes
+from leukoportal.roles import has_role
+from tests.helpers import png_bytes
 from tests.leukoportal.test_access_matrix import all_routes, fill, required_role
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -29,18 +29,6 @@ def implemented(view_class) -> set[str]:
     return {m for m in METHODS if hasattr(view_class, m)}
 
 
-@pytest.fixture
-def users(db, labeller, reviewer, lab_admin, no_role_user):
-    return {"anonymous": None, "no_role": no_role_user, LABELLER: labeller, REVIEWER: reviewer, LAB_ADMIN: lab_admin}
-
-
-@pytest.fixture
-def sample_pk(lab_admin):
-    from annotations.services import image_upload
-
-    return image_upload(data=png_bytes(), uploaded_by=lab_admin, enqueue_classification=False).image.pk
-
-
 def _call(client, method, url):
     if method in ("get", "delete"):
         return getattr(client, method)(url)
@@ -53,10 +41,10 @@ def test_api_routes_are_found():
     assert all(required_role(p, ns) for _, p, ns, _, _ in routes), "an API view without a role permission"
 
 
-def test_every_api_endpoint_and_method_for_every_role(users, sample_pk):
+def test_every_api_endpoint_and_method_for_every_role(users_by_role, sample_pk):
     failures, checked = [], 0
     clients = {}
-    for who, user in users.items():
+    for who, user in users_by_role.items():
         clients[who] = Client()
         if user is not None:
             clients[who].force_login(user)
@@ -64,7 +52,7 @@ def test_every_api_endpoint_and_method_for_every_role(users, sample_pk):
         role = required_role(pattern, ns)
         url = fill(route, sample_pk)
         methods = implemented(view_class)
-        for who, user in users.items():
+        for who, user in users_by_role.items():
             allowed = user is not None and has_role(user, role)
             for method in METHODS:
                 response = _call(clients[who], method, url)

@@ -16,15 +16,8 @@ from django.utils import timezone
 
 from annotations.models import AuditEvent
 from leukoportal.roles import has_role
-from tests.conftest import PASSWORD, REPO, png_bytes
+from tests.helpers import PASSWORD, REPO
 from tests.leukoportal.test_access_matrix import NEEDS_PARAMETERS, all_routes, fill
-
-
-@pytest.fixture
-def sample_pk(lab_admin):
-    from annotations.services import image_upload
-
-    return image_upload(data=png_bytes(), uploaded_by=lab_admin, enqueue_classification=False).image.pk
 
 
 def _csrf_refused(response) -> bool:

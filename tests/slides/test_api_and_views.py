@@ -8,11 +8,9 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pypdf import PdfReader
 
-
 from slides import services
 from slides.models import ReferenceInterval, Slide
-
-from .conftest import field_paths
+from tests.helpers import field_paths, png_bytes
 
 
 def _processed_slide(client, labeller):
@@ -32,7 +30,7 @@ def _processed_slide(client, labeller):
     return pk
 
 
-def test_api_flow_with_role_checks(client, labeller, reviewer, active_model):
+def test_api_flow_with_role_checks(client, labeller, reviewer, slides_model):
     pk = _processed_slide(client, labeller)
     body = client.get(f"/api/slides/{pk}/").json()
     assert body["slide"]["status"] == "ready"
@@ -112,7 +110,7 @@ def test_api_create_refuses_a_name_with_the_reason(client, labeller):
     assert r.status_code == 400
 
 
-def test_pages_list_create_detail_verify_sign_report(client, labeller, reviewer, active_model):
+def test_pages_list_create_detail_verify_sign_report(client, labeller, reviewer, slides_model):
     client.force_login(labeller)
     r = client.post("/slides/", {"code": "12/03/1990", "kind": "fields", "target_count": 100})
     assert r.status_code == 400 and b"date" in r.content
@@ -166,7 +164,7 @@ def test_pages_list_create_detail_verify_sign_report(client, labeller, reviewer,
     assert hl7.status_code == 200 and hl7.content.startswith(b"MSH|^~\\&|LEUKOPORTAL")
 
 
-def test_pdf_report_only_for_signed_slides_and_roles_and_escapes_user_text(client, labeller, reviewer, active_model):
+def test_pdf_report_only_for_signed_slides_and_roles_and_escapes_user_text(client, labeller, reviewer, slides_model):
     pk = _processed_slide(client, labeller)
     assert client.get(f"/slides/{pk}/report.pdf").status_code == 409  # not signed
     slide = Slide.objects.get(pk=pk)
@@ -206,7 +204,6 @@ def _slide_with_fields(user, n_fields, cells_per_field=3):
     from annotations.models import Source
     from annotations.services import image_upload
     from slides.models import SlideCell, SlideField
-    from tests.conftest import png_bytes
 
     slide = services.slide_create(code=f"Q-{n_fields}", created_by=user)
     for i in range(n_fields):
@@ -237,7 +234,7 @@ def test_the_slide_page_does_not_query_per_field(client, labeller):
     assert counts[4] == counts[1], counts
 
 
-def test_a_cropped_cell_slide_reports_its_cells_not_zero_fields(client, labeller, reviewer, active_model, demo_cells):
+def test_a_cropped_cell_slide_reports_its_cells_not_zero_fields(client, labeller, reviewer, slides_model, demo_cells):
     slide = services.slide_create(code="CROP-1", created_by=labeller, kind=Slide.Kind.CELLS)
     files = [(p.name, p.read_bytes()) for p in sorted((demo_cells / "monocyte").iterdir())[:3]]
     services.slide_images_add(slide=slide, files=files, uploaded_by=labeller)

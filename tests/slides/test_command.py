@@ -6,11 +6,10 @@ from django.core.management import CommandError, call_command
 
 from slides import services
 from slides.selectors import slide_differential
+from tests.helpers import field_paths
 
-from .conftest import field_paths
 
-
-def test_differential_command_shape_and_same_result_as_the_portal(tmp_path, labeller, active_model):
+def test_differential_command_shape_and_same_result_as_the_portal(tmp_path, labeller, slides_model):
     paths = field_paths(2)
     out = tmp_path / "diff.json"
     call_command("differential", *[str(p) for p in paths], "--model", "active", "--json", str(out))
@@ -44,7 +43,7 @@ def test_differential_command_shape_and_same_result_as_the_portal(tmp_path, labe
     assert lo <= data["platelets"]["mean"] <= hi
 
     # --model by id works too; a missing id is a clear error
-    call_command("differential", str(paths[0]), "--model", str(active_model.pk), "--json", str(out))
+    call_command("differential", str(paths[0]), "--model", str(slides_model.pk), "--json", str(out))
     with pytest.raises(CommandError, match="does not exist"):
         call_command("differential", str(paths[0]), "--model", "9999", "--json", str(out))
 

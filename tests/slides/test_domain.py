@@ -9,9 +9,8 @@ from annotations.selectors import labelling_queue
 from classifier.services import training_snapshot
 from slides import selectors, services
 from slides.models import Slide, SlideCell
-from tests.conftest import PASSWORD
-
-from .conftest import field_paths, pbc_split, register_model
+from tests.factories import TrainedModelVersionFactory
+from tests.helpers import DEMO_CELLS, PASSWORD, SHARED_DATA, field_paths, pbc_split
 
 pytestmark = pytest.mark.django_db
 
@@ -25,8 +24,8 @@ def processed_slide(user, *, kind=Slide.Kind.FIELDS, files=None, code="DOM-0001"
 
 
 def test_a_slide_of_foreign_fields_says_so_and_raises_no_flag_until_every_cell_is_verified(
-        settings, client, reviewer, pbc_checkpoint, reference_intervals):
-    register_model(settings, pbc_checkpoint)
+        client, reviewer, pbc_checkpoint, reference_intervals):
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     slide = processed_slide(reviewer)
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED))
     assert len(cells) >= 5
@@ -56,8 +55,8 @@ def test_a_slide_of_foreign_fields_says_so_and_raises_no_flag_until_every_cell_i
     assert diff["domain"]["unlike"]  # still said on the report
 
 
-def test_a_slide_of_cells_like_the_training_cells_is_not_flagged(settings, reviewer, pbc_checkpoint):
-    register_model(settings, pbc_checkpoint)
+def test_a_slide_of_cells_like_the_training_cells_is_not_flagged(reviewer, pbc_checkpoint):
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     held = pbc_split()[1]
     slide = processed_slide(reviewer, kind=Slide.Kind.CELLS, files=[(p.name, p.read_bytes()) for p, _ in held],
                             code="DOM-0002")
@@ -67,8 +66,8 @@ def test_a_slide_of_cells_like_the_training_cells_is_not_flagged(settings, revie
     assert "unlike" not in selectors.slide_differential(slide=slide)["domain"]["message"]
 
 
-def test_a_model_without_the_score_says_it_cannot_check(settings, reviewer, pbc_checkpoint):
-    version = register_model(settings, pbc_checkpoint)
+def test_a_model_without_the_score_says_it_cannot_check(reviewer, pbc_checkpoint):
+    version = TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     version.metrics = dict(version.metrics, ood=None)
     version.save(update_fields=["metrics"])
     slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(1)], code="DOM-0003")
@@ -78,8 +77,8 @@ def test_a_model_without_the_score_says_it_cannot_check(settings, reviewer, pbc_
 
 
 def test_a_verified_slide_cell_is_a_label_trains_the_next_model_and_never_waits_in_a_queue(
-        settings, labeller, reviewer, reviewer2, pbc_checkpoint):
-    register_model(settings, pbc_checkpoint)
+        labeller, reviewer, reviewer2, pbc_checkpoint):
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(2)], code="DOM-0004")
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED).order_by("id"))
     changed, confirmed = cells[0], cells[1]
@@ -117,8 +116,8 @@ def test_a_verified_slide_cell_is_a_label_trains_the_next_model_and_never_waits_
     assert changed.image_id not in {row[0] for row in snapshot["items"]}
 
 
-def test_confirm_a_class_group_verifies_each_unverified_cell(settings, client, reviewer, pbc_checkpoint):
-    register_model(settings, pbc_checkpoint)
+def test_confirm_a_class_group_verifies_each_unverified_cell(client, reviewer, pbc_checkpoint):
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
     slide = processed_slide(reviewer, files=[(p.name, p.read_bytes()) for p in field_paths(3)], code="DOM-0005")
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED))
     for cell in cells:
@@ -146,7 +145,6 @@ def test_the_loop_a_new_lab_needs_verify_its_slides_retrain_and_its_next_slides_
     from annotations.services import cells_import_tree
     from classifier.models import ModelVersion
     from classifier.services import model_version_activate, training_run_execute, training_run_start
-    from tests.conftest import DEMO_CELLS, SHARED_DATA
 
     other_fields = sorted((SHARED_DATA / "bccd-dev" / "JPEGImages").glob("*.jpg"))[100:106]
     if not other_fields:

@@ -12,12 +12,11 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from annotations.models import AuditEvent
 from slides import exports, services
 from slides.models import Slide, SlideCell
-
-from .conftest import field_paths
+from tests.helpers import field_paths
 
 
 @pytest.fixture
-def signed_slide(labeller, reviewer, active_model):
+def signed_slide(labeller, reviewer, slides_model):
     slide = services.slide_create(code="EXP-0042", created_by=labeller, target_count=100)
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(2)],
                               uploaded_by=labeller)

@@ -1,17 +1,16 @@
 """The differential's "Model pre-classification agreed … n of m" counts only cells a person verified."""
 from annotations.models import CellClass
-from classifier.models import ModelVersion
 from slides import services
 from slides.models import Slide, SlideCell
 from slides.selectors import slide_differential
-from tests.annotations.conftest import make_cells
+from tests.factories import CellImageFactory, ModelVersionFactory
 
 
 def _slide(user, predictions):
-    version = ModelVersion.objects.create(ensemble="offline", status="active")
+    version = ModelVersionFactory(status="active")
     slide = Slide.objects.create(code="MA-1", created_by=user, kind="cells", status="ready", task_state="done",
                                  model_version=version)
-    for image, code in zip(make_cells(user, len(predictions), seed=70), predictions):
+    for image, code in zip(CellImageFactory.create_batch(len(predictions), uploaded_by=user), predictions):
         SlideCell.objects.create(slide=slide, image=image, predicted_class=code, top_class=code, confidence=0.9,
                                  model_version=version, final_class=CellClass.objects.get(code=code))
     return slide

@@ -3,7 +3,6 @@ reviewer (audited; the report uses the correction), reported only when the lab t
 PDF, CSV, FHIR with LOINC 49497-1, API). Real BCCD fields (bccd-dev when present, else the demo copies)."""
 import csv
 import io
-import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -15,11 +14,9 @@ from annotations.models import AuditEvent, LabSettings
 from slides import platelets, services
 from slides.models import ReferenceInterval, Slide, SlideField
 from slides.selectors import slide_differential
+from tests.helpers import DEMO_FIELDS, SHARED_DATA
 
-from .conftest import DEMO_FIELDS
-
-DATA = Path(os.environ.get("LEUKO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-BCCD = DATA / "bccd-dev"
+BCCD = SHARED_DATA / "bccd-dev"
 
 
 def platelet_fields(n=3) -> list[Path]:
@@ -62,7 +59,7 @@ def classify_all(slide, actor, target="lymphocyte"):
         services.slide_cell_reclassify(cell=cell, actor=actor, target="not_counted")
 
 
-def test_processing_finds_platelets_and_red_cells_in_every_field(labeller, active_model):
+def test_processing_finds_platelets_and_red_cells_in_every_field(labeller, slides_model):
     slide = processed_slide(labeller)
     fields = list(slide.fields.order_by("position"))
     assert len(fields) == 3
@@ -82,7 +79,7 @@ def test_processing_finds_platelets_and_red_cells_in_every_field(labeller, activ
     assert platelets.slide_platelets_detect(slide=slide) == 0
 
 
-def test_the_estimate_shows_only_when_the_lab_turns_it_on(labeller, active_model):
+def test_the_estimate_shows_only_when_the_lab_turns_it_on(labeller, slides_model):
     slide = processed_slide(labeller)
     assert "platelets" not in slide_differential(slide=slide)  # off by default
     lab_turns_estimate_on(factor=15.0)
@@ -97,7 +94,7 @@ def test_the_estimate_shows_only_when_the_lab_turns_it_on(labeller, active_model
     assert plt["wbc_rbc_ratio"] == f"1:{sum(plt['red_cells']['per_field']) / white:.0f}"
 
 
-def test_the_slide_page_shows_the_estimate_only_when_on(client, labeller, active_model):
+def test_the_slide_page_shows_the_estimate_only_when_on(client, labeller, slides_model):
     slide = processed_slide(labeller, code="PLT-2")
     client.force_login(labeller)
     assert 'id="platelet-estimate"' not in client.get(f"/slides/{slide.pk}/").content.decode()
@@ -108,7 +105,7 @@ def test_the_slide_page_shows_the_estimate_only_when_on(client, labeller, active
 
 
 def test_a_reviewer_corrects_a_field_the_correction_is_audited_and_signed_into_the_report(
-        labeller, reviewer, active_model):
+        labeller, reviewer, slides_model):
     lab_turns_estimate_on()
     slide = processed_slide(labeller)
     field = slide.fields.order_by("position").first()
@@ -141,7 +138,7 @@ def _signed(client, labeller, reviewer, code):
     return services.slide_sign(slide=slide, actor=reviewer, reason="two fields")
 
 
-def test_signed_report_formats_carry_the_estimate_only_when_on(client, labeller, reviewer, active_model):
+def test_signed_report_formats_carry_the_estimate_only_when_on(client, labeller, reviewer, slides_model):
     off = _signed(client, labeller, reviewer, "PLT-0FF-1")
     lab_turns_estimate_on()
     on = _signed(client, labeller, reviewer, "PLT-0N-2")
@@ -181,7 +178,7 @@ def test_signed_report_formats_carry_the_estimate_only_when_on(client, labeller,
                          for o in client.get(f"/api/slides/{on.pk}/export/fhir/").json()["contained"]}
 
 
-def test_api_lists_fields_and_only_reviewers_correct(client, labeller, reviewer, active_model):
+def test_api_lists_fields_and_only_reviewers_correct(client, labeller, reviewer, slides_model):
     lab_turns_estimate_on()
     slide = processed_slide(labeller, n=2)
     client.force_login(labeller)

@@ -10,9 +10,7 @@ from annotations.models import AuditEvent, CellImage, LabSettings, Source
 from slides import services
 from slides.models import Slide, SlideCell
 from slides.selectors import slide_differential
-from tests.conftest import png_bytes
-
-from .conftest import field_paths
+from tests.helpers import field_paths, png_bytes
 
 
 def _process(slide):
@@ -52,7 +50,7 @@ def test_create_validates_target_and_wbc(labeller):
 
 
 def test_fields_go_through_the_deidentified_upload_and_cells_are_found_and_classified(
-        slide, labeller, active_model, django_capture_on_commit_callbacks):
+        slide, labeller, slides_model, django_capture_on_commit_callbacks):
     paths = field_paths(2)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         result = services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in paths],
@@ -63,7 +61,7 @@ def test_fields_go_through_the_deidentified_upload_and_cells_are_found_and_class
     assert fields.count() == 2 and all(f.sample_code == "S24-0001" for f in fields)
     slide = _process(slide)
     assert slide.status == Slide.Status.READY and slide.task_state == Slide.TaskState.DONE
-    assert slide.model_version == active_model
+    assert slide.model_version == slides_model
     cells = list(slide.cells.select_related("image", "field__image", "final_class"))
     assert len(cells) >= 2
     for c in cells:
@@ -72,7 +70,7 @@ def test_fields_go_through_the_deidentified_upload_and_cells_are_found_and_class
         assert 0 <= c.x0 < c.x1 <= w and 0 <= c.y0 < c.y1 <= h
         assert c.predicted_class and c.final_class is not None
         if c.detector_kind == "wbc":
-            assert c.model_version == active_model and c.agreement_text == "1/1"
+            assert c.model_version == slides_model and c.agreement_text == "1/1"
     assert slide.progress["cells"] == len(cells)
     # a second delivery of the task does nothing
     assert services.slide_process(slide_id=slide.pk) is None
@@ -84,7 +82,7 @@ class WorkerKilled(BaseException):
 
 
 def test_a_slide_whose_worker_died_is_queued_again_by_the_sweep_and_resumes_where_it_stopped(
-        slide, labeller, active_model, monkeypatch, django_capture_on_commit_callbacks):
+        slide, labeller, slides_model, monkeypatch, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
     import classifier.services
@@ -123,7 +121,7 @@ def test_a_slide_whose_worker_died_is_queued_again_by_the_sweep_and_resumes_wher
     assert not slide.cells.filter(detector_kind="wbc", predicted_class="").exists()
 
 
-def test_abstained_cells_block_signing_until_an_expert_resolves_them(slide, labeller, reviewer, active_model):
+def test_abstained_cells_block_signing_until_an_expert_resolves_them(slide, labeller, reviewer, slides_model):
     LabSettings.objects.update(abstain_threshold=0.99)  # every cell abstains
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
@@ -155,7 +153,7 @@ def test_abstained_cells_block_signing_until_an_expert_resolves_them(slide, labe
 
 
 def test_signed_slide_is_read_only_and_a_correction_makes_a_new_audited_version(slide, labeller, reviewer,
-                                                                                 active_model):
+                                                                                 slides_model):
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
     slide = _process(slide)
@@ -186,7 +184,7 @@ def test_signed_slide_is_read_only_and_a_correction_makes_a_new_audited_version(
         services.slide_correct(slide=slide, actor=reviewer, reason="again")
 
 
-def test_reclassify_refuses_abstention_and_unknown_classes(slide, labeller, reviewer, active_model):
+def test_reclassify_refuses_abstention_and_unknown_classes(slide, labeller, reviewer, slides_model):
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
     slide = _process(slide)
@@ -215,7 +213,7 @@ def test_without_an_active_model_every_cell_waits_for_an_expert(slide, labeller)
     assert all(c.unresolved or c.detector_kind != "wbc" for c in slide.cells.select_related("final_class"))
 
 
-def test_cropped_cells_can_be_uploaded_as_a_slide(labeller, active_model, demo_cells):
+def test_cropped_cells_can_be_uploaded_as_a_slide(labeller, slides_model, demo_cells):
     slide = services.slide_create(code="C-77", created_by=labeller, kind=Slide.Kind.CELLS)
     files = [(p.name, p.read_bytes()) for p in sorted((demo_cells / "lymphocyte").iterdir())[:3]]
     result = services.slide_images_add(slide=slide, files=files, uploaded_by=labeller)
@@ -225,7 +223,7 @@ def test_cropped_cells_can_be_uploaded_as_a_slide(labeller, active_model, demo_c
     assert all(c.box is None and c.predicted_class for c in slide.cells.all())
 
 
-def test_a_large_field_is_processed_in_tiles_with_boxes_in_field_pixels(slide, labeller, active_model):
+def test_a_large_field_is_processed_in_tiles_with_boxes_in_field_pixels(slide, labeller, slides_model):
     # 2x2 mosaic of four 640x480 demo fields padded into a 3000x2200 field (> the tiling limit); the padding
     # has the fields' own background colour, as a large scan of one smear would
     big = Image.new("RGB", (3000, 2200), (208, 211, 206))
@@ -244,7 +242,7 @@ def test_a_large_field_is_processed_in_tiles_with_boxes_in_field_pixels(slide, l
     assert scale["source"] == "red cells" and 70 < scale["red_cell_diameter_px"] < 150
 
 
-def test_a_count_at_its_target_signs_without_a_reason(slide, labeller, reviewer, active_model):
+def test_a_count_at_its_target_signs_without_a_reason(slide, labeller, reviewer, slides_model):
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
     slide = _process(slide)
@@ -258,7 +256,7 @@ def test_a_count_at_its_target_signs_without_a_reason(slide, labeller, reviewer,
     assert signed.report["flag_summary"]["insufficient"] is None
 
 
-def test_each_field_records_the_scale_detection_used(labeller, active_model):
+def test_each_field_records_the_scale_detection_used(labeller, slides_model):
     slide = services.slide_create(code="SC-1", created_by=labeller)
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
@@ -278,8 +276,8 @@ def test_each_field_records_the_scale_detection_used(labeller, active_model):
         services.slide_create(code="SC-3", created_by=labeller, microns_per_pixel="7.5")
 
 
-def test_classes_without_training_data_are_reported_as_not_assessed(slide, labeller, reviewer, active_model):
-    assert "blast" not in active_model.classes and "atypical_lymphocyte" not in active_model.classes
+def test_classes_without_training_data_are_reported_as_not_assessed(slide, labeller, reviewer, slides_model):
+    assert "blast" not in slides_model.classes and "atypical_lymphocyte" not in slides_model.classes
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(2)],
                               uploaded_by=labeller)
     slide = _process(slide)

@@ -7,15 +7,14 @@ from django.utils import timezone
 
 from slides import services
 from slides.models import Slide
-from tests.conftest import wait_for
-
-from .conftest import field_paths, register_model
+from tests.factories import TrainedModelVersionFactory
+from tests.helpers import field_paths, wait_for
 
 
 @pytest.mark.worker
-def test_upload_queues_processing_that_a_real_worker_runs(transactional_db, settings, labeller, tiny_checkpoint,
+def test_upload_queues_processing_that_a_real_worker_runs(transactional_db, labeller, slides_checkpoint,
                                                           celery_worker_process):
-    version = register_model(settings, tiny_checkpoint)
+    version = TrainedModelVersionFactory(result=slides_checkpoint, activate=True)
     slide = services.slide_create(code="W-1", created_by=labeller)
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)
@@ -32,8 +31,8 @@ def test_upload_queues_processing_that_a_real_worker_runs(transactional_db, sett
 
 
 @pytest.fixture
-def slide_whose_message_was_lost(transactional_db, settings, labeller, tiny_checkpoint, broker):
-    register_model(settings, tiny_checkpoint)
+def slide_whose_message_was_lost(transactional_db, labeller, slides_checkpoint, broker):
+    TrainedModelVersionFactory(result=slides_checkpoint, activate=True)
     slide = services.slide_create(code="W-2", created_by=labeller)
     services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(1)],
                               uploaded_by=labeller)

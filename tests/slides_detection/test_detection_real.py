@@ -4,19 +4,17 @@ Data: BCCD (Shenggan/BCCD_Dataset, MIT licence) and PBC (Acevedo et al. 2020,
 CC BY 4.0), read in place from /work/shared/data -- nothing is copied.
 Only fields of the benchmark's *tune* split are used here.
 """
-import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from slides.detection import detect_in_large_field, detect_white_cells, iou
+from tests.helpers import SHARED_DATA
 
-DATA = Path(os.environ.get("LEUKO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-BCCD = DATA / "bccd-dev"
-PBC = DATA / "pbc-dev"
+BCCD = SHARED_DATA / "bccd-dev"
+PBC = SHARED_DATA / "pbc-dev"
 
 
 def _gt(stem):

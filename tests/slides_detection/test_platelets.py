@@ -1,8 +1,6 @@
 """Platelets and red cells (slides.detection.platelets) and their slide figures (slides.platelet_stats):
 pure, no Django. Real fields are the benchmark's *test* split of bccd-dev (skipped without the data)."""
-import os
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +13,9 @@ from slides.detection.platelets import (
     PlateletParams, RedCellParams, count_red_cells, detect_platelets, find_platelets_and_red_cells,
 )
 from slides import platelet_stats
+from tests.helpers import SHARED_DATA
 
-DATA = Path(os.environ.get("LEUKO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-BCCD = DATA / "bccd-dev"
+BCCD = SHARED_DATA / "bccd-dev"
 needs_bccd = pytest.mark.skipif(not (BCCD / "JPEGImages").is_dir(), reason="bccd-dev data not available")
 
 

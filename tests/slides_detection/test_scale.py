@@ -1,7 +1,5 @@
 """The field's scale measured on its red cells, and detection at any magnification (pure: no
 Django, no database; the bccd-dev test is skipped when the shared data is absent)."""
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +15,9 @@ from slides.detection.scale import (
 )
 from slides.detection.synthetic import blank, field_with_cells, finish, red_cell
 from slides.pipeline import find_cells
+from tests.helpers import SHARED_DATA
 
-DATA = Path(os.environ.get("LEUKO_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
-BCCD = DATA / "bccd-dev"
+BCCD = SHARED_DATA / "bccd-dev"
 
 
 def _resize(img: np.ndarray, factor: float) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""Rows for the tests (factory_boy): users in a role, cell images stored the way an upload stores
+them, predictions, and model versions (bare rows, or registered from a trained checkpoint)."""
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import factory
+from django.conf import settings
+from django.contrib.auth.models import Group
+
+from annotations.models import CellClass, CellImage, Split
+from annotations.services import image_upload
+from classifier.models import ModelVersion, Prediction
+from classifier.services import model_version_activate, model_version_from_training
+from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER
+from tests.helpers import PASSWORD, png_bytes
+
+
+def cell_class(code: str) -> CellClass:
+    """A class of the seeded taxonomy, by its code."""
+    return CellClass.objects.get(code=code)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    """A user with the test password; ``role`` (or a trait: ``labeller=True``…) puts them in that
+    role's group, and a lab admin is staff."""
+
+    class Meta:
+        model = settings.AUTH_USER_MODEL
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = PASSWORD
+    role = None
+    is_staff = factory.LazyAttribute(lambda o: o.role == LAB_ADMIN)
+
+    class Params:
+        labeller = factory.Trait(role=LABELLER)
+        reviewer = factory.Trait(role=REVIEWER)
+        lab_admin = factory.Trait(role=LAB_ADMIN)
+
+    @classmethod
+    def _create(cls, model_class, *args, role=None, **kwargs):
+        user = model_class._default_manager.create_user(*args, **kwargs)
+        if role:
+            user.groups.add(Group.objects.get(name=role))
+        return user
+
+
+class CellImageFactory(factory.Factory):
+    """A small plain PNG uploaded through the upload service (de-identified, stored under its
+    sha256), not queued for classification. Each image has its own colour, hence its own sha256."""
+
+    class Meta:
+        model = CellImage
+
+    uploaded_by = factory.SubFactory(UserFactory, role=LAB_ADMIN)
+    split = Split.TRAIN
+    data = factory.LazyAttribute(lambda o: png_bytes(o.color, size=o.size))
+
+    class Params:
+        color = factory.Sequence(lambda n: (n % 256, n // 256 % 256, 7))
+        size = (24, 24)
+
+    @classmethod
+    def _create(cls, model_class, *, data, **kwargs):
+        return image_upload(data=data, enqueue_classification=False, **kwargs).image
+
+
+class ModelVersionFactory(factory.django.DjangoModelFactory):
+    """A model version row with no checkpoint behind it."""
+
+    class Meta:
+        model = ModelVersion
+
+    ensemble = "offline"
+
+
+class TrainedModelVersionFactory(factory.Factory):
+    """A model version registered from a trained checkpoint (``result``, a session's training
+    result), copied under this test's MODEL_DIR/``folder``; a candidate, or active with ``activate``."""
+
+    class Meta:
+        model = ModelVersion
+
+    result = None
+    folder = "tiny"
+    ensemble = "tiny"
+    mode = "frozen"
+    snapshot = factory.LazyFunction(lambda: {"items": []})
+    created_by = None
+    activate = False
+
+    @classmethod
+    def _create(cls, model_class, *, result, folder, activate, **kwargs):
+        dest = Path(settings.MODEL_DIR) / folder
+        dest.mkdir(parents=True, exist_ok=True)
+        path = dest / Path(result.checkpoint_path).name
+        shutil.copy2(result.checkpoint_path, path)
+        version = model_version_from_training(result=replace(result, checkpoint_path=path), **kwargs)
+        return model_version_activate(version=version) if activate else version
+
+
+class PredictionFactory(factory.django.DjangoModelFactory):
+    """One backbone's vote on an image; an abstention is labelled 'unidentified' (for low
+    confidence unless ``reasons`` says otherwise)."""
+
+    class Meta:
+        model = Prediction
+
+    image = factory.SubFactory(CellImageFactory)
+    model_version = factory.SubFactory(ModelVersionFactory, status=ModelVersion.Status.ACTIVE)
+    top_class = "monocyte"
+    confidence = 0.9
+    abstained = False
+    label = factory.LazyAttribute(lambda o: "unidentified" if o.abstained else o.top_class)
+    reasons = factory.LazyAttribute(lambda o: ["low_confidence"] if o.abstained else [])
+    agreement = 1
+    n_backbones = 1
+    ood_score = None

@@ -1,0 +1,91 @@
+"""What the tests share that is not a row or a fixture: paths, image bytes, polling, browser steps.
+
+Django-free, so the pure tests (slides_detection, run without pytest-django) and the fault stack
+(also run by benchmarks/) may import it.
+"""
+import io
+import os
+import time
+from pathlib import Path
+
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("LEUKO_SHARED_DATA", REPO.parent / "shared" / "data"))
+DEMO_CELLS = REPO / "demo" / "cells"
+DEMO_FIELDS = REPO / "demo" / "fields"
+PASSWORD = "a-long-test-password-42"
+SCREENSHOTS = REPO / "test-output" / "screenshots"
+
+
+def png_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG", **save_kwargs)
+    return buf.getvalue()
+
+
+def jpeg_bytes(color=(200, 100, 150), size=(64, 64), **save_kwargs) -> bytes:
+    buf = io.BytesIO()
+    img = Image.new("RGB", size, color)
+    # some texture so that JPEG encodes real data
+    for x in range(0, size[0], 4):
+        img.putpixel((x, x % size[1]), (x % 255, 20, 90))
+    img.save(buf, format="JPEG", quality=92, **save_kwargs)
+    return buf.getvalue()
+
+
+def media_files(settings) -> list[Path]:
+    root = Path(settings.MEDIA_ROOT)
+    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+def field_paths(n=2) -> list[Path]:
+    """The first ``n`` demo smear fields."""
+    return sorted(DEMO_FIELDS.glob("*.jpg"))[:n]
+
+
+def pbc_split():
+    """The demo's PBC cells: four of five per class train, every fifth is held out (in-domain)."""
+    train, held = [], []
+    for folder in sorted(p for p in DEMO_CELLS.iterdir() if p.is_dir()):
+        for i, path in enumerate(sorted(folder.iterdir())):
+            (held if i % 5 == 0 else train).append((path, folder.name))
+    return train, held
+
+
+def wait_for(predicate, timeout=60.0, interval=0.2, message="condition", error=AssertionError):
+    """Poll ``predicate`` until it returns something true, and return that; raise ``error`` after
+    ``timeout`` seconds (a generous deadline, not a figure)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise error(f"timed out after {timeout}s waiting for {message}")
+
+
+def screenshot(page, name: str) -> Path:
+    """Keep a screenshot of a main page under test-output/ for a person to look at."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def browser_login(page, live_server, username: str, password: str = PASSWORD) -> None:
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def logged_in_page(opener, live_server, username: str, **page_options):
+    """A new page of ``opener`` (a browser or a browser context) logged in as ``username``; the
+    page's uncaught script errors (CSP refusals included) collect in ``page.js_errors``."""
+    page = opener.new_page(**page_options)
+    page.js_errors = []
+    page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    browser_login(page, live_server, username)
+    return page
