@@ -1,13 +1,13 @@
 from django import forms
 
+from .ml.ensembles import ENSEMBLES
+
 MODES = [("default", "default (multi-stage features, test-time augmentation)"),
          ("frozen", "frozen (the paper's recipe)"),
          ("finetune", "finetune (slow on a CPU)")]
 
 
 def ensemble_choices():
-    from classifier.ml.registry import ENSEMBLES
-
     return [(name, f"{name}: {', '.join(backbones)}") for name, backbones in ENSEMBLES.items()]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.urls import reverse
 from django.utils import timezone
 
+from .ml.ensembles import ENSEMBLES
 from .models import TrainingRun
 
 STAGE_TEXT = {
@@ -22,12 +23,7 @@ STAGE_TEXT = {
 
 
 def _backbones(run: TrainingRun) -> list[str]:
-    try:
-        from classifier.ml.registry import ENSEMBLES
-
-        return list(ENSEMBLES.get(run.ensemble, []))
-    except Exception:  # noqa: BLE001 - the page must render even if the library cannot be imported
-        return []
+    return list(ENSEMBLES.get(run.ensemble, []))
 
 
 def training_run_status(run: TrainingRun) -> dict:

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from annotations.audit import audit_record
 from annotations.models import AuditAction, CellImage, LabSettings, Source, Split
+from classifier.ml.ensembles import ENSEMBLES
 from classifier.ml.io import json_clean, json_sha256
 from leukoportal.queueing import enqueue_on_commit
 from slides.models import SlideCell
@@ -211,8 +212,6 @@ class TrainingBusy(Exception):
 
 def training_run_start(*, user, ensemble: str = "offline", mode: str = "default", epochs: int | None = None,
                        trigger: str = "admin", retry_of: TrainingRun | None = None) -> TrainingRun:
-    from classifier.ml.registry import ENSEMBLES
-
     if ensemble not in ENSEMBLES:
         raise ValueError(f"Unknown ensemble {ensemble!r}; use one of {', '.join(ENSEMBLES)}.")
     if mode not in ("default", "frozen", "finetune"):

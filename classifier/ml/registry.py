@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .ensembles import ENSEMBLES
 from .io import atomic_write, sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -315,12 +316,6 @@ BACKBONES: dict[str, BackboneSpec] = {
                                       (2, 260, (120, 208, 352), "9656183e")]
     },
 }
-
-ENSEMBLES: dict[str, list[str]] = {
-    "paper": ["resnet50", "inception_v3", "vgg16", "vgg19", "xception"],
-    "offline": ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"],
-}
-
 
 def get_spec(name: str) -> BackboneSpec:
     try:
