@@ -15,6 +15,7 @@ from PIL import Image
 
 from annotations.audit import audit_record
 from annotations.models import AuditAction, LabSettings
+from annotations.services import lab_settings_change
 
 from . import platelet_stats
 from .detection import scale as detection_scale
@@ -105,15 +106,8 @@ def platelet_settings_update(*, actor, enabled: bool, factor) -> LabSettings:
         raise ValidationError({"platelet_factor": "The factor must be a number."}) from None
     if not 0 < factor <= MAX_FACTOR:
         raise ValidationError({"platelet_factor": f"The factor must be above 0 and at most {MAX_FACTOR:g}."})
-    with transaction.atomic():
-        lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
-        before = {"platelet_estimate": lab.platelet_estimate, "platelet_factor": lab.platelet_factor}
-        after = {"platelet_estimate": bool(enabled), "platelet_factor": factor}
-        if before == after:
-            return lab
-        lab.platelet_estimate, lab.platelet_factor = after["platelet_estimate"], factor
-        lab.save(update_fields=["platelet_estimate", "platelet_factor"])
-        audit_record(actor=actor, action=AuditAction.SETTINGS_PLATELETS, target=lab, before=before, after=after)
+    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=lambda lab: {
+        "platelet_estimate": bool(enabled), "platelet_factor": factor})
     return lab
 
 
