@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,40 @@ from tests.helpers import DEMO_CELLS, REPO, pbc_split
 
 # Django, the apps and tests.factories are imported inside the fixtures: the pure tests
 # (tests/slides_detection) load this file without pytest-django.
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test databases, and at the end of the run: wait until no other session uses
+    the test database before it is dropped (a worker process's session can outlive the process by
+    a moment; a connection left by a finished thread goes with the garbage collector), and name
+    the sessions still there instead of a bare "is being accessed by other users"."""
+    yield
+    with django_db_blocker.unblock():
+        others = _other_test_db_sessions(wait_s=30.0)
+    if others:
+        warnings.warn("sessions still on the test database at the end of the run: " + "; ".join(others))
+
+
+def _other_test_db_sessions(*, wait_s: float) -> list[str]:
+    import gc
+
+    from django.db import connection, connections
+
+    if connection.vendor != "postgresql":
+        return []
+    deadline = time.monotonic() + wait_s
+    while True:
+        gc.collect()  # closes psycopg connections of threads that ended without closing them
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid, application_name, client_port, state, left(query, 80) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            others = [f"backend {pid} ({app or 'no name'}, port {port}, {state}: {query})"
+                      for pid, app, port, state, query in cursor.fetchall()]
+        if not others or time.monotonic() > deadline:
+            connections.close_all()
+            return others
+        time.sleep(0.5)
 
 
 @pytest.fixture(autouse=True)
@@ -179,6 +214,7 @@ def celery_worker_process(transactional_db, settings, tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)  # gone, and its database session with it, before the next test
 
 
 @pytest.fixture
