@@ -5,7 +5,7 @@ import io
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -24,15 +24,23 @@ from .models import Slide, SlideCell
 class SlideOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.get_username", read_only=True)
     signed_by = serializers.SerializerMethodField()
+    superseded_by = serializers.SerializerMethodField(
+        help_text="The newer signed version whose report replaces this one's ({id, version}), or null.")
 
     class Meta:
         model = Slide
         fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count",
                   "microns_per_pixel", "status", "task_state", "progress", "error", "model_version", "created_by",
-                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason"]
+                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason", "superseded_by"]
 
     def get_signed_by(self, obj) -> str | None:
         return obj.signed_by.get_username() if obj.signed_by_id else None
+
+    @extend_schema_field(inline_serializer("SlideSuccessor", {"id": serializers.IntegerField(),
+                                                              "version": serializers.IntegerField()}, allow_null=True))
+    def get_superseded_by(self, obj) -> dict | None:
+        newer = obj.superseded_by
+        return {"id": newer.pk, "version": newer.version} if newer else None
 
 
 # What a slide cell carries of the model's call: null where the lab's blind rule hides it.

@@ -15,7 +15,7 @@ from .models import ReferenceInterval, Slide, SlideCell
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
-    qs = Slide.objects.select_related("created_by", "signed_by").annotate(n_cells=Count("cells"))
+    qs = Slide.objects.select_related("created_by", "signed_by", "next_version").annotate(n_cells=Count("cells"))
     if status:
         qs = qs.filter(status=status)
     if code:
@@ -273,8 +273,8 @@ def slide_report_release(*, slide: Slide) -> dict:
     """The release status of a signed version: "final", "corrected" (a later version), or
     "superseded" once a newer version is signed; ``successor`` is the next version (signed or
     still being corrected) or None."""
-    successor = Slide.objects.filter(previous=slide).only("pk", "version", "status").first()
-    superseded = successor is not None and successor.status == Slide.Status.SIGNED
+    successor = Slide.objects.filter(previous=slide).only("pk", "version", "status").first()  # never a stale cache
+    superseded = successor is not None and successor.is_signed  # as Slide.superseded_by
     return {"status": lis.release_status(version=slide.version, superseded=superseded), "superseded": superseded,
             "successor": successor}
 
