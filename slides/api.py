@@ -49,12 +49,12 @@ MODEL_CALL_FIELDS = ("predicted_class", "top_class", "confidence", "agreement", 
 
 
 class CellOutputSerializer(serializers.ModelSerializer):
-    final_class = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    final_class = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
     box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
     field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
-    agreement = serializers.CharField(source="agreement_text", read_only=True)
-    reason = serializers.CharField(read_only=True, help_text="Why the model referred the cell, in words.")
-    out_of_distribution = serializers.BooleanField(read_only=True)
+    agreement = serializers.CharField(source="agreement_text", read_only=True, allow_null=True)
+    reason = serializers.CharField(read_only=True, allow_null=True, help_text="Why the model referred the cell, in words.")
+    out_of_distribution = serializers.BooleanField(read_only=True, allow_null=True)
     verified = serializers.BooleanField(read_only=True, help_text="An expert decided on this cell.")
     verified_by = serializers.SerializerMethodField()
     blind = serializers.SerializerMethodField(
@@ -67,6 +67,7 @@ class CellOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
                   "confidence", "agreement", "reasons", "reason", "ood_score", "out_of_distribution",
                   "model_version", "final_class", "status", "verified", "verified_by", "blind"]
+        extra_kwargs = {f: {"allow_null": True} for f in ("predicted_class", "top_class", "reasons")}
 
     def get_verified_by(self, obj) -> str | None:
         return obj.changed_by.get_username() if obj.changed_by_id else None
