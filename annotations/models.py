@@ -266,7 +266,14 @@ class LabSettings(models.Model):
         """
         if not (self.blind_heldout and image.split == Split.HELDOUT):
             return False
-        return image.final_label_id is None or not has_role(user, REVIEWER)
+        return self.reads_blind(image=image) or not has_role(user, REVIEWER)
+
+    def reads_blind(self, *, image) -> bool:
+        """Is the model's call on this cell hidden from every reader for now, reviewers included (an
+        undecided held-out cell in blind mode)? What is made of the call before anyone reads it follows
+        this: a slide's pre-classification refers such a cell to its verifier instead of counting it
+        under the model's class."""
+        return self.blind_heldout and image.split == Split.HELDOUT and image.final_label_id is None
 
     def blind_cells(self) -> Q:
         """The undecided cells read blind, as a filter for the queues that leave them out (the model's

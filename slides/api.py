@@ -5,7 +5,7 @@ import io
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_serializer, inline_serializer
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
@@ -24,35 +24,75 @@ from .models import Slide, SlideCell
 class SlideOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.get_username", read_only=True)
     signed_by = serializers.SerializerMethodField()
+    superseded_by = serializers.SerializerMethodField(
+        help_text="The newer signed version whose report replaces this one's ({id, version}), or null.")
 
     class Meta:
         model = Slide
         fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count",
                   "microns_per_pixel", "status", "task_state", "progress", "error", "model_version", "created_by",
-                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason"]
+                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason", "superseded_by"]
 
     def get_signed_by(self, obj) -> str | None:
         return obj.signed_by.get_username() if obj.signed_by_id else None
 
+    @extend_schema_field(inline_serializer("SlideSuccessor", {"id": serializers.IntegerField(),
+                                                              "version": serializers.IntegerField()}, allow_null=True))
+    def get_superseded_by(self, obj) -> dict | None:
+        newer = obj.superseded_by
+        return {"id": newer.pk, "version": newer.version} if newer else None
+
+
+# What a slide cell carries of the model's call: null where the lab's blind rule hides it.
+MODEL_CALL_FIELDS = ("predicted_class", "top_class", "confidence", "agreement", "reasons", "reason", "ood_score",
+                     "out_of_distribution")
+
 
 class CellOutputSerializer(serializers.ModelSerializer):
-    final_class = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    final_class = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
     box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
     field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
-    agreement = serializers.CharField(source="agreement_text", read_only=True)
-    reason = serializers.CharField(read_only=True, help_text="Why the model referred the cell, in words.")
-    out_of_distribution = serializers.BooleanField(read_only=True)
+    agreement = serializers.CharField(source="agreement_text", read_only=True, allow_null=True)
+    reason = serializers.CharField(read_only=True, allow_null=True, help_text="Why the model referred the cell, in words.")
+    out_of_distribution = serializers.BooleanField(read_only=True, allow_null=True)
     verified = serializers.BooleanField(read_only=True, help_text="An expert decided on this cell.")
     verified_by = serializers.SerializerMethodField()
+    blind = serializers.SerializerMethodField(
+        help_text="The lab's blind rule hides this held-out cell's model call from you (as the labelling API does): "
+                  f"{', '.join(MODEL_CALL_FIELDS)} are null, and final_class too while it is the model's call or "
+                  "another expert's reading.")
 
     class Meta:
         model = SlideCell
         fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
                   "confidence", "agreement", "reasons", "reason", "ood_score", "out_of_distribution",
-                  "model_version", "final_class", "status", "verified", "verified_by"]
+                  "model_version", "final_class", "status", "verified", "verified_by", "blind"]
+        extra_kwargs = {f: {"allow_null": True} for f in ("predicted_class", "top_class", "reasons")}
 
     def get_verified_by(self, obj) -> str | None:
         return obj.changed_by.get_username() if obj.changed_by_id else None
+
+    def get_blind(self, obj) -> bool:
+        return obj.pk in self._blind.call
+
+    @property
+    def _blind(self) -> selectors.BlindCells:
+        return self.context.get("blind") or selectors.BlindCells()
+
+    def to_representation(self, obj):
+        data = super().to_representation(obj)
+        if obj.pk in self._blind.call:
+            data.update(dict.fromkeys(MODEL_CALL_FIELDS))
+        if obj.pk in self._blind.final_class:
+            data["final_class"] = None
+        return data
+
+
+def cells_output(cells, *, user) -> list:
+    """Slide cells (with their images loaded) as the API shows them to this user: the blind rule applied."""
+    cells = list(cells)
+    blind = selectors.slide_cells_blind(cells=cells, user=user)
+    return CellOutputSerializer(cells, many=True, context={"blind": blind}).data
 
 
 class SlideChangeApi(APIView):
@@ -131,16 +171,16 @@ class SlideImagesUploadApi(APIView):
         return Response(result, status=status.HTTP_201_CREATED if result["stored"] else status.HTTP_400_BAD_REQUEST)
 
 
-class SlideCellListApi(ListAPIView):
-    """The slide's cells: box in field pixels, pre-classification and final class."""
+class SlideCellListApi(APIView):
+    """The slide's cells: box in field pixels, pre-classification and final class (hidden where the
+    lab's blind rule hides them from you: ``blind``)."""
 
     permission_classes = [IsLabeller]
-    serializer_class = CellOutputSerializer
-    pagination_class = None
 
-    def get_queryset(self):
-        slide = get_object_or_404(Slide, pk=self.kwargs["pk"])
-        return selectors.slide_cells(slide=slide)
+    @extend_schema(responses={200: CellOutputSerializer(many=True)})
+    def get(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        return Response(cells_output(selectors.slide_cells(slide=slide), user=request.user))
 
 
 class SlideCellReclassifyApi(SlideChangeApi):
@@ -154,7 +194,7 @@ class SlideCellReclassifyApi(SlideChangeApi):
         cell = get_object_or_404(SlideCell, pk=cell_pk, slide_id=pk)
         v = validated_input(self.InputSerializer, request.data)
         cell = services.slide_cell_reclassify(cell=cell, actor=request.user, target=v["target"])
-        return Response(CellOutputSerializer(cell).data)
+        return Response(cells_output([cell], user=request.user)[0])
 
 
 class SlideCellsConfirmApi(SlideChangeApi):

@@ -80,6 +80,19 @@ class Slide(models.Model):
     def is_superseded(self) -> bool:
         return hasattr(self, "next_version") and self.next_version is not None
 
+    @property
+    def successor(self) -> "Slide | None":
+        """The version that corrects this one (signed, or still being verified), or None. A list
+        reads it with ``select_related("next_version")``."""
+        return self.next_version if self.is_superseded else None
+
+    @property
+    def superseded_by(self) -> "Slide | None":
+        """The newer version whose signed report replaces this one's, or None: a correction still
+        being verified leaves this version's report standing (``selectors.slide_report_release``)."""
+        successor = self.successor
+        return successor if successor is not None and successor.is_signed else None
+
 
 class SlideField(models.Model):
     """One smear field image of a slide (stored de-identified as a CellImage of source 'field')."""

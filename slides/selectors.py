@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from django.db.models import Count, Q, QuerySet
 
-from annotations.models import CellClass
+from annotations.models import CellClass, LabSettings
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
@@ -13,7 +15,7 @@ from .models import ReferenceInterval, Slide, SlideCell
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
-    qs = Slide.objects.select_related("created_by", "signed_by").annotate(n_cells=Count("cells"))
+    qs = Slide.objects.select_related("created_by", "signed_by", "next_version").annotate(n_cells=Count("cells"))
     if status:
         qs = qs.filter(status=status)
     if code:
@@ -23,6 +25,32 @@ def slides_list(*, status: str | None = None, code: str | None = None) -> QueryS
 
 def slide_cells(*, slide: Slide) -> QuerySet[SlideCell]:
     return slide.cells.select_related("final_class", "field", "image", "changed_by").order_by("id")
+
+
+@dataclass(frozen=True)
+class BlindCells:
+    """What the lab's blind rule hides of a slide's cells from one viewer, as cell ids: ``call``, the
+    model's call (class, confidence, backbones' agreement, referral reasons, out-of-distribution
+    score); ``final_class``, the cell's class on the slide (the model's call until an expert verifies
+    it, an expert's reading after)."""
+
+    call: frozenset[int] = frozenset()
+    final_class: frozenset[int] = frozenset()
+
+
+def slide_cells_blind(*, cells: Iterable[SlideCell], user) -> BlindCells:
+    """The slide cells whose model call, and whose class, this viewer may not see: the labelling
+    portal's blind rule on each cell's image (``LabSettings.hides_model_call`` and
+    ``hides_other_readings``), so that a held-out cell uploaded again in a slide shows a slide's
+    reader no more than the labelling portal would. ``cells`` with their images loaded."""
+    lab = LabSettings.get()
+    call, final = set(), set()
+    for cell in cells:
+        if lab.hides_model_call(image=cell.image, user=user):
+            call.add(cell.pk)
+            if not cell.verified or lab.hides_other_readings(image=cell.image, user=user):
+                final.add(cell.pk)
+    return BlindCells(call=frozenset(call), final_class=frozenset(final))
 
 
 def slide_unresolved_count(*, slide: Slide) -> int:
@@ -216,19 +244,24 @@ def slide_method_text(*, slide: Slide) -> str:
     return (f"Digital morphology: {where}, pre-classified by {model}, every cell verified by an expert.")
 
 
-def slide_groups(*, slide: Slide) -> list[dict]:
-    """Cells grouped by final class (the analysers' verification screen); not counted last."""
+def slide_groups(*, slide: Slide, blind: BlindCells = BlindCells(), cells: Iterable[SlideCell] | None = None
+                 ) -> list[dict]:
+    """Cells grouped by final class (the analysers' verification screen); not counted last. A counted
+    cell whose class the viewer may not see (``blind.final_class``) waits with the unidentified ones:
+    its group would show the hidden call. ``cells``: the slide's cells when the caller has them."""
     classes = list(CellClass.objects.filter(active=True).order_by("-is_abstain", "display_order", "code"))
     groups = {c.code: {"code": c.code, "name": c.name, "hotkey": c.hotkey, "is_abstain": c.is_abstain,
                        "cells": []} for c in classes}
     not_counted = {"code": "not_counted", "name": "Not counted", "hotkey": "", "is_abstain": False, "cells": []}
-    for cell in slide_cells(slide=slide):
+    abstain = next((c.code for c in classes if c.is_abstain), "unidentified")
+    for cell in slide_cells(slide=slide) if cells is None else cells:
         if cell.status == SlideCell.Status.NOT_COUNTED:
             not_counted["cells"].append(cell)
             continue
-        code = cell.final_class.code if cell.final_class else "unidentified"
+        code = cell.final_class.code if cell.final_class and cell.pk not in blind.final_class else abstain
         if code not in groups:
-            groups[code] = {"code": code, "name": cell.final_class.name if cell.final_class else code,
+            known = cell.final_class is not None and cell.final_class.code == code
+            groups[code] = {"code": code, "name": cell.final_class.name if known else code,
                             "hotkey": "", "is_abstain": False, "cells": []}
         groups[code]["cells"].append(cell)
     for g in groups.values():
@@ -240,8 +273,8 @@ def slide_report_release(*, slide: Slide) -> dict:
     """The release status of a signed version: "final", "corrected" (a later version), or
     "superseded" once a newer version is signed; ``successor`` is the next version (signed or
     still being corrected) or None."""
-    successor = Slide.objects.filter(previous=slide).only("pk", "version", "status").first()
-    superseded = successor is not None and successor.status == Slide.Status.SIGNED
+    successor = Slide.objects.filter(previous=slide).only("pk", "version", "status").first()  # never a stale cache
+    superseded = successor is not None and successor.is_signed  # as Slide.superseded_by
     return {"status": lis.release_status(version=slide.version, superseded=superseded), "superseded": superseded,
             "successor": successor}
 

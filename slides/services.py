@@ -19,7 +19,7 @@ from PIL import Image
 from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.audit import audit_record
-from annotations.models import AuditAction, CellClass, Source
+from annotations.models import AuditAction, CellClass, LabSettings, Source, Split
 from annotations.services import LabelConflict, image_upload, label_submit
 from classifier import services as classifier_services
 from classifier.models import Prediction
@@ -29,7 +29,7 @@ from leukoportal.queueing import enqueue_on_commit
 from . import pipeline, platelets
 from .detection import scale as detection_scale
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
-from .selectors import slide_differential, slide_method_text, slide_sign_warnings
+from .selectors import slide_cells_blind, slide_differential, slide_method_text, slide_sign_warnings
 
 log = logging.getLogger(__name__)
 
@@ -316,6 +316,10 @@ def _field_detect(*, slide: Slide, field: SlideField, result: pipeline.FieldCell
 
 
 def _apply_predictions(*, slide: Slide, version) -> int:
+    """The model's pre-classification of the slide's cells. A cell the lab reads blind (a held-out cell
+    uploaded again, not decided yet: ``LabSettings.reads_blind``) is referred to the verifier, whatever
+    the model called it: its class on the slide would show the hidden call, and its verifier classifies
+    it without the model."""
     cells = list(slide.cells.filter(predicted_class="").select_related("image"))
     if not cells:
         return 0
@@ -323,6 +327,7 @@ def _apply_predictions(*, slide: Slide, version) -> int:
                                                               image_id__in=[c.image_id for c in cells])}
     classes = {c.code: c for c in CellClass.objects.all()}
     abstain = CellClass.objects.filter(is_abstain=True).first()
+    lab = LabSettings.get()
     updated = 0
     for cell in cells:
         p = preds.get(cell.image_id)
@@ -333,7 +338,8 @@ def _apply_predictions(*, slide: Slide, version) -> int:
         cell.reasons, cell.ood_score = list(p.reasons or []), p.ood_score
         cell.model_version = version
         if cell.final_class_id is None:
-            cell.final_class = abstain if p.abstained else classes.get(p.label, abstain)
+            blind = lab.reads_blind(image=cell.image)
+            cell.final_class = abstain if p.abstained or blind else classes.get(p.label, abstain)
         cell.save(update_fields=["predicted_class", "top_class", "confidence", "agreement", "n_backbones",
                                  "reasons", "ood_score", "model_version", "final_class"])
         updated += 1
@@ -422,7 +428,7 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
         _check_editable(slide)
         if slide.task_state in (Slide.TaskState.RUNNING, Slide.TaskState.QUEUED):
             raise SlideLocked("The slide is still being processed; wait for it to finish.")
-        cell = SlideCell.objects.select_related("final_class").get(pk=cell.pk)
+        cell = SlideCell.objects.select_related("final_class", "image").get(pk=cell.pk)
         before = {"class": cell.final_class.code if cell.final_class else None, "status": cell.status}
         cell_class = None
         if target == NOT_COUNTED:
@@ -458,7 +464,11 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
 def _verification_label(*, cell: SlideCell, actor, cell_class: CellClass):
     """The verifier's label of the cell's image, with the suggestion the model made (its top
     class, even where it referred the cell). None where a reviewer already adjudicated the
-    image (that decision stays its final label)."""
+    image (that decision stays its final label), and None for a held-out image (a held-out cell
+    uploaded again in a slide): its readings are the blind ones of the labelling portal, never a
+    slide verification made with the slide on screen. The slide still counts the cell."""
+    if cell.image.split == Split.HELDOUT:
+        return None
     suggested = CellClass.objects.filter(code=cell.top_class).first() if cell.top_class else None
     try:
         return label_submit(image=cell.image, labeller=actor, cell_class=cell_class, suggested_class=suggested,
@@ -469,12 +479,15 @@ def _verification_label(*, cell: SlideCell, actor, cell_class: CellClass):
 
 def slide_cells_confirm(*, slide: Slide, actor, code: str) -> int:
     """Confirm, as they are, every counted cell of one class that no expert has verified yet
-    (one decision per cell, each audited and labelled as :func:`slide_cell_reclassify` does).
-    Returns how many were confirmed."""
+    (one decision per cell, each audited and labelled as :func:`slide_cell_reclassify` does),
+    except those whose class the lab's blind rule hides from this expert (they wait with the
+    unidentified cells for a class each). Returns how many were confirmed."""
     if CellClass.objects.filter(code=code, is_abstain=True).exists():
         raise ValidationError({"target": "Cells the model could not identify need a class each; choose one per cell."})
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__code=code, changed_by__isnull=True)
-                 .order_by("id"))
+                 .select_related("image").order_by("id"))
+    hidden = slide_cells_blind(cells=cells, user=actor).final_class
+    cells = [cell for cell in cells if cell.pk not in hidden]
     for cell in cells:
         slide_cell_reclassify(cell=cell, actor=actor, target=code)
     return len(cells)

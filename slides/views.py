@@ -54,7 +54,8 @@ def slide_list(request):
 def slide_detail(request, pk: int):
     slide = get_object_or_404(Slide.objects.select_related("created_by", "signed_by", "model_version"), pk=pk)
     cells_by_field = defaultdict(list)  # one query for every box of every field
-    for c in slide.cells.filter(field__isnull=False, x0__isnull=False).select_related("final_class"):
+    boxed = list(slide.cells.filter(field__isnull=False, x0__isnull=False).select_related("final_class", "image"))
+    for c in boxed:
         cells_by_field[c.field_id].append(c)
     fields = []
     for f in slide.fields.select_related("image"):
@@ -68,6 +69,7 @@ def slide_detail(request, pk: int):
     return render(request, "slides/detail.html", {
         "slide": slide,
         "fields": fields,
+        "blind": selectors.slide_cells_blind(cells=boxed, user=request.user),
         "diff": selectors.slide_differential(slide=slide) if not processing else None,
         "processing": processing,
         "update_form": SlideUpdateForm(initial={"wbc_count": slide.wbc_count, "target_count": slide.target_count,
@@ -145,10 +147,13 @@ def _live(slide: Slide) -> dict:
 def slide_verify(request, pk: int):
     slide = get_object_or_404(Slide, pk=pk)
     diff = selectors.slide_differential(slide=slide)
+    cells = list(selectors.slide_cells(slide=slide))
+    blind = selectors.slide_cells_blind(cells=cells, user=request.user)
     return render(request, "slides/verify.html", {
         "slide": slide,
         "names": class_names(),
-        "groups": selectors.slide_groups(slide=slide),
+        "groups": selectors.slide_groups(slide=slide, blind=blind, cells=cells),
+        "blind": blind,
         "diff": diff,
         "platelet_fields": slide_platelet_fields(slide=slide) if diff.get("platelets") else [],
         "targets": [c for c in cell_classes_active() if not c.is_abstain],

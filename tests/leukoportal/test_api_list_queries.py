@@ -3,6 +3,7 @@ import pytest
 
 from classifier.models import ModelVersion, TrainingRun
 from reports.models import Evaluation, GateDecision
+from slides.models import Slide
 
 
 def _training_runs(n: int, user) -> None:
@@ -22,11 +23,24 @@ def _evaluations(n: int, user) -> None:
         for _ in range(n))
 
 
+def _slides(n: int, user) -> None:
+    """Signed slides, each corrected by a signed version 2 (the list shows "superseded by v2")."""
+    for i in range(Slide.objects.count(), Slide.objects.count() + n, 2):
+        first = Slide.objects.create(code=f"LQ-{i}", created_by=user, status=Slide.Status.SIGNED, signed_by=user)
+        Slide.objects.create(code=f"LQ-{i}", version=2, previous=first, created_by=user, status=Slide.Status.SIGNED,
+                             signed_by=user)
+
+
+def _superseded_by_v2(row) -> bool:
+    return (row["superseded_by"] or {}).get("version") == (2 if row["version"] == 1 else None)
+
+
 LISTS = {
     "training runs": ("/api/training-runs/", _training_runs,
                       lambda row: row["gate"]["outcome"] == "candidate" and row["gate"]["reasons"] == ["newest"]),
     "evaluations": ("/api/evaluations/", _evaluations,
                     lambda row: row["overall_accuracy"] == 0.875 and "results" not in row),
+    "slides": ("/api/slides/", _slides, _superseded_by_v2),
 }
 
 
