@@ -44,8 +44,11 @@ def _observation(line: lis.ResultLine, *, ident: str, status: str, issued: str) 
     else:
         obs["valueQuantity"] = _quantity(line.value, line.unit)
     if line.interpretation:
-        obs["interpretation"] = [{"coding": [{"system": INTERPRETATION_SYSTEM, "code": line.interpretation,
-                                              "display": lis.INTERPRETATION_DISPLAY[line.interpretation]}]}]
+        interpretation = {"coding": [{"system": INTERPRETATION_SYSTEM, "code": line.interpretation,
+                                      "display": lis.INTERPRETATION_DISPLAY[line.interpretation]}]}
+        if line.interpretation_reason:  # IND: the possible flag, or why no flag may be raised
+            interpretation["text"] = line.interpretation_reason
+        obs["interpretation"] = [interpretation]
     if line.has_reference:
         ref = {}
         if line.low is not None:

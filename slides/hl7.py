@@ -11,9 +11,12 @@ are slides.lis's, the same as the FHIR export's.
   (F final, C corrected), OBR-32 the expert who signed.
 * NTE after the OBR: the report's comments (flags, warnings and the signature's reason, ...).
 * One OBX per result: NM value, UCUM unit, OBX-7 the lab's reference interval, OBX-8 the
-  interpretation (H, L, N, IND), OBX-11 the status (F, C; W for a version superseded by a newer
-  one; X where the model cannot assess a class and no cell was assigned to it), followed by an
-  NTE for its note. The 95% interval and the number of cells counted follow in the OBX's NTE.
+  abnormal flag from HL7 table 0078 only (H, L, N); OBX-11 the status (F, C; W for a version
+  superseded by a newer one; X where the model cannot assess a class and no cell was assigned to
+  it), followed by an NTE for its note. The 95% interval and the number of cells counted follow in
+  the OBX's NTE.
+* An indeterminate result (FHIR's v3 code IND: a possible flag, a count below its target, flags
+  withheld) has no table 0078 value: OBX-8 stays empty and the first NTE says why.
 """
 from __future__ import annotations
 
@@ -28,6 +31,10 @@ from . import lis
 
 VERSION = "2.5.1"
 RESULT_STATUS = {"final": "F", "corrected": "C", "superseded": "W"}
+# HL7 v2.5.1 table 0078 (Interpretation Codes / abnormal flags): the only values OBX-8 may carry.
+TABLE_0078 = frozenset({"L", "H", "LL", "HH", "<", ">", "N", "A", "AA", "U", "D", "B", "W", "S", "R", "I", "MS",
+                        "VS"})
+NO_ABNORMAL_FLAG = "No abnormal flag (indeterminate)"
 ORDER_STATUS = {"final": "F", "corrected": "C"}
 
 
@@ -52,6 +59,16 @@ def _reference(line: lis.ResultLine) -> str:
     if line.low is not None:
         return f">={_number(line.low)}"
     return ""
+
+
+def abnormal_flag(line: lis.ResultLine) -> tuple[str, str]:
+    """(OBX-8, note): the line's interpretation where HL7 table 0078 has it; else OBX-8 empty and a
+    note that says why (FHIR's IND has no table 0078 counterpart: "I" there means "intermediate",
+    a susceptibility result)."""
+    if not line.interpretation or line.interpretation in TABLE_0078:
+        return line.interpretation or "", ""
+    reason = line.interpretation_reason or "the result cannot be called normal or abnormal"
+    return "", f"{NO_ABNORMAL_FLAG}: {reason}"
 
 
 def oru_r01(*, report: Mapping, accession: str, version: int, signed_at: datetime, signer: str,
@@ -96,11 +113,12 @@ def oru_r01(*, report: Mapping, accession: str, version: int, signed_at: datetim
         obx.obx_6 = f"{line.unit[1]}^{line.unit[1]}^UCUM"
         if line.has_reference:
             obx.obx_7 = _reference(line)
-        if line.interpretation:
-            obx.obx_8 = line.interpretation
+        flag, why = abnormal_flag(line)
+        if flag:
+            obx.obx_8 = flag
         obx.obx_11 = "X" if line.value is None and status != "W" else status
         obx.obx_14 = _ts(signed_at)
-        notes = list(line.notes)
+        notes = ([why] if why else []) + list(line.notes)
         if line.interval is not None:
             notes.append(f"95% confidence interval {_number(line.interval[0])}-{_number(line.interval[1])} {line.unit[0]}")
         if line.count is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .stats import NOT_ASSESSED_NOTE
+from .stats import EXPERT_COUNTED_NOTE, NOT_ASSESSED_NOTE, indeterminate_reason
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -57,6 +57,7 @@ ABSOLUTE = ("10^9/L", "10*9/L")
 PER_100_WBC = ("/100 WBC", "/100{WBCs}")
 INTERPRETATION_DISPLAY = {"H": "High", "L": "Low", "N": "Normal", "IND": "Indeterminate"}
 NOT_ASSESSED = NOT_ASSESSED_NOTE
+EXPERT_COUNTED = EXPERT_COUNTED_NOTE
 
 
 @dataclass
@@ -74,7 +75,8 @@ class ResultLine:
     low: float | None = None  # the lab's reference interval
     high: float | None = None
     has_reference: bool = False
-    interpretation: str | None = None  # H / L / N / IND
+    interpretation: str | None = None  # H / L / N / IND (FHIR v3-ObservationInterpretation)
+    interpretation_reason: str = ""  # why an IND result is indeterminate (a possible flag, no flag and why)
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,6 +102,7 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
     reference interval and interpretation of the lab's rule that measures exactly it."""
     rules = report.get("flags") or []
     not_assessed = set(report.get("not_assessed") or [])
+    expert_counted = set(report.get("expert_counted") or [])  # reports signed before it existed: none
     pct, iv, counts = report.get("percentages") or {}, report.get("intervals") or {}, report.get("counts") or {}
     absolute = report.get("absolute") or {}
     lines: list[ResultLine] = []
@@ -113,12 +116,17 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
             line.has_reference = line.low is not None or line.high is not None
             line.interpretation = rule.get("interpretation") or (
                 {"high": "H", "low": "L"}.get(rule.get("direction") or "", "N"))
+            line.interpretation_reason = indeterminate_reason(dict(rule, interpretation=line.interpretation))
         expert_only = [c for c in codes if c in not_assessed]
+        by_expert = [c for c in codes if c in expert_counted]
         if expert_only and value is None:
             line.notes.append(NOT_ASSESSED)
         elif expert_only:
             line.notes.append(f"{', '.join(names.get(c, c) for c in expert_only)}: {NOT_ASSESSED}; "
                               "the cells counted were assigned by the expert")
+        elif by_expert:
+            line.notes.append(EXPERT_COUNTED if len(by_expert) == len(codes) else
+                              f"{', '.join(names.get(c, c) for c in by_expert)}: {EXPERT_COUNTED}")
         lines.append(line)
 
     for code, value in pct.items():
@@ -155,7 +163,8 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
 def report_comments(report: Mapping, *, status: str, version: int, correction_reason: str = "",
                     successor_version: int | None = None) -> list[str]:
     """The report's free text, in order: release status, flags (or why none), possible flags,
-    signature warnings and reason, classes not assessed by the model, count."""
+    signature warnings and reason, classes not assessed by the model (or counted by the expert
+    alone), count."""
     out = []
     if status == "superseded":
         out.append(f"Superseded by version {successor_version}: this version is withdrawn; use the corrected report."
@@ -180,7 +189,12 @@ def report_comments(report: Mapping, *, status: str, version: int, correction_re
     if warnings or report.get("sign_reason"):
         out.append("Signed " + ("despite: " + " ".join(warnings) + " " if warnings else "")
                    + f"Reason given: {report.get('sign_reason') or '—'}")
+    names = {r.get("code"): r.get("name") or r.get("code") for r in report.get("rows") or []}
     if report.get("not_assessed"):
-        out.append(f"Not assessed by the model (expert only): {', '.join(report['not_assessed'])}.")
+        out.append("Not assessed by the model (expert only): "
+                   f"{', '.join(names.get(c, c) for c in report['not_assessed'])}.")
+    if report.get("expert_counted"):
+        out.append("Counted by the expert; not pre-classified by the model (every counted cell verified): "
+                   f"{', '.join(names.get(c, c) for c in report['expert_counted'])}.")
     out.append(f"{report.get('leukocyte_total', 0)} leukocytes counted (target {report.get('target', '—')}).")
     return out

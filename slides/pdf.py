@@ -14,10 +14,10 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from .stats import NO_FLAG_TEXT as STATUS_TEXT
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
 FOOTER = "LeukoPortal — decision support; every differential is verified and signed by an expert."
-STATUS_TEXT = {"insufficient": "no flag: insufficient count", "suppressed": "no flag: withheld"}
 
 
 def _num(value, digits: int) -> str:
@@ -94,7 +94,10 @@ def report_pdf(slide, *, release: dict) -> bytes:
             if r.get("not_assessed") and not r["count"]:
                 rows.append([para(r["name"]), "—", para(NOT_ASSESSED, small), ""] + ([""] if wbc else []))
                 continue
-            name = r["name"] + (f" ({NOT_ASSESSED})" if r.get("not_assessed") else "")
+            # the class's note: not assessed by the model (a count an expert assigned while other
+            # cells were unverified), or counted by the expert (every counted cell verified)
+            name = r["name"] + (f" ({r.get('note') or NOT_ASSESSED})"
+                                if r.get("not_assessed") or r.get("expert_counted") else "")
             rows.append([para(name), r["count"], _num(r.get("percent"), 1), _interval(r.get("interval"))]
                         + ([_num(r.get("absolute"), 2)] if wbc else []))
     rows.append(["Leukocytes counted", report.get("leukocyte_total", 0), f"target {report.get('target', '')}", ""]
@@ -132,7 +135,9 @@ def report_pdf(slide, *, release: dict) -> bytes:
             if f.get("status") == "not_assessed":
                 rows.append([para(f"{f['name']} ({f['unit']})"), "—", "", reference, para(NOT_ASSESSED, small)])
                 continue
-            rows.append([para(f"{f['name']} ({f['unit']})"), _num(f.get("value"), 2), _interval(f.get("interval"), 2),
+            measure = f"{f['name']} ({f['unit']})"
+            rows.append([[para(measure)] + ([para(f["note"], small)] if f.get("note") else []),
+                         _num(f.get("value"), 2), _interval(f.get("interval"), 2),
                          reference, para(f.get("flag") or f.get("possible") or STATUS_TEXT.get(f.get("status"), ""),
                                          body if f.get("flag") else small)])
         story += [Paragraph("Reference intervals", styles["Heading2"]),

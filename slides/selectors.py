@@ -100,13 +100,27 @@ def slide_domain_check(*, slide: Slide) -> dict:
     n = len(scored)
     expected = max(float(ood.get("expected_rate") or 0.0), 1 - float(ood.get("quantile", 97.5)) / 100)
     p_value = float(binomtest(k, n, expected, alternative="greater").pvalue)
-    unverified = slide.cells.filter(status=SlideCell.Status.COUNTED, changed_by__isnull=True).count()
     out.update(ood=k, share=round(k / n, 4), expected=round(expected, 4), p_value=p_value,
-               unlike=p_value < DOMAIN_ALPHA, unverified=unverified)
+               unlike=p_value < DOMAIN_ALPHA, **slide_unverified_counts(slide=slide))
     if out["unlike"]:
         out["message"] = (f"{DOMAIN_MESSAGE} {k} of {n} cells were unlike the training images "
                           f"({100 * k / n:.0f} %; about {100 * expected:.1f} % expected).")
     return out
+
+
+def slide_unverified_cells(*, slide: Slide) -> QuerySet[SlideCell]:
+    """Counted cells no expert has decided on yet (neither confirmed, reclassified nor marked):
+    the one definition of "unverified" behind the withheld flags and the classes not assessed."""
+    return slide.cells.filter(status=SlideCell.Status.COUNTED, changed_by__isnull=True)
+
+
+def slide_unverified_counts(*, slide: Slide) -> dict:
+    """``unverified``: counted cells waiting for an expert's verification; ``unverified_leukocytes``:
+    those of them already among the leukocytes counted, on the model's class alone (the others are
+    unidentified or of a class that is not a leukocyte, so not among the leukocytes counted)."""
+    cells = slide_unverified_cells(slide=slide)
+    return {"unverified": cells.count(),
+            "unverified_leukocytes": cells.filter(final_class__is_leukocyte=True, final_class__is_abstain=False).count()}
 
 
 def slide_flags_suppressed_reason(*, slide: Slide, domain: dict | None = None) -> str | None:
@@ -115,22 +129,45 @@ def slide_flags_suppressed_reason(*, slide: Slide, domain: dict | None = None) -
     Today: images unlike the training images, until every counted cell is verified."""
     domain = domain if domain is not None else slide_domain_check(slide=slide)
     if domain["unlike"] and domain.get("unverified"):
-        return (f"the images are unlike the images the model was trained on, and {domain['unverified']} counted "
-                "cell(s) are not verified by an expert yet")
+        counts = {"unverified": domain["unverified"], "unverified_leukocytes": domain.get("unverified_leukocytes", 0)}
+        return f"the images are unlike the images the model was trained on, and {stats.unverified_message(**counts)}"
     return None
 
 
-def slide_not_assessed_codes(*, slide: Slide, classes) -> set[str]:
-    """Classes of the differential the slide's model version has no training data for: the
-    model can never propose them, so only an expert assigns them ("not assessed by the model —
-    expert only"). Without a model version every cell was classified by an expert and no class
-    is singled out."""
+def _model_blind_codes(*, slide: Slide, classes) -> set[str]:
+    """Classes of the differential the slide's model version has no training data for: the model
+    can never propose them, so only an expert assigns them. Without a model version every cell
+    was classified by an expert and no class is singled out."""
     version = slide.model_version
     if version is None:
         return set()
     known = set(version.classes or [])
     return {c.code for c in classes
             if (c.is_leukocyte or c.code in PER_100_CODES) and not c.is_abstain and c.code not in known}
+
+
+def _every_counted_cell_verified(*, slide: Slide) -> bool:
+    counted = slide.cells.filter(status=SlideCell.Status.COUNTED)
+    return counted.exists() and not slide_unverified_cells(slide=slide).exists()
+
+
+def slide_not_assessed_codes(*, slide: Slide, classes) -> set[str]:
+    """Classes the slide's model version cannot propose, while some counted cell is not verified:
+    a cell the model left in another class could be one of them, so their count is no result
+    ("not assessed by the model — expert only"). Once an expert has verified every counted cell,
+    none (see :func:`slide_expert_counted_codes`)."""
+    if _every_counted_cell_verified(slide=slide):
+        return set()
+    return _model_blind_codes(slide=slide, classes=classes)
+
+
+def slide_expert_counted_codes(*, slide: Slide, classes) -> set[str]:
+    """Classes the slide's model version cannot propose, once an expert has verified every counted
+    cell: their count (0 included) is the expert's, a result with its interval like any other
+    ("counted by the expert; not pre-classified by the model")."""
+    if not _every_counted_cell_verified(slide=slide):
+        return set()
+    return _model_blind_codes(slide=slide, classes=classes)
 
 
 def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, signing: bool = False) -> dict:
@@ -148,6 +185,7 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
     report_codes = [c.code for c in classes if c.is_leukocyte and c.active] + list(PER_100_CODES)
     diff = stats.differential(counted, leukocyte_codes=leuko, report_codes=report_codes, wbc_count=wbc, method=method)
     not_assessed = slide_not_assessed_codes(slide=slide, classes=classes)
+    expert_counted = slide_expert_counted_codes(slide=slide, classes=classes)
     domain = slide_domain_check(slide=slide)
     suppressed = slide_flags_suppressed_reason(slide=slide, domain=domain)
     thresholds = {k: v for k, v in stats.CLINICAL_THRESHOLDS.items() if k in by_code}
@@ -158,7 +196,9 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
             continue
         row = {"code": c.code, "name": c.name, "hotkey": c.hotkey, "count": n, "is_leukocyte": c.is_leukocyte,
                "is_abstain": c.is_abstain, "not_assessed": c.code in not_assessed,
-               "note": stats.NOT_ASSESSED_NOTE if c.code in not_assessed else ""}
+               "expert_counted": c.code in expert_counted,
+               "note": stats.NOT_ASSESSED_NOTE if c.code in not_assessed
+               else stats.EXPERT_COUNTED_NOTE if c.code in expert_counted else ""}
         if c.code in diff.percentages:
             row.update(percent=diff.percentages[c.code], interval=diff.intervals[c.code],
                        absolute=diff.absolute.get(c.code))
@@ -179,7 +219,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         with_pred = with_pred.filter(SlideCell.verified_q())
     agree = sum(1 for p, f in with_pred.values_list("predicted_class", "final_class__code") if p == f)
     flags = stats.evaluate_flags(diff, reference_rules(), target=slide.target_count,
-                                 flags_suppressed_reason=suppressed, not_assessed=not_assessed)
+                                 flags_suppressed_reason=suppressed, not_assessed=not_assessed,
+                                 expert_counted=expert_counted)
     pre_classified = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").count()
     data = diff.as_dict()
     data.update(
@@ -192,6 +233,7 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         flag_summary=stats.flag_summary(flags, counted=diff.leukocyte_total, target=slide.target_count,
                                         flags_suppressed_reason=suppressed),
         not_assessed=sorted(not_assessed),
+        expert_counted=sorted(expert_counted),
         cells_total=cells.count(),
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
         unresolved=slide_unresolved_count(slide=slide),

@@ -152,10 +152,25 @@ def count_further(diff: Differential, *, thresholds: Mapping[str, float] = CLINI
     return out
 
 
-# Interpretation codes (the same letters in FHIR's v3-ObservationInterpretation and HL7 v2 table
-# 0078): high, low, normal, and indeterminate where the count cannot decide.
+# Interpretation codes of FHIR's v3-ObservationInterpretation: high, low, normal, and
+# indeterminate where the count cannot decide (a possible flag, a count below its target, flags
+# withheld). H, L and N are also HL7 v2 table 0078 abnormal flags; IND is not, so the HL7 message
+# leaves OBX-8 empty for it and says why in the OBX's NTE (slides.hl7).
 HIGH, LOW, NORMAL, INDETERMINATE = "H", "L", "N", "IND"
 NOT_ASSESSED_NOTE = "not assessed by the model — expert only"
+EXPERT_COUNTED_NOTE = "counted by the expert; not pre-classified by the model"
+# Why a row carries no flag, in the PDF's flag column (an IND result's reason: indeterminate_reason).
+NO_FLAG_TEXT = {"insufficient": "no flag: insufficient count", "suppressed": "no flag: withheld"}
+
+
+def indeterminate_reason(row: Mapping) -> str:
+    """Why a rule's row is indeterminate (interpretation IND), in words: its possible flag, or why
+    no flag may be raised. Empty for a row that is not indeterminate."""
+    if row.get("interpretation") != INDETERMINATE:
+        return ""
+    return {"possible": row.get("possible") or "possible flag; count more cells to decide",
+            "insufficient": "insufficient count (fewer leukocytes than the target count)",
+            "suppressed": "automatic flags withheld (see the report's comments)"}.get(row.get("status") or "", "")
 
 
 def _measure_interval(k: int, n: int, measure: str, *, wbc_count: float | None, method: str):
@@ -201,8 +216,22 @@ def insufficient_message(counted: int, target: int) -> str | None:
     return f"insufficient count ({counted} of {target}): no automatic flag is raised below the target count."
 
 
+def unverified_message(*, unverified: int, unverified_leukocytes: int) -> str:
+    """What the cells waiting for an expert are, in words that agree with the "Leukocytes counted"
+    beside them: a cell the model gave a leukocyte class is among them (on the model's class
+    alone), an unidentified one (or one of a class that is not a leukocyte) is not."""
+    text = f"{unverified} cell(s) are waiting for an expert's verification"
+    if not unverified_leukocytes:
+        return text + " and are not among the leukocytes counted yet"
+    if unverified_leukocytes == unverified:
+        return text + ", all of them among the leukocytes counted on the model's class alone"
+    return (text + f"; {unverified_leukocytes} of them are among the leukocytes counted on the model's class alone, "
+            f"{unverified - unverified_leukocytes} not yet")
+
+
 def evaluate_flags(diff: Differential, rules: Iterable[Mapping], *, target: int = 0,
-                   flags_suppressed_reason: str | None = None, not_assessed: Iterable[str] = ()) -> list[dict]:
+                   flags_suppressed_reason: str | None = None, not_assessed: Iterable[str] = (),
+                   expert_counted: Iterable[str] = ()) -> list[dict]:
     """The reference-interval rows of a differential: the ONE place where flags are decided.
 
     Each rule: name, codes (list), measure (percent / absolute / per_100_wbc), low, high,
@@ -218,12 +247,18 @@ def evaluate_flags(diff: Differential, rules: Iterable[Mapping], *, target: int 
       whatever the values (interpretation IND);
     * ``suppressed``: ``flags_suppressed_reason`` is given (e.g. the images are unlike those the
       model was trained on) -- no automatic flag until that is resolved (interpretation IND);
-    * ``not_assessed``: every class of the rule is one the model has no training data for and
-      no cell was assigned to it -- no value is reported (``note`` says so).
+    * ``not_assessed``: every class of the rule is one the model has no training data for
+      (``not_assessed``: while some counted cell is not verified, so any cell could be one of
+      them) and no cell was assigned to it -- no value is reported (``note`` says so).
+
+    ``expert_counted``: classes the model has no training data for whose count is the expert's
+    (every counted cell verified): their rows are evaluated like any other -- a zero is a result
+    with its interval -- and ``note`` says that the expert counted them.
     """
     rows = []
     n = diff.leukocyte_total
     not_assessed = set(not_assessed)
+    expert_counted = set(expert_counted)
     insufficient = n < target
     for rule in rules:
         codes = list(rule["codes"])
@@ -243,8 +278,12 @@ def evaluate_flags(diff: Differential, rules: Iterable[Mapping], *, target: int 
             row.update(value=None, interval=None, status="not_assessed", interpretation=None, note=NOT_ASSESSED_NOTE)
             rows.append(row)
             continue
+        by_expert = [c for c in codes if c in expert_counted]
         if unassessed:
             row["note"] = f"{', '.join(unassessed)}: {NOT_ASSESSED_NOTE}"
+        elif by_expert:
+            row["note"] = EXPERT_COUNTED_NOTE if len(by_expert) == len(codes) else (
+                f"{', '.join(by_expert)}: {EXPERT_COUNTED_NOTE}")
         wholly, point = _side(interval, value, low, high)
         label = (rule.get("flag_high") or f"{rule['name']} high") if (wholly or point) == "high" else (
             rule.get("flag_low") or f"{rule['name']} low")

@@ -6,6 +6,7 @@ Django-free, so the pure tests (slides_detection, run without pytest-django) and
 import io
 import os
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 from PIL import Image
@@ -89,3 +90,33 @@ def logged_in_page(opener, live_server, username: str, **page_options):
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
     browser_login(page, live_server, username)
     return page
+
+
+class _ElementTexts(HTMLParser):
+    def __init__(self, attr: str, value: str):
+        super().__init__()
+        self.attr, self.value, self.depth, self.texts = attr, value, 0, []
+
+    def handle_starttag(self, tag, attrs):
+        if self.depth:
+            self.depth += 1
+        elif dict(attrs).get(self.attr) == self.value:
+            self.depth = 1
+            self.texts.append("")
+
+    def handle_endtag(self, tag):
+        if self.depth:
+            self.depth -= 1
+
+    def handle_data(self, data):
+        if self.depth:
+            self.texts[-1] += data
+
+
+def rendered_texts(html: str, attr: str, value: str) -> list[str]:
+    """The text (whitespace collapsed) of each element of ``html`` whose attribute ``attr`` is
+    ``value``, e.g. ``rendered_texts(page, "data-pct-for", "blast")``: an assertion on the rendered
+    element, not on a string anywhere in the page."""
+    parser = _ElementTexts(attr, value)
+    parser.feed(html)
+    return [" ".join(t.split()) for t in parser.texts]

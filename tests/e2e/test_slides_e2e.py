@@ -8,6 +8,8 @@ from tests.factories import TrainedModelVersionFactory
 from tests.e2e.steps import classify_the_unidentified_cells
 from tests.helpers import field_paths, logged_in_page, screenshot
 
+EXPERT_COUNTED = "counted by the expert; not pre-classified by the model"
+
 
 @pytest.mark.e2e
 @pytest.mark.worker
@@ -82,8 +84,9 @@ def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the
     messages = page.inner_text("#diff-messages")
     assert "Insufficient count (6 of 100)" in messages
     assert page.locator("#diff-messages .flag").count() == 0  # 6 cells: no automatic flag at all
-    assert "not assessed by the model — expert only" in page.inner_text("[data-pct-for=blast]")
-    assert "not assessed by the model — expert only" in page.inner_text("[data-pct-for=atypical_lymphocyte]")
+    # the reviewer verified every cell: no blast and no atypical lymphocyte among them is the expert's count
+    assert page.inner_text("[data-pct-for=blast]") == "0.0"
+    assert page.inner_text("[data-note-for=atypical_lymphocyte]") == EXPERT_COUNTED
     screenshot(page, "slide-short-count")
 
     page.goto(f"{live_server.url}/slides/{slide.pk}/verify/")
@@ -103,9 +106,85 @@ def test_a_short_count_raises_no_flag_and_is_signed_with_a_reason_printed_in_the
     assert response.ok and response.headers["content-type"] == "application/pdf"
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(response.body())).pages)
     assert "Leukopenic sample; 6 cells is all the smear holds" in text
-    assert "Insufficient count (6 of 100)" in text and "not assessed by the model" in text
+    assert "Insufficient count (6 of 100)" in text
+    assert f"Blast ({EXPERT_COUNTED})" in " ".join(text.split())  # the name cell wraps
     slide.refresh_from_db()
     assert slide.status == Slide.Status.SIGNED and slide.sign_reason.startswith("Leukopenic sample")
+    assert not errors, errors
+
+
+@pytest.mark.e2e
+def test_a_fully_verified_slide_reports_blast_zero_with_its_interval_on_the_page_and_in_every_format(
+        live_server, browser, labeller, reviewer, tiny_checkpoint, reference_intervals, demo_cells):
+    """The model has no blasts and no atypical lymphocytes: while a cell is unverified they are "not
+    assessed"; once the reviewer has verified the last one (in the browser), 0 blasts is the expert's
+    count, with its interval, on the page, the report, the PDF, the FHIR and the HL7 message."""
+    import io
+    import json
+
+    from django.template.defaultfilters import floatformat
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+    from pypdf import PdfReader
+
+    from slides import services, stats
+    from slides.hl7 import TABLE_0078
+
+    TrainedModelVersionFactory(result=tiny_checkpoint, activate=True)  # trained without blasts or atypical lymphocytes
+    slide = services.slide_create(code="E2E-ZERO", created_by=labeller, kind=Slide.Kind.CELLS, wbc_count="7.0")
+    files = [(p.name, p.read_bytes()) for code in ("lymphocyte", "monocyte")
+             for p in sorted((demo_cells / code).iterdir())[:3]]
+    services.slide_images_add(slide=slide, files=files, uploaded_by=labeller)
+    assert services.slide_process(slide_id=slide.pk) is not None
+    *first, last = slide.cells.order_by("id")
+    for cell in first:
+        services.slide_cell_reclassify(cell=cell, actor=reviewer, target="lymphocyte")
+    high = floatformat(stats.proportion_interval(0, 6)[1], 1)  # 0 of 6 leukocytes: 0.0–39.0 %
+
+    page = logged_in_page(browser, live_server, reviewer.username, viewport={"width": 1366, "height": 1000})
+    errors = page.js_errors
+    page.goto(f"{live_server.url}/slides/{slide.pk}/verify/")
+    expect(page.locator("[data-pct-for=blast]")).to_have_text("not assessed by the model — expert only")
+    expect(page.locator("[data-ci-for=blast]")).to_have_count(0)
+    page.locator(f"#cell-{last.pk}").click(position={"x": 20, "y": 20})
+    page.keyboard.press("m")  # the last cell: a monocyte
+    expect(page.locator(f"#cell-{last.pk} .verified-mark")).to_be_visible()
+    expect(page.locator("[data-pct-for=blast]")).to_have_text("0.0")
+    expect(page.locator("[data-ci-for=blast]")).to_have_text(f"0.0–{high}")
+    expect(page.locator("[data-note-for=blast]")).to_have_text(EXPERT_COUNTED)
+    expect(page.locator("[data-note-for=atypical_lymphocyte]")).to_have_text(EXPERT_COUNTED)
+    screenshot(page, "slide-verified-blast-zero")
+    page.fill("#sign-reason", "Leukopenic sample")
+    page.click("#sign-button")
+    page.wait_for_selector("#report")
+    assert page.inner_text("#report [data-pct-for=blast]") == "0.0"
+    assert page.inner_text("#report [data-ci-for=blast]") == f"0.0–{high}"
+    rule = page.locator("#reference-table tr[data-codes=blast][data-measure=percent]")
+    expect(rule.locator("td").nth(1)).to_have_text("0.00")
+    expect(rule.locator(".rule-note")).to_have_text(EXPERT_COUNTED)
+
+    pdf = page.request.get(f"{live_server.url}/slides/{slide.pk}/report.pdf")
+    text = " ".join(" ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.body())).pages).split())
+    assert f"Blast ({EXPERT_COUNTED}) 0 0.0 0.0–{high}" in text and "not assessed" not in text
+
+    fhir = json.loads(page.request.get(f"{live_server.url}/slides/{slide.pk}/report.fhir.json").body())
+    DiagnosticReport.model_validate(fhir)
+    blast = next(o for o in fhir["contained"] if o["code"]["coding"][0]["code"] == "26446-5")
+    assert blast["valueQuantity"]["value"] == 0.0 and blast["note"] == [{"text": EXPERT_COUNTED}]
+    interval = next(c["valueRange"] for c in blast["component"] if c["code"]["text"] == "95% confidence interval")
+    assert interval["low"]["value"] == 0.0 and interval["high"]["value"] == stats.proportion_interval(0, 6)[1]
+
+    hl7 = page.request.get(f"{live_server.url}/slides/{slide.pk}/report.hl7").body().decode()
+    msg = parse_message(hl7, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    observations = list(msg.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION.ORU_R01_OBSERVATION)
+    assert all(o.OBX.obx_8.to_er7() in TABLE_0078 | {""} for o in observations)
+    blast = next(o for o in observations if o.OBX.obx_3.obx_3_1.to_er7() == "26446-5")
+    assert blast.OBX.obx_5.to_er7() == "0" and blast.OBX.obx_11.to_er7() == "F"
+    assert blast.OBX.obx_8.to_er7() == ""  # 6 of 100 leukocytes: indeterminate, said in the NTE
+    notes = [c.nte_3.to_er7() for c in blast.children if c.name == "NTE"]
+    assert notes[0].startswith("No abnormal flag (indeterminate): insufficient count")
+    assert EXPERT_COUNTED in notes and f"95% confidence interval 0-{stats.proportion_interval(0, 6)[1]:g} %" in notes
     assert not errors, errors
 
 
@@ -142,7 +221,8 @@ def test_a_slide_from_another_microscope_is_flagged_and_raises_no_flag_until_eve
         cells.first.click(position={"x": 20, "y": 20})
         page.keyboard.press(hotkey)
         expect(cells).to_have_count(remaining - 1)
-    expect(page.locator("#flags-suppressed")).to_contain_text("not verified")
+    expect(page.locator("#flags-suppressed")).to_contain_text(
+        "1 cell(s) are waiting for an expert's verification and are not among the leukocytes counted yet")
     expect(page.locator("#sign-warnings")).to_contain_text("Automatic flags are withheld")
     cells.first.click(position={"x": 20, "y": 20})
     page.keyboard.press(hotkey)

@@ -79,8 +79,14 @@ def test_api_flow_with_role_checks(client, labeller, reviewer, slides_model):
     eos = next(r for r in rows if r[2] == "eosinophil")
     assert int(eos[4]) == 1 and eos[col["signature_reason"]] == "only two fields | demo"
     assert "Insufficient count" in eos[col["signature_warnings"]]
-    blast = next(r for r in rows if r[2] == "blast")  # the tiny model has no blasts: no reassuring 0.0
-    assert blast[5] == "" and blast[10] == "not assessed by the model — expert only"
+    # the tiny model has no blasts, but the reviewer verified every counted cell: 0 is the expert's count
+    blast = next(r for r in rows if r[2] == "blast")
+    assert (blast[col["count"]], blast[col["percent"]], blast[col["ci95_low"]]) == ("0", "0.0", "0.0")
+    assert float(blast[col["ci95_high"]]) > 0
+    assert blast[col["note"]] == "counted by the expert; not pre-classified by the model"
+    blast_obx = obx["26446-5"]
+    assert blast_obx.obx_5.to_er7() == "0" and blast_obx.obx_11.to_er7() == "F"
+    assert obx["26446-5"].obx_8.to_er7() == ""  # below the target: indeterminate, which table 0078 has no code for
     data = client.get(f"/api/slides/{pk}/export/json/").json()
     assert data["counts"]["eosinophil"] == 1 and data["leukocyte_total"] == len(cells)
     client.force_login(reviewer)

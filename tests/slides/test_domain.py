@@ -10,7 +10,7 @@ from classifier.services import training_snapshot
 from slides import selectors, services
 from slides.models import Slide, SlideCell
 from tests.factories import TrainedModelVersionFactory
-from tests.helpers import DEMO_CELLS, PASSWORD, SHARED_DATA, field_paths, pbc_split
+from tests.helpers import DEMO_CELLS, PASSWORD, SHARED_DATA, field_paths, pbc_split, rendered_texts
 
 pytestmark = pytest.mark.django_db
 
@@ -47,8 +47,18 @@ def test_a_slide_of_foreign_fields_says_so_and_raises_no_flag_until_every_cell_i
     for cell in cells[:-1]:
         services.slide_cell_reclassify(cell=cell, actor=reviewer, target="neutrophil_segmented")
     diff = selectors.slide_differential(slide=slide)
-    assert diff["flag_summary"]["suppressed_reason"] and "not verified" in diff["flag_summary"]["suppressed_reason"]
+    # the one cell left is unidentified: waiting for the expert, and not among the leukocytes counted
+    assert diff["flag_summary"]["suppressed_reason"].endswith(
+        "1 cell(s) are waiting for an expert's verification and are not among the leukocytes counted yet")
     assert not [f for f in diff["flags"] if f.get("status") == "flag"]
+    # had the model given that cell a leukocyte class, it would be among the leukocytes counted: the
+    # message beside "Leukocytes counted" says so
+    SlideCell.objects.filter(pk=cells[-1].pk).update(final_class=CellClass.objects.get(code="lymphocyte"))
+    page = client.get(reverse("slides:detail", args=[slide.pk])).content.decode()
+    assert rendered_texts(page, "id", "leukocyte-total") == [str(len(cells))]
+    assert rendered_texts(page, "id", "flags-suppressed")[0].endswith(
+        "1 cell(s) are waiting for an expert's verification, all of them among the leukocytes counted on the "
+        "model's class alone")
     services.slide_cell_reclassify(cell=cells[-1], actor=reviewer, target="neutrophil_segmented")
     diff = selectors.slide_differential(slide=slide)
     assert diff["flag_summary"]["suppressed_reason"] is None  # every counted cell verified

@@ -4,13 +4,16 @@ import io
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.template.defaultfilters import floatformat
+from django.template.loader import render_to_string
 from PIL import Image
+from pypdf import PdfReader
 
 from annotations.models import AuditEvent, CellImage, LabSettings, Source
 from slides import services
 from slides.models import Slide, SlideCell
 from slides.selectors import slide_differential
-from tests.helpers import field_paths, png_bytes
+from tests.helpers import field_paths, png_bytes, rendered_texts
 
 
 def _process(slide):
@@ -294,6 +297,68 @@ def test_classes_without_training_data_are_reported_as_not_assessed(slide, label
     row = next(r for r in d["rows"] if r["code"] == "blast")
     assert row["count"] == 1 and row["percent"] > 0 and row["not_assessed"]
     assert next(f for f in d["flags"] if f["codes"] == ["blast"])["status"] != "not_assessed"
+
+
+def test_once_every_counted_cell_is_verified_blasts_are_the_experts_count_with_their_interval(
+        slide, labeller, reviewer, slides_model):
+    from annotations.models import CellClass
+    from slides import exports, selectors
+    from slides.pdf import report_pdf
+
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(2)],
+                              uploaded_by=labeller)
+    slide = _process(slide)
+    classes = list(CellClass.objects.all())
+    cells = list(slide.cells.order_by("id"))
+    assert len(cells) >= 2
+    for cell in cells[:-1]:
+        services.slide_cell_reclassify(cell=cell, actor=reviewer, target="lymphocyte")
+    # one counted cell not verified: it could be a blast the model cannot name
+    assert {"blast", "atypical_lymphocyte"} <= selectors.slide_not_assessed_codes(slide=slide, classes=classes)
+    assert selectors.slide_expert_counted_codes(slide=slide, classes=classes) == set()
+    d = slide_differential(slide=slide)
+    assert next(f for f in d["flags"] if f["codes"] == ["blast"])["status"] == "not_assessed"
+    html = render_to_string("slides/_differential.html", {"diff": d})
+    assert rendered_texts(html, "data-pct-for", "blast") == ["not assessed by the model — expert only"]
+    assert rendered_texts(html, "data-ci-for", "blast") == []
+
+    services.slide_cell_reclassify(cell=cells[-1], actor=reviewer, target="monocyte")
+    assert selectors.slide_not_assessed_codes(slide=slide, classes=classes) == set()
+    assert {"blast", "atypical_lymphocyte"} <= selectors.slide_expert_counted_codes(slide=slide, classes=classes)
+    d = slide_differential(slide=slide)
+    n = d["leukocyte_total"]
+    assert n == len(cells) and d["not_assessed"] == [] and "blast" in d["expert_counted"]
+    blast = next(r for r in d["rows"] if r["code"] == "blast")
+    assert blast["count"] == 0 and blast["percent"] == 0.0 and not blast["not_assessed"] and blast["expert_counted"]
+    assert blast["interval"][0] == 0.0 and blast["interval"][1] == stats_interval_high(n)
+    assert blast["note"] == "counted by the expert; not pre-classified by the model"
+    rule = next(f for f in d["flags"] if f["codes"] == ["blast"])
+    assert rule["value"] == 0.0 and rule["interval"] == blast["interval"] and rule["flag"] == ""
+    assert rule["status"] == "insufficient"  # fewer than the target of 100: evaluated, no flag either way
+    assert rule["note"] == "counted by the expert; not pre-classified by the model"
+    html = render_to_string("slides/_differential.html", {"diff": d})
+    assert rendered_texts(html, "data-pct-for", "blast") == ["0.0"]
+    assert rendered_texts(html, "data-ci-for", "blast") == [f"0.0–{floatformat(blast['interval'][1], 1)}"]
+    assert rendered_texts(html, "data-note-for", "blast") == ["counted by the expert; not pre-classified by the model"]
+
+    slide = services.slide_sign(slide=Slide.objects.get(pk=slide.pk), actor=reviewer, reason="two demo fields")
+    rows = exports.report_csv_rows(slide)
+    col = {name: i for i, name in enumerate(rows[0])}
+    row = next(r for r in rows if r[col["class"]] == "blast")
+    assert (row[col["count"]], row[col["percent"]], row[col["ci95_low"]], row[col["ci95_high"]]) == (
+        0, 0.0, 0.0, blast["interval"][1])
+    assert row[col["note"]] == "counted by the expert; not pre-classified by the model"
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(
+        report_pdf(slide, release=selectors.slide_report_release(slide=slide)))).pages)
+    text = " ".join(text.split())
+    assert "Blast (counted by the expert; not pre-classified by the model) 0 0.0" in text
+    assert "not assessed" not in text
+
+
+def stats_interval_high(n: int) -> float:
+    from slides import stats
+
+    return stats.proportion_interval(0, n)[1]
 
 
 def test_blast_is_in_the_taxonomy_and_reference_intervals_name_known_classes_only(lab_admin):

@@ -161,17 +161,17 @@ def test_differential_json_shape():
     assert out["intervals"]["lymphocyte"][1] == 100.0
 
 
-def _signed_report(counts, *, target=100, not_assessed=(), wbc=6.0, **extra):
+def _signed_report(counts, *, target=100, not_assessed=(), expert_counted=(), wbc=6.0, **extra):
     leuko = LEUKO + ["blast"]
     d = stats.differential(counts, leukocyte_codes=leuko, report_codes=leuko + ["erythroblast"], wbc_count=wbc)
     rules = [{"name": name, "codes": codes.split("+"), "measure": measure, "low": low, "high": high,
               "flag_low": fl, "flag_high": fh}
              for name, codes, measure, low, high, fl, fh, _ in stats.DEFAULT_REFERENCE_INTERVALS]
-    flags = stats.evaluate_flags(d, rules, target=target, not_assessed=not_assessed)
+    flags = stats.evaluate_flags(d, rules, target=target, not_assessed=not_assessed, expert_counted=expert_counted)
     report = d.as_dict()
     n = d.leukocyte_total
     k = counts.get("neutrophil_segmented", 0) + counts.get("neutrophil_band", 0)
-    report.update(flags=flags, target=target, not_assessed=sorted(not_assessed),
+    report.update(flags=flags, target=target, not_assessed=sorted(not_assessed), expert_counted=sorted(expert_counted),
                   flag_summary=stats.flag_summary(flags, counted=n, target=target),
                   neutrophils={"count": k, "percent": round(100 * k / n, 2),
                                "interval": list(stats.proportion_interval(k, n)), "absolute": round(wbc * k / n, 3)},
@@ -255,7 +255,169 @@ def test_hl7_oru_r01_parses_back_with_values_flags_and_the_reason():
     assert any("sample clotted \\F\\ recount \\S\\ impossible" in n for n in notes)  # escaped, not split
     obx = {o.OBX.obx_3.obx_3_1.to_er7(): o.OBX for o in order.ORU_R01_OBSERVATION}
     assert obx["26478-8"].obx_5.to_er7() == "40" and obx["26478-8"].obx_6.to_er7() == "%^%^UCUM"
-    assert obx["19048-8"].obx_8.to_er7() == "IND"  # below the target: no automatic H
+    assert obx["19048-8"].obx_8.to_er7() == ""  # below the target: no automatic H (and IND is no table 0078 flag)
     assert obx["26511-6"].obx_7.to_er7() == "40-75"
     assert obx["26446-5"].obx_5.to_er7() == "" and obx["26446-5"].obx_11.to_er7() == "X"  # blast: not assessed
     assert all(o.obx_11.to_er7() in ("F", "X") for o in obx.values())
+
+
+# --- Expert-verified zeros (classes the model does not assess) and HL7 table 0078 -------------------
+
+BLAST_RULE = {"name": "Blasts", "codes": ["blast"], "measure": "percent", "low": None, "high": 0.0, "flag_low": "",
+              "flag_high": "Blasts present"}
+LYMPH_RULE = {"name": "Lymphocytes", "codes": ["lymphocyte", "atypical_lymphocyte"], "measure": "percent",
+              "low": 20.0, "high": 45.0, "flag_low": "", "flag_high": ""}
+
+
+def _blast_rows(counts, **kw):
+    d = stats.differential(counts, leukocyte_codes=LEUKO + ["blast"], report_codes=["blast"])
+    return {r["name"]: r for r in stats.evaluate_flags(d, [BLAST_RULE, LYMPH_RULE], **kw)}
+
+
+def test_an_expert_counted_zero_is_a_result_with_its_interval_and_a_note():
+    counts = {"neutrophil_segmented": 60, "lymphocyte": 40}
+    rows = _blast_rows(counts, target=100, expert_counted={"blast", "atypical_lymphocyte"})
+    blast = rows["Blasts"]
+    assert blast["status"] == "normal" and blast["value"] == 0.0 and blast["flag"] == ""
+    assert blast["interval"] == [0.0, pytest.approx(3.7, abs=0.01)] and blast["interpretation"] == "N"
+    assert blast["note"] == "counted by the expert; not pre-classified by the model"
+    assert rows["Lymphocytes"]["note"] == "atypical_lymphocyte: counted by the expert; not pre-classified by the model"
+    # the same zero while cells are unverified: not assessed, no value
+    unverified = _blast_rows(counts, target=100, not_assessed={"blast", "atypical_lymphocyte"})["Blasts"]
+    assert unverified["status"] == "not_assessed" and unverified["value"] is None and unverified["interval"] is None
+    # one blast counted by the expert: "Blasts present" like any other flag
+    one = _blast_rows(dict(counts, blast=1), target=100, expert_counted={"blast"})["Blasts"]
+    assert one["status"] == "flag" and one["flag"] == "Blasts present" and one["interpretation"] == "H"
+    # below the target: still the value and its interval, no flag
+    short = _blast_rows({"lymphocyte": 6}, target=100, expert_counted={"blast"})["Blasts"]
+    assert short["status"] == "insufficient" and short["value"] == 0.0 and short["interval"][1] > 30
+
+
+def test_result_lines_report_the_expert_counted_zero_and_not_assessed_only_with_unverified_cells():
+    from slides import lis
+
+    counts = {"neutrophil_segmented": 55, "neutrophil_band": 5, "lymphocyte": 40}
+    verified = _signed_report(counts, expert_counted={"blast", "atypical_lymphocyte"}, sign_warnings=[])
+    lines = {line.loinc[0]: line for line in lis.result_lines(verified, names={"atypical_lymphocyte": "Atypical lymphocyte"})}
+    blast = lines[lis.LOINC_PERCENT["blast"][0]]
+    assert blast.value == 0.0 and blast.interval[0] == 0.0 and blast.interval[1] > 0 and blast.count == 0
+    assert blast.interpretation == "N" and blast.notes == [lis.EXPERT_COUNTED]
+    lymph = lines[lis.LOINC_PERCENT["lymphocyte"][0]]
+    assert lymph.notes == []  # a class the model pre-classifies: no note
+    verified["rows"] = [{"code": "blast", "name": "Blast"}, {"code": "atypical_lymphocyte", "name": "Atypical lymphocyte"}]
+    assert any("Counted by the expert; not pre-classified by the model" in c and "Blast" in c
+               for c in lis.report_comments(verified, status="final", version=1))
+    unverified = _signed_report(counts, not_assessed={"blast", "atypical_lymphocyte"}, sign_warnings=[])
+    blast = next(line for line in lis.result_lines(unverified, names={}) if line.codes == ("blast",))
+    assert blast.value is None and blast.interval is None and blast.notes == [lis.NOT_ASSESSED]
+    assert lis.NOT_ASSESSED not in " ".join(lis.report_comments(verified, status="final", version=1))
+
+
+def test_fhir_and_hl7_carry_the_expert_counted_zero():
+    from datetime import datetime, timezone
+
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    from slides.hl7 import oru_r01
+
+    report = _signed_report({"neutrophil_segmented": 55, "neutrophil_band": 5, "lymphocyte": 40},
+                            expert_counted={"blast", "atypical_lymphocyte"}, sign_warnings=[], sign_reason="")
+    doc = diagnostic_report(report=report, accession="S-0", version=1, issued="2026-01-01T10:00:00+00:00",
+                            performer="rev1", names={})
+    DiagnosticReport.model_validate(doc)
+    blast = next(o for o in doc["contained"] if o["code"]["coding"][0]["code"] == "26446-5")
+    assert blast["valueQuantity"]["value"] == 0.0 and "dataAbsentReason" not in blast
+    assert blast["interpretation"][0]["coding"][0]["code"] == "N"
+    assert blast["note"] == [{"text": "counted by the expert; not pre-classified by the model"}]
+    ci = next(c for c in blast["component"] if c["code"]["text"] == "95% confidence interval")
+    assert ci["valueRange"]["low"]["value"] == 0.0 and ci["valueRange"]["high"]["value"] > 0
+    text = oru_r01(report=report, accession="S-0", version=1, signed_at=datetime(2026, 1, 1, 10, tzinfo=timezone.utc),
+                   signer="rev1", names={}, control_id="LP1-1", created_at=datetime(2026, 1, 1, 10, 5, tzinfo=timezone.utc))
+    msg = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    obs = {o.OBX.obx_3.obx_3_1.to_er7(): o for o in msg.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION.ORU_R01_OBSERVATION}
+    blast = obs["26446-5"]
+    assert blast.OBX.obx_5.to_er7() == "0" and blast.OBX.obx_8.to_er7() == "N" and blast.OBX.obx_11.to_er7() == "F"
+    notes = _notes(blast)
+    assert "counted by the expert; not pre-classified by the model" in notes
+    assert any(n.startswith("95% confidence interval 0-") for n in notes)
+
+
+def _hl7_observations(report):
+    from datetime import datetime, timezone
+
+    from hl7apy.consts import VALIDATION_LEVEL
+    from hl7apy.parser import parse_message
+
+    from slides.hl7 import oru_r01
+
+    text = oru_r01(report=report, accession="S-1", version=1, signed_at=datetime(2026, 1, 1, 10, tzinfo=timezone.utc),
+                   signer="rev1", names={}, control_id="LP1-1", created_at=datetime(2026, 1, 1, 10, 5, tzinfo=timezone.utc))
+    msg = parse_message(text, validation_level=VALIDATION_LEVEL.STRICT, find_groups=True)
+    return list(msg.ORU_R01_PATIENT_RESULT.ORU_R01_ORDER_OBSERVATION.ORU_R01_OBSERVATION)
+
+
+def _notes(observation):
+    return [c.nte_3.to_er7() for c in observation.children if c.name == "NTE"]
+
+
+@pytest.mark.parametrize("counts, target, suppressed, why", [
+    # below the target: every rule indeterminate
+    ({"neutrophil_segmented": 30, "lymphocyte": 3, "erythroblast": 1}, 100, None, "insufficient count"),
+    # band + IG 7/100: a possible left shift
+    ({"neutrophil_segmented": 80, "neutrophil_band": 7, "lymphocyte": 13}, 100, None, "possible"),
+    # flags withheld (images unlike the training images)
+    ({"neutrophil_segmented": 90, "lymphocyte": 10}, 100, "the images are unlike ...", "automatic flags withheld"),
+])
+def test_every_obx_8_is_a_table_0078_value_or_empty_and_an_indeterminate_result_says_why(counts, target, suppressed, why):
+    from slides.hl7 import TABLE_0078
+
+    report = _signed_report(counts, target=target, sign_warnings=[], sign_reason="")
+    if suppressed:
+        d = stats.differential(counts, leukocyte_codes=LEUKO + ["blast"], wbc_count=6.0)
+        rules = [{"name": n, "codes": c.split("+"), "measure": m, "low": lo, "high": hi, "flag_low": fl, "flag_high": fh}
+                 for n, c, m, lo, hi, fl, fh, _ in stats.DEFAULT_REFERENCE_INTERVALS]
+        report["flags"] = stats.evaluate_flags(d, rules, target=target, flags_suppressed_reason=suppressed)
+    observations = _hl7_observations(report)
+    flags = [o.OBX.obx_8.to_er7() for o in observations]
+    assert all(f == "" or f in TABLE_0078 for f in flags), flags
+    assert "IND" not in flags
+    indeterminate = [o for o in observations if o.OBX.obx_7.to_er7() and not o.OBX.obx_8.to_er7()]
+    assert indeterminate  # each case has indeterminate results with a reference interval
+    for o in indeterminate:
+        first = _notes(o)[0]
+        assert first.startswith("No abnormal flag (indeterminate): ") and why in first, first
+
+
+def test_fhir_keeps_ind_and_says_why_in_its_text():
+    from fhir.resources.R4B.diagnosticreport import DiagnosticReport
+
+    report = _signed_report({"neutrophil_segmented": 80, "neutrophil_band": 7, "lymphocyte": 13}, sign_warnings=[])
+    doc = diagnostic_report(report=report, accession="S-2", version=1, issued="2026-01-01T10:00:00+00:00",
+                            performer="rev1", names={})
+    DiagnosticReport.model_validate(doc)
+    ind = [o["interpretation"][0] for o in doc["contained"]
+           if o.get("interpretation") and o["interpretation"][0]["coding"][0]["code"] == "IND"]
+    assert ind and all(i["text"].startswith("possible ") for i in ind)
+
+
+def test_a_platelet_line_marked_ind_leaves_obx_8_empty():
+    from slides import hl7, lis
+
+    line = lis.ResultLine(loinc=("49497-1", "x"), text="Platelets", codes=("platelets",), measure="platelets",
+                          value=120.0, unit=lis.ABSOLUTE, interpretation="IND")
+    assert hl7.abnormal_flag(line) == ("", "No abnormal flag (indeterminate): the result cannot be called normal or abnormal")
+    line.interpretation = "L"
+    assert hl7.abnormal_flag(line) == ("L", "")
+
+
+@pytest.mark.parametrize("unverified, leukocytes, expected", [
+    (6, 0, "6 cell(s) are waiting for an expert's verification and are not among the leukocytes counted yet"),
+    (4, 4, "4 cell(s) are waiting for an expert's verification, all of them among the leukocytes counted on the "
+           "model's class alone"),
+    (6, 2, "6 cell(s) are waiting for an expert's verification; 2 of them are among the leukocytes counted on the "
+           "model's class alone, 4 not yet"),
+])
+def test_the_unverified_message_agrees_with_the_leukocytes_counted(unverified, leukocytes, expected):
+    assert stats.unverified_message(unverified=unverified, unverified_leukocytes=leukocytes) == expected
