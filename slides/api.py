@@ -37,6 +37,8 @@ class SlideOutputSerializer(serializers.ModelSerializer):
 
 class CellOutputSerializer(serializers.ModelSerializer):
     final_class = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    referred = serializers.BooleanField(read_only=True, help_text="The model referred the cell: top_class is its "
+                                                                  "best guess, not a call.")
     box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
     field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
     agreement = serializers.CharField(source="agreement_text", read_only=True)
@@ -48,7 +50,7 @@ class CellOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = SlideCell
         fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
-                  "confidence", "agreement", "reasons", "reason", "ood_score", "out_of_distribution",
+                  "confidence", "agreement", "referred", "reasons", "reason", "ood_score", "out_of_distribution",
                   "model_version", "final_class", "status", "verified", "verified_by"]
 
     def get_verified_by(self, obj) -> str | None:
@@ -144,7 +146,9 @@ class SlideCellListApi(ListAPIView):
 
 
 class SlideCellReclassifyApi(SlideChangeApi):
-    """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
+    """Set a cell's final class (a class code), 'confirm' (keep its current class; a 400 on a cell
+    the model referred, whose best guess is not a call: name the class), or 'not_counted' /
+    'counted'. Reviewers."""
 
     class InputSerializer(serializers.Serializer):
         target = serializers.CharField(max_length=40)
