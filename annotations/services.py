@@ -35,6 +35,7 @@ from .models import (
     Split,
     UploadBatch,
 )
+from .selectors import model_call_text
 
 log = logging.getLogger(__name__)
 
@@ -562,9 +563,9 @@ def label_submit_as_offered(
 def referred_cell_message(*, reason: str, best_guess: str, confidence: float | None) -> str:
     """Why "confirm the model's call" is refused on a cell the model referred: one wording for the
     labelling grid and the slide verification screen."""
-    share = "" if confidence is None else f" {round(confidence * 100)}%"
+    guess = model_call_text(name=best_guess, confidence=confidence, abstained=False)
     why = f" ({reason})" if reason else ""
-    return (f"The model referred this cell{why}: its best guess, {best_guess}{share}, is not a call to confirm. "
+    return (f"The model referred this cell{why}: its best guess, {guess}, is not a call to confirm. "
             f"Choose the class yourself (its key or the list).")
 
 
