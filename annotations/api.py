@@ -194,6 +194,8 @@ class MyLabelSerializer(serializers.Serializer):
     unsure = serializers.BooleanField()
     created_at = serializers.DateTimeField()
     suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
+    suggestion_referred = serializers.BooleanField(
+        help_text="The model had referred the cell: suggested_class was its best guess, not its call.")
     confirmed_suggestion = serializers.BooleanField(allow_null=True)
 
 
@@ -282,7 +284,11 @@ class LabelOutputSerializer(serializers.Serializer):
     unsure = serializers.BooleanField()
     suggested_class = serializers.CharField(source="suggested_class.code", allow_null=True, default=None)
     suggestion_model_version = serializers.IntegerField(source="suggestion_model_version_id", allow_null=True)
-    confirmed_suggestion = serializers.BooleanField(allow_null=True)
+    suggestion_referred = serializers.BooleanField(
+        help_text="The model had referred the cell: suggested_class was its best guess, not its call.")
+    confirmed_suggestion = serializers.BooleanField(
+        allow_null=True, help_text="The class is the suggested class (a call, or a referred cell's best guess).")
+    confirmed_model_call = serializers.BooleanField(help_text="The expert confirmed a call the model accepted.")
     created_at = serializers.DateTimeField()
 
 
@@ -308,7 +314,10 @@ def _decided_cell(v: dict) -> tuple[CellImage, CellClass]:
 class LabelCreateApi(APIView):
     """Record the caller's label of one cell (a previous label of theirs is superseded, never deleted).
 
-    The suggestion the portal offered is recorded with it; 409 when a reviewer already decided the cell.
+    Either a class (``cell_class``) or ``confirm_model_call: true``, which takes the class the model
+    accepted; on a cell the model referred (its suggestion only a best guess) that is a 400: the
+    class must be named. The suggestion the portal offered is recorded with the label; 409 when a
+    reviewer already decided the cell.
     """
 
     permission_classes = [IsLabeller]
@@ -316,16 +325,31 @@ class LabelCreateApi(APIView):
 
     @extend_schema_serializer(component_name="LabelCreateInput")
     class InputSerializer(CellDecisionInput):
+        cell_class = serializers.CharField(max_length=40, required=False)
+        confirm_model_call = serializers.BooleanField(
+            default=False, help_text="Confirm the model's accepted call instead of naming a class (refused on a "
+                                     "cell the model referred).")
         unsure = serializers.BooleanField(default=False)
         model_version = serializers.IntegerField(required=False, allow_null=True,
                                                  help_text="The version whose suggestion was shown, if any.")
 
+        def validate(self, attrs):
+            if attrs["confirm_model_call"] == bool(attrs.get("cell_class")):
+                raise serializers.ValidationError(
+                    {"cell_class": ["Send either cell_class or confirm_model_call: true (not both)."]})
+            return attrs
+
     @extend_schema(request=InputSerializer, responses={201: LabelOutputSerializer})
     def post(self, request):
         v = validated_input(self.InputSerializer, request.data)
-        image, cell_class = _decided_cell(v)
-        label = services.label_submit_as_offered(image=image, labeller=request.user, cell_class=cell_class,
-                                                 unsure=v["unsure"], model_version_id=v.get("model_version"))
+        if v["confirm_model_call"]:
+            image = get_object_or_404(CellImage, pk=v["image"])
+            label = services.label_confirm_model_call(image=image, labeller=request.user, unsure=v["unsure"],
+                                                      model_version_id=v.get("model_version"))
+        else:
+            image, cell_class = _decided_cell(v)
+            label = services.label_submit_as_offered(image=image, labeller=request.user, cell_class=cell_class,
+                                                     unsure=v["unsure"], model_version_id=v.get("model_version"))
         return Response(LabelOutputSerializer(label).data, status=status.HTTP_201_CREATED)
 
 
@@ -376,10 +400,18 @@ class SideBySideLabelSerializer(serializers.Serializer):
     suggested_class = serializers.SerializerMethodField(
         help_text="The model's suggestion the expert was shown; null where blind mode hides the model's call.")
 
+    suggestion_referred = serializers.SerializerMethodField(
+        help_text="The model had referred the cell (suggested_class was its best guess, not its call); "
+                  "null where blind mode hides the model's call.")
+
+    def _shown(self, obj) -> bool:
+        return obj.image_id not in self.context.get("model_hidden", ()) and obj.suggested_class_id is not None
+
     def get_suggested_class(self, obj) -> str | None:
-        if obj.image_id in self.context.get("model_hidden", ()) or obj.suggested_class_id is None:
-            return None
-        return obj.suggested_class.code
+        return obj.suggested_class.code if self._shown(obj) else None
+
+    def get_suggestion_referred(self, obj) -> bool | None:
+        return obj.suggestion_referred if self._shown(obj) else None
 
 
 class AdjudicationItemSerializer(serializers.Serializer):

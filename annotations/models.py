@@ -102,6 +102,9 @@ class Label(models.Model):
     suggestion_model_version = models.ForeignKey(
         "classifier.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    suggestion_referred = models.BooleanField(
+        default=False, help_text="The model referred the cell to an expert: the suggested class was its best "
+                                 "guess, not a call it accepted.")
     created_at = models.DateTimeField(auto_now_add=True)
     superseded_at = models.DateTimeField(null=True, blank=True)
 
@@ -115,9 +118,16 @@ class Label(models.Model):
 
     @property
     def confirmed_suggestion(self) -> bool | None:
+        """The expert's class is the class the model suggested (its call, or where it referred the
+        cell its best guess: see :attr:`suggestion_referred`); None where nothing was suggested."""
         if self.suggested_class_id is None:
             return None
         return self.suggested_class_id == self.cell_class_id
+
+    @property
+    def confirmed_model_call(self) -> bool:
+        """The expert confirmed a call the model accepted (never a referred cell's best guess)."""
+        return bool(self.confirmed_suggestion) and not self.suggestion_referred
 
 
 class Adjudication(models.Model):

@@ -151,9 +151,10 @@ def labelling_queue_counts(*, user, lab: LabSettings | None = None) -> dict[str,
 
 def model_call_text(*, name: str, confidence: float | None, abstained: bool) -> str:
     """How every screen words the model's call on a cell: "Monocyte 81%", or, when the model
-    abstained, "unidentified (top: Monocyte 41%)". ("Not sure" is an expert's flag, never the model's.)"""
+    abstained (referred the cell to an expert), "referred (best guess Monocyte 41%)": a best guess
+    the expert classifies, never a call to confirm. ("Not sure" is an expert's flag, never the model's.)"""
     share = "" if confidence is None else f" {round(confidence * 100)}%"  # rounded as {% widthratio %} did
-    return f"unidentified (top: {name}{share})" if abstained else f"{name}{share}"
+    return f"referred (best guess {name}{share})" if abstained else f"{name}{share}"
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from .models import (
     Split,
     UploadBatch,
 )
+from .selectors import model_call_text
 
 log = logging.getLogger(__name__)
 
@@ -334,8 +335,13 @@ def label_submit(
     unsure: bool = False,
     suggested_class: CellClass | None = None,
     suggestion_model_version=None,
+    suggestion_referred: bool = False,
 ) -> Label:
-    """Record one expert's label. A previous label by the same expert is superseded, never deleted."""
+    """Record one expert's label. A previous label by the same expert is superseded, never deleted.
+
+    ``suggested_class``: what the model offered the expert; with ``suggestion_referred`` it was the
+    best guess on a cell the model referred, not a call it accepted (so the expert classified the
+    cell, and no screen says they "confirmed the model's" class)."""
     if not cell_class.active:
         raise ValidationError({"cell_class": f"The class {cell_class.code!r} is no longer active."})
     if cell_class.is_abstain:
@@ -357,6 +363,7 @@ def label_submit(
             unsure=unsure,
             suggested_class=suggested_class,
             suggestion_model_version=suggestion_model_version,
+            suggestion_referred=bool(suggested_class and suggestion_referred),
         )
         audit_record(
             actor=labeller,
@@ -367,6 +374,7 @@ def label_submit(
                 "class": cell_class.code,
                 "unsure": unsure,
                 "suggested": suggested_class.code if suggested_class else None,
+                "suggestion_referred": bool(suggested_class and suggestion_referred),
                 "model_version": getattr(suggestion_model_version, "pk", None),
             },
         )
@@ -501,15 +509,27 @@ def planner_statistics_refresh() -> None:
 
 
 # --- Labelling portal ----------------------------------------------------------------------
-def label_suggestion_resolve(*, image: CellImage, labeller, model_version_id: int | None = None):
-    """The model suggestion the portal offers this expert on this cell: (class, version), or (None, None).
+@dataclass(frozen=True)
+class OfferedSuggestion:
+    """What the portal offered an expert on a cell: the model's call, or where the model referred
+    the cell (``referred``), its best guess with the reason in words. ``cell_class`` None: nothing."""
+
+    cell_class: CellClass | None = None
+    model_version: ModelVersion | None = None
+    referred: bool = False
+    reason: str = ""
+    confidence: float | None = None
+
+
+def label_suggestion_resolve(*, image: CellImage, labeller, model_version_id: int | None = None) -> OfferedSuggestion:
+    """The model suggestion the portal offers this expert on this cell (empty where there is none).
 
     Nothing is offered where the lab's blind rule hides the model's call from this reader
     (held-out cells read blind). A client may name the version whose suggestion it showed; that
     version must have a prediction for the cell.
     """
     if LabSettings.get().hides_model_call(image=image, user=labeller):
-        return None, None
+        return OfferedSuggestion()
     predictions = Prediction.objects.filter(image=image).select_related("model_version")
     if model_version_id is not None:
         prediction = predictions.filter(model_version_id=model_version_id).first()
@@ -518,21 +538,50 @@ def label_suggestion_resolve(*, image: CellImage, labeller, model_version_id: in
     else:
         prediction = predictions.filter(model_version__status=ModelVersion.Status.ACTIVE).first()
     if prediction is None:
-        return None, None
+        return OfferedSuggestion()
     code = prediction.top_class if prediction.abstained else prediction.label
     suggested = CellClass.objects.filter(code=code).first()
-    return (suggested, prediction.model_version) if suggested else (None, None)
+    if suggested is None:
+        return OfferedSuggestion()
+    return OfferedSuggestion(cell_class=suggested, model_version=prediction.model_version,
+                             referred=prediction.abstained, reason=prediction.reason,
+                             confidence=prediction.confidence)
 
 
 def label_submit_as_offered(
     *, image: CellImage, labeller, cell_class: CellClass, unsure: bool = False, model_version_id: int | None = None
 ) -> Label:
     """Record a label together with the suggestion the portal offered (so 'confirmed or changed' is known)."""
-    suggested, version = label_suggestion_resolve(image=image, labeller=labeller, model_version_id=model_version_id)
+    offered = label_suggestion_resolve(image=image, labeller=labeller, model_version_id=model_version_id)
     return label_submit(
         image=image, labeller=labeller, cell_class=cell_class, unsure=unsure,
-        suggested_class=suggested, suggestion_model_version=version,
+        suggested_class=offered.cell_class, suggestion_model_version=offered.model_version,
+        suggestion_referred=offered.referred,
     )
+
+
+def referred_cell_message(*, reason: str, best_guess: str, confidence: float | None) -> str:
+    """Why "confirm the model's call" is refused on a cell the model referred: one wording for the
+    labelling grid and the slide verification screen."""
+    guess = model_call_text(name=best_guess, confidence=confidence, abstained=False)
+    why = f" ({reason})" if reason else ""
+    return (f"The model referred this cell{why}: its best guess, {guess}, is not a call to confirm. "
+            f"Choose the class yourself (its key or the list).")
+
+
+def label_confirm_model_call(
+    *, image: CellImage, labeller, unsure: bool = False, model_version_id: int | None = None
+) -> Label:
+    """The expert confirms the class the model accepted for this cell (the grid's Enter). Refused
+    where the model referred the cell, or offered this reader nothing: an explicit class is needed."""
+    offered = label_suggestion_resolve(image=image, labeller=labeller, model_version_id=model_version_id)
+    if offered.cell_class is None:
+        raise ValidationError({"confirm_model_call": "The model offers no call on this cell: choose a class."})
+    if offered.referred:
+        raise ValidationError({"confirm_model_call": referred_cell_message(
+            reason=offered.reason, best_guess=offered.cell_class.name, confidence=offered.confidence)})
+    return label_submit(image=image, labeller=labeller, cell_class=offered.cell_class, unsure=unsure,
+                        suggested_class=offered.cell_class, suggestion_model_version=offered.model_version)
 
 
 @dataclass

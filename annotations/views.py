@@ -219,7 +219,9 @@ def label_cell(request, pk: int):
     lab = LabSettings.get()
     mine = selectors.labels_current_of(user=request.user, image_ids=[image.pk]).get(image.pk)
     suggestion = selectors.suggestions_for(images=[image], user=request.user, lab=lab).get(image.pk)
-    initial = {"cell_class": mine.cell_class.code if mine else (suggestion.code if suggestion else None),
+    # Nothing is preselected on a cell the model referred: its best guess is not a call to confirm.
+    accepted_call = suggestion.code if suggestion and not suggestion.abstained else None
+    initial = {"cell_class": mine.cell_class.code if mine else accepted_call,
                "unsure": mine.unsure if mine else False,
                "model_version": suggestion.model_version_id if suggestion else None}
     form = LabelForm(request.POST or None, initial=initial)

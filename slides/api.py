@@ -44,12 +44,14 @@ class SlideOutputSerializer(serializers.ModelSerializer):
 
 
 # What a slide cell carries of the model's call: null where the lab's blind rule hides it.
-MODEL_CALL_FIELDS = ("predicted_class", "top_class", "confidence", "agreement", "reasons", "reason", "ood_score",
-                     "out_of_distribution")
+MODEL_CALL_FIELDS = ("predicted_class", "top_class", "confidence", "agreement", "referred", "reasons", "reason",
+                     "ood_score", "out_of_distribution")
 
 
 class CellOutputSerializer(serializers.ModelSerializer):
     final_class = serializers.SlugRelatedField(slug_field="code", read_only=True, allow_null=True)
+    referred = serializers.BooleanField(read_only=True, allow_null=True,
+                                        help_text="The model referred the cell: top_class is its best guess, not a call.")
     box = serializers.ListField(child=serializers.IntegerField(), allow_null=True, read_only=True)
     field_image = serializers.IntegerField(source="field.image_id", allow_null=True, read_only=True)
     agreement = serializers.CharField(source="agreement_text", read_only=True, allow_null=True)
@@ -65,7 +67,7 @@ class CellOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = SlideCell
         fields = ["id", "image", "field_image", "box", "detector_kind", "predicted_class", "top_class",
-                  "confidence", "agreement", "reasons", "reason", "ood_score", "out_of_distribution",
+                  "confidence", "agreement", "referred", "reasons", "reason", "ood_score", "out_of_distribution",
                   "model_version", "final_class", "status", "verified", "verified_by", "blind"]
         extra_kwargs = {f: {"allow_null": True} for f in ("predicted_class", "top_class", "reasons")}
 
@@ -184,7 +186,9 @@ class SlideCellListApi(APIView):
 
 
 class SlideCellReclassifyApi(SlideChangeApi):
-    """Set a cell's final class (a class code), or 'not_counted' / 'counted'. Reviewers."""
+    """Set a cell's final class (a class code), 'confirm' (keep its current class; a 400 on a cell
+    the model referred, whose best guess is not a call: name the class), or 'not_counted' /
+    'counted'. Reviewers."""
 
     class InputSerializer(serializers.Serializer):
         target = serializers.CharField(max_length=40)

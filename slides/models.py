@@ -195,6 +195,12 @@ class SlideCell(ReferralReasons, models.Model):
     def unresolved(self) -> bool:
         return self.status == self.Status.COUNTED and (self.final_class is None or self.final_class.is_abstain)
 
+    @property
+    def referred(self) -> bool:
+        """The model referred the cell to an expert: its top class is a best guess, not a call
+        (an accepted call is its top class; a referral is labelled 'unidentified')."""
+        return bool(self.top_class) and self.predicted_class != self.top_class
+
 
 class ReferenceInterval(models.Model):
     """A lab-configurable reference interval and the flags raised outside it.

@@ -20,7 +20,7 @@ from annotations.deid import deidentified_code_problem
 from annotations.imaging import ImageRejected
 from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass, LabSettings, Source, Split
-from annotations.services import LabelConflict, image_upload, label_submit
+from annotations.services import LabelConflict, image_upload, label_submit, referred_cell_message
 from classifier import services as classifier_services
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
@@ -415,14 +415,30 @@ def _unresolved_count(slide: Slide) -> int:
 # --- Verification --------------------------------------------------------------------------
 NOT_COUNTED = "not_counted"
 COUNTED = "counted"
+CONFIRM = "confirm"
+
+
+def _confirmed_class(cell: SlideCell) -> CellClass:
+    """The class 'confirm' keeps: the counted cell's current class. Refused where there is none to
+    confirm, above all on a cell the model referred (its top class is a best guess, not a call)."""
+    if cell.status != SlideCell.Status.COUNTED:
+        raise ValidationError({"target": "This cell is not counted: count it again, or choose a class."})
+    if cell.final_class is None or cell.final_class.is_abstain:
+        if cell.referred:
+            guess = CellClass.objects.filter(code=cell.top_class).first()
+            raise ValidationError({"target": referred_cell_message(
+                reason=cell.reason, best_guess=guess.name if guess else cell.top_class, confidence=cell.confidence)})
+        raise ValidationError({"target": "The model made no call on this cell: choose a class."})
+    return cell.final_class
 
 
 def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
     """An expert's decision on one cell. ``target``: an active class code (the cell's current
-    class confirms it), 'not_counted' or 'counted'. A class is also the expert's label of the
-    cell's image, recorded against the model's suggestion (confirmed or changed), so that
-    verified cells train the next model. Audited; the slide's status follows (verified when no
-    counted cell is left unidentified)."""
+    class confirms it), 'confirm' (keep the cell's current class: refused on an unidentified cell,
+    whose model's top class is only a best guess), 'not_counted' or 'counted'. A class is also the
+    expert's label of the cell's image, recorded against the model's suggestion (its call, or the
+    best guess of a referred cell), so that verified cells train the next model. Audited; the
+    slide's status follows (verified when no counted cell is left unidentified)."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=cell.slide_id)
         _check_editable(slide)
@@ -435,6 +451,10 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
             cell.status = SlideCell.Status.NOT_COUNTED
         elif target == COUNTED:
             cell.status = SlideCell.Status.COUNTED
+        elif target == CONFIRM:
+            cell_class = _confirmed_class(cell)
+        elif not target:
+            raise ValidationError({"target": "Choose a class for this cell (or 'not counted')."})
         else:
             cell_class = CellClass.objects.filter(code=target).first()
             if cell_class is None or not cell_class.active:
@@ -453,7 +473,7 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
         audit_record(actor=actor, action=AuditAction.SLIDE_CELL_VERIFY if confirms else "slide.cell_reclassify", target=cell,
                      before=dict(before, slide=slide.pk),
                      after=dict(after, predicted=cell.predicted_class, suggested=cell.top_class or None,
-                                label=label.pk if label else None))
+                                suggestion_referred=cell.referred, label=label.pk if label else None))
         status = Slide.Status.VERIFIED if _unresolved_count(slide) == 0 else Slide.Status.READY
         if slide.status != status:
             slide.status = status
@@ -463,16 +483,16 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
 
 def _verification_label(*, cell: SlideCell, actor, cell_class: CellClass):
     """The verifier's label of the cell's image, with the suggestion the model made (its top
-    class, even where it referred the cell). None where a reviewer already adjudicated the
-    image (that decision stays its final label), and None for a held-out image (a held-out cell
-    uploaded again in a slide): its readings are the blind ones of the labelling portal, never a
-    slide verification made with the slide on screen. The slide still counts the cell."""
+    class, recorded as a best guess where it referred the cell). None where a reviewer already
+    adjudicated the image (that decision stays its final label), and None for a held-out image (a
+    held-out cell uploaded again in a slide): its readings are the blind ones of the labelling
+    portal, never a slide verification made with the slide on screen. The slide still counts the cell."""
     if cell.image.split == Split.HELDOUT:
         return None
     suggested = CellClass.objects.filter(code=cell.top_class).first() if cell.top_class else None
     try:
         return label_submit(image=cell.image, labeller=actor, cell_class=cell_class, suggested_class=suggested,
-                            suggestion_model_version=cell.model_version)
+                            suggestion_model_version=cell.model_version, suggestion_referred=cell.referred)
     except LabelConflict:
         return None
 
@@ -483,7 +503,8 @@ def slide_cells_confirm(*, slide: Slide, actor, code: str) -> int:
     except those whose class the lab's blind rule hides from this expert (they wait with the
     unidentified cells for a class each). Returns how many were confirmed."""
     if CellClass.objects.filter(code=code, is_abstain=True).exists():
-        raise ValidationError({"target": "Cells the model could not identify need a class each; choose one per cell."})
+        raise ValidationError({"target": "Cells the model referred need a class each (its best guess is not a call "
+                                         "to confirm); choose one per cell."})
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__code=code, changed_by__isnull=True)
                  .select_related("image").order_by("id"))
     hidden = slide_cells_blind(cells=cells, user=actor).final_class

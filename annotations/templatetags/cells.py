@@ -10,7 +10,7 @@ ABSTAINED = "unidentified"  # the label a prediction carries when the model abst
 @register.filter
 def model_call(prediction, names):
     """A stored model call (a Prediction, or a slide cell's pre-classification) in the portal's one
-    wording: "Monocyte 81%" or "unidentified (top: Monocyte 41%)". ``names``: class code -> name."""
+    wording: "Monocyte 81%" or "referred (best guess Monocyte 41%)". ``names``: class code -> name."""
     label = getattr(prediction, "label", None) or getattr(prediction, "predicted_class", "")
     top = prediction.top_class or label
     abstained = getattr(prediction, "abstained", label == ABSTAINED)

@@ -1,5 +1,6 @@
 // Keyboard labelling: one key per cell on the grid, and hotkeys on the single-cell page.
-// Grid keys: class hotkey = label (Shift = "not sure"), Enter = confirm the model's suggestion,
+// Grid keys: class hotkey = label (Shift = "not sure"), Enter = confirm the model's call (never on a
+// cell the model referred: its suggestion is only a best guess, and the server refuses it too),
 // arrows/Tab = move, Space = select, Ctrl+A = select all, Esc = clear, Backspace = undo, ? = arm "not sure",
 // + = zoom. Labels are saved through the REST API, one request at a time, in the order typed.
 (function () {
@@ -54,18 +55,22 @@
     if (tab) tab.textContent = left;
   }
 
+  // A call the model accepted (confirm it with Enter); a referred cell's suggestion is only a best guess.
+  function modelCall(cell) { return cell.dataset.referred ? "" : (cell.dataset.suggest || ""); }
+
   function render(g, cell) {
     const mine = cell.dataset.mine;
     const out = cell.querySelector(".mine");
+    const call = modelCall(cell);
     cell.classList.toggle("labelled", !!mine);
     cell.classList.toggle("unsure", !!mine && cell.dataset.unsure === "1");
-    cell.classList.toggle("confirmed", !!mine && mine === cell.dataset.suggest);
-    cell.classList.toggle("changed", !!mine && !!cell.dataset.suggest && mine !== cell.dataset.suggest);
+    cell.classList.toggle("confirmed", !!mine && mine === call);
+    cell.classList.toggle("changed", !!mine && !!call && mine !== call);
     out.dataset.class = mine || "";
     if (!mine) { out.textContent = ""; return; }
     let text = (g.byCode[mine] ? g.byCode[mine].name : mine);
     if (cell.dataset.unsure === "1") text += " · not sure";
-    if (cell.dataset.suggest) text += mine === cell.dataset.suggest ? " ✓" : " (changed)";
+    if (call) text += mine === call ? " ✓" : " (changed)";
     out.textContent = text;
   }
 
@@ -187,15 +192,40 @@
     }
   }
 
-  function confirmSuggestion(g) {
-    const list = targets(g).filter((c) => c.dataset.suggest);
-    if (!list.length) { setStatus(g, "No model suggestion on this cell: press a class key.", true); return; }
+  // Why Enter does nothing on a referred cell, naming the key of the model's best guess.
+  function referredMessage(g, cell) {
+    const guess = g.byCode[cell.dataset.suggest];
+    const key = guess && guess.hotkey ? " (" + guess.hotkey + " for " + guess.name + ")" : "";
+    return "Cell " + cell.dataset.image + ": the model referred it" +
+      (cell.dataset.reason ? " (" + cell.dataset.reason + ")" : "") +
+      "; its best guess is not a call to confirm. Press its class key" + key + ".";
+  }
+
+  // Enter: each target cell with a call the model accepted is labelled with it, through the API's
+  // "confirm the model's call" (the server looks the call up and refuses a referred cell).
+  function confirmModelCall(g) {
+    const all = targets(g);
+    const list = all.filter((c) => modelCall(c));
+    const referred = all.filter((c) => c.dataset.referred);
+    if (!list.length) {
+      setStatus(g, referred.length ? referredMessage(g, referred[0]) : "No model call on this cell: press a class key.", true);
+      return;
+    }
     const unsure = g.unsureBox.checked;
-    const groups = {};
-    list.forEach((c) => { (groups[c.dataset.suggest] = groups[c.dataset.suggest] || []).push(c); });
-    Object.keys(groups).forEach((code) => {
-      groups[code].forEach((c) => save(g, [c], code, unsure));
+    list.forEach((c) => {
+      const previous = [{ cell: c, prev: cellState(c) }];
+      g.undoStack.push(previous);
+      setCellState(g, c, { code: c.dataset.suggest, unsure: unsure });
+      enqueue(g, () => postJSON(g.grid.dataset.api, {
+        image: imageId(c), confirm_model_call: true, unsure: unsure,
+        model_version: c.dataset.modelVersion ? parseInt(c.dataset.modelVersion, 10) : null,
+      }).catch((err) => { setCellState(g, c, previous[0].prev); throw err; }));
     });
+    updateCounts(g);
+    if (referred.length) {
+      const note = referred.length + " referred cell(s) left unlabelled: each needs its class key.";
+      g.chain = g.chain.then(() => setStatus(g, note, true));
+    }
     if (g.unsureBox.checked) g.unsureBox.checked = false;
     if (g.selected.size) clearSelection(g); else focusNext(g);
   }
@@ -262,7 +292,7 @@
       case "End": e.preventDefault(); focusCell(g, g.cells.length - 1); break;
       case " ": e.preventDefault(); toggleSelect(g, g.cells[g.focusIndex]); break;
       case "Escape": clearSelection(g); closeZoom(g); break;
-      case "Enter": e.preventDefault(); confirmSuggestion(g); break;
+      case "Enter": e.preventDefault(); confirmModelCall(g); break;
       case "Backspace": e.preventDefault(); undo(g); break;
       case "?": e.preventDefault(); g.unsureBox.checked = !g.unsureBox.checked; break;
       case "+": case "=": e.preventDefault(); toggleZoom(g); break;

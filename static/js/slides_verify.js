@@ -5,9 +5,11 @@
   const root = document.getElementById("verify-groups");
   if (!root || root.dataset.locked === "true") return;
   const keys = {};
+  const names = {};  // class code -> [name, key], for the referred-cell hint
   document.querySelectorAll(".class-group").forEach((g) => {
     const kbd = g.querySelector("h2 kbd");
     if (kbd) keys[kbd.textContent.trim().toLowerCase()] = g.dataset.class;
+    names[g.dataset.class] = [g.querySelector("h2").firstChild.textContent.trim(), kbd ? kbd.textContent.trim() : ""];
   });
   let selected = null;
 
@@ -56,6 +58,8 @@
     }).then((r) => r.json().then((body) => ({ ok: r.ok, body: body }))).then(({ ok, body }) => {
       cell.classList.remove("busy");
       if (!ok) { showError(body.error || "The change was refused."); return; }
+      const box = document.getElementById("verify-error");
+      if (box) box.textContent = "";
       const dest = groupFor(body.cell.status === "not_counted" ? "not_counted" : body.cell.class);
       if (dest) dest.querySelector(".cell-grid").appendChild(cell);
       const select = cell.querySelector("select");
@@ -87,7 +91,17 @@
     if (e.key === "ArrowRight" || e.key === "ArrowDown") { select(list[Math.min(list.length - 1, i + 1)]); e.preventDefault(); return; }
     if (e.key === "ArrowLeft" || e.key === "ArrowUp") { select(list[Math.max(0, i - 1)]); e.preventDefault(); return; }
     if (e.key === "Delete" || e.key === "Backspace") target = "not_counted";
-    else if (e.key === "Enter") target = "counted";  // "+" zooms on the labelling screens; it does nothing here
+    else if (e.key === "Enter") {  // "+" zooms on the labelling screens; it does nothing here
+      if (selected.closest("#group-not_counted")) target = "counted";
+      else if (selected.closest(".class-group.unidentified")) {
+        // The model referred this cell: its best guess is not a call; only a class key classifies it.
+        e.preventDefault();
+        const guess = names[selected.dataset.bestGuess];
+        showError("The model referred this cell: its best guess is not a call to confirm. Press a class key" +
+          (guess && guess[1] ? " (" + guess[1] + " for " + guess[0] + ")" : "") + ".");
+        return;
+      } else target = "confirm";
+    }
     else target = keys[e.key.toLowerCase()] || null;
     if (!target) return;
     e.preventDefault();

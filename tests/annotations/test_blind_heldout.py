@@ -61,7 +61,7 @@ def test_adjudication_screen_shows_no_model_call_on_an_undecided_heldout_cell(cl
     assert "Monocyte" not in held_call and "81" not in held_call
     assert "blind: shown once the cell is decided" in held_call
     # the training cell shows the model's abstention in the portal's one wording
-    assert "unidentified (top: Eosinophil 41%)" in train_row
+    assert "referred (best guess Eosinophil 41%)" in train_row
     # after the decision the cell's page shows the model's call to the reviewer
     services.adjudication_submit(image=disputed_heldout, reviewer=reviewer, cell_class=cell_class("lymphocyte"))
     page = client.get(reverse("annotations:image_detail", args=[disputed_heldout.pk])).content.decode()
@@ -144,7 +144,7 @@ def test_grid_and_single_cell_page_say_blind_and_use_one_wording_for_abstention(
     cell_html = grid.content.decode().split(f'data-image="{held.pk}"')[1].split("</div>")[0]
     assert "blind" in cell_html and "data-suggest" not in cell_html and "90%" not in cell_html
     grid = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
-    assert "model: unidentified (top: Eosinophil 41%)" in grid
+    assert "model: referred (best guess Eosinophil 41%)" in grid
     assert "(unsure)" not in grid
     page = client.get(reverse("annotations:label_cell", args=[train.pk])).content.decode()
-    assert "unidentified (top: Eosinophil 41%)" in page
+    assert "referred (best guess Eosinophil 41%)" in page

@@ -245,7 +245,7 @@ def test_grid_cells_carry_the_suggestion_escaped_and_hide_it_on_blind_heldout_ce
     html = client.get(reverse("annotations:label_queue", args=["prelabelled"])).content.decode()
     assert "<script>alert" not in html and "Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 72%" in html
     assert f'data-image="{a.pk}" data-split="train"' in html and f'data-suggest="monocyte" data-model-version="{active_model_row.pk}"' in html
-    assert "unidentified (top: Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 30%)" in html
+    assert "referred (best guess Mono&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; 30%)" in html
     assert [int(x) for x in re.findall(r'data-image="(\d+)"', html)] == [b.pk, a.pk]  # least confident first; blind: no held-out
     html = client.get(reverse("annotations:label_queue", args=["heldout"])).content.decode()
     assert f'data-image="{held.pk}" data-split="heldout"' in html and '<span class="suggest">blind</span>' in html

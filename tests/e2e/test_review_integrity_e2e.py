@@ -59,7 +59,7 @@ def test_heldout_cell_is_adjudicated_blind_and_labellers_see_only_their_reading(
     assert "blind" in held_row.locator("td.model-call").inner_text()
     assert "81" not in held_row.inner_text() and "Monocyte 81%" not in held_row.inner_text()
     train_call = reviewer.locator(f"tr[data-image='{train.pk}'] td.model-call").inner_text()
-    assert train_call == "unidentified (top: Eosinophil 41%) referred: low confidence"  # with its reason
+    assert train_call == "referred (best guess Eosinophil 41%) referred: low confidence"  # with its reason
     screenshot(reviewer, "review-blind-heldout")
     # the reviewer decides; only then does the cell's page show the model's call
     row = reviewer.locator(f"tr[data-image='{held.pk}']")
