@@ -23,7 +23,7 @@ from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip, zip_members
 from .audit import audit_record
 from .deid import deidentified_code_problem
 from .folders import class_folders
-from .imaging import ImageRejected, sanitize_image
+from .imaging import MIN_IMAGE_SIDE, ImageRejected, sanitize_image
 from .models import (
     Adjudication,
     AuditAction,
@@ -114,14 +114,18 @@ def image_upload(
     batch: UploadBatch | None = None,
     sample_code: str = "",
     enqueue_classification: bool = True,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> UploadOutcome:
     """Store one image de-identified. Raises ImageRejected (bad file) or ValidationError (bad field).
 
-    The original file name is never passed here, so it cannot be stored.
+    The original file name is never passed here, so it cannot be stored. ``min_side``: every upload
+    keeps the default (an image too small to be a cell is refused); only the slide pipeline's own
+    crops pass less (a cell it counted, clipped at the field's border, must not vanish from the count).
     """
     _check_split(split)
     sample_code = _check_sample_code(sample_code)
-    clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES)
+    clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
+                           min_side=min_side)
 
     existing = CellImage.objects.filter(sha256=clean.sha256).first()
     if existing:
