@@ -298,20 +298,13 @@ class LabelConflict(Exception):
 
 
 def _final_label_recompute(image: CellImage) -> None:
-    """Agreement of the required number of experts makes the final label; else review."""
-    adjudication = image.adjudications.order_by("-id").first()
-    current = list(image.labels.filter(superseded_at__isnull=True))
-    required = LabSettings.get().labels_required(image.split, source=image.source)
-    final, needs_review = None, False
-    if adjudication is not None:
-        final = adjudication.cell_class
-    elif current:
-        classes = {label.cell_class_id for label in current}
-        unsure = any(label.unsure for label in current)
-        if unsure or len(classes) > 1:
-            needs_review = len(current) >= required or unsure
-        elif len(current) >= required:
-            final = current[0].cell_class
+    """The cell's final label and whether it needs review, by the lab's rule
+    (:meth:`LabSettings.final_label_decide`), from its current readings and adjudication."""
+    adjudication = image.adjudications.select_related("cell_class").order_by("-id").first()
+    current = list(image.labels.filter(superseded_at__isnull=True).select_related("cell_class"))
+    final, needs_review = LabSettings.get().final_label_decide(
+        split=image.split, source=image.source, readings=[(label.cell_class, label.unsure) for label in current],
+        adjudicated=adjudication.cell_class if adjudication else None)
     if image.current_label_count != len(current):
         image.current_label_count = len(current)
         image.save(update_fields=["current_label_count"])
