@@ -144,6 +144,7 @@ class AuditAction(models.TextChoices):
     BATCH_UPLOAD = "batch.upload", "Batch uploaded"
     BATCH_IMPORT = "batch.import", "Batch imported"
     CELLS_IMPORT = "cells.import", "Cells imported"
+    CELLS_IMPORT_REFUSED = "cells.import_refused", "Cell import refused"
     CELLS_EXPORT = "cells.export", "Cells exported"
     SLIDES_EXPORT = "slides.export", "Slides exported"
     LABEL_CREATE = "label.create", "Label given"

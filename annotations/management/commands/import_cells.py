@@ -60,6 +60,8 @@ class Command(BaseCommand):
                 bar.close()
         for path, reason in summary.refused:
             self.stderr.write(f"refused {path}: {reason}")
+        for path, message in summary.other_split:
+            self.stderr.write(f"{path}: {message}")
         self.stdout.write(
             f"stored {summary.stored}, duplicates {summary.duplicates}, labels {summary.labels_created}, "
             f"refused {len(summary.refused)}"
@@ -79,6 +81,8 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         for kept in summary.kept:
             self.stderr.write(f"kept manifest line {kept['line']} (cell {kept['sha256'][:12]}): {kept['reason']}")
+        for cell in summary.redecided:
+            self.stderr.write(f"manifest line {cell['line']} (cell {cell['sha256'][:12]}): {cell['reason']}")
         self.stdout.write(
             f"cells {summary.images_created} new, {summary.images_present} already here; readings "
             f"{summary.readings_created}, adjudications {summary.adjudications_created}, reader accounts created "
