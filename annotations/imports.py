@@ -563,6 +563,21 @@ def cells_import_export(*, source, importer, channel: str, create_readers: bool 
         raise
 
 
+def labelled_by_resolve(*, name: str, importer, channel: str, kind: str = "export"):
+    """The user an import (``kind``: an export, or an ImageFolder ``folder``) records its classes under
+    (``--labelled-by``; None for no name). A name of no user refuses the import (ValidationError), and
+    the refusal is audited like any other."""
+    if not name:
+        return None
+    user = get_user_model().objects.filter(username=name).first()
+    if user is None:
+        problem = f"No user named {name!r}."
+        import_refusal_record(actor=importer, kind=kind, channel=channel, problems=[problem],
+                              reader_policy="labelled_by")
+        raise ValidationError({"labelled_by": problem})
+    return user
+
+
 def _import_export(*, source, importer, channel: str, create_readers: bool, labelled_by, progress,
                    max_entries: int | None, max_uncompressed: int | None) -> CellImportSummary:
     limits = {"max_entries": max_entries or settings.ZIP_MAX_ENTRIES,

@@ -66,3 +66,13 @@ def test_import_refreshes_the_planner_statistics_of_cells_and_labels(tmp_path, d
         cursor.execute("SELECT relname, reltuples FROM pg_class WHERE relname IN (%s, %s)",
                        [CellImage._meta.db_table, Label._meta.db_table])
         assert dict(cursor.fetchall()) == {CellImage._meta.db_table: 6, Label._meta.db_table: 6}
+
+
+def test_naming_no_user_refuses_the_import_and_the_refusal_is_audited(tmp_path, demo_cells, db):
+    root = _small_tree(tmp_path, demo_cells, per_class=1, classes=("basophil",))
+    with pytest.raises(CommandError, match="No user named 'nobody'"):
+        call_command("import_cells", str(root), "--labelled-by", "nobody", "--no-progress")
+    refusal = AuditEvent.objects.get()
+    assert (refusal.action, refusal.target_id, refusal.after["first_problems"]) == (
+        "cells.import_refused", "folder", ["No user named 'nobody'."])
+    assert CellImage.objects.count() == 0

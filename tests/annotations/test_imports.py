@@ -383,3 +383,9 @@ def test_every_import_attempt_is_audited_on_the_page_and_the_api(client, emptied
     assert last_attempt()["changed"] is False and last_attempt()["images_present"] == 6
     assert AuditEvent.objects.filter(action__in=("cells.import", "cells.import_refused")).count() == 4
     assert all(e.actor == lab_admin for e in AuditEvent.objects.filter(action__startswith="cells.import"))
+    # naming no user to record the classes under refuses the import: audited too (page and API)
+    r = client.post("/api/imports/cells/", {"file": _zip_file(emptied_export), "labelled_by": "nobody"})
+    assert r.status_code == 400 and r.json()["problems"] == ["labelled_by: No user named 'nobody'."]
+    assert last_attempt("cells.import_refused")["first_problems"] == ["No user named 'nobody'."]
+    r = client.post("/import/cells/", {"file": _zip_file(emptied_export), "readers": "one", "labelled_by": "nobody"})
+    assert r.status_code == 400 and last_attempt("cells.import_refused")["channel"] == "browser"
