@@ -188,3 +188,22 @@ def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, t
     assert "label.adjudicate" in rev.inner_text("body")
     screenshot(rev, "cell-history")
     assert rev.js_errors == []
+
+
+def test_the_upload_page_says_a_training_image_uploaded_again_as_heldout_stays_in_training(browser, live_server):
+    from annotations.services import image_upload
+
+    admin_user = UserFactory(username="admin1", role="lab_admin")
+    path = sorted((DEMO_CELLS / "monocyte").glob("*.jpg"))[0]
+    train = image_upload(data=path.read_bytes(), uploaded_by=admin_user, enqueue_classification=False).image
+    admin = new_page(browser, live_server, "admin1")
+    admin.goto(f"{live_server.url}/upload/")
+    admin.select_option("select[name=split]", "heldout")
+    admin.set_input_files("#upload-files", str(path))
+    admin.click("#upload-submit")
+    admin.wait_for_selector("#summary:not(.hidden)", timeout=30000)
+    cells = admin.locator("#summary-table tbody tr").first.locator("td").all_inner_texts()
+    assert cells == [path.name, "duplicate",
+                     f"duplicate of image {train.pk}: it stays in the training split, not added to the held-out "
+                     "set (a lab admin moves an image between splits on its page)"]
+    assert CellImage.objects.get().split == "train" and admin.js_errors == []
