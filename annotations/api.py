@@ -59,7 +59,7 @@ class ImageListApi(ListAPIView):
 
 class ImageCreateApi(APIView):
     """Upload one image (multipart field `file`): 201 when stored; 200 with ``duplicate`` true when it was
-    stored before."""
+    stored before, and a ``message`` that says which split it stays in (its own ``split``)."""
 
     permission_classes = [IsLabeller]
     parser_classes = [MultiPartParser, FormParser]
@@ -84,6 +84,8 @@ class ImageCreateApi(APIView):
             return Response({"file": [exc.message], "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
         body = ImageOutputSerializer(outcome.image, context={"request": request}).data
         body["duplicate"] = not outcome.created
+        if not outcome.created:
+            body["message"] = services.duplicate_message(image=outcome.image, split=split)
         return Response(body, status=status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK)
 
 

@@ -3,7 +3,6 @@ call annotations.exports / annotations.imports, respond."""
 from functools import partial
 
 from django import forms
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse, HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -88,15 +87,6 @@ def export_progress(request):
     return JsonResponse(state or {"done": 0, "total": None, "unit": "files", "finished": False})
 
 
-def _labelled_by(name: str):
-    if not name:
-        return None
-    user = get_user_model().objects.filter(username=name).first()
-    if user is None:
-        raise ValidationError({"labelled_by": f"No user named {name!r}."})
-    return user
-
-
 @role_required(LAB_ADMIN)
 @require_http_methods(["GET", "POST"])
 def cells_import(request):
@@ -108,7 +98,8 @@ def cells_import(request):
             summary = imports.cells_import_export(
                 source=data["file"], importer=request.user, channel="browser",
                 create_readers=data["readers"] == "create",
-                labelled_by=_labelled_by(data["labelled_by"]) if data["readers"] == "one" else None)
+                labelled_by=imports.labelled_by_resolve(name=data["labelled_by"], importer=request.user,
+                                                        channel="browser") if data["readers"] == "one" else None)
         except imports.ImportRefused as exc:
             problems = exc.problems
         except ArchiveRejected as exc:
@@ -169,7 +160,8 @@ class CellImportApi(APIView):
         try:
             summary = imports.cells_import_export(source=v["file"], importer=request.user, channel="api",
                                                   create_readers=v["create_readers"],
-                                                  labelled_by=_labelled_by(v["labelled_by"]))
+                                                  labelled_by=imports.labelled_by_resolve(
+                                                      name=v["labelled_by"], importer=request.user, channel="api"))
         except imports.ImportRefused as exc:
             return Response({"detail": "The export was refused; nothing was imported.", "problems": exc.problems},
                             status=status.HTTP_400_BAD_REQUEST)

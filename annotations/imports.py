@@ -17,6 +17,13 @@ original readings and adjudications are not kept).
 Importing the same export twice changes nothing: a cell already here with the same readings is
 left alone. A cell already here with other readings (or another split) keeps what it has here,
 and the summary lists it.
+
+A new cell's final class is decided here, by this lab's rule (``LabSettings.final_label_decide``,
+as for a reading given on the labelling page), from the readings and the adjudication imported: a
+cell the export calls final by agreement on one reading, where this lab requires two, waits for
+its second reader here. The summary lists every cell decided otherwise than in the export.
+
+Every attempt is audited, an import that wrote nothing and a refused one included.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.utils import timezone
 
 from classifier.enqueue import classification_enqueue_on_commit
 
@@ -54,8 +62,9 @@ from .exports import (
     reader_pseudonym,
 )
 from .imaging import ACCEPTED_FORMATS, ImageRejected, sanitize_image
-from .models import Adjudication, AuditAction, AuditEvent, CellClass, CellImage, Label, Source, Split, UploadBatch
-from .services import _storage_name, planner_statistics_refresh
+from .models import (Adjudication, AuditAction, AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split,
+                     UploadBatch)
+from .services import _storage_name, duplicate_message, import_refusal_record, planner_statistics_refresh
 
 MAX_PROBLEMS_LISTED = 50
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -184,6 +193,8 @@ class CellImportSummary:
     readers_created: list[str] = field(default_factory=list)
     reencoded: int = 0  # files whose pixels this portal stores as another PNG (another sha256)
     kept: list[dict] = field(default_factory=list)  # cells already here with other readings or split
+    # new cells whose final class under this lab's rule differs from the export's
+    redecided: list[dict] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
 
     @property
@@ -194,7 +205,7 @@ class CellImportSummary:
         return {"images_created": self.images_created, "images_present": self.images_present,
                 "readings_created": self.readings_created, "adjudications_created": self.adjudications_created,
                 "readers_created": self.readers_created, "reencoded": self.reencoded, "kept": self.kept,
-                "batches": self.batches}
+                "redecided": self.redecided, "batches": self.batches}
 
 
 def _parse_time(text: str) -> dt.datetime:
@@ -534,7 +545,41 @@ def cells_import_export(*, source, importer, channel: str, create_readers: bool 
                         max_entries: int | None = None, max_uncompressed: int | None = None) -> CellImportSummary:
     """Import a cell export (a zip file, an open zip, or an unpacked folder). Raises ImportRefused
     (every problem, with its manifest line) or ArchiveRejected (an unsafe archive); either way
-    nothing is imported. ``progress(stage, done, total)`` follows the check of the files."""
+    nothing is imported. ``progress(stage, done, total)`` follows the check of the files.
+
+    Every attempt is audited: an import (``cells.import``, also one that found everything already
+    here and wrote nothing) in the transaction of its writes; a refusal (``cells.import_refused``,
+    with its problems) after the refused work was rolled back, so that the record of it stays."""
+    policy = "labelled_by" if labelled_by is not None else ("create_readers" if create_readers else "readers")
+    try:
+        return _import_export(source=source, importer=importer, channel=channel, create_readers=create_readers,
+                              labelled_by=labelled_by, progress=progress, max_entries=max_entries,
+                              max_uncompressed=max_uncompressed)
+    except (ImportRefused, ArchiveRejected, ValidationError) as exc:
+        problems = (exc.problems if isinstance(exc, ImportRefused) else [exc.message]
+                    if isinstance(exc, ArchiveRejected) else list(exc.messages))
+        import_refusal_record(actor=importer, kind="export", channel=channel, problems=problems,
+                              reader_policy=policy)
+        raise
+
+
+def labelled_by_resolve(*, name: str, importer, channel: str, kind: str = "export"):
+    """The user an import (``kind``: an export, or an ImageFolder ``folder``) records its classes under
+    (``--labelled-by``; None for no name). A name of no user refuses the import (ValidationError), and
+    the refusal is audited like any other."""
+    if not name:
+        return None
+    user = get_user_model().objects.filter(username=name).first()
+    if user is None:
+        problem = f"No user named {name!r}."
+        import_refusal_record(actor=importer, kind=kind, channel=channel, problems=[problem],
+                              reader_policy="labelled_by")
+        raise ValidationError({"labelled_by": problem})
+    return user
+
+
+def _import_export(*, source, importer, channel: str, create_readers: bool, labelled_by, progress,
+                   max_entries: int | None, max_uncompressed: int | None) -> CellImportSummary:
     limits = {"max_entries": max_entries or settings.ZIP_MAX_ENTRIES,
               "max_uncompressed": max_uncompressed or settings.ZIP_MAX_UNCOMPRESSED}
     reader = _open(source, limits=limits)
@@ -575,10 +620,23 @@ def _readings_of(image: CellImage) -> tuple[set, tuple | None]:
                       if adjudication else None)
 
 
+def _redecided_reason(exported: str | None, final: str | None, needs_review: bool, *, readings: int,
+                      split: str, required: int) -> str:
+    """Why a new cell's final class here is not the export's: this lab's rule decided otherwise."""
+    was = f"final {exported} in the export" if exported else "undecided in the export"
+    rule = f"{readings} current reading(s); this lab requires {required} for a {split} cell"
+    if final:
+        return f"{was}; final {final} here ({rule})"
+    if needs_review:
+        return f"{was}; waits for a reviewer here ({rule})"
+    return f"{was}; waits for more readings here ({rule})"
+
+
 def _write(records: dict[str, Record], *, users: dict, to_create: list[str], importer, channel: str,
            labelled_by, classes: dict[str, CellClass]) -> CellImportSummary:
     User = get_user_model()
     summary = CellImportSummary()
+    lab, now = LabSettings.get(), timezone.now()
     for name in to_create:
         user = User(username=name, is_active=False)
         user.set_unusable_password()
@@ -624,9 +682,10 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
                 and image.split == record.values["split"]:
             fills.append((record, image))  # here without any reading: the export's readings complete it
         else:
-            why = ("split" if image.split != record.values["split"] else "readings")
-            summary.kept.append({"sha256": image.sha256, "line": record.line, "image": image.pk,
-                                 "reason": f"already here with other {why}; kept as it is here"})
+            reason = (duplicate_message(image=image, split=record.values["split"])
+                      if image.split != record.values["split"] else
+                      "already here with other readings; kept as it is here")
+            summary.kept.append({"sha256": image.sha256, "line": record.line, "image": image.pk, "reason": reason})
 
     by_split: dict[str, UploadBatch] = {}
     created: list[tuple[Record, CellImage]] = []
@@ -658,14 +717,26 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
                                               note=record.values["adjudication_note"][:500],
                                               created_at=adjudication.read_at))
         v = record.values
-        image.final_label = classes[v["final_class"]] if v["final_class"] else None
-        image.final_label_at = record.decided_at if v["final_class"] else None
-        image.needs_review = bool(record.needs_review) and labelled_by is None
-        image.current_label_count = sum(1 for r in readings if r.superseded_at is None)
+        current = [(r.cell_class, r.unsure) for r in readings if r.superseded_at is None]
+        final, needs_review = lab.final_label_decide(
+            split=image.split, source=image.source, readings=current,
+            adjudicated=adjudication.cell_class if adjudication else None)
+        exported = v["final_class"] or None
+        image.final_label = classes[final] if final else None
+        image.final_label_at = (record.decided_at if final == exported else now) if final else None
+        image.needs_review = needs_review
+        image.current_label_count = len(current)
+        if (final, needs_review) != (exported, bool(record.needs_review) and labelled_by is None):
+            summary.redecided.append({"sha256": image.sha256, "line": record.line, "image": image.pk,
+                                      "reason": _redecided_reason(exported, final, needs_review,
+                                                                  readings=len(current), split=image.split,
+                                                                  required=lab.labels_required(
+                                                                      image.split, source=image.source))})
         events.append(AuditEvent(
             actor=importer, action=AuditAction.IMAGE_IMPORT, target_type="CellImage", target_id=str(image.pk),
             after={"sha256": image.sha256, "split": image.split, "source": image.source,
-                   "final_label": v["final_class"] or None, "decided_by": v["decided_by"] or None,
+                   "final_label": final, "needs_review": needs_review, "export_final_label": exported,
+                   "export_decided_by": v["decided_by"] or None,
                    "readings": len(readings), "adjudicated": adjudication is not None,
                    "new_image": image.pk in new_ids,
                    "manifest_line": record.line}))
@@ -692,10 +763,12 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         batch.stored = sum(1 for _, im in created if im.batch_id == batch.pk)
         batch.save(update_fields=["stored"])
         summary.batches.append(batch.pk)
+    # every import is audited, also one that wrote nothing (everything was already here)
+    audit_record(actor=importer, action=AuditAction.CELLS_IMPORT, target=("Import", "cells"), after={
+        "channel": channel, "reader_policy": "labelled_by" if labelled_by is not None else "readers",
+        **{k: v for k, v in summary.as_dict().items() if k not in ("kept", "redecided")},
+        "kept": len(summary.kept), "redecided": len(summary.redecided), "changed": summary.changed})
     if summary.changed:
-        audit_record(actor=importer, action=AuditAction.CELLS_IMPORT, target=("Import", "cells"), after={
-            "channel": channel, "reader_policy": "labelled_by" if labelled_by is not None else "readers",
-            **{k: v for k, v in summary.as_dict().items() if k != "kept"}, "kept": len(summary.kept)})
         new_cells = [im.pk for _, im in created if im.source == Source.CELL]
         if new_cells:
             classification_enqueue_on_commit(image_ids=new_cells)

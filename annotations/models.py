@@ -154,6 +154,7 @@ class AuditAction(models.TextChoices):
     BATCH_UPLOAD = "batch.upload", "Batch uploaded"
     BATCH_IMPORT = "batch.import", "Batch imported"
     CELLS_IMPORT = "cells.import", "Cells imported"
+    CELLS_IMPORT_REFUSED = "cells.import_refused", "Cell import refused"
     CELLS_EXPORT = "cells.export", "Cells exported"
     SLIDES_EXPORT = "slides.export", "Slides exported"
     LABEL_CREATE = "label.create", "Label given"
@@ -262,6 +263,26 @@ class LabSettings(models.Model):
         if source == Source.SLIDE_CELL:
             return 1
         return self.labels_required_heldout if split == Split.HELDOUT else self.labels_required_train
+
+    def final_label_decide(self, *, split: str, source: str, readings, adjudicated=None) -> tuple[object, bool]:
+        """The lab's rule for a cell's final label: ``(final class or None, needs review)``. Every channel
+        that records readings (the labelling page and API, slide verification, the imports) decides a
+        cell's final label here, so a final label follows the lab's rule whatever the channel.
+
+        ``readings``: the current readings as ``(class, unsure)`` pairs; ``adjudicated``: the class a
+        reviewer decided, if any (it is final). Until the required number of experts have read the cell
+        nothing is decided, not even a dispute: a first reader's "not sure" or a first disagreement
+        leaves the cell to the next reader. Then agreement of all, none unsure, makes the final label;
+        anything else goes to a reviewer."""
+        if adjudicated is not None:
+            return adjudicated, False
+        readings = list(readings)
+        if not readings or len(readings) < self.labels_required(split, source=source):
+            return None, False
+        classes = {cell_class for cell_class, _ in readings}
+        if len(classes) > 1 or any(unsure for _, unsure in readings):
+            return None, True
+        return readings[0][0], False
 
     # The blind held-out rule: every screen, API and selector that shows a model's call on a cell or
     # another expert's reading asks one of these methods (``image`` needs ``split`` and ``final_label_id``);

@@ -23,7 +23,7 @@ from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip, zip_members
 from .audit import audit_record
 from .deid import deidentified_code_problem
 from .folders import class_folders
-from .imaging import ImageRejected, sanitize_image
+from .imaging import MIN_IMAGE_SIDE, ImageRejected, sanitize_image
 from .models import (
     Adjudication,
     AuditAction,
@@ -115,14 +115,18 @@ def image_upload(
     batch: UploadBatch | None = None,
     sample_code: str = "",
     enqueue_classification: bool = True,
+    min_side: int = MIN_IMAGE_SIDE,
 ) -> UploadOutcome:
     """Store one image de-identified. Raises ImageRejected (bad file) or ValidationError (bad field).
 
-    The original file name is never passed here, so it cannot be stored.
+    The original file name is never passed here, so it cannot be stored. ``min_side``: every upload
+    keeps the default (an image too small to be a cell is refused); only the slide pipeline's own
+    crops pass less (a cell it counted, clipped at the field's border, must not vanish from the count).
     """
     _check_split(split)
     sample_code = _check_sample_code(sample_code)
-    clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES)
+    clean = sanitize_image(data, max_pixels=settings.UPLOAD_MAX_PIXELS, max_bytes=settings.UPLOAD_MAX_BYTES,
+                           min_side=min_side)
 
     existing = CellImage.objects.filter(sha256=clean.sha256).first()
     if existing:
@@ -173,8 +177,23 @@ def image_upload(
     return UploadOutcome(image, True)
 
 
-def _record_outcome(summary: BatchSummary, name: str, outcome: UploadOutcome) -> None:
+_SPLIT_WORDS = {Split.TRAIN: "training", Split.HELDOUT: "held-out"}
+
+
+def duplicate_message(*, image: CellImage, split: str) -> str:
+    """How the upload page, the API and ``import_cells`` word an upload of pixels already stored as
+    ``image``, asked for ``split``: an upload never moves a stored image to another split (a training
+    cell does not become held-out by being uploaded again, nor the reverse), so say where it stays."""
+    if image.split == split:
+        return f"duplicate of image {image.pk}, already in the {_SPLIT_WORDS[image.split]} split"
+    return (f"duplicate of image {image.pk}: it stays in the {_SPLIT_WORDS[image.split]} split, not added to "
+            f"the {_SPLIT_WORDS[split]} set (a lab admin moves an image between splits on its page)")
+
+
+def _record_outcome(summary: BatchSummary, name: str, outcome: UploadOutcome, *, split: str) -> None:
     entry = {"name": name, "id": outcome.image.pk, "sha256": outcome.image.sha256}
+    if not outcome.created:
+        entry.update(split=outcome.image.split, message=duplicate_message(image=outcome.image, split=split))
     (summary.stored if outcome.created else summary.duplicates).append(entry)
 
 
@@ -193,7 +212,7 @@ def files_upload(
         except ImageRejected as exc:
             summary.refused.append({"name": name, "reason": exc.message, "code": exc.code})
             continue
-        _record_outcome(summary, name, outcome)
+        _record_outcome(summary, name, outcome, split=split)
     _batch_close(batch, summary)
     return summary
 
@@ -226,7 +245,7 @@ def zip_upload(
             except ImageRejected as exc:
                 summary.refused.append({"name": member.name, "reason": exc.message, "code": exc.code})
                 continue
-            _record_outcome(summary, member.name, outcome)
+            _record_outcome(summary, member.name, outcome, split=split)
     _batch_close(batch, summary)
     return summary
 
@@ -295,20 +314,13 @@ class LabelConflict(Exception):
 
 
 def _final_label_recompute(image: CellImage) -> None:
-    """Agreement of the required number of experts makes the final label; else review."""
-    adjudication = image.adjudications.order_by("-id").first()
-    current = list(image.labels.filter(superseded_at__isnull=True))
-    required = LabSettings.get().labels_required(image.split, source=image.source)
-    final, needs_review = None, False
-    if adjudication is not None:
-        final = adjudication.cell_class
-    elif current:
-        classes = {label.cell_class_id for label in current}
-        unsure = any(label.unsure for label in current)
-        if unsure or len(classes) > 1:
-            needs_review = len(current) >= required or unsure
-        elif len(current) >= required:
-            final = current[0].cell_class
+    """The cell's final label and whether it needs review, by the lab's rule
+    (:meth:`LabSettings.final_label_decide`), from its current readings and adjudication."""
+    adjudication = image.adjudications.select_related("cell_class").order_by("-id").first()
+    current = list(image.labels.filter(superseded_at__isnull=True).select_related("cell_class"))
+    final, needs_review = LabSettings.get().final_label_decide(
+        split=image.split, source=image.source, readings=[(label.cell_class, label.unsure) for label in current],
+        adjudicated=adjudication.cell_class if adjudication else None)
     if image.current_label_count != len(current):
         image.current_label_count = len(current)
         image.save(update_fields=["current_label_count"])
@@ -450,12 +462,32 @@ class ImportSummary:
     duplicates: int = 0
     labels_created: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
+    other_split: list[tuple[str, str]] = field(default_factory=list)  # duplicates that stay in their split
+
+
+#: At most this many of a refused import's problems are kept in its audit event.
+IMPORT_PROBLEMS_AUDITED = 50
+
+
+def import_refusal_record(*, actor, kind: str, channel: str, problems: list[str], **details) -> None:
+    """Audit a refused import (``kind``: an export, or an ImageFolder tree) with its first problems.
+    Called after the refused work was rolled back, outside its transaction, so that the record stays."""
+    audit_record(actor=actor, action=AuditAction.CELLS_IMPORT_REFUSED, target=("Import", kind), after={
+        "channel": channel, **details, "problems": len(problems),
+        "first_problems": problems[:IMPORT_PROBLEMS_AUDITED]})
 
 
 def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> ImportSummary:
-    """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported."""
-    _check_split(split)
-    folders = class_folders(root)
+    """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported.
+    Every attempt is audited: a refused one (``cells.import_refused``), and one that changed nothing
+    (``batch.import`` of no batch) as well as one that stored cells or labels."""
+    try:
+        _check_split(split)
+        folders = class_folders(root)
+    except ValidationError as exc:
+        import_refusal_record(actor=labelled_by, kind="folder", channel="cli", problems=list(exc.messages),
+                              split=split)
+        raise
     classes = {c.code: c for c in CellClass.objects.filter(code__in=[p.name for p in folders])}
     files = [
         (folder.name, path)
@@ -480,6 +512,8 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
             summary.stored += 1
         else:
             summary.duplicates += 1
+            if outcome.image.split != split:
+                summary.other_split.append((str(path), duplicate_message(image=outcome.image, split=split)))
         image = outcome.image
         has_same = image.labels.filter(labeller=labelled_by, superseded_at__isnull=True, cell_class=classes[code]).exists()
         if not has_same and not image.adjudications.exists():
@@ -488,13 +522,15 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
     if progress:
         progress(len(files), len(files))
     batch.stored, batch.duplicates, batch.refused = summary.stored, summary.duplicates, len(summary.refused)
+    after = {"stored": summary.stored, "duplicates": summary.duplicates, "labels": summary.labels_created,
+             "refused": len(summary.refused), "other_split": len(summary.other_split), "split": split}
     if summary.stored == 0 and summary.labels_created == 0 and not summary.refused:
-        batch.delete()  # a re-import that changed nothing leaves nothing behind
+        batch.delete()  # a re-import that changed nothing leaves no batch behind, only its audit event
+        audit_record(actor=labelled_by, action=AuditAction.BATCH_IMPORT, target=("Import", "folder"),
+                     after={**after, "changed": False})
     else:
         batch.save(update_fields=["stored", "duplicates", "refused"])
-        audit_record(actor=labelled_by, action=AuditAction.BATCH_IMPORT, target=batch,
-                     after={"stored": summary.stored, "duplicates": summary.duplicates,
-                            "labels": summary.labels_created, "refused": len(summary.refused), "split": split})
+        audit_record(actor=labelled_by, action=AuditAction.BATCH_IMPORT, target=batch, after={**after, "changed": True})
         planner_statistics_refresh()
     return summary
 

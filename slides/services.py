@@ -299,8 +299,11 @@ def _field_detect(*, slide: Slide, field: SlideField, result: pipeline.FieldCell
         if field.detected:
             return 0
         for cell in found:
+            # the pipeline's own crop: one clipped at the field's border may be narrower than an
+            # upload may be, and a cell the detector counted must stay in the count (min_side=1)
             outcome = image_upload(data=pipeline.png_bytes(cell.crop), uploaded_by=slide.created_by,
-                                   source=Source.SLIDE_CELL, sample_code=slide.code, enqueue_classification=False)
+                                   source=Source.SLIDE_CELL, sample_code=slide.code, enqueue_classification=False,
+                                   min_side=1)
             x0, y0, x1, y1 = cell.box
             pre = "" if cell.needs_model else cell.kind
             SlideCell.objects.create(

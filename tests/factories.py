@@ -59,7 +59,7 @@ class CellImageFactory(factory.Factory):
 
     class Params:
         color = factory.Sequence(lambda n: (n % 256, n // 256 % 256, 7))
-        size = (24, 24)
+        size = (32, 32)  # annotations.imaging.MIN_IMAGE_SIDE: the smallest image stored
 
     @classmethod
     def _create(cls, model_class, *, data, **kwargs):

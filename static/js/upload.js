@@ -86,7 +86,7 @@
       body.append(tr);
     };
     total.stored.forEach((r) => row(r.name, "stored (image " + r.id + ")", ""));
-    total.duplicates.forEach((r) => row(r.name, "duplicate of image " + r.id, ""));
+    total.duplicates.forEach((r) => row(r.name, "duplicate", r.message));  // says the split it stays in
     total.refused.forEach((r) => row(r.name, "refused", r.reason, "refused"));
     chosen = []; input.value = "";
   });

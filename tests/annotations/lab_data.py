@@ -8,7 +8,7 @@ from tests.factories import CellImageFactory, cell_class
 
 def cell(user, seed: int, *, split="train", source=Source.CELL, sample_code=""):
     return CellImageFactory(uploaded_by=user, split=split, source=source, sample_code=sample_code,
-                            color=(seed, 40, 90), size=(32, 24))
+                            color=(seed, 40, 90), size=(40, 32))
 
 
 def make_lab_data(*, labeller, labeller2, reviewer, model_version=None) -> dict:

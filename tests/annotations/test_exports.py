@@ -123,7 +123,7 @@ def test_the_exported_tree_is_read_by_torchvision_imagefolder(lab, tmp_path):
         relative = path.split("/tree/", 1)[1]
         assert dataset.classes[target] == truth[relative]
         image, _ = dataset[dataset.samples.index((path, target))]
-        assert image.size == (32, 24)
+        assert image.size == (40, 32)
 
 
 def test_the_archive_is_made_while_it_is_read_and_the_export_is_audited(lab, lab_admin, monkeypatch):

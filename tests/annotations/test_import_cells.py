@@ -25,7 +25,11 @@ def test_import_cells_imports_with_labels_and_reimport_changes_nothing(tmp_path,
     events, labels = AuditEvent.objects.count(), Label.objects.count()
     call_command("import_cells", str(root), "--split", "train", "--labelled-by", "lab1", "--no-progress")
     assert CellImage.objects.count() == 6 and Label.objects.count() == labels
-    assert AuditEvent.objects.count() == events
+    # the attempt that wrote nothing is audited too, and is all that was written
+    assert AuditEvent.objects.count() == events + 1
+    attempt = AuditEvent.objects.first()
+    assert (attempt.action, attempt.target_type, attempt.target_id) == ("batch.import", "Import", "folder")
+    assert attempt.after["changed"] is False and attempt.after["duplicates"] == 6 and attempt.after["stored"] == 0
     assert "stored 0, duplicates 6, labels 0" in capsys.readouterr().out
 
 
@@ -36,6 +40,10 @@ def test_unknown_folder_lists_known_codes_and_imports_nothing(tmp_path, demo_cel
         call_command("import_cells", str(root), "--split", "train", "--no-progress")
     assert "blast_cell" in str(exc.value) and "neutrophil_band" in str(exc.value)
     assert CellImage.objects.count() == 0
+    # the refused attempt is audited, with its reason, though nothing was imported
+    refusal = AuditEvent.objects.get()
+    assert (refusal.action, refusal.target_type, refusal.target_id) == ("cells.import_refused", "Import", "folder")
+    assert refusal.after["channel"] == "cli" and "blast_cell" in refusal.after["first_problems"][0]
 
 
 def test_heldout_import_needs_a_second_reader(tmp_path, demo_cells, labeller, labeller2):
@@ -58,3 +66,13 @@ def test_import_refreshes_the_planner_statistics_of_cells_and_labels(tmp_path, d
         cursor.execute("SELECT relname, reltuples FROM pg_class WHERE relname IN (%s, %s)",
                        [CellImage._meta.db_table, Label._meta.db_table])
         assert dict(cursor.fetchall()) == {CellImage._meta.db_table: 6, Label._meta.db_table: 6}
+
+
+def test_naming_no_user_refuses_the_import_and_the_refusal_is_audited(tmp_path, demo_cells, db):
+    root = _small_tree(tmp_path, demo_cells, per_class=1, classes=("basophil",))
+    with pytest.raises(CommandError, match="No user named 'nobody'"):
+        call_command("import_cells", str(root), "--labelled-by", "nobody", "--no-progress")
+    refusal = AuditEvent.objects.get()
+    assert (refusal.action, refusal.target_id, refusal.after["first_problems"]) == (
+        "cells.import_refused", "folder", ["No user named 'nobody'."])
+    assert CellImage.objects.count() == 0

@@ -3,6 +3,7 @@ PostgreSQL); a second import changes nothing; a manifest that disagrees with its
 whole, naming the line; readers are mapped to users; the command, the page and the API."""
 import csv
 import io
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -12,7 +13,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from annotations import exports, imports
-from annotations.models import Adjudication, AuditEvent, CellImage, Label, UploadBatch
+from annotations.models import Adjudication, AuditEvent, CellImage, Label, LabSettings, UploadBatch
+from annotations.selectors import labelling_queue
 from tests.annotations.lab_data import flush_cells, snapshot
 from tests.factories import cell_class
 from tests.helpers import media_files, png_bytes
@@ -29,7 +31,16 @@ def do_import(data: bytes, importer, **options) -> imports.CellImportSummary:
 
 
 def rows_count() -> dict:
-    return {m.__name__: m.objects.count() for m in (CellImage, Label, Adjudication, AuditEvent, UploadBatch)}
+    """The rows an import writes, but its audit event: every attempt writes one (see last_attempt)."""
+    return {m.__name__: m.objects.count() for m in (CellImage, Label, Adjudication, UploadBatch)}
+
+
+def last_attempt(action: str = "cells.import") -> dict:
+    """The audit event of the latest import attempt (every attempt has one, also one that wrote nothing
+    or was refused)."""
+    event = AuditEvent.objects.filter(action__in=("cells.import", "cells.import_refused")).first()
+    assert event is not None and event.action == action, event
+    return event.after
 
 
 def test_a_round_trip_into_an_emptied_database_reproduces_images_final_classes_and_readings(lab, lab_admin):
@@ -83,9 +94,13 @@ def test_importing_the_same_export_twice_changes_nothing(lab, lab_admin):
     first = do_import(data, lab_admin)
     assert first.changed
     counts, files = rows_count(), media_files_of_images()
+    events = AuditEvent.objects.count()
     second = do_import(data, lab_admin)
     assert not second.changed and second.images_present == 6
     assert rows_count() == counts and media_files_of_images() == files
+    # the attempt that wrote nothing is audited, and is all that was written
+    assert AuditEvent.objects.count() == events + 1
+    assert last_attempt()["changed"] is False and last_attempt()["images_present"] == 6
 
 
 def test_a_pseudonymous_export_read_back_into_its_own_portal_finds_its_readers(lab, lab_admin):
@@ -124,8 +139,14 @@ def test_labelled_by_records_each_final_class_as_one_users_reading(lab, lab_admi
     summary = do_import(data, lab_admin, labelled_by=labeller)
     assert summary.readings_created == 4 and summary.adjudications_created == 0
     finals = dict(CellImage.objects.filter(final_label__isnull=False).values_list("sha256", "final_label__code"))
-    assert finals == {lab[k].sha256: c for k, c in (("agreed", "lymphocyte"), ("disputed", "monocyte"),
-                                                     ("changed", "eosinophil"), ("slide_cell", "neutrophil_segmented"))}
+    # the held-out cell adjudicated there is one reading here, and this lab requires two of a held-out cell
+    assert finals == {lab[k].sha256: c for k, c in (("agreed", "lymphocyte"), ("changed", "eosinophil"),
+                                                     ("slide_cell", "neutrophil_segmented"))}
+    disputed = CellImage.objects.get(sha256=lab["disputed"].sha256)
+    assert disputed.current_label_count == 1 and not disputed.needs_review and disputed.final_label is None
+    assert [(r["sha256"], r["reason"]) for r in summary.redecided] == [(
+        disputed.sha256, "final monocyte in the export; waits for more readings here "
+                         "(1 current reading(s); this lab requires 2 for a heldout cell)")]
     assert set(Label.objects.values_list("labeller__username", flat=True)) == {"lab1"}
     assert not do_import(data, lab_admin, labelled_by=labeller).changed
 
@@ -218,6 +239,10 @@ def test_an_export_that_disagrees_with_itself_is_refused_whole_naming_the_line(e
     assert any(expected in p for p in refused.value.problems), refused.value.problems
     assert rows_count() == counts and CellImage.objects.count() == 0
     assert not media_files_of_images()  # no file left behind either
+    # the refusal is audited, with its problems, though nothing else was kept
+    refusal = last_attempt("cells.import_refused")
+    assert refusal["channel"] == "cli" and refusal["problems"] == len(refused.value.problems)
+    assert any(expected in p for p in refusal["first_problems"])
 
 
 def test_a_final_class_by_agreement_must_follow_from_the_readings(emptied_export, lab_admin):
@@ -259,6 +284,7 @@ def test_import_cells_reads_an_export_zip_or_folder_and_keeps_the_plain_tree_imp
     with pytest.raises(CommandError, match="refused"):
         call_command("import_cells", str(broken), "--no-progress")
     assert "unknown class 'dragon'" in capsys.readouterr().err
+    assert last_attempt("cells.import_refused")["channel"] == "cli"  # the refused attempt is audited
     tree = tmp_path / "tree" / "basophil"  # the README's plain ImageFolder import, as before
     tree.mkdir(parents=True)
     shutil.copy(sorted((demo_cells / "basophil").iterdir())[0], tree)
@@ -307,3 +333,59 @@ def test_an_export_of_this_portal_is_recognised_as_one(tmp_path, demo_cells):
     assert not imports.is_cell_export(demo_cells)
     (tmp_path / "manifest.csv").write_text("x")
     assert imports.is_cell_export(tmp_path) and not imports.is_cell_export(Path(tmp_path / "nothing"))
+
+
+# --- The lab's rule decides a final label; every attempt is audited ------------------------------------------
+def _zip_file(data: bytes) -> io.BytesIO:
+    f = io.BytesIO(data)
+    f.name = "cells.zip"
+    return f
+
+
+WAITS = ("final eosinophil in the export; waits for more readings here "
+         "(1 current reading(s); this lab requires 2 for a train cell)")
+
+
+def test_an_imported_cell_read_once_waits_for_a_second_reader_where_the_lab_requires_two(client, lab, emptied_export,
+                                                                                       lab_admin, labeller2):
+    """The export's lab required one reading of a training cell; this lab requires two. The cell 'changed'
+    (one current reading, final 'by agreement' there) waits here for its second reader, on the page and the API."""
+    LabSettings.objects.filter(pk=LabSettings.get().pk).update(labels_required_train=2)
+    client.force_login(lab_admin)
+    page = client.post("/import/cells/", {"file": _zip_file(emptied_export), "readers": "match"}).content.decode()
+    section = re.search(r'<h2 id="redecided">.*?</table>', page, re.S)
+    assert section and WAITS in section.group(0) and lab["changed"].sha256[:13] in section.group(0)
+    flush_cells()
+    r = client.post("/api/imports/cells/", {"file": _zip_file(emptied_export)})
+    assert r.status_code == 201
+    assert [(c["sha256"], c["reason"]) for c in r.json()["redecided"]] == [(lab["changed"].sha256, WAITS)]
+    changed = CellImage.objects.get(sha256=lab["changed"].sha256)
+    assert changed.final_label is None and not changed.needs_review and changed.current_label_count == 1
+    assert changed in labelling_queue(user=labeller2, queue="unlabelled")
+    finals = dict(CellImage.objects.filter(final_label__isnull=False).values_list("sha256", "final_label__code"))
+    assert finals == {lab["agreed"].sha256: "lymphocyte", lab["disputed"].sha256: "monocyte",
+                      lab["slide_cell"].sha256: "neutrophil_segmented"}
+    event = AuditEvent.objects.get(action="image.import", target_id=str(changed.pk))
+    assert event.after["final_label"] is None and event.after["export_final_label"] == "eosinophil"
+
+
+def test_every_import_attempt_is_audited_on_the_page_and_the_api(client, emptied_export, lab_admin):
+    client.force_login(lab_admin)
+    broken = rewrite(emptied_export, manifest=_set(2, "reader_class", "dragon"))
+    assert client.post("/import/cells/", {"file": _zip_file(broken), "readers": "match"}).status_code == 400
+    refusal = last_attempt("cells.import_refused")
+    assert refusal["channel"] == "browser" and any("unknown class 'dragon'" in p for p in refusal["first_problems"])
+    assert client.post("/api/imports/cells/", {"file": _zip_file(b"not a zip")}).status_code == 400
+    assert last_attempt("cells.import_refused")["channel"] == "api"
+    assert client.post("/api/imports/cells/", {"file": _zip_file(emptied_export)}).status_code == 201
+    assert last_attempt()["changed"] is True and last_attempt()["images_created"] == 6
+    assert client.post("/api/imports/cells/", {"file": _zip_file(emptied_export)}).status_code == 200
+    assert last_attempt()["changed"] is False and last_attempt()["images_present"] == 6
+    assert AuditEvent.objects.filter(action__in=("cells.import", "cells.import_refused")).count() == 4
+    assert all(e.actor == lab_admin for e in AuditEvent.objects.filter(action__startswith="cells.import"))
+    # naming no user to record the classes under refuses the import: audited too (page and API)
+    r = client.post("/api/imports/cells/", {"file": _zip_file(emptied_export), "labelled_by": "nobody"})
+    assert r.status_code == 400 and r.json()["problems"] == ["labelled_by: No user named 'nobody'."]
+    assert last_attempt("cells.import_refused")["first_problems"] == ["No user named 'nobody'."]
+    r = client.post("/import/cells/", {"file": _zip_file(emptied_export), "readers": "one", "labelled_by": "nobody"})
+    assert r.status_code == 400 and last_attempt("cells.import_refused")["channel"] == "browser"

@@ -393,3 +393,23 @@ def test_every_screen_says_why_the_model_referred_a_cell(client, labeller, revie
     client.force_login(reviewer)
     review = client.get(reverse("annotations:review_queue")).content.decode()
     assert "referred: split vote; low confidence" in review
+
+
+def test_a_not_sure_first_reading_on_the_page_leaves_the_cell_in_the_second_readers_queue(client, labeller, labeller2,
+                                                                                          reviewer, lab_admin):
+    LabSettings.objects.filter(pk=LabSettings.get().pk).update(labels_required_train=2)
+    cell = CellImageFactory(uploaded_by=lab_admin)
+    client.force_login(labeller)
+    r = client.post(reverse("annotations:label_cell", args=[cell.pk]),
+                    {"cell_class": "basophil", "unsure": "on", "queue": "unlabelled"})
+    assert r.status_code == 302
+    client.force_login(reviewer)
+    review = client.get(reverse("annotations:review_queue")).content.decode()
+    assert re.findall(r'<tr data-image="(\d+)"', review) == []
+    client.force_login(labeller2)
+    grid = client.get(reverse("annotations:label_queue", args=["unlabelled"])).content.decode()
+    assert re.findall(r'data-image="(\d+)" data-split', grid) == [str(cell.pk)]
+    client.post(reverse("annotations:label_cell", args=[cell.pk]), {"cell_class": "basophil", "queue": "unlabelled"})
+    client.force_login(reviewer)
+    review = client.get(reverse("annotations:review_queue")).content.decode()
+    assert re.findall(r'<tr data-image="(\d+)"', review) == [str(cell.pk)]

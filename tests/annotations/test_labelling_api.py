@@ -154,3 +154,20 @@ def test_the_labelling_operations_are_in_the_openapi_schema(api, labeller):
         assert path in schema["paths"], path
     assert "post" in schema["paths"]["/api/adjudications/"] and "get" in schema["paths"]["/api/adjudications/"]
     assert "LabelCreateInputRequest" in schema["components"]["schemas"] or "LabelCreateInput" in schema["components"]["schemas"]
+
+
+def test_a_not_sure_first_reading_over_the_api_waits_for_the_second_reader(api, labeller, labeller2, reviewer,
+                                                                           lab_admin):
+    LabSettings.objects.filter(pk=LabSettings.get().pk).update(labels_required_train=2)
+    cell = CellImageFactory(uploaded_by=lab_admin)
+    as_user(api, labeller)
+    r = api.post("/api/labels/", {"image": cell.pk, "cell_class": "basophil", "unsure": True}, format="json")
+    assert r.status_code == 201
+    as_user(api, reviewer)
+    assert [c["id"] for c in api.get("/api/adjudications/").json()["results"]] == []
+    as_user(api, labeller2)
+    assert [c["id"] for c in api.get("/api/queues/unlabelled/").json()["results"]] == [cell.pk]
+    r = api.post("/api/labels/", {"image": cell.pk, "cell_class": "basophil"}, format="json")
+    assert r.status_code == 201
+    as_user(api, reviewer)
+    assert [c["id"] for c in api.get("/api/adjudications/").json()["results"]] == [cell.pk]

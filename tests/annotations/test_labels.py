@@ -4,6 +4,7 @@ import pytest
 from django.db import connection
 
 from annotations.models import AuditEvent, Label, LabSettings
+from annotations.selectors import labelling_queue
 from annotations.services import LabelConflict, adjudication_submit, image_split_move, image_upload, label_submit
 from tests.factories import UserFactory, cell_class
 from tests.helpers import png_bytes
@@ -84,3 +85,30 @@ def test_two_reviewers_adjudicating_at_once_one_wins_the_other_is_told():
     loser = next(v for v in results.values() if v != "won")
     assert "Already adjudicated" in loser
     assert img.adjudications.count() == 1
+
+
+def test_a_first_readers_not_sure_leaves_the_cell_to_the_second_reader(image, labeller, labeller2):
+    """The held-out cell needs two readings: the first reader's 'not sure' is one of them, not a dispute."""
+    label_submit(image=image, labeller=labeller, cell_class=cell_class("basophil"), unsure=True)
+    image.refresh_from_db()
+    assert not image.needs_review and image.final_label is None and image.current_label_count == 1
+    assert list(labelling_queue(user=labeller2, queue="heldout")) == [image]
+    label_submit(image=image, labeller=labeller2, cell_class=cell_class("basophil"))
+    image.refresh_from_db()
+    assert image.needs_review and image.final_label is None  # read twice, one reader unsure: a reviewer decides
+
+
+@pytest.mark.parametrize(("readings", "required", "decision"), [
+    ([], 1, (None, False)),
+    ([("mono", True)], 2, (None, False)),  # a first 'not sure' waits for the second reader
+    ([("mono", False), ("lymph", False)], 3, (None, False)),  # a first disagreement too
+    ([("mono", False)], 2, (None, False)),
+    ([("mono", False), ("mono", False)], 2, ("mono", False)),
+    ([("mono", True)], 1, (None, True)),
+    ([("mono", False), ("mono", True)], 2, (None, True)),
+    ([("mono", False), ("lymph", False)], 2, (None, True)),
+])
+def test_the_labs_rule_decides_a_final_label_only_once_the_required_experts_have_read(readings, required, decision):
+    lab = LabSettings(labels_required_train=required, labels_required_heldout=required)
+    assert lab.final_label_decide(split="train", source="cell", readings=readings) == decision
+    assert lab.final_label_decide(split="heldout", source="cell", readings=readings, adjudicated="eo") == ("eo", False)

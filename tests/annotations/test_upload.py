@@ -1,10 +1,12 @@
 import io
+import re
 import zipfile
 
 import pytest
+from django.core.management import call_command
 from PIL import Image, ImageCms, PngImagePlugin
 
-from annotations.imaging import ImageRejected, sanitize_image
+from annotations.imaging import MIN_IMAGE_SIDE, ImageRejected, sanitize_image
 from annotations.models import AuditEvent, CellImage
 from annotations.services import image_upload, zip_upload
 from tests.annotations.badfiles import BAD_FILES
@@ -71,8 +73,8 @@ def planted_files() -> dict[str, bytes]:
 
 
 def test_sanitize_keeps_pixels_exactly_for_lossless_input():
-    src = Image.new("RGB", (32, 16))
-    src.putdata([(x * 7 % 256, y * 13 % 256, (x + y) % 256) for y in range(16) for x in range(32)])
+    src = Image.new("RGB", (48, 32))
+    src.putdata([(x * 7 % 256, y * 13 % 256, (x + y) % 256) for y in range(32) for x in range(48)])
     buf = io.BytesIO()
     src.save(buf, format="PNG")
     clean = sanitize_image(buf.getvalue(), max_pixels=10_000)
@@ -120,18 +122,18 @@ def test_duplicate_is_stored_once(labeller, settings):
 def test_unusual_but_valid_images_are_stored_as_rgb(kind, labeller, settings):
     buf = io.BytesIO()
     if kind == "cmyk_jpeg":
-        Image.new("CMYK", (20, 20), (0, 100, 50, 10)).save(buf, format="JPEG")
+        Image.new("CMYK", (32, 32), (0, 100, 50, 10)).save(buf, format="JPEG")
     elif kind == "png16_gray":
-        Image.new("I;16", (20, 20), 40000).save(buf, format="PNG")
+        Image.new("I;16", (32, 32), 40000).save(buf, format="PNG")
     elif kind == "palette_png":
-        Image.new("P", (20, 20), 3).save(buf, format="PNG")
+        Image.new("P", (32, 32), 3).save(buf, format="PNG")
     elif kind == "rgba_png":
-        Image.new("RGBA", (20, 20), (255, 0, 0, 128)).save(buf, format="PNG")
+        Image.new("RGBA", (32, 32), (255, 0, 0, 128)).save(buf, format="PNG")
     else:
-        Image.new("L", (20, 20), 128).save(buf, format="BMP")
+        Image.new("L", (32, 32), 128).save(buf, format="BMP")
     outcome = image_upload(data=buf.getvalue(), uploaded_by=labeller, enqueue_classification=False)
     with Image.open(settings.MEDIA_ROOT / outcome.image.file.name) as img:
-        assert img.mode == "RGB" and img.size == (20, 20)
+        assert img.mode == "RGB" and img.size == (32, 32)
 
 
 @pytest.mark.parametrize("kind", sorted(BAD_FILES))
@@ -309,3 +311,84 @@ def test_zip_member_that_cannot_be_unpacked_is_refused_alone_and_a_refused_archi
         zip_upload(fileobj=_zip({"ok.png": png_bytes((7, 7, 7)), "../evil.png": png_bytes()}), uploaded_by=labeller,
                    channel="api")
     assert CellImage.objects.count() == 1 and UploadBatch.objects.count() == 1 and AuditEvent.objects.count() == events
+
+
+# --- Images too small to be a cell; duplicates in another split --------------------------------------------
+def _named(data: bytes, name: str) -> io.BytesIO:
+    f = io.BytesIO(data)
+    f.name = name
+    return f
+
+
+def _summary_row(html: str, name: str) -> str:
+    """The upload summary's table row of one file, as rendered."""
+    match = re.search(rf"<tr(?: class=\"\w+\")?><td>{re.escape(name)}</td>.*?</tr>", html)
+    assert match, html
+    return match.group(0)
+
+
+TOO_SMALL = "too small to be a cell: each side needs at least 32 pixels"
+
+
+def test_the_smallest_side_accepted_is_the_stated_minimum():
+    assert MIN_IMAGE_SIDE == 32
+    assert sanitize_image(png_bytes(size=(32, 32)), max_pixels=10_000).width == 32
+    for size in ((1, 1), (31, 400), (400, 31)):
+        with pytest.raises(ImageRejected) as refused:
+            sanitize_image(png_bytes(size=size), max_pixels=10**6)
+        assert refused.value.code == "too_small"
+        assert refused.value.message == f"The image is {size[0]}x{size[1]} pixels, {TOO_SMALL}."
+
+
+def test_an_image_too_small_to_be_a_cell_is_refused_by_every_channel(client, labeller, lab_admin, tmp_path,
+                                                                     capsys, settings):
+    tiny, narrow = png_bytes(size=(1, 1)), jpeg_bytes(size=(300, 31))
+    client.force_login(labeller)
+    r = client.post("/api/images/", {"file": _named(tiny, "tiny.png")})
+    assert r.status_code == 400 and r.json() == {"file": [f"The image is 1x1 pixels, {TOO_SMALL}."],
+                                                 "code": "too_small"}
+    r = client.post("/api/batches/", {"files": [_named(narrow, "narrow.jpg")]})
+    assert r.status_code == 201 and r.json()["refused"][0]["reason"] == f"The image is 300x31 pixels, {TOO_SMALL}."
+    page = client.post("/upload/", {"split": "train", "files": [_named(tiny, "tiny.png")]}).content.decode()
+    assert f"The image is 1x1 pixels, {TOO_SMALL}." in _summary_row(page, "tiny.png")
+    # a slide of cropped cells, and a slide of fields
+    for kind in ("cells", "fields"):
+        slide = client.post("/api/slides/", {"code": f"S-{kind}-1", "kind": kind}, content_type="application/json")
+        assert slide.status_code == 201, slide.content
+        r = client.post(f"/api/slides/{slide.json()['id']}/images/", {"files": [_named(tiny, "tiny.png")]})
+        assert r.status_code == 400 and r.json()["refused"] == [
+            {"name": "tiny.png", "reason": f"The image is 1x1 pixels, {TOO_SMALL}."}]
+    folder = tmp_path / "tree" / "monocyte"
+    folder.mkdir(parents=True)
+    (folder / "tiny.png").write_bytes(tiny)
+    call_command("import_cells", str(folder.parent), "--labelled-by", lab_admin.username, "--no-progress")
+    assert f"tiny.png: The image is 1x1 pixels, {TOO_SMALL}." in capsys.readouterr().err
+    assert CellImage.objects.count() == 0 and not [p for p in media_files(settings) if "/images/" in str(p)]
+
+
+def test_a_training_image_uploaded_again_as_heldout_says_it_stays_in_training(client, labeller, lab_admin, tmp_path,
+                                                                              capsys):
+    data = png_bytes((12, 34, 56))
+    train = image_upload(data=data, uploaded_by=labeller, enqueue_classification=False).image
+    says = (f"duplicate of image {train.pk}: it stays in the training split, not added to the held-out set "
+            "(a lab admin moves an image between splits on its page)")
+    client.force_login(lab_admin)
+    r = client.post("/api/images/", {"file": _named(data, "again.png"), "split": "heldout"})
+    assert r.status_code == 200 and r.json()["duplicate"] is True
+    assert r.json()["split"] == "train" and r.json()["message"] == says
+    r = client.post("/api/batches/", {"files": [_named(data, "again.png")], "split": "heldout"})
+    assert r.json()["duplicates"] == [{"name": "again.png", "id": train.pk, "sha256": train.sha256, "split": "train",
+                                       "message": says}]
+    page = client.post("/upload/", {"split": "heldout", "files": [_named(data, "again.png")]}).content.decode()
+    assert says in _summary_row(page, "again.png")
+    folder = tmp_path / "tree" / "monocyte"
+    folder.mkdir(parents=True)
+    (folder / "again.png").write_bytes(data)
+    call_command("import_cells", str(folder.parent), "--split", "heldout", "--labelled-by", lab_admin.username,
+                 "--no-progress")
+    assert f"again.png: {says}" in capsys.readouterr().err
+    train.refresh_from_db()
+    assert train.split == "train" and CellImage.objects.count() == 1
+    # the same split: said plainly
+    r = client.post("/api/images/", {"file": _named(data, "again.png"), "split": "train"})
+    assert r.json()["message"] == f"duplicate of image {train.pk}, already in the training split"

@@ -2,7 +2,7 @@
 
 Three families:
 - ``BAD_IMAGES``: files that must be refused by the image upload (the 17 of
-  tests/annotations/badfiles.py plus more kinds below);
+  tests/annotations/badfiles.py plus more kinds below, images too small to be a cell among them);
 - ``ODD_BUT_VALID_IMAGES``: 16-bit, CMYK, palette, 1-bit... images that are accepted and
   converted to 8-bit RGB; polyglots whose trailing payload (with a planted name) must vanish;
 - ``BAD_ARCHIVES``: zip files that must be refused whole.
@@ -31,7 +31,7 @@ def _png(width: int, height: int, bit_depth: int, colour_type: int, raw_rows: by
             + _png_chunk(b"IDAT", zlib.compress(raw_rows)) + _png_chunk(b"IEND", b""))
 
 
-def png_rgb16(width=12, height=10) -> bytes:
+def png_rgb16(width=40, height=32) -> bytes:
     """A 48-bit (16 bits per channel) RGB PNG, written by hand: Pillow cannot write one."""
     rows = b"".join(
         b"\x00" + b"".join(struct.pack(">HHH", (x * 5000) % 65536, (y * 6000) % 65536, 40000) for x in range(width))
@@ -40,7 +40,7 @@ def png_rgb16(width=12, height=10) -> bytes:
     return _png(width, height, 16, 2, rows)
 
 
-def png_rgba16(width=8, height=8) -> bytes:
+def png_rgba16(width=32, height=32) -> bytes:
     rows = b"".join(b"\x00" + struct.pack(">HHHH", 60000, 1000, 30000, 50000) * width for _ in range(height))
     return _png(width, height, 16, 6, rows)
 
@@ -93,7 +93,7 @@ def polyglot_jpeg_zip() -> bytes:
 
 def polyglot_png_trailing_html() -> bytes:
     """A valid PNG followed by an HTML page with a script and a planted name after IEND."""
-    return png_bytes(size=(30, 30)) + b"<html><script>alert(1)</script>" + PLANTED + b"</html>"
+    return png_bytes(size=(40, 40)) + b"<html><script>alert(1)</script>" + PLANTED + b"</html>"
 
 
 def bmp_negative_size() -> bytes:
@@ -131,6 +131,8 @@ BAD_IMAGES: dict[str, bytes] = {
     "polyglot_gif_js": polyglot_gif_js(),
     "gif_single_frame": gif_single_frame(),
     "ico": ico(),
+    "png_1x1": png_bytes(size=(1, 1)),  # too small to be a cell (annotations.imaging.MIN_IMAGE_SIDE)
+    "jpeg_31px_high": jpeg_bytes(size=(400, 31)),
     "null_bytes": b"\x00" * 4096,
     "utf16_text": "Patient Jane Doe".encode("utf-16"),
 }
@@ -138,14 +140,14 @@ BAD_IMAGES: dict[str, bytes] = {
 ODD_BUT_VALID_IMAGES: dict[str, bytes] = {
     "png_rgb_16bit": png_rgb16(),
     "png_rgba_16bit": png_rgba16(),
-    "png_grey_16bit": _save(Image.new("I;16", (12, 10), 50000), "PNG"),
-    "tiff_grey_16bit": _save(Image.new("I;16", (12, 10), 1234), "TIFF"),
-    "jpeg_cmyk": _save(Image.new("CMYK", (12, 10), (0, 120, 40, 10)), "JPEG"),
-    "tiff_cmyk": _save(Image.new("CMYK", (12, 10), (200, 10, 40, 0)), "TIFF"),
-    "png_palette_transparent": _save(Image.new("P", (12, 10), 5), "PNG", transparency=5),
-    "png_1bit": _save(Image.new("1", (12, 10), 1), "PNG"),
-    "tiff_float32": _save(Image.new("F", (12, 10), 0.25), "TIFF"),
-    "tiff_lab": _save(Image.new("LAB", (12, 10), (50, 10, 10)), "TIFF"),
+    "png_grey_16bit": _save(Image.new("I;16", (40, 32), 50000), "PNG"),
+    "tiff_grey_16bit": _save(Image.new("I;16", (40, 32), 1234), "TIFF"),
+    "jpeg_cmyk": _save(Image.new("CMYK", (40, 32), (0, 120, 40, 10)), "JPEG"),
+    "tiff_cmyk": _save(Image.new("CMYK", (40, 32), (200, 10, 40, 0)), "TIFF"),
+    "png_palette_transparent": _save(Image.new("P", (40, 32), 5), "PNG", transparency=5),
+    "png_1bit": _save(Image.new("1", (40, 32), 1), "PNG"),
+    "tiff_float32": _save(Image.new("F", (40, 32), 0.25), "TIFF"),
+    "tiff_lab": _save(Image.new("LAB", (40, 32), (50, 10, 10)), "TIFF"),
     "polyglot_jpeg_zip": polyglot_jpeg_zip(),
     "polyglot_png_trailing_html": polyglot_png_trailing_html(),
 }
@@ -163,7 +165,7 @@ def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]], compression=zipfile
 def zip_with_raw_names(names: list[bytes], utf8_flag: bool) -> bytes:
     """Entries whose names are the given raw bytes; ``utf8_flag`` sets general-purpose bit 11."""
     placeholders = [str(i).encode().rjust(len(raw) - 4, b"q") + b".png" for i, raw in enumerate(names)]
-    data = _zip([(p.decode(), png_bytes((i, 9, 9), size=(8, 8))) for i, p in enumerate(placeholders)],
+    data = _zip([(p.decode(), png_bytes((i, 9, 9), size=(32, 32))) for i, p in enumerate(placeholders)],
                 zipfile.ZIP_STORED)
     out = bytearray(data)
     for ph, raw in zip(placeholders, names):

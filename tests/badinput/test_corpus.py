@@ -142,7 +142,7 @@ def test_non_utf8_entry_names_are_read_and_never_stored(client, labeller, settin
 # --- JSON API payloads ----------------------------------------------------------------------
 @pytest.fixture
 def cell(labeller):
-    return image_upload(data=png_bytes((3, 4, 5), size=(16, 16)), uploaded_by=labeller,
+    return image_upload(data=png_bytes((3, 4, 5), size=(32, 32)), uploaded_by=labeller,
                         enqueue_classification=False).image
 
 

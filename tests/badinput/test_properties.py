@@ -15,7 +15,8 @@ from tests.helpers import jpeg_bytes, png_bytes
 FAST = hsettings(max_examples=40, deadline=None, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-SEEDS = [png_bytes(size=(24, 24)), jpeg_bytes(size=(24, 24)), png_bytes(size=(9, 5), color=(1, 2, 3))]
+# at least annotations.imaging.MIN_IMAGE_SIDE a side, so that a mutation that keeps the header reaches the decoder
+SEEDS = [png_bytes(size=(40, 40)), jpeg_bytes(size=(40, 40)), png_bytes(size=(37, 33), color=(1, 2, 3))]
 
 
 @st.composite
@@ -71,7 +72,7 @@ JSON_URLS = ["/api/labels/", "/api/labels/bulk/", "/api/labels/withdraw/", "/api
 def test_label_and_other_json_endpoints_never_answer_500(url, payload, lab_admin):
     client = Client()
     client.force_login(lab_admin)
-    image = CellImage.objects.first() or image_upload(data=png_bytes(size=(8, 8)), uploaded_by=lab_admin,
+    image = CellImage.objects.first() or image_upload(data=png_bytes(size=(32, 32)), uploaded_by=lab_admin,
                                                       enqueue_classification=False).image
     if isinstance(payload, dict) and payload.get("image") is True:  # sometimes aim at a real cell
         payload["image"] = image.pk

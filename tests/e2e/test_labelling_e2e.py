@@ -129,9 +129,10 @@ def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, t
     # A second labeller reads blind and disagrees on the first four cells, using multi-select for some.
     lab2 = new_page(browser, live_server, "lab2")
     lab2.goto(f"{live_server.url}/label/unlabelled/")
-    # the cell lab1 marked "not sure" waits for a reviewer (and in the 'unsure' queue), not here
-    assert lab2.locator(".lcell").count() == N_CELLS - 1
-    assert lab2.locator(f".lcell[data-image='{ids[N_CELLS - 2]}']").count() == 0
+    # the cell lab1 marked "not sure" still waits for its second reading (the lab requires two), here as
+    # well as in the 'unsure' queue: a first reader's "not sure" does not skip the second reader
+    assert lab2.locator(".lcell").count() == N_CELLS
+    assert lab2.locator(f".lcell[data-image='{ids[N_CELLS - 2]}']").count() == 1
     lab2.goto(f"{live_server.url}/label/unsure/")
     assert lab2.locator(f".lcell[data-image='{ids[N_CELLS - 2]}']").count() == 1
     lab2.goto(f"{live_server.url}/label/unlabelled/")
@@ -152,13 +153,13 @@ def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, t
     wait_saved(lab2)
     assert lab2.inner_text("#done-count") == "6"
     lab2.keyboard.press("ArrowRight")
-    for key in lab1_keys[6:10] + lab1_keys[11:]:
+    for key in lab1_keys[6:]:
         lab2.keyboard.press(key)
     wait_saved(lab2)
-    assert lab2.inner_text("#done-count") == str(N_CELLS - 1)
+    assert lab2.inner_text("#done-count") == str(N_CELLS)
     assert lab2.js_errors == []
     waiting = set(CellImage.objects.filter(needs_review=True).values_list("id", flat=True))
-    # lab1: l n l n l n | lab2: n l n l n n -> cells 0-4 disagree; cell 10 was marked "not sure" by lab1
+    # lab1: l n l n l n | lab2: n l n l n n -> cells 0-4 disagree; cell 10, read twice, was marked "not sure" by lab1
     assert waiting == {ids[i] for i in (0, 1, 2, 3, 4, N_CELLS - 2)}
     assert CellImage.objects.filter(final_label__isnull=False).count() == N_CELLS - 6
 
@@ -187,3 +188,22 @@ def test_upload_label_disagree_adjudicate_in_the_browser(browser, live_server, t
     assert "label.adjudicate" in rev.inner_text("body")
     screenshot(rev, "cell-history")
     assert rev.js_errors == []
+
+
+def test_the_upload_page_says_a_training_image_uploaded_again_as_heldout_stays_in_training(browser, live_server):
+    from annotations.services import image_upload
+
+    admin_user = UserFactory(username="admin1", role="lab_admin")
+    path = sorted((DEMO_CELLS / "monocyte").glob("*.jpg"))[0]
+    train = image_upload(data=path.read_bytes(), uploaded_by=admin_user, enqueue_classification=False).image
+    admin = new_page(browser, live_server, "admin1")
+    admin.goto(f"{live_server.url}/upload/")
+    admin.select_option("select[name=split]", "heldout")
+    admin.set_input_files("#upload-files", str(path))
+    admin.click("#upload-submit")
+    admin.wait_for_selector("#summary:not(.hidden)", timeout=30000)
+    cells = admin.locator("#summary-table tbody tr").first.locator("td").all_inner_texts()
+    assert cells == [path.name, "duplicate",
+                     f"duplicate of image {train.pk}: it stays in the training split, not added to the held-out "
+                     "set (a lab admin moves an image between splits on its page)"]
+    assert CellImage.objects.get().split == "train" and admin.js_errors == []

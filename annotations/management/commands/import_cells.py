@@ -1,4 +1,3 @@
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -25,12 +24,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, directory, split, labelled_by, create_readers, no_progress, **options):
-        user = None
-        if labelled_by:
-            try:
-                user = get_user_model().objects.get(username=labelled_by)
-            except get_user_model().DoesNotExist:
-                raise CommandError(f"No user named {labelled_by!r}.") from None
+        try:  # a name of no user refuses the import, audited as every refused import is
+            user = imports.labelled_by_resolve(
+                name=labelled_by or "", importer=None, channel="cli",
+                kind="export" if imports.is_cell_export(directory) else "folder")
+        except ValidationError as exc:
+            raise CommandError(" ".join(exc.messages)) from None
         bar = None
 
         def progress(done, total, desc="Importing"):
@@ -60,6 +59,8 @@ class Command(BaseCommand):
                 bar.close()
         for path, reason in summary.refused:
             self.stderr.write(f"refused {path}: {reason}")
+        for path, message in summary.other_split:
+            self.stderr.write(f"{path}: {message}")
         self.stdout.write(
             f"stored {summary.stored}, duplicates {summary.duplicates}, labels {summary.labels_created}, "
             f"refused {len(summary.refused)}"
@@ -79,6 +80,8 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         for kept in summary.kept:
             self.stderr.write(f"kept manifest line {kept['line']} (cell {kept['sha256'][:12]}): {kept['reason']}")
+        for cell in summary.redecided:
+            self.stderr.write(f"manifest line {cell['line']} (cell {cell['sha256'][:12]}): {cell['reason']}")
         self.stdout.write(
             f"cells {summary.images_created} new, {summary.images_present} already here; readings "
             f"{summary.readings_created}, adjudications {summary.adjudications_created}, reader accounts created "
