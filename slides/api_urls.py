@@ -2,7 +2,8 @@ from django.urls import path
 
 from leukoportal.api_routing import by_method
 
-from . import api, export_views, platelet_api
+from . import api, export_views
+from .platelets import api as platelet_api
 
 urlpatterns = [
     path("exports/slides/", export_views.SlidesExportApi.as_view(), name="api_slides_export"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .platelets.report import platelet_line
 from .stats import NOT_ASSESSED_NOTE
 
 LOINC = "http://loinc.org"
@@ -146,9 +147,9 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
         add(NRBC_PER_100, "Erythroblasts per 100 WBC", ["erythroblast"], "per_100_wbc",
             None if unassessed else per100["erythroblast"], PER_100_WBC,
             None if unassessed else (report.get("per_100_intervals") or {}).get("erythroblast"), k)
-    from .platelet_report import platelet_lines  # only in reports made with the estimate turned on
-
-    lines.extend(platelet_lines(report))
+    platelets = platelet_line(report)  # only in reports made with the estimate turned on
+    if platelets is not None:
+        lines.append(ResultLine(codes=("platelets",), measure="platelets", unit=ABSOLUTE, **platelets))
     return lines
 
 

@@ -14,6 +14,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from .platelets.report import text_lines as platelet_text_lines
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
 FOOTER = "LeukoPortal — decision support; every differential is verified and signed by an expert."
@@ -137,10 +138,8 @@ def report_pdf(slide, *, release: dict) -> bytes:
                                          body if f.get("flag") else small)])
         story += [Paragraph("Reference intervals", styles["Heading2"]),
                   _table(rows, [55 * mm, 20 * mm, 30 * mm, 25 * mm, 40 * mm], marked=marked)]
-    from .platelet_report import text_lines as platelet_lines  # only when the lab reports the estimate
-
-    if report.get("platelets"):
-        story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_lines(report)]
+    if report.get("platelets"):  # only when the lab reports the estimate
+        story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_text_lines(report)]
     story += [Spacer(1, 5 * mm), para(FOOTER, small)]
 
     def footer(canvas, doc):

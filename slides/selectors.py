@@ -10,6 +10,7 @@ from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
+from .platelets.selectors import slide_platelets
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
@@ -173,8 +174,6 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
     data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
-    from .platelets import slide_platelets
-
     platelet_data = slide_platelets(slide=slide)
     if platelet_data is not None:  # only when the lab reports the estimate
         data["platelets"] = platelet_data

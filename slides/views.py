@@ -24,7 +24,7 @@ from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
-from .platelets import slide_platelet_fields
+from .platelets.selectors import slide_platelet_fields
 
 
 def _wants_json(request) -> bool:

@@ -11,7 +11,8 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from pypdf import PdfReader
 
 from annotations.models import AuditEvent, LabSettings
-from slides import platelets, services
+from slides import services
+from slides.platelets import services as platelets
 from slides.models import ReferenceInterval, Slide, SlideField
 from slides.selectors import slide_differential
 from tests.helpers import DEMO_FIELDS, SHARED_DATA

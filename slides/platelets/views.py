@@ -1,6 +1,6 @@
 """Pages for the platelet estimate: a reviewer corrects a field's platelet count on the
 verification screen; lab admins turn the estimate on and set its factor. Thin: validate, call a
-service (slides.platelets)."""
+service (slides.platelets.services)."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -11,8 +11,9 @@ from annotations.models import LabSettings
 from leukoportal.errors import call_with_messages, error_text
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
-from . import platelets, services
-from .models import ReferenceInterval, SlideField
+from .. import services as slide_services
+from ..models import ReferenceInterval, SlideField
+from . import services
 
 
 @role_required(REVIEWER)
@@ -20,8 +21,8 @@ from .models import ReferenceInterval, SlideField
 def field_platelets_correct(request, pk: int, field_pk: int):
     field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
     count = request.POST.get("count", "")
-    call_with_messages(request, lambda: platelets.field_platelet_correct(field=field, actor=request.user, count=count),
-                       refusals=services.EDIT_REFUSALS,
+    call_with_messages(request, lambda: services.field_platelet_correct(field=field, actor=request.user, count=count),
+                       refusals=slide_services.EDIT_REFUSALS,
                        success=lambda _: f"Platelet count of field {field.position + 1} saved.")
     return redirect(reverse("slides:verify", kwargs={"pk": pk}) + f"#platelet-field-{field.pk}")
 
@@ -33,7 +34,7 @@ def platelet_settings(request):
     status = 200
     if request.method == "POST":
         try:
-            platelets.platelet_settings_update(actor=request.user, enabled=request.POST.get("enabled") == "on",
+            services.platelet_settings_update(actor=request.user, enabled=request.POST.get("enabled") == "on",
                                                factor=request.POST.get("factor", ""))
         except ValidationError as exc:
             messages.error(request, error_text(exc))

@@ -11,9 +11,9 @@ from annotations.models import LabSettings
 from leukoportal.api import validated_input
 from leukoportal.roles import IsLabeller
 
-from . import platelets
-from .api import SlideChangeApi
-from .models import Slide, SlideField
+from ..api import SlideChangeApi
+from ..models import Slide, SlideField
+from . import selectors, services
 
 
 class FieldOutputSerializer(serializers.ModelSerializer):
@@ -42,7 +42,7 @@ class SlidePlateletsApi(APIView):
     def get(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
         lab = LabSettings.get()
-        return Response({"enabled": lab.platelet_estimate, "estimate": platelets.slide_platelets(slide=slide, lab=lab),
+        return Response({"enabled": lab.platelet_estimate, "estimate": selectors.slide_platelets(slide=slide, lab=lab),
                          "fields": FieldOutputSerializer(slide.fields.all(), many=True).data})
 
 
@@ -56,14 +56,14 @@ class FieldPlateletsCorrectApi(SlideChangeApi):
     def post(self, request, pk: int, field_pk: int):
         field = get_object_or_404(SlideField, pk=field_pk, slide_id=pk)
         v = validated_input(self.InputSerializer, request.data)
-        field = platelets.field_platelet_correct(field=field, actor=request.user, count=v["count"])
+        field = services.field_platelet_correct(field=field, actor=request.user, count=v["count"])
         return Response(FieldOutputSerializer(field).data)
 
 
 @extend_schema_serializer(component_name="PlateletSettingsApiInput")
 class PlateletSettingsSerializer(serializers.Serializer):
     platelet_estimate = serializers.BooleanField()
-    platelet_factor = serializers.FloatField(min_value=0.0, max_value=platelets.MAX_FACTOR)
+    platelet_factor = serializers.FloatField(min_value=0.0, max_value=services.MAX_FACTOR)
 
 
 class PlateletSettingsApi(LabSettingsApi):
@@ -78,4 +78,4 @@ class PlateletSettingsUpdateApi(LabSettingsUpdateApi):
     serializer_class = PlateletSettingsSerializer
 
     def update(self, *, actor, platelet_estimate: bool, platelet_factor: float) -> LabSettings:
-        return platelets.platelet_settings_update(actor=actor, enabled=platelet_estimate, factor=platelet_factor)
+        return services.platelet_settings_update(actor=actor, enabled=platelet_estimate, factor=platelet_factor)

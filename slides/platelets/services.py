@@ -1,9 +1,8 @@
-"""Platelets and red cells of a slide's fields: find them (after the white cells), let a reviewer
-correct a field's platelet count, and read the slide's platelet estimate.
+"""Writes of the platelet estimate: find platelets and red cells in a slide's fields (after the
+white cells), let a reviewer correct a field's platelet count, and the lab's settings.
 
-Writes (``*_detect``, ``*_correct``, ``*_update``) and the one read (``slide_platelets``) live here
-together: they are the whole feature, kept out of the white-cell code. The numbers are computed by
-``platelet_stats`` (pure) and the detector is ``detection.platelets`` (pure).
+The numbers are computed by ``stats`` (pure), the detector is ``slides.detection.platelets`` (pure);
+the reads are in ``selectors``.
 """
 from __future__ import annotations
 
@@ -17,10 +16,10 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, LabSettings
 from annotations.services import lab_settings_change
 
-from . import platelet_stats
-from .detection import scale as detection_scale
-from .detection.platelets import find_platelets_and_red_cells
-from .models import ReferenceInterval, Slide, SlideCell, SlideField
+from ..detection import scale as detection_scale
+from ..detection.platelets import find_platelets_and_red_cells
+from ..exceptions import SlideLocked
+from ..models import Slide, SlideField
 
 MAX_PLATELETS_PER_FIELD = 10_000
 MAX_FACTOR = 1_000.0
@@ -77,8 +76,6 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
             raise ValidationError({"count": "The platelet count must be a whole number."}) from None
         if not 0 <= value <= MAX_PLATELETS_PER_FIELD:
             raise ValidationError({"count": f"The platelet count must be between 0 and {MAX_PLATELETS_PER_FIELD}."})
-    from .services import SlideLocked
-
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=field.slide_id)
         if slide.status == Slide.Status.SIGNED:
@@ -109,47 +106,3 @@ def platelet_settings_update(*, actor, enabled: bool, factor) -> LabSettings:
     lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=lambda lab: {
         "platelet_estimate": bool(enabled), "platelet_factor": factor})
     return lab
-
-
-def platelet_rule() -> dict | None:
-    rule = ReferenceInterval.objects.filter(active=True, measure=ReferenceInterval.Measure.PLATELETS).first()
-    if rule is None:
-        return None
-    return {"name": rule.name, "low": rule.low, "high": rule.high, "flag_low": rule.flag_low,
-            "flag_high": rule.flag_high}
-
-
-def slide_platelets(*, slide: Slide, lab: LabSettings | None = None) -> dict | None:
-    """The slide's platelet estimate and red-cell figures, or None: the lab has not turned the
-    estimate on, the slide is of cropped cells, or no field has been looked at yet."""
-    lab = lab or LabSettings.get()
-    if not lab.platelet_estimate or slide.kind != Slide.Kind.FIELDS:
-        return None
-    fields = list(slide.fields.filter(platelet_count__isnull=False).order_by("position", "id"))
-    if not fields:
-        return None
-    white = SlideCell.objects.filter(field__in=fields, detector_kind="wbc").count()
-    out = platelet_stats.summary(
-        platelets_per_field=[f.platelets_reported for f in fields],
-        red_cells_per_field=[f.red_cell_count or 0 for f in fields],
-        white_cells=white, clumps=sum(f.platelet_clumps for f in fields), factor=lab.platelet_factor,
-        rule=platelet_rule(), corrected_fields=sum(1 for f in fields if f.platelet_count_corrected is not None))
-    out["field_rows"] = [
-        {"id": f.pk, "position": f.position, "detected": f.platelet_count, "corrected": f.platelet_count_corrected,
-         "reported": f.platelets_reported, "clumps": f.platelet_clumps, "red_cells": f.red_cell_count}
-        for f in fields]
-    return out
-
-
-def slide_platelet_fields(*, slide: Slide) -> list[dict]:
-    """The fields for the verification screen's platelet section: the image, its size, the boxes
-    (platelets and red cells) and the counts, in field order."""
-    out = []
-    for f in slide.fields.filter(platelet_count__isnull=False).select_related("image", "platelet_corrected_by"):
-        out.append({
-            "field": f, "width": f.image.width, "height": f.image.height,
-            "platelet_boxes": [{"x": b[0], "y": b[1], "w": b[2] - b[0], "h": b[3] - b[1], "clump": bool(b[5])}
-                               for b in f.platelet_boxes],
-            "red_cell_boxes": [{"x": b[0], "y": b[1], "w": b[2] - b[0], "h": b[3] - b[1]} for b in f.red_cell_boxes],
-        })
-    return out
