@@ -17,6 +17,8 @@ urlpatterns = [
     path("slides/platelet-settings/",
          by_method(get=platelet_api.PlateletSettingsApi, post=platelet_api.PlateletSettingsUpdateApi),
          name="api_platelet_settings"),
+    path("slides/platelet-settings/calibration/", platelet_api.PlateletCalibrationApi.as_view(),
+         name="api_platelet_calibration"),
     path("slides/<int:pk>/platelets/", platelet_api.SlidePlateletsApi.as_view(), name="api_slide_platelets"),
     path("slides/<int:pk>/fields/<int:field_pk>/platelets/", platelet_api.FieldPlateletsCorrectApi.as_view(),
          name="api_field_platelets_correct"),

@@ -14,6 +14,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from . import lis
 from .platelets.report import text_lines as platelet_text_lines
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
@@ -118,12 +119,13 @@ def report_pdf(slide, *, release: dict) -> bytes:
     summary = report.get("flag_summary") or {}
     domain = report.get("domain") or {}
     standing = [domain.get("unlike") and domain["message"],
-                summary.get("suppressed_reason") and f"No automatic flag: {summary['suppressed_reason']}",
-                summary.get("insufficient") or report.get("target_message"),
+                not summary.get("insufficient") and report.get("target_message"),
+                *lis.flag_lines(report),  # the flag summary every format prints (platelets included)
                 *[f"Count further — {c['message']}" for c in report.get("count_further") or []]]
     standing = [s[:1].upper() + s[1:] for s in standing if s]
     if standing:
-        story += [Spacer(1, 3 * mm)] + [para(text, warn) for text in standing]
+        story += [Spacer(1, 3 * mm)] + [para(text, body if text.startswith("No flags") else warn)
+                                       for text in standing]
     flags = report.get("flags") or []
     if flags:
         rows = [["Measure", "Value", "95% interval", "Reference", "Flag"]]

@@ -154,6 +154,10 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
     flags = stats.evaluate_flags(diff, reference_rules(), target=slide.target_count,
                                  flags_suppressed_reason=suppressed, not_assessed=not_assessed)
     pre_classified = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").count()
+    # the platelet estimate (only when the lab reports it): its flag by the same rules, in the same summary
+    platelet_data = slide_platelets(slide=slide, flags_suppressed_reason=suppressed,
+                                    insufficient=stats.insufficient_message(diff.leukocyte_total, slide.target_count))
+    platelet_rows = [platelet_data["reference"]] if platelet_data is not None else []
     data = diff.as_dict()
     data.update(
         rows=rows,
@@ -162,8 +166,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         target_message=stats.target_message(diff.leukocyte_total, slide.target_count),
         count_further=stats.count_further(diff, thresholds=thresholds),
         flags=flags,
-        flag_summary=stats.flag_summary(flags, counted=diff.leukocyte_total, target=slide.target_count,
-                                        flags_suppressed_reason=suppressed),
+        flag_summary=stats.flag_summary([*flags, *platelet_rows], counted=diff.leukocyte_total,
+                                        target=slide.target_count, flags_suppressed_reason=suppressed),
         not_assessed=sorted(not_assessed),
         cells_total=cells.count(),
         not_counted=cells.filter(status=SlideCell.Status.NOT_COUNTED).count(),
@@ -173,10 +177,9 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         verified=cells.filter(changed_by__isnull=False).count(),
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
-    data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
-    platelet_data = slide_platelets(slide=slide)
-    if platelet_data is not None:  # only when the lab reports the estimate
+    if platelet_data is not None:
         data["platelets"] = platelet_data
+    data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
     return data
 
 

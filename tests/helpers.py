@@ -89,3 +89,50 @@ def logged_in_page(opener, live_server, username: str, **page_options):
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
     browser_login(page, live_server, username)
     return page
+
+
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class RenderedElement:
+    """One element of a rendered page: its tag, its attributes and its text (whitespace collapsed)."""
+
+    def __init__(self, tag: str, attrs: dict):
+        self.tag, self.attrs, self._parts = tag, attrs, []
+
+    @property
+    def text(self) -> str:
+        return " ".join("".join(self._parts).split())
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.attrs[name]
+
+
+def html_element(html: str, element_id: str) -> RenderedElement | None:
+    """The element of ``html`` whose id is ``element_id``, or None: for assertions on what a page
+    shows rather than on text anywhere in its HTML (where a CSRF token may hold any digits)."""
+    from html.parser import HTMLParser
+
+    class Finder(HTMLParser):
+        found: RenderedElement | None = None
+        depth = 0  # elements open inside the one found, itself included
+
+        def handle_starttag(self, tag, attrs):
+            void = tag in _VOID_TAGS
+            if self.found is None and dict(attrs).get("id") == element_id:
+                self.found = RenderedElement(tag, dict(attrs))
+                self.depth = 0 if void else 1
+            elif self.depth and not void:
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            if self.depth and tag not in _VOID_TAGS:
+                self.depth -= 1
+
+        def handle_data(self, data):
+            if self.depth:
+                self.found._parts.append(data)
+
+    finder = Finder(convert_charrefs=True)
+    finder.feed(html)
+    return finder.found

@@ -9,10 +9,11 @@ from rest_framework.views import APIView
 from annotations.api import LabSettingsApi, LabSettingsUpdateApi
 from annotations.models import LabSettings
 from leukoportal.api import validated_input
-from leukoportal.roles import IsLabeller
+from leukoportal.roles import IsLabAdmin, IsLabeller
 
 from ..api import SlideChangeApi
 from ..models import Slide, SlideField
+from ..selectors import slide_differential
 from . import selectors, services
 
 
@@ -42,7 +43,8 @@ class SlidePlateletsApi(APIView):
     def get(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
         lab = LabSettings.get()
-        return Response({"enabled": lab.platelet_estimate, "estimate": selectors.slide_platelets(slide=slide, lab=lab),
+        estimate = slide_differential(slide=slide).get("platelets")  # its flag by the differential's rules
+        return Response({"enabled": lab.platelet_estimate, "estimate": estimate,
                          "fields": FieldOutputSerializer(slide.fields.all(), many=True).data})
 
 
@@ -62,20 +64,81 @@ class FieldPlateletsCorrectApi(SlideChangeApi):
 
 @extend_schema_serializer(component_name="PlateletSettingsApiInput")
 class PlateletSettingsSerializer(serializers.Serializer):
-    platelet_estimate = serializers.BooleanField()
-    platelet_factor = serializers.FloatField(min_value=0.0, max_value=services.MAX_FACTOR)
+    platelet_estimate = serializers.BooleanField(
+        help_text="Report the estimate; refused (400) while the factor is not calibrated.")
+    platelet_factor = serializers.FloatField(read_only=True, allow_null=True,
+                                             help_text="Set only by a calibration (null until then).")
+    platelet_calibration = serializers.SerializerMethodField()
+
+    def get_platelet_calibration(self, lab) -> dict | None:
+        """The factor's calibration: factor, 95% interval, slides (n), standard error, when, by whom."""
+        return lab.platelet_calibration()
+
+    def validate(self, attrs):
+        if "platelet_factor" in self.initial_data:
+            raise serializers.ValidationError({"platelet_factor": "The factor is set only by a calibration against "
+                                                                  "analyser counts: POST "
+                                                                  "/api/slides/platelet-settings/calibration/."})
+        return attrs
 
 
 class PlateletSettingsApi(LabSettingsApi):
-    """The lab's platelet estimate (lab admins): on/off and the factor (10^9/L per platelet per field)."""
+    """The lab's platelet estimate (lab admins): on/off, the factor and its calibration."""
 
     serializer_class = PlateletSettingsSerializer
 
 
 class PlateletSettingsUpdateApi(LabSettingsUpdateApi):
-    """Turn the lab's platelet estimate on or off and set its factor (lab admins); audited."""
+    """Turn the lab's platelet estimate on or off (lab admins); audited. Turning it on is refused
+    (400) while the factor is not calibrated."""
 
     serializer_class = PlateletSettingsSerializer
 
-    def update(self, *, actor, platelet_estimate: bool, platelet_factor: float) -> LabSettings:
-        return services.platelet_settings_update(actor=actor, enabled=platelet_estimate, factor=platelet_factor)
+    def update(self, *, actor, platelet_estimate: bool) -> LabSettings:
+        return services.platelet_settings_update(actor=actor, enabled=platelet_estimate)
+
+
+class PlateletCalibrationApi(APIView):
+    """Calibrate the lab's platelet factor (lab admins): at least 10 slides, each the analyser's
+    platelet count (10^9/L) with the slide's mean platelets per field (``per_field``) or the
+    accession code of a signed slide of fields (``accession``; its mean is read). Answers the
+    factor with its 95% interval; stores it (with the date and the user; audited) unless
+    ``save`` is false."""
+
+    permission_classes = [IsLabAdmin]
+
+    class PairSerializer(serializers.Serializer):
+        analyser_count = serializers.FloatField()
+        per_field = serializers.FloatField(required=False)
+        accession = serializers.CharField(required=False, max_length=64)
+
+        def validate(self, attrs):
+            if ("per_field" in attrs) == ("accession" in attrs):
+                raise serializers.ValidationError("Give either per_field or accession.")
+            return attrs
+
+    class InputSerializer(serializers.Serializer):
+        pairs = serializers.ListField(min_length=1, max_length=1000)
+        save = serializers.BooleanField(default=True)
+
+        def validate_pairs(self, value):
+            out = []
+            for i, item in enumerate(value, start=1):
+                pair = PlateletCalibrationApi.PairSerializer(data=item)
+                if not pair.is_valid():
+                    raise serializers.ValidationError({f"pair {i}": pair.errors})
+                v = pair.validated_data
+                out.append((v["analyser_count"], v.get("accession", v.get("per_field")), f"pair {i}"))
+            return out
+
+    @extend_schema(request=InputSerializer, responses={200: inline_serializer("PlateletCalibration", {
+        "factor": serializers.FloatField(), "interval": serializers.ListField(child=serializers.FloatField()),
+        "n": serializers.IntegerField(), "se": serializers.FloatField(), "residual_sd": serializers.FloatField(),
+        "saved": serializers.BooleanField(), "calibration": serializers.DictField(allow_null=True)})})
+    def post(self, request):
+        v = validated_input(self.InputSerializer, request.data)
+        result = selectors.platelet_calibration_compute(pairs=selectors.platelet_calibration_pairs(pairs=v["pairs"]))
+        calibration = None
+        if v["save"]:
+            calibration = services.platelet_calibration_save(actor=request.user, pairs=v["pairs"]).platelet_calibration()
+        return Response({**result.as_dict(), "saved": v["save"], "calibration": calibration})

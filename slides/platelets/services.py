@@ -6,6 +6,8 @@ the reads are in ``selectors``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
@@ -20,9 +22,9 @@ from ..detection import scale as detection_scale
 from ..detection.platelets import find_platelets_and_red_cells
 from ..exceptions import SlideLocked
 from ..models import Slide, SlideField
+from . import calibration, selectors
 
 MAX_PLATELETS_PER_FIELD = 10_000
-MAX_FACTOR = 1_000.0
 
 
 def _red_cell_diameter_px(field: SlideField) -> float | None:
@@ -95,14 +97,35 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
     return field
 
 
-def platelet_settings_update(*, actor, enabled: bool, factor) -> LabSettings:
-    """Turn the platelet estimate on or off and set the lab's factor (lab admins); audited."""
-    try:
-        factor = float(factor)
-    except (TypeError, ValueError):
-        raise ValidationError({"platelet_factor": "The factor must be a number."}) from None
-    if not 0 < factor <= MAX_FACTOR:
-        raise ValidationError({"platelet_factor": f"The factor must be above 0 and at most {MAX_FACTOR:g}."})
+def platelet_settings_update(*, actor, enabled: bool) -> LabSettings:
+    """Turn the platelet estimate on or off (lab admins); audited. Turning it on is refused while
+    the lab's factor is not calibrated (``platelet_calibration_save``): the one rule the page and the
+    API both meet."""
+    def values(lab: LabSettings) -> dict:
+        if enabled and lab.platelet_calibration() is None:
+            raise ValidationError({"platelet_estimate": ENABLE_REFUSED})
+        return {"platelet_estimate": bool(enabled)}
+
+    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=values)
+    return lab
+
+
+ENABLE_REFUSED = ("The platelet estimate cannot be turned on before the factor is calibrated for this lab's camera "
+                  f"field: enter the analyser's platelet counts and the slides' mean platelets per field for at least "
+                  f"{calibration.MIN_PAIRS} slides, and save the calibration.")
+
+
+def platelet_calibration_save(*, actor, pairs: Sequence[tuple[float, float | str, str]]) -> LabSettings:
+    """Calibrate the lab's platelet factor from ``pairs`` (analyser count in 10^9/L; mean platelets
+    per field, or the accession code of a signed slide of fields whose mean is read; a label for
+    messages) and store it with its 95% interval, the number of slides, the pairs, the date and the
+    user (lab admins); audited. Refused, with nothing stored, when the pairs cannot calibrate it."""
+    resolved = selectors.platelet_calibration_pairs(pairs=pairs)
+    result = selectors.platelet_calibration_compute(pairs=resolved)
     lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=lambda lab: {
-        "platelet_estimate": bool(enabled), "platelet_factor": factor})
+        "platelet_factor": result.factor, "platelet_factor_low": result.low, "platelet_factor_high": result.high,
+        "platelet_factor_se": result.se, "platelet_calibration_n": result.n,
+        "platelet_calibration_pairs": [{"analyser_count": p.count, "per_field": p.per_field, "source": p.label}
+                                       for p in resolved],
+        "platelet_calibrated_at": timezone.now(), "platelet_calibrated_by_id": actor.pk})
     return lab

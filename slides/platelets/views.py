@@ -1,6 +1,6 @@
 """Pages for the platelet estimate: a reviewer corrects a field's platelet count on the
-verification screen; lab admins turn the estimate on and set its factor. Thin: validate, call a
-service (slides.platelets.services)."""
+verification screen; lab admins calibrate the factor and turn the estimate on. Thin: validate, call
+a service (slides.platelets.services) or a selector."""
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
@@ -13,7 +13,8 @@ from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
 from .. import services as slide_services
 from ..models import ReferenceInterval, SlideField
-from . import services
+from . import selectors, services
+from .calibration import MIN_PAIRS
 
 
 @role_required(REVIEWER)
@@ -30,18 +31,32 @@ def field_platelets_correct(request, pk: int, field_pk: int):
 @role_required(LAB_ADMIN)
 @require_http_methods(["GET", "POST"])
 def platelet_settings(request):
-    lab = LabSettings.get()
-    status = 200
+    """Turn the estimate on or off (``action=enable``), or calibrate the factor from pairs typed one
+    slide per line (``action=preview`` shows the factor and its interval; ``action=calibrate``
+    stores it)."""
+    status, preview, pairs_text = 200, None, ""
     if request.method == "POST":
+        action = request.POST.get("action", "enable")
+        pairs_text = request.POST.get("pairs", "")
         try:
-            services.platelet_settings_update(actor=request.user, enabled=request.POST.get("enabled") == "on",
-                                               factor=request.POST.get("factor", ""))
+            if action == "enable":
+                services.platelet_settings_update(actor=request.user, enabled=request.POST.get("enabled") == "on")
+                messages.success(request, "Platelet estimate settings saved.")
+                return redirect("slides:platelet_settings")
+            pairs = selectors.platelet_calibration_parse(text=pairs_text)
+            if action == "calibrate":
+                lab = services.platelet_calibration_save(actor=request.user, pairs=pairs)
+                messages.success(request, f"Factor calibrated on {lab.platelet_calibration_n} slides: "
+                                          f"{lab.platelet_factor:g} (95% interval {lab.platelet_factor_low:g}–"
+                                          f"{lab.platelet_factor_high:g}).")
+                return redirect("slides:platelet_settings")
+            preview = selectors.platelet_calibration_compute(pairs=selectors.platelet_calibration_pairs(pairs=pairs))
         except ValidationError as exc:
             messages.error(request, error_text(exc))
             status = 400
-        else:
-            messages.success(request, "Platelet estimate settings saved.")
-            return redirect("slides:platelet_settings")
+    lab = LabSettings.get()
     return render(request, "slides/platelet_settings.html", {
-        "lab": lab, "rule": ReferenceInterval.objects.filter(measure=ReferenceInterval.Measure.PLATELETS).first(),
+        "lab": lab, "calibration": lab.platelet_calibration(), "preview": preview, "pairs_text": pairs_text,
+        "min_pairs": MIN_PAIRS,
+        "rule": ReferenceInterval.objects.filter(measure=ReferenceInterval.Measure.PLATELETS).first(),
     }, status=status)
