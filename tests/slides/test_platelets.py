@@ -53,6 +53,12 @@ def lab_turns_estimate_on(factor=20.0):
     lab = lab_calibrates(factor)
     lab.platelet_estimate = True
     lab.save()
+    platelet_reference_interval()
+
+
+def platelet_reference_interval():
+    """The platelet reference interval the migration seeds (150-400), put back after a flush
+    (``slides.seed``, hence the ``reference_intervals`` fixture, holds only the differential's)."""
     ReferenceInterval.objects.get_or_create(
         measure=ReferenceInterval.Measure.PLATELETS,
         defaults={"name": "Platelet estimate", "codes": "platelets", "low": 150, "high": 400,
