@@ -244,10 +244,22 @@ class LabSettings(models.Model):
     )
     platelet_estimate = models.BooleanField(
         default=False, help_text="Report a platelet estimate (and red cells per field) from the smear fields.")
+    # The platelet factor (platelets per camera field -> 10^9/L) has no default: it is set only by a
+    # calibration against analyser counts (slides.platelets.services.platelet_calibration_save), with its
+    # interval, the number of slides, when and by whom; the estimate cannot be turned on without it.
     platelet_factor = models.FloatField(
-        default=20.0,
-        help_text="Platelets per field -> 10^9/L. Set it for this lab's fields: the classic x20 is for a whole "
-                  "x100 eyepiece field; a camera field is smaller.")
+        null=True, blank=True,
+        help_text="Platelets per camera field -> 10^9/L, calibrated against analyser counts (none until then).")
+    platelet_factor_low = models.FloatField(null=True, blank=True, help_text="The factor's 95% interval, low.")
+    platelet_factor_high = models.FloatField(null=True, blank=True, help_text="The factor's 95% interval, high.")
+    platelet_factor_se = models.FloatField(null=True, blank=True, help_text="The factor's standard error.")
+    platelet_calibration_n = models.PositiveIntegerField(null=True, blank=True,
+                                                         help_text="Slides the factor was calibrated on.")
+    platelet_calibration_pairs = models.JSONField(
+        default=list, blank=True, help_text="The calibration's pairs: analyser count, mean platelets per field, source.")
+    platelet_calibrated_at = models.DateTimeField(null=True, blank=True)
+    platelet_calibrated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                               on_delete=models.PROTECT, related_name="+")
 
     class Meta:
         verbose_name_plural = "lab settings"
@@ -256,6 +268,16 @@ class LabSettings(models.Model):
     def get(cls) -> "LabSettings":
         obj, _ = cls.objects.get_or_create(pk=1)
         return obj
+
+    def platelet_calibration(self) -> dict | None:
+        """The platelet factor's calibration (factor, 95% interval, slides, standard error, when, by
+        whom) as the estimate states it, or None while the factor is not calibrated."""
+        if self.platelet_factor is None or self.platelet_calibrated_at is None:
+            return None
+        return {"factor": self.platelet_factor, "interval": [self.platelet_factor_low, self.platelet_factor_high],
+                "n": self.platelet_calibration_n, "se": self.platelet_factor_se,
+                "calibrated_at": self.platelet_calibrated_at.isoformat(),
+                "calibrated_by": self.platelet_calibrated_by.get_username() if self.platelet_calibrated_by_id else None}
 
     def labels_required(self, split: str, source: str = Source.CELL) -> int:
         """Readings that make a final label. A cell found in a slide field is labelled by the

@@ -669,7 +669,7 @@ def lab_settings_change(*, actor, action: AuditAction,
                         after: Callable[[LabSettings], dict]) -> tuple[LabSettings, bool]:
     """Set fields of the lab's settings: ``after`` gives their new values from the row, read under a
     lock; the change is audited (``action``, the fields before and after). Nothing is written when
-    nothing changes. The settings, and whether they changed."""
+    nothing changes (a date is audited as its ISO text). The settings, and whether they changed."""
     with transaction.atomic():
         lab = LabSettings.objects.select_for_update().get(pk=LabSettings.get().pk)
         values = after(lab)
@@ -679,8 +679,12 @@ def lab_settings_change(*, actor, action: AuditAction,
         for f, v in values.items():
             setattr(lab, f, v)
         lab.save(update_fields=list(values))
-        audit_record(actor=actor, action=action, target=lab, before=before, after=values)
+        audit_record(actor=actor, action=action, target=lab, before=_audited(before), after=_audited(values))
     return lab, True
+
+
+def _audited(values: dict) -> dict:
+    return {f: v.isoformat() if hasattr(v, "isoformat") else v for f, v in values.items()}
 
 
 def lab_settings_update(

@@ -2,7 +2,8 @@ from django.urls import path
 
 from leukoportal.api_routing import by_method
 
-from . import api, export_views, platelet_api
+from . import api, export_views
+from .platelets import api as platelet_api
 
 urlpatterns = [
     path("exports/slides/", export_views.SlidesExportApi.as_view(), name="api_slides_export"),
@@ -16,6 +17,8 @@ urlpatterns = [
     path("slides/platelet-settings/",
          by_method(get=platelet_api.PlateletSettingsApi, post=platelet_api.PlateletSettingsUpdateApi),
          name="api_platelet_settings"),
+    path("slides/platelet-settings/calibration/", platelet_api.PlateletCalibrationApi.as_view(),
+         name="api_platelet_calibration"),
     path("slides/<int:pk>/platelets/", platelet_api.SlidePlateletsApi.as_view(), name="api_slide_platelets"),
     path("slides/<int:pk>/fields/<int:field_pk>/platelets/", platelet_api.FieldPlateletsCorrectApi.as_view(),
          name="api_field_platelets_correct"),

@@ -52,8 +52,8 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
 
 from . import fhir, hl7, selectors
-from .platelet_report import csv_rows as platelet_csv_rows
 from .models import Slide, SlideCell
+from .platelets.report import csv_rows as platelet_csv_rows
 
 SLIDES_INDEX = "slides.csv"
 COCO = "annotations.coco.json"

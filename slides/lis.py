@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from .platelets.report import platelet_line
 from .stats import EXPERT_COUNTED_NOTE, NOT_ASSESSED_NOTE, indeterminate_reason
 
 LOINC = "http://loinc.org"
@@ -154,10 +155,29 @@ def result_lines(report: Mapping, *, names: Mapping[str, str]) -> list[ResultLin
         add(NRBC_PER_100, "Erythroblasts per 100 WBC", ["erythroblast"], "per_100_wbc",
             None if unassessed else per100["erythroblast"], PER_100_WBC,
             None if unassessed else (report.get("per_100_intervals") or {}).get("erythroblast"), k)
-    from .platelet_report import platelet_lines  # only in reports made with the estimate turned on
-
-    lines.extend(platelet_lines(report))
+    platelets = platelet_line(report)  # only in reports made with the estimate turned on
+    if platelets is not None:
+        lines.append(ResultLine(codes=("platelets",), measure="platelets", unit=ABSOLUTE, **platelets))
     return lines
+
+
+def flag_lines(report: Mapping) -> list[str]:
+    """The report's flag summary as sentences, the same on every format (HL7 NTE, FHIR conclusion,
+    the PDF's first page): why no automatic flag may be raised, the flags raised (the differential's
+    and the platelet estimate's), the possible ones."""
+    summary = report.get("flag_summary") or {}
+    flags = summary.get("flags")
+    if flags is None:  # reports signed before the summary existed
+        flags = [f["flag"] for f in report.get("flags") or [] if f.get("flag")]
+    out = []
+    if summary.get("suppressed_reason"):
+        out.append(f"No automatic flag: {summary['suppressed_reason']}")
+    if summary.get("insufficient"):
+        out.append(summary["insufficient"][:1].upper() + summary["insufficient"][1:])
+    out.append("Flags: " + "; ".join(flags) + "." if flags else "No flags.")
+    for text in summary.get("possible") or []:
+        out.append(text[:1].upper() + text[1:])
+    return out
 
 
 def report_comments(report: Mapping, *, status: str, version: int, correction_reason: str = "",
@@ -174,17 +194,7 @@ def report_comments(report: Mapping, *, status: str, version: int, correction_re
     domain = report.get("domain") or {}
     if domain.get("unlike"):
         out.append(domain["message"])
-    summary = report.get("flag_summary") or {}
-    flags = summary.get("flags")
-    if flags is None:  # reports signed before the summary existed
-        flags = [f["flag"] for f in report.get("flags") or [] if f.get("flag")]
-    if summary.get("suppressed_reason"):
-        out.append(f"No automatic flag: {summary['suppressed_reason']}")
-    if summary.get("insufficient"):
-        out.append(summary["insufficient"][:1].upper() + summary["insufficient"][1:])
-    out.append("Flags: " + "; ".join(flags) + "." if flags else "No flags.")
-    for text in summary.get("possible") or []:
-        out.append(text[:1].upper() + text[1:])
+    out += flag_lines(report)
     warnings = report.get("sign_warnings") or []
     if warnings or report.get("sign_reason"):
         out.append("Signed " + ("despite: " + " ".join(warnings) + " " if warnings else "")

@@ -14,6 +14,8 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from . import lis
+from .platelets.report import text_lines as platelet_text_lines
 from .stats import NO_FLAG_TEXT as STATUS_TEXT
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
@@ -120,12 +122,13 @@ def report_pdf(slide, *, release: dict) -> bytes:
     summary = report.get("flag_summary") or {}
     domain = report.get("domain") or {}
     standing = [domain.get("unlike") and domain["message"],
-                summary.get("suppressed_reason") and f"No automatic flag: {summary['suppressed_reason']}",
-                summary.get("insufficient") or report.get("target_message"),
+                not summary.get("insufficient") and report.get("target_message"),
+                *lis.flag_lines(report),  # the flag summary every format prints (platelets included)
                 *[f"Count further — {c['message']}" for c in report.get("count_further") or []]]
     standing = [s[:1].upper() + s[1:] for s in standing if s]
     if standing:
-        story += [Spacer(1, 3 * mm)] + [para(text, warn) for text in standing]
+        story += [Spacer(1, 3 * mm)] + [para(text, body if text.startswith("No flags") else warn)
+                                       for text in standing]
     flags = report.get("flags") or []
     if flags:
         rows = [["Measure", "Value", "95% interval", "Reference", "Flag"]]
@@ -142,10 +145,8 @@ def report_pdf(slide, *, release: dict) -> bytes:
                                          body if f.get("flag") else small)])
         story += [Paragraph("Reference intervals", styles["Heading2"]),
                   _table(rows, [55 * mm, 20 * mm, 30 * mm, 25 * mm, 40 * mm], marked=marked)]
-    from .platelet_report import text_lines as platelet_lines  # only when the lab reports the estimate
-
-    if report.get("platelets"):
-        story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_lines(report)]
+    if report.get("platelets"):  # only when the lab reports the estimate
+        story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_text_lines(report)]
     story += [Spacer(1, 5 * mm), para(FOOTER, small)]
 
     def footer(canvas, doc):

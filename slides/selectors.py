@@ -12,6 +12,7 @@ from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
+from .platelets.selectors import slide_platelets
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
@@ -222,6 +223,10 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
                                  flags_suppressed_reason=suppressed, not_assessed=not_assessed,
                                  expert_counted=expert_counted)
     pre_classified = cells.exclude(predicted_class="").exclude(predicted_class="unidentified").count()
+    # the platelet estimate (only when the lab reports it): its flag by the same rules, in the same summary
+    platelet_data = slide_platelets(slide=slide, flags_suppressed_reason=suppressed,
+                                    insufficient=stats.insufficient_message(diff.leukocyte_total, slide.target_count))
+    platelet_rows = [platelet_data["reference"]] if platelet_data is not None else []
     data = diff.as_dict()
     data.update(
         rows=rows,
@@ -230,8 +235,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         target_message=stats.target_message(diff.leukocyte_total, slide.target_count),
         count_further=stats.count_further(diff, thresholds=thresholds),
         flags=flags,
-        flag_summary=stats.flag_summary(flags, counted=diff.leukocyte_total, target=slide.target_count,
-                                        flags_suppressed_reason=suppressed),
+        flag_summary=stats.flag_summary([*flags, *platelet_rows], counted=diff.leukocyte_total,
+                                        target=slide.target_count, flags_suppressed_reason=suppressed),
         not_assessed=sorted(not_assessed),
         expert_counted=sorted(expert_counted),
         cells_total=cells.count(),
@@ -242,12 +247,9 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         verified=cells.filter(changed_by__isnull=False).count(),
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
-    data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
-    from .platelets import slide_platelets
-
-    platelet_data = slide_platelets(slide=slide)
-    if platelet_data is not None:  # only when the lab reports the estimate
+    if platelet_data is not None:
         data["platelets"] = platelet_data
+    data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
     return data
 
 

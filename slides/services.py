@@ -26,19 +26,17 @@ from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
 
-from . import pipeline, platelets
+from . import pipeline
 from .detection import scale as detection_scale
+from .exceptions import SlideLocked
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
+from .platelets import services as platelet_services
 from .selectors import slide_cells_blind, slide_differential, slide_method_text, slide_sign_warnings
 
 log = logging.getLogger(__name__)
 
 MAX_NOTES = 2000
 MAX_WBC = Decimal("1000")
-
-
-class SlideLocked(Exception):
-    """The slide cannot change now (signed, or still processing); the message says why."""
 
 
 class SlideNotReady(Exception):
@@ -371,7 +369,7 @@ def slide_process(*, slide_id: int) -> Slide | None:
                 _field_detect(slide=slide, field=field, result=result)
         timings["detect_crop_store"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
-        platelets.slide_platelets_detect(
+        platelet_services.slide_platelets_detect(
             slide=slide, progress=lambda done, total: _progress(slide_id, stage="platelets", done=done, total=total))
         timings["platelets_red_cells"] = round(time.perf_counter() - t0, 3)
 
@@ -579,7 +577,7 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
         for f in slide.fields.all():
             field_map[f.pk] = SlideField.objects.create(slide=new, image=f.image, position=f.position,
                                                         detected=f.detected, n_cells=f.n_cells, scale=f.scale,
-                                                        **platelets.field_copy_values(f))
+                                                        **platelet_services.field_copy_values(f))
         SlideCell.objects.bulk_create([
             SlideCell(
                 slide=new, field=field_map.get(c.field_id), x0=c.x0, y0=c.y0, x1=c.x1, y1=c.y1,

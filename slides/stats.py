@@ -306,7 +306,9 @@ def evaluate_flags(diff: Differential, rules: Iterable[Mapping], *, target: int 
 def flag_summary(rows: Iterable[Mapping], *, counted: int, target: int,
                  flags_suppressed_reason: str | None = None) -> dict:
     """What a report says above its table: the flags raised, the possible ones, and why none
-    may be raised (suppressed, insufficient count)."""
+    may be raised (suppressed, insufficient count). ``rows``: the differential's reference rows
+    (``evaluate_flags``) and, when the lab reports it, the platelet estimate's
+    (``slides.platelets.stats.flag``, the same keys): every format prints this one summary."""
     rows = list(rows)
     return {
         "flags": [r["flag"] for r in rows if r.get("status") == "flag"],

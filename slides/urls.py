@@ -1,6 +1,7 @@
 from django.urls import path
 
-from . import export_views, platelet_views, views
+from . import export_views, views
+from .platelets import views as platelet_views
 
 app_name = "slides"
 urlpatterns = [

@@ -24,7 +24,7 @@ from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
-from .platelets import slide_platelet_fields
+from .platelets.selectors import slide_platelet_fields
 
 
 def _wants_json(request) -> bool:
@@ -140,6 +140,7 @@ def _live(slide: Slide) -> dict:
         diff = selectors.slide_differential(slide=slide)
         body["differential"] = diff
         body["html"] = render_to_string("slides/_differential.html", {"diff": diff})
+        body["sign_checklist_html"] = render_to_string("slides/_sign_checklist.html", {"diff": diff})
     return body
 
 
@@ -209,8 +210,9 @@ def slide_sign(request, pk: int):
     try:
         services.slide_sign(slide=slide, actor=request.user, reason=reason)
     except services.SignatureNeedsReason as exc:
-        return render(request, "slides/sign_confirm.html", {"slide": slide, "warnings": exc.warnings, "form": form},
-                      status=400)
+        return render(request, "slides/sign_confirm.html", {
+            "slide": slide, "warnings": exc.warnings, "form": form,
+            "diff": selectors.slide_differential(slide=slide, signing=True)}, status=400)
     except (services.SlideLocked, services.SlideNotReady, ValidationError) as exc:
         messages.error(request, refusal_text(exc))
         return redirect("slides:verify", pk=pk)

@@ -117,3 +117,43 @@ class PredictionFactory(factory.django.DjangoModelFactory):
     agreement = 1
     n_backbones = 1
     ood_score = None
+
+
+class SlideFactory(factory.django.DjangoModelFactory):
+    """A slide of fields, processed (ready for verification); its fields and cells are built apart."""
+
+    class Meta:
+        model = "slides.Slide"
+
+    code = factory.Sequence(lambda n: f"F-{n:04d}")
+    created_by = factory.SubFactory(UserFactory, role=REVIEWER)
+    status = "ready"
+    task_state = "done"
+
+
+class SlideFieldFactory(factory.django.DjangoModelFactory):
+    """A field of ``slide`` already looked at for platelets (``platelet_count``) and red cells."""
+
+    class Meta:
+        model = "slides.SlideField"
+
+    slide = factory.SubFactory(SlideFactory)
+    image = factory.SubFactory(CellImageFactory)
+    position = factory.Sequence(lambda n: n)
+    detected = True
+    platelet_count = 1
+    red_cell_count = 100
+
+
+class SlideCellFactory(factory.django.DjangoModelFactory):
+    """A counted cell of ``slide`` with its final class (``final_class``: a class code), verified by
+    ``changed_by`` (None: the model's call, nobody has verified it)."""
+
+    class Meta:
+        model = "slides.SlideCell"
+
+    slide = factory.SubFactory(SlideFactory)
+    image = factory.SubFactory(CellImageFactory)
+    detector_kind = "wbc"
+    final_class = factory.LazyFunction(lambda: cell_class("lymphocyte"))
+    changed_by = None

@@ -92,31 +92,62 @@ def logged_in_page(opener, live_server, username: str, **page_options):
     return page
 
 
-class _ElementTexts(HTMLParser):
+_VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class RenderedElement:
+    """One element of a rendered page: its tag, its attributes and its text (whitespace collapsed)."""
+
+    def __init__(self, tag: str, attrs: dict):
+        self.tag, self.attrs, self._parts = tag, attrs, []
+
+    @property
+    def text(self) -> str:
+        return " ".join("".join(self._parts).split())
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.attrs[name]
+
+
+class _Finder(HTMLParser):
+    """The elements whose attribute ``attr`` is ``value`` (an element inside a found one is not
+    looked at again)."""
+
     def __init__(self, attr: str, value: str):
-        super().__init__()
-        self.attr, self.value, self.depth, self.texts = attr, value, 0, []
+        super().__init__(convert_charrefs=True)
+        self.attr, self.value, self.found, self.depth = attr, value, [], 0
 
     def handle_starttag(self, tag, attrs):
+        void = tag in _VOID_TAGS
         if self.depth:
-            self.depth += 1
+            self.depth += 0 if void else 1
         elif dict(attrs).get(self.attr) == self.value:
-            self.depth = 1
-            self.texts.append("")
+            self.found.append(RenderedElement(tag, dict(attrs)))
+            self.depth = 0 if void else 1
 
     def handle_endtag(self, tag):
-        if self.depth:
+        if self.depth and tag not in _VOID_TAGS:
             self.depth -= 1
 
     def handle_data(self, data):
         if self.depth:
-            self.texts[-1] += data
+            self.found[-1]._parts.append(data)
+
+
+def rendered_elements(html: str, attr: str, value: str) -> list[RenderedElement]:
+    """Each element of ``html`` whose attribute ``attr`` is ``value``: for assertions on what a page
+    shows rather than on text anywhere in its HTML (where a CSRF token may hold any digits)."""
+    finder = _Finder(attr, value)
+    finder.feed(html)
+    return finder.found
 
 
 def rendered_texts(html: str, attr: str, value: str) -> list[str]:
-    """The text (whitespace collapsed) of each element of ``html`` whose attribute ``attr`` is
-    ``value``, e.g. ``rendered_texts(page, "data-pct-for", "blast")``: an assertion on the rendered
-    element, not on a string anywhere in the page."""
-    parser = _ElementTexts(attr, value)
-    parser.feed(html)
-    return [" ".join(t.split()) for t in parser.texts]
+    """The text of each element whose ``attr`` is ``value``, e.g. ``rendered_texts(page, "data-pct-for", "blast")``."""
+    return [element.text for element in rendered_elements(html, attr, value)]
+
+
+def html_element(html: str, element_id: str) -> RenderedElement | None:
+    """The element of ``html`` whose id is ``element_id``, or None."""
+    found = rendered_elements(html, "id", element_id)
+    return found[0] if found else None

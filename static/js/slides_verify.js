@@ -66,6 +66,8 @@
       if (select) select.value = body.cell.status === "not_counted" ? "not_counted" : body.cell.class;
       refreshCounts();
       if (body.html) document.getElementById("differential-body").innerHTML = body.html;
+      const checklist = document.getElementById("sign-checklist");
+      if (checklist && body.sign_checklist_html !== undefined) checklist.outerHTML = body.sign_checklist_html;
       const sign = document.getElementById("sign-button");
       if (sign && body.differential) sign.disabled = body.differential.unresolved > 0;
       if (body.differential) showSignWarnings(body.differential.sign_warnings || []);

@@ -1,4 +1,4 @@
-"""Platelets and red cells (slides.detection.platelets) and their slide figures (slides.platelet_stats):
+"""Platelets and red cells (slides.detection.platelets) and their slide figures (slides.platelets.stats):
 pure, no Django. Real fields are the benchmark's *test* split of bccd-dev (skipped without the data)."""
 import xml.etree.ElementTree as ET
 
@@ -12,7 +12,7 @@ from slides.detection.metrics import Counts, match
 from slides.detection.platelets import (
     PlateletParams, RedCellParams, count_red_cells, detect_platelets, find_platelets_and_red_cells,
 )
-from slides import platelet_stats
+from slides.platelets import stats as platelet_stats
 from tests.helpers import SHARED_DATA
 
 BCCD = SHARED_DATA / "bccd-dev"

@@ -9,7 +9,7 @@ the lab's abstention settings) and writes:
  "counts": {code: n}, "percentages": {code: p}, "intervals": {code: [lo, hi]},
  "platelets": {"per_field": [n, ...], "mean": m, "interval": [lo, hi]}, "red_cells": {"per_field": [n, ...]}}
 Percentages and 95% intervals (Wilson) are over the leukocyte classes; platelets per field in field order, their
-mean and its 95% interval over the fields (slides.platelet_stats); red cells per field.
+mean and its 95% interval over the fields (slides.platelets.stats); red cells per field.
 """
 import json
 import sys
@@ -25,7 +25,8 @@ from annotations.models import CellClass
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_resolve
 from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
-from slides import pipeline, platelet_stats
+from slides import pipeline
+from slides.platelets import stats as platelet_stats
 from slides.detection.platelets import find_platelets_and_red_cells
 from slides.detection.scale import RED_CELL_DIAMETER_UM
 

@@ -11,31 +11,29 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .lis import ABSOLUTE, ResultLine
-
 LOINC_PLATELET_ESTIMATE = ("49497-1", "Platelets [#/volume] in Blood by Estimate")
 
 
-def platelet_lines(report: Mapping) -> list[ResultLine]:
+def platelet_line(report: Mapping) -> dict | None:
+    """The estimate's result line for a laboratory information system, as the keyword arguments
+    of ``slides.lis.ResultLine`` beyond its unit (10^9/L), or None when the report has no estimate."""
     plt = report.get("platelets")
     if not plt:
-        return []
+        return None
     ref = plt.get("reference") or {}
-    line = ResultLine(loinc=LOINC_PLATELET_ESTIMATE, text="Platelet estimate (10^9/L)", codes=("platelets",),
-                      measure="platelets", value=plt["estimate"], unit=ABSOLUTE,
-                      interval=list(plt["estimate_interval"]))
+    line = {"loinc": LOINC_PLATELET_ESTIMATE, "text": "Platelet estimate (10^9/L)", "value": plt["estimate"],
+            "interval": list(plt["estimate_interval"]), "notes": []}
     if ref.get("status") not in (None, "no_reference"):
-        line.low, line.high = ref.get("low"), ref.get("high")
-        line.has_reference = line.low is not None or line.high is not None
-        line.interpretation = ref.get("interpretation")
+        line.update(low=ref.get("low"), high=ref.get("high"), interpretation=ref.get("interpretation"),
+                    has_reference=ref.get("low") is not None or ref.get("high") is not None)
     if ref.get("text"):
-        line.notes.append(ref["text"])
+        line["notes"].append(ref["text"])
     elif plt.get("clump_note"):
-        line.notes.append(plt["clump_note"])
-    line.notes.append(f"{sum(plt.get('per_field') or [])} platelet(s) in {plt['fields']} field(s); "
-                      f"{plt['mean']:g} per field (95% interval {plt['interval'][0]:g}-{plt['interval'][1]:g}).")
-    line.notes.append(plt["method"])
-    return [line]
+        line["notes"].append(plt["clump_note"])
+    line["notes"].append(f"{sum(plt.get('per_field') or [])} platelet(s) in {plt['fields']} field(s); "
+                         f"{plt['mean']:g} per field (95% interval {plt['interval'][0]:g}-{plt['interval'][1]:g}).")
+    line["notes"].append(plt["method"])
+    return line
 
 
 def csv_rows(report: Mapping, *, accession: str, version: int, tail: list) -> list[list]:

@@ -1,11 +1,12 @@
-"""Platelets and red cells of a slide's fields: find them (after the white cells), let a reviewer
-correct a field's platelet count, and read the slide's platelet estimate.
+"""Writes of the platelet estimate: find platelets and red cells in a slide's fields (after the
+white cells), let a reviewer correct a field's platelet count, and the lab's settings.
 
-Writes (``*_detect``, ``*_correct``, ``*_update``) and the one read (``slide_platelets``) live here
-together: they are the whole feature, kept out of the white-cell code. The numbers are computed by
-``platelet_stats`` (pure) and the detector is ``detection.platelets`` (pure).
+The numbers are computed by ``stats`` (pure), the detector is ``slides.detection.platelets`` (pure);
+the reads are in ``selectors``.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
@@ -17,13 +18,13 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, LabSettings
 from annotations.services import lab_settings_change
 
-from . import platelet_stats
-from .detection import scale as detection_scale
-from .detection.platelets import find_platelets_and_red_cells
-from .models import ReferenceInterval, Slide, SlideCell, SlideField
+from ..detection import scale as detection_scale
+from ..detection.platelets import find_platelets_and_red_cells
+from ..exceptions import SlideLocked
+from ..models import Slide, SlideField
+from . import calibration, selectors
 
 MAX_PLATELETS_PER_FIELD = 10_000
-MAX_FACTOR = 1_000.0
 
 
 def _red_cell_diameter_px(field: SlideField) -> float | None:
@@ -77,8 +78,6 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
             raise ValidationError({"count": "The platelet count must be a whole number."}) from None
         if not 0 <= value <= MAX_PLATELETS_PER_FIELD:
             raise ValidationError({"count": f"The platelet count must be between 0 and {MAX_PLATELETS_PER_FIELD}."})
-    from .services import SlideLocked
-
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=field.slide_id)
         if slide.status == Slide.Status.SIGNED:
@@ -98,58 +97,35 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
     return field
 
 
-def platelet_settings_update(*, actor, enabled: bool, factor) -> LabSettings:
-    """Turn the platelet estimate on or off and set the lab's factor (lab admins); audited."""
-    try:
-        factor = float(factor)
-    except (TypeError, ValueError):
-        raise ValidationError({"platelet_factor": "The factor must be a number."}) from None
-    if not 0 < factor <= MAX_FACTOR:
-        raise ValidationError({"platelet_factor": f"The factor must be above 0 and at most {MAX_FACTOR:g}."})
-    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=lambda lab: {
-        "platelet_estimate": bool(enabled), "platelet_factor": factor})
+def platelet_settings_update(*, actor, enabled: bool) -> LabSettings:
+    """Turn the platelet estimate on or off (lab admins); audited. Turning it on is refused while
+    the lab's factor is not calibrated (``platelet_calibration_save``): the one rule the page and the
+    API both meet."""
+    def values(lab: LabSettings) -> dict:
+        if enabled and lab.platelet_calibration() is None:
+            raise ValidationError({"platelet_estimate": ENABLE_REFUSED})
+        return {"platelet_estimate": bool(enabled)}
+
+    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=values)
     return lab
 
 
-def platelet_rule() -> dict | None:
-    rule = ReferenceInterval.objects.filter(active=True, measure=ReferenceInterval.Measure.PLATELETS).first()
-    if rule is None:
-        return None
-    return {"name": rule.name, "low": rule.low, "high": rule.high, "flag_low": rule.flag_low,
-            "flag_high": rule.flag_high}
+ENABLE_REFUSED = ("The platelet estimate cannot be turned on before the factor is calibrated for this lab's camera "
+                  f"field: enter the analyser's platelet counts and the slides' mean platelets per field for at least "
+                  f"{calibration.MIN_PAIRS} slides, and save the calibration.")
 
 
-def slide_platelets(*, slide: Slide, lab: LabSettings | None = None) -> dict | None:
-    """The slide's platelet estimate and red-cell figures, or None: the lab has not turned the
-    estimate on, the slide is of cropped cells, or no field has been looked at yet."""
-    lab = lab or LabSettings.get()
-    if not lab.platelet_estimate or slide.kind != Slide.Kind.FIELDS:
-        return None
-    fields = list(slide.fields.filter(platelet_count__isnull=False).order_by("position", "id"))
-    if not fields:
-        return None
-    white = SlideCell.objects.filter(field__in=fields, detector_kind="wbc").count()
-    out = platelet_stats.summary(
-        platelets_per_field=[f.platelets_reported for f in fields],
-        red_cells_per_field=[f.red_cell_count or 0 for f in fields],
-        white_cells=white, clumps=sum(f.platelet_clumps for f in fields), factor=lab.platelet_factor,
-        rule=platelet_rule(), corrected_fields=sum(1 for f in fields if f.platelet_count_corrected is not None))
-    out["field_rows"] = [
-        {"id": f.pk, "position": f.position, "detected": f.platelet_count, "corrected": f.platelet_count_corrected,
-         "reported": f.platelets_reported, "clumps": f.platelet_clumps, "red_cells": f.red_cell_count}
-        for f in fields]
-    return out
-
-
-def slide_platelet_fields(*, slide: Slide) -> list[dict]:
-    """The fields for the verification screen's platelet section: the image, its size, the boxes
-    (platelets and red cells) and the counts, in field order."""
-    out = []
-    for f in slide.fields.filter(platelet_count__isnull=False).select_related("image", "platelet_corrected_by"):
-        out.append({
-            "field": f, "width": f.image.width, "height": f.image.height,
-            "platelet_boxes": [{"x": b[0], "y": b[1], "w": b[2] - b[0], "h": b[3] - b[1], "clump": bool(b[5])}
-                               for b in f.platelet_boxes],
-            "red_cell_boxes": [{"x": b[0], "y": b[1], "w": b[2] - b[0], "h": b[3] - b[1]} for b in f.red_cell_boxes],
-        })
-    return out
+def platelet_calibration_save(*, actor, pairs: Sequence[tuple[float, float | str, str]]) -> LabSettings:
+    """Calibrate the lab's platelet factor from ``pairs`` (analyser count in 10^9/L; mean platelets
+    per field, or the accession code of a signed slide of fields whose mean is read; a label for
+    messages) and store it with its 95% interval, the number of slides, the pairs, the date and the
+    user (lab admins); audited. Refused, with nothing stored, when the pairs cannot calibrate it."""
+    resolved = selectors.platelet_calibration_pairs(pairs=pairs)
+    result = selectors.platelet_calibration_compute(pairs=resolved)
+    lab, _ = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_PLATELETS, after=lambda lab: {
+        "platelet_factor": result.factor, "platelet_factor_low": result.low, "platelet_factor_high": result.high,
+        "platelet_factor_se": result.se, "platelet_calibration_n": result.n,
+        "platelet_calibration_pairs": [{"analyser_count": p.count, "per_field": p.per_field, "source": p.label}
+                                       for p in resolved],
+        "platelet_calibrated_at": timezone.now(), "platelet_calibrated_by_id": actor.pk})
+    return lab
