@@ -25,7 +25,7 @@ class Migration(migrations.Migration):
         migrations.AlterField(
             model_name='modelversion',
             name='default_threshold',
-            field=models.FloatField(default=0.6, help_text='The confidence threshold this version applies unless the lab sets its own (never 0).'),
+            field=models.FloatField(default=0.8, help_text='The confidence threshold this version applies unless the lab sets its own (never 0).'),
         ),
         migrations.AddField(
             model_name='modelversion',

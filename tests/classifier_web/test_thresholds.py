@@ -35,7 +35,7 @@ def test_the_api_and_the_versions_page_show_the_threshold_applied(client, review
     assert row["threshold"]["value"] == DEFAULT_THRESHOLD and row["threshold"]["source"] == DEFAULT
     assert row["threshold"]["why"] == active_model.threshold_why and row["threshold"]["min_agreement"] == 1
     page = client.get("/models/").content.decode()
-    assertInHTML(f'<td class="threshold" data-threshold="{DEFAULT_THRESHOLD}"><strong>0.60</strong>, 1 of 1 backbones '
+    assertInHTML(f'<td class="threshold" data-threshold="{DEFAULT_THRESHOLD}"><strong>{DEFAULT_THRESHOLD:.2f}</strong>, 1 of 1 backbones '
                  f'agreeing<br><small class="muted">{active_model.threshold_why}</small></td>', page)
 
     # the lab sets its own: that is what every version applies now; each keeps its own beside it
