@@ -8,6 +8,7 @@ from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotations.models import LabSettings
 from leukoportal.api import Conflict, validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
@@ -17,13 +18,22 @@ from .progress import training_run_status
 
 
 class ModelVersionOutputSerializer(serializers.ModelSerializer):
+    """``threshold``: what the version applies now (the lab's threshold when it set one, else the
+    version's own); ``default_threshold``: the version's own (fitted on validation, or the
+    conservative default; never 0), with ``threshold_source`` and ``threshold_why``."""
+
     training_cells = serializers.SerializerMethodField()
     gate = serializers.SerializerMethodField()
+    threshold = serializers.SerializerMethodField()
 
     class Meta:
         model = ModelVersion
         fields = ["id", "status", "ensemble", "mode", "backbones", "classes", "checkpoint_sha256", "snapshot_hash",
-                  "training_cells", "default_threshold", "metrics", "created_at", "activated_at", "gate"]
+                  "training_cells", "threshold", "default_threshold", "threshold_source", "threshold_why", "metrics",
+                  "created_at", "activated_at", "gate"]
+
+    def get_threshold(self, obj) -> dict:
+        return selectors.threshold_applied(obj, lab=self.context.get("lab")).as_dict()
 
     def get_training_cells(self, obj) -> int:
         return len((obj.snapshot or {}).get("items", []))
@@ -40,6 +50,9 @@ class ModelVersionListApi(ListAPIView):
     permission_classes = [IsReviewer]
     serializer_class = ModelVersionOutputSerializer
     queryset = ModelVersion.objects.order_by("-id").prefetch_related("gate_decisions")  # one query, not one a row
+
+    def get_serializer_context(self):
+        return dict(super().get_serializer_context(), lab=LabSettings.get())  # read once, not once a row
 
 
 class ModelVersionDetailApi(RetrieveAPIView):

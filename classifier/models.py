@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+from classifier.ml.voting import DEFAULT, DEFAULT_THRESHOLD
 
 
 class ReferralReasons:
@@ -38,7 +39,12 @@ class ModelVersion(models.Model):
     config = models.JSONField(default=dict)
     metrics = models.JSONField(default=dict)
     history = models.JSONField(default=list)
-    default_threshold = models.FloatField(default=0.0)
+    default_threshold = models.FloatField(
+        default=DEFAULT_THRESHOLD,
+        help_text="The confidence threshold this version applies unless the lab sets its own (never 0).")
+    threshold_source = models.CharField(
+        max_length=20, default=DEFAULT, help_text="Where that threshold comes from: 'validation' (fitted) or 'default'.")
+    threshold_why = models.CharField(max_length=300, blank=True, help_text="Where that threshold comes from, in words.")
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.TRAINING, db_index=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from .ml.ensembles import ENSEMBLES
-from .models import TrainingRun
+from .models import ModelVersion, TrainingRun
 
 STAGE_TEXT = {
     "queued": "Waiting for the training worker",
@@ -26,9 +26,43 @@ def _backbones(run: TrainingRun) -> list[str]:
     return list(ENSEMBLES.get(run.ensemble, []))
 
 
+def training_result(version: ModelVersion | None) -> dict | None:
+    """What a finished run made, from its version's metrics and history: per backbone the epoch
+    kept (the best on validation) with its training loss, validation loss and validation accuracy,
+    the epochs run, and the ensemble's vote on the validation cells. None without a version."""
+    if version is None:
+        return None
+    history = list(version.history or [])
+    metrics = version.metrics or {}
+    rows = []
+    for b in version.backbones or []:
+        records = [h for h in history if h.get("backbone") == b]
+        kept_epoch = ((metrics.get("per_backbone") or {}).get(b) or {}).get("best_epoch")
+        kept = next((h for h in reversed(records) if h.get("epoch") == kept_epoch), None) or {}
+        rows.append({"backbone": b, "epoch": kept_epoch, "epochs_run": len(records), "loss": kept.get("loss"),
+                     "val_loss": kept.get("val_loss"), "val_accuracy": kept.get("val_accuracy")})
+    return {"backbones": rows, "val_accuracy_vote": metrics.get("val_accuracy_majority"),
+            "n_train": metrics.get("n_train"), "n_val": metrics.get("n_val")}
+
+
+def _last_epoch(version: ModelVersion | None) -> dict:
+    """The last epoch record of a finished run (what its progress showed last): the backbone, the
+    epoch, its training loss and validation accuracy."""
+    history = list(version.history or []) if version is not None else []
+    last = next((h for h in reversed(history) if "epoch" in h), None)
+    if last is None:
+        return {}
+    return {"backbone": last.get("backbone"), "epoch": last.get("epoch"), "epochs": last.get("epochs"),
+            "loss": last.get("loss"), "val_accuracy": last.get("val_accuracy")}
+
+
 def training_run_status(run: TrainingRun) -> dict:
-    """Status, stage, a percentage and the figures of the latest progress report."""
+    """Status, stage, a percentage and the figures of the latest progress report (for a finished
+    run, of its last epoch, and what it made: :func:`training_result`)."""
     p = dict(run.progress or {})
+    version = run.model_version if run.model_version_id else None
+    if run.status == TrainingRun.Status.SUCCEEDED and "epoch" not in p:
+        p.update(_last_epoch(version))  # the run's progress ends at "done", without the figures
     stage = p.get("stage") or run.status
     if stage == "done" and run.status == TrainingRun.Status.RUNNING:
         stage = "saving"  # the library has finished; the run is not registered yet (the page keeps polling)
@@ -88,6 +122,7 @@ def training_run_status(run: TrainingRun) -> dict:
         "cancel_requested": run.cancel_requested,
         "error": run.error,
         "model_version": run.model_version_id,
+        "result": training_result(version) if run.status == TrainingRun.Status.SUCCEEDED else None,
         "gate": gate,
         "retry_of": run.retry_of_id,
         "created_at": run.created_at.isoformat() if run.created_at else None,

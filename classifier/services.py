@@ -17,12 +17,13 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellImage, LabSettings, Source, Split
 from classifier.ml.ensembles import ENSEMBLES
 from classifier.ml.io import json_clean, json_sha256
+from classifier.ml.voting import checkpoint_threshold
 from leukoportal.queueing import enqueue_on_commit
 from slides.models import SlideCell
 
 from .enqueue import classification_enqueue_on_commit
 from .models import ModelVersion, Prediction, TrainingRun
-from .selectors import model_version_active
+from .selectors import model_version_active, threshold_applied
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ def ensemble_load(version: ModelVersion):
     return api.load_ensemble(path, device=settings.CLASSIFIER_DEVICE, runtime=settings.CLASSIFIER_RUNTIME)
 
 
-def lab_threshold(version: ModelVersion) -> float | None:
-    lab = LabSettings.get()
-    return lab.abstain_threshold if lab.abstain_threshold > 0 else (settings.CLASSIFIER_THRESHOLD or None)
-
-
-def lab_min_agreement() -> int | None:
-    return LabSettings.get().min_agreement or None
-
-
 # --- Classification ------------------------------------------------------------------------
 def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: int = 32,
                     progress: Callable[[int], None] | None = None) -> int:
@@ -66,12 +58,12 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     model = ensemble_load(version)
     if progress is not None:
         progress(0)  # loading (and compiling) the ensemble can take a while in a fresh worker
-    threshold, min_agreement = lab_threshold(version), lab_min_agreement()
+    applied = threshold_applied(version)
     created = 0
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         paths = [Path(default_storage.path(img.file.name)) for img in chunk]
-        preds = model.predict(paths, threshold=threshold, min_agreement=min_agreement)
+        preds = model.predict(paths, threshold=applied.value, min_agreement=applied.min_agreement)
         rows = [
             Prediction(
                 image=img,
@@ -191,7 +183,7 @@ def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: d
         config=json_clean(result.config),
         metrics=json_clean(result.metrics),
         history=json_clean(result.history),
-        default_threshold=float(result.config.get("threshold", 0.0) or 0.0),
+        **_threshold_fields(result),
         status=ModelVersion.Status.CANDIDATE,
     )
     if version is None:
@@ -203,6 +195,15 @@ def model_version_from_training(*, result, ensemble: str, mode: str, snapshot: d
     audit_record(actor=created_by, action=AuditAction.MODEL_TRAINED, target=version,
                  after={"ensemble": ensemble, "mode": mode, "images": len(snapshot.get("items", []))})
     return version
+
+
+def _threshold_fields(result) -> dict:
+    """The version's own threshold, as its checkpoint applies it (never 0)."""
+    threshold = result.threshold
+    if threshold is None:  # a result made without one: the rule the engine applies to its checkpoint
+        threshold = checkpoint_threshold({"metrics": result.metrics, "config": result.config})
+    return {"default_threshold": threshold.value, "threshold_source": threshold.source,
+            "threshold_why": threshold.why[:300]}
 
 
 # --- Training runs -------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from . import services
 from .forms import PromotionGateForm, ScheduleForm, TrainingForm
 from .models import ModelVersion, TrainingRun
 from .progress import training_run_status
-from .selectors import model_version_active, model_version_switch_label, training_run_current
+from .selectors import model_version_active, model_version_switch_label, threshold_applied, training_run_current
 
 
 @role_required(REVIEWER)
@@ -132,7 +132,9 @@ def training_start(request):
 @require_GET
 def training_run(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("model_version", "created_by"), pk=pk)
-    return render(request, "classifier/training_run.html", {"run": run, "status": training_run_status(run)})
+    threshold = threshold_applied(run.model_version) if run.model_version_id else None
+    return render(request, "classifier/training_run.html", {"run": run, "status": training_run_status(run),
+                                                            "threshold": threshold})
 
 
 @role_required(LAB_ADMIN)

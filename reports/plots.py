@@ -79,20 +79,54 @@ def sensitivity_specificity_bars(per_class: dict, title: str = "", order: Sequen
         return _svg(fig)
 
 
+def abstention_series(curve: Sequence[dict], operating_point: dict | None = None) -> dict:
+    """What the abstention plot draws: per threshold, the accuracy on the accepted cells and the
+    share referred, and the operating point (its threshold, accuracy and share referred).
+    ``on_curve``: the point is one of the curve's points (an evaluation made since the curve
+    applies the whole referral rule); an older evaluation's curve counted split votes and low
+    confidence only, and its point is then not drawn on it."""
+    t = [float(c["threshold"]) for c in curve]
+    acc = [np.nan if c.get("accuracy_accepted") is None else float(c["accuracy_accepted"]) for c in curve]
+    ref = [float(c.get("referred") or 0.0) for c in curve]
+    point, on_curve = None, False
+    if operating_point and operating_point.get("threshold") is not None:
+        x = float(operating_point["threshold"])
+        point = {"threshold": x, "accuracy_accepted": operating_point.get("accuracy_accepted"),
+                 "referred": operating_point.get("referred")}
+        same = [i for i, ti in enumerate(t) if abs(ti - x) < 1e-9]
+        if same and point["referred"] is not None:
+            i = same[0]
+            on_curve = abs(ref[i] - point["referred"]) < 1e-9 and (
+                (point["accuracy_accepted"] is None and np.isnan(acc[i]))
+                or (point["accuracy_accepted"] is not None and abs(acc[i] - point["accuracy_accepted"]) < 1e-9))
+    return {"threshold": t, "accuracy_accepted": acc, "referred": ref, "point": point, "on_curve": on_curve}
+
+
 def abstention_plot(curve: Sequence[dict], operating_point: dict | None = None) -> bytes:
-    t = [c["threshold"] for c in curve]
-    acc = [np.nan if c.get("accuracy_accepted") is None else c["accuracy_accepted"] for c in curve]
-    ref = [c.get("referred") or 0.0 for c in curve]
+    """The abstention trade-off of :func:`abstention_series`: at each confidence threshold, under
+    the rule the lab applies (the backbones that must agree, cells unlike the training images
+    referred whatever their confidence), accuracy on the accepted cells and the share referred;
+    the operating point on both curves."""
+    s = abstention_series(curve, operating_point)
+    agree = ""
+    if operating_point and operating_point.get("min_agreement"):
+        n = operating_point.get("n_backbones")
+        agree = f", {operating_point['min_agreement']}{f' of {n}' if n else ''} backbones agreeing"
     with _LOCK:
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        ax.plot(t, acc, color=ACCENT, label="accuracy on accepted cells")
-        ax.plot(t, ref, color="#667085", linestyle="--", label="share sent to experts")
-        if operating_point and operating_point.get("threshold") is not None:
-            x = operating_point["threshold"]
+        ax.plot(s["threshold"], s["accuracy_accepted"], color=ACCENT, label=f"accuracy on accepted cells{agree}")
+        ax.plot(s["threshold"], s["referred"], color="#667085", linestyle="--", label="share referred to experts")
+        point = s["point"]
+        if point is not None:
+            x = point["threshold"]
             ax.axvline(x, color="#b42318", linewidth=1)
             label = f"lab's operating point (threshold {x:.2f})"
-            if operating_point.get("accuracy_accepted") is not None:
-                ax.plot([x], [operating_point["accuracy_accepted"]], "o", color="#b42318")
+            if s["on_curve"]:
+                if point["accuracy_accepted"] is not None:
+                    ax.plot([x], [point["accuracy_accepted"]], "o", color="#b42318")
+                ax.plot([x], [point["referred"]], "o", color="#b42318", fillstyle="none")
+            else:
+                label += "; re-run the evaluation to place it on these curves"
             ax.annotate(label, (x, 0.05), xytext=(4, 0), textcoords="offset points", fontsize=8, color="#b42318")
         ax.set_xlabel("confidence threshold")
         ax.set_ylim(0, 1.05)

@@ -9,10 +9,10 @@ from django.db.models.fields.json import KeyTransform
 from django.db.models.functions import TruncWeek
 from django.utils import timezone
 
-from annotations.models import CellImage, Split
+from annotations.models import CellImage, LabSettings, Split
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 from classifier.models import ModelVersion, Prediction
-from classifier.selectors import model_version_switch_label
+from classifier.selectors import model_version_switch_label, threshold_applied
 from slides.models import SlideCell
 
 from . import metrics
@@ -60,7 +60,9 @@ def model_versions_overview() -> list[dict]:
     for g in GateDecision.objects.order_by("id"):
         gates[g.model_version_id] = g
     active = next((v for v in versions if v.status == ModelVersion.Status.ACTIVE), None)
+    lab = LabSettings.get()
     return [{"version": v, "evaluation": latest.get(v.pk), "gate": gates.get(v.pk),
+             "threshold": threshold_applied(v, lab=lab),
              "switch_label": model_version_switch_label(version=v, active=active)} for v in versions]
 
 

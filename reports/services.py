@@ -16,14 +16,13 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass, CellImage, LabSettings, Split
 from annotations.services import lab_settings_change
 from classifier.ml.io import json_clean, json_sha256
-from classifier.ml.voting import abstention_curve
+from classifier.ml.reasons import LOW_CONFIDENCE, SPLIT_VOTE
+from classifier.ml.voting import CURVE_THRESHOLDS, abstention_curve
 from classifier.models import ModelVersion, TrainingRun
-from classifier.selectors import model_version_active, training_run_current
+from classifier.selectors import model_version_active, threshold_applied, training_run_current
 from classifier.services import (
     TrainingBusy,
     ensemble_load,
-    lab_min_agreement,
-    lab_threshold,
     model_version_activate,
     training_run_start,
 )
@@ -97,10 +96,9 @@ def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) 
     actual = [r[2] for r in rows]
     labels = list(dict.fromkeys(list(model.classes) + sorted(set(actual))))
     t0 = time.perf_counter()
-    threshold = lab_threshold(version)
-    threshold = model.default_threshold if threshold is None else float(threshold)
+    applied = threshold_applied(version)
+    threshold, min_agreement = applied.value, applied.min_agreement
     proba = model.predict_proba(paths, threshold=threshold)
-    min_agreement = lab_min_agreement() or model.min_agreement
     preds = model.decide(proba, threshold=threshold, min_agreement=min_agreement)
     seconds = time.perf_counter() - t0
     predicted = [p.top_class for p in preds]
@@ -112,12 +110,20 @@ def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) 
         per_backbone[b] = metrics.summary(actual, tops[b], labels)
     best_single = max((s["overall_accuracy"] or 0.0 for s in per_backbone.values()), default=None)
     y_idx = np.array([model.classes.index(a) if a in model.classes else -1 for a in actual])
-    curve = abstention_curve(proba.stacked, y_idx, min_agreement=min_agreement) if rows else []
+    # The curve of the rule applied: at each threshold, split votes and the cells referred for a
+    # reason that does not depend on the confidence (unlike the training images) are referred too;
+    # the operating point's threshold is one of its points, so the point lies on the curve.
+    anyway = np.array([bool(set(p.reasons) - {LOW_CONFIDENCE, SPLIT_VOTE}) for p in preds], dtype=bool)
+    grid = np.unique(np.append(CURVE_THRESHOLDS, threshold))
+    curve = abstention_curve(proba.stacked, y_idx, min_agreement=min_agreement, thresholds=grid,
+                             referred_anyway=anyway) if rows else []
     accepted = [(a, p.top_class) for a, p in zip(actual, preds) if not p.abstained]
     operating = {
         "threshold": threshold,
         "min_agreement": min_agreement,
-        "source": "lab settings" if lab_threshold(version) is not None else "model's calibrated default",
+        "n_backbones": len(proba.backbones),
+        "source": applied.source,
+        "why": applied.why,
         "referred": (sum(p.abstained for p in preds) / len(preds)) if preds else None,
         "accuracy_accepted": (sum(a == t for a, t in accepted) / len(accepted)) if accepted else None,
         "accepted": len(accepted),
@@ -134,7 +140,8 @@ def evaluation_compute(*, version: ModelVersion, rows: list, paths: list[Path]) 
         "per_backbone": per_backbone,
         "ensemble_gain": (vote["overall_accuracy"] - best_single)
         if vote["overall_accuracy"] is not None and best_single is not None else None,
-        "abstention": {"curve": curve, "operating_point": operating},
+        "abstention": {"curve": curve, "operating_point": operating, "rule": "applied",
+                       "referred_anyway": int(anyway.sum())},
         "baselines": table_i,
         "cells": [
             [r[0], r[2], p.top_class, p.label, round(float(p.confidence), 4), p.agreement,

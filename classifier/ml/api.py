@@ -42,7 +42,7 @@ from .recipes import input_size_for, recipe
 from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble, weights_sha256  # noqa: F401
 from .runtime import compile_extractor, resolve_runtime
 from .training import fit_temperature, seed_everything, softmax_np, stratified_split, train_head, tta_logits
-from .voting import abstention_curve, choose_threshold, default_min_agreement, vote
+from .voting import Threshold, abstention_curve, default_min_agreement, default_threshold, fit_threshold, vote
 
 # bf16 is checked against fp32 on this many validation cells (at most), and not below the minimum
 PRECISION_CHECK_CELLS = 480
@@ -70,6 +70,7 @@ class TrainResult:
     metrics: dict
     config: dict
     history: list[dict] = field(default_factory=list)
+    threshold: Threshold | None = None  # the confidence threshold the version applies
 
 
 @dataclass
@@ -128,7 +129,7 @@ class BackboneFit:
 
 @dataclass
 class Calibration:
-    threshold: float
+    threshold: Threshold
     min_agreement: int
     metrics: dict
 
@@ -183,7 +184,7 @@ def train(
     metrics["total_seconds"] = round(time.time() - t_start, 2)
     plan.emit({"stage": "done", "checkpoint_sha256": digest})
     return TrainResult(checkpoint_path=path, checkpoint_sha256=digest, classes=plan.classes, backbones=plan.backbones,
-                       metrics=metrics, config=plan.cfg, history=plan.history)
+                       metrics=metrics, config=plan.cfg, history=plan.history, threshold=calibration.threshold)
 
 
 def plan_training(items: Sequence[TrainItem], *, classes: Sequence[str], ensemble, mode: str, epochs: int | None,
@@ -304,26 +305,30 @@ def fit_backbone(plan: TrainPlan, b: str, feats: Featurised, *, index: int) -> B
 
 
 def calibrate(plan: TrainPlan, fits: dict[str, BackboneFit]) -> Calibration:
-    """Vote on the validation split: the ensemble's validation metrics and the default
-    abstention threshold (the recipe's target accuracy on accepted cells within its referral
-    budget)."""
+    """Vote on the validation split: the ensemble's validation metrics and the version's
+    abstention threshold (:func:`classifier.ml.voting.fit_threshold`: the recipe's target
+    accuracy on accepted cells within its referral budget where the validation split has enough
+    cells, else the conservative default; never 0)."""
     plan.check_cancel()
     plan.emit({"stage": "calibrating"})
     min_agree = default_min_agreement(len(plan.backbones))
     y_val = plan.y[plan.va_idx]
     if not len(y_val):
-        return Calibration(threshold=0.0, min_agreement=min_agree, metrics={})
+        threshold = default_threshold("no validation cells")
+        return Calibration(threshold=threshold, min_agreement=min_agree, metrics=threshold.as_dict())
     stacked = np.stack([fits[b].val_probs for b in plan.backbones])
     res = vote(stacked, "majority")
     curve = abstention_curve(stacked, y_val, min_agreement=min_agree)
-    threshold = choose_threshold(curve, float(plan.cfg["target_accuracy"]), float(plan.cfg["max_referred"]))
-    accepted = next(c for c in curve if c["threshold"] == threshold)
+    threshold = fit_threshold(curve, n_cells=len(y_val), target_accuracy=float(plan.cfg["target_accuracy"]),
+                              max_referred=float(plan.cfg["max_referred"]))
+    applied = abstention_curve(stacked, y_val, min_agreement=min_agree, thresholds=[threshold.value])[0]
     return Calibration(threshold=threshold, min_agreement=min_agree, metrics={
         "val_accuracy_majority": float((res.label == y_val).mean()),
         "val_accuracy_soft": float((stacked.mean(0).argmax(1) == y_val).mean()),
-        "val_accuracy_accepted": accepted["accuracy_accepted"],
-        "val_referred": accepted["referred"],
+        "val_accuracy_accepted": applied["accuracy_accepted"],
+        "val_referred": applied["referred"],
         "abstention_curve": curve,
+        **threshold.as_dict(),
     })
 
 
@@ -388,7 +393,7 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
         ood_measures = tuple(np.stack([measured[p].score, measured[p].distance], 1) for p in ("bf16", "fp32")) + (
             [ood.threshold, ood.far_threshold],)
     return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
-                 calibration.threshold, ood=ood_measures)
+                 calibration.threshold.value, ood=ood_measures)
 
 
 def train_metrics(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],
@@ -421,7 +426,9 @@ def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[st
         "config": plan.cfg,
         "heads": {b: fits[b].head.state_dict() for b in backbones},
         "temperature": {b: fits[b].temperature for b in backbones},
-        "default_threshold": float(calibration.threshold),
+        "default_threshold": float(calibration.threshold.value),
+        "threshold_source": calibration.threshold.source,
+        "threshold_why": calibration.threshold.why,
         "min_agreement": calibration.min_agreement,
         "backbone_info": {b: feats[b].info for b in backbones},
         "backbone_state": backbone_state,
@@ -454,6 +461,7 @@ def untrained_checkpoint(
     names = resolve_ensemble(backbones)
     classes = list(classes)
     torch.manual_seed(seed)
+    threshold = default_threshold("untrained heads")
     info, heads, states = {}, {}, {}
     for b in names:
         spec = get_spec(b)
@@ -467,7 +475,8 @@ def untrained_checkpoint(
         heads[b] = build_head(cfg, dim, len(classes)).eval().state_dict()
     ckpt = {
         "classes": classes, "backbones": names, "config": cfg, "heads": heads,
-        "temperature": {b: 1.0 for b in names}, "default_threshold": 0.0,
+        "temperature": {b: 1.0 for b in names}, "default_threshold": threshold.value,
+        "threshold_source": threshold.source, "threshold_why": threshold.why,
         "min_agreement": default_min_agreement(len(names)), "backbone_info": info,
         "backbone_state": states or None, "bf16_agreement": None, "metrics": {"untrained": True},
         "versions": versions(), "seed": seed, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -39,7 +39,7 @@ from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
 from .training import softmax_np, tta_logits
-from .voting import UNIDENTIFIED, VOTINGS, default_min_agreement, vote
+from .voting import UNIDENTIFIED, VOTINGS, Threshold, checkpoint_threshold, default_min_agreement, vote
 
 BF16_MIN_AGREEMENT = 0.995
 
@@ -93,7 +93,10 @@ class EnsembleModel:
         self.config: dict = ckpt["config"]
         self.classes: list[str] = list(ckpt["classes"])
         self.backbones: list[str] = list(ckpt["backbones"])
-        self.default_threshold: float = float(ckpt.get("default_threshold", 0.0))
+        # the threshold this version applies unless the lab sets its own (never 0; a checkpoint
+        # written without one gets it by the same rule: classifier.ml.voting.checkpoint_threshold)
+        self.threshold: Threshold = checkpoint_threshold(ckpt)
+        self.default_threshold: float = self.threshold.value
         self.min_agreement: int = int(ckpt.get("min_agreement") or default_min_agreement(len(self.backbones)))
         self.temperature: dict[str, float] = {b: float(t) for b, t in ckpt["temperature"].items()}
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))

@@ -207,3 +207,32 @@ def test_progress_is_not_finished_while_the_run_is_still_being_registered(client
     TrainingRun.objects.filter(pk=run.pk).update(status="succeeded")
     page = client.get(f"/models/training/{run.pk}/").content.decode()
     assert 'class="inline js-cancel-form hidden"' in page  # no Cancel after success, even without script
+
+
+def test_a_finished_run_shows_its_loss_and_validation_accuracy(client, lab_admin, active_model):
+    """The run's progress ends at "done" without the figures: the page and the JSON take them from
+    the version it made (the last epoch it ran, and per backbone the epoch it kept)."""
+    from django.utils import timezone
+    from pytest_django.asserts import assertInHTML
+
+    run = TrainingRun.objects.create(ensemble="offline", mode="frozen", status="succeeded", created_by=lab_admin,
+                                     model_version=active_model, finished_at=timezone.now(),
+                                     progress={"stage": "done", "model_version": active_model.pk})
+    last = active_model.history[-1]
+    backbone = active_model.backbones[0]
+    kept_epoch = active_model.metrics["per_backbone"][backbone]["best_epoch"]
+    kept = [h for h in active_model.history if h["epoch"] == kept_epoch][-1]
+    client.force_login(lab_admin)
+    status = client.get(f"/models/training/{run.pk}/progress.json").json()
+    assert (status["loss"], status["val_accuracy"]) == (last["loss"], last["val_accuracy"])
+    assert (status["epoch"], status["epochs_total"], status["backbone"]) == (last["epoch"], last["epochs"], backbone)
+    assert status["result"]["backbones"] == [{"backbone": backbone, "epoch": kept_epoch,
+                                              "epochs_run": len(active_model.history), "loss": kept["loss"],
+                                              "val_loss": kept["val_loss"], "val_accuracy": kept["val_accuracy"]}]
+    assert status["result"]["val_accuracy_vote"] == active_model.metrics["val_accuracy_majority"]
+    page = client.get(f"/models/training/{run.pk}/").content.decode()
+    assertInHTML(f'<dd class="js-loss">{last["loss"]:.3f}</dd>', page)
+    assertInHTML(f'<dd class="js-val">{100 * last["val_accuracy"]:.1f}%</dd>', page)
+    assertInHTML(f'<td class="loss">{kept["loss"]:.3f}</td>', page)
+    assertInHTML(f'<td class="val">{100 * kept["val_accuracy"]:.1f}%</td>', page)
+    assert f'<dd class="threshold"><strong>{active_model.default_threshold:.2f}</strong>' in page

@@ -7,7 +7,8 @@ from django.core.files.storage import default_storage
 
 from annotations.models import AuditEvent, CellImage, LabSettings
 from classifier.models import ModelVersion
-from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from classifier.selectors import threshold_applied
+from classifier.services import ensemble_load
 from classifier import services as classifier_services
 from reports import metrics, services
 from reports.models import Evaluation, GateDecision
@@ -118,7 +119,8 @@ def test_evaluation_tables_equal_metrics_summary_for_the_same_predictions(good_v
     model = ensemble_load(bad_version)
     paths = [Path(default_storage.path(img.file.name)) for img in cells["heldout"]]
     proba = model.predict_proba(paths)
-    preds = model.decide(proba, threshold=lab_threshold(bad_version), min_agreement=lab_min_agreement())
+    applied = threshold_applied(bad_version)
+    preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
     actual = [img.final_label.code for img in cells["heldout"]]
     labels = list(model.classes)
     expected = metrics.summary(actual, [p.top_class for p in preds], labels)
@@ -149,6 +151,39 @@ def test_baselines_and_abstention_curve_are_stored(good_version):
     assert op["threshold"] == 0.5 and op["source"] == "lab settings"
     assert ev.threshold == 0.5
     assert len(ev.results["abstention"]["curve"]) == 100
+
+
+@pytest.mark.parametrize("lab_threshold", [0.0, 0.55, 0.999])
+def test_the_operating_point_lies_on_the_abstention_curve_of_the_rule_applied(good_version, lab_threshold):
+    """The curve applies the whole referral rule (agreement, the cells referred whatever their
+    confidence): at the operating point's threshold it gives exactly the referrals and the accuracy
+    the evaluation measured, and the plot draws the point on it."""
+    from classifier.ml.voting import DEFAULT_THRESHOLD
+    from reports.plots import abstention_series
+
+    LabSettings.objects.filter(pk=1).update(abstain_threshold=lab_threshold)
+    ab = services.evaluation_run(model_version=good_version, trigger="admin").results["abstention"]
+    op = ab["operating_point"]
+    assert op["threshold"] == (lab_threshold or DEFAULT_THRESHOLD) and op["min_agreement"] == 1
+    at = [c for c in ab["curve"] if c["threshold"] == op["threshold"]]
+    assert len(at) == 1 and at[0]["referred"] == pytest.approx(op["referred"])
+    assert at[0]["accepted"] == op["accepted"] and at[0]["accuracy_accepted"] == op["accuracy_accepted"]
+    series = abstention_series(ab["curve"], op)
+    assert series["on_curve"] and series["point"]["threshold"] == op["threshold"]
+    i = series["threshold"].index(op["threshold"])
+    assert series["referred"][i] == pytest.approx(series["point"]["referred"])
+    if lab_threshold == 0.999:  # nothing accepted: no accuracy, on the curve as on the point
+        assert op["accuracy_accepted"] is None and np.isnan(series["accuracy_accepted"][i])
+
+
+def test_an_evaluation_made_before_the_curve_applied_the_rule_does_not_draw_its_point_on_it():
+    from reports.plots import abstention_plot, abstention_series
+
+    curve = [{"threshold": 0.0, "accuracy_accepted": 0.8, "referred": 0.1, "accepted": 9},
+             {"threshold": 0.5, "accuracy_accepted": 0.9, "referred": 0.2, "accepted": 8}]
+    op = {"threshold": 0.5, "accuracy_accepted": 0.95, "referred": 0.3, "min_agreement": 2}  # OOD referrals too
+    assert not abstention_series(curve, op)["on_curve"]
+    assert b"re-run the evaluation" in abstention_plot(curve, op)
 
 
 def test_explicit_promotion_and_rollback_are_audited_with_their_reason(good_version, bad_version, lab_admin):

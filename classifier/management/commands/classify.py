@@ -5,8 +5,8 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_resolve
-from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from classifier.selectors import model_version_resolve, threshold_applied
+from classifier.services import ensemble_load
 
 
 class Command(BaseCommand):
@@ -28,12 +28,12 @@ class Command(BaseCommand):
         if missing:
             raise CommandError(f"No such file(s): {', '.join(missing)}")
         ensemble = ensemble_load(version)
-        threshold = lab_threshold(version)
+        applied = threshold_applied(version)
         try:
-            proba = ensemble.predict_proba(paths, threshold=threshold)
+            proba = ensemble.predict_proba(paths, threshold=applied.value)
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not read an image: {exc}") from None
-        preds = ensemble.decide(proba, threshold=threshold, min_agreement=lab_min_agreement())
+        preds = ensemble.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
         rows = []
         for i, (path, p) in enumerate(zip(paths, preds)):
             votes = {b: ensemble.classes[int(np.argmax(proba.per_backbone[b][i]))] for b in proba.backbones}

@@ -8,8 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from classifier.folders import folder_items
 from classifier.ml.reasons import REASON_TEXT
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_resolve
-from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from classifier.selectors import model_version_resolve, threshold_applied
+from classifier.services import ensemble_load
 from reports import metrics
 
 
@@ -32,9 +32,9 @@ class Command(BaseCommand):
         paths = [p for p, _ in pairs]
         actual = [code for _, code in pairs]
         t0 = time.perf_counter()
-        threshold = lab_threshold(version)
-        proba = ensemble.predict_proba(paths, batch_size=batch_size, threshold=threshold)
-        preds = ensemble.decide(proba, threshold=threshold, min_agreement=lab_min_agreement())
+        applied = threshold_applied(version)
+        proba = ensemble.predict_proba(paths, batch_size=batch_size, threshold=applied.value)
+        preds = ensemble.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
         elapsed = time.perf_counter() - t0
         predicted = [p.top_class for p in preds]
         labels = list(dict.fromkeys(list(ensemble.classes) + sorted(set(actual))))
@@ -61,6 +61,10 @@ class Command(BaseCommand):
             "confusion_matrix": {"labels": labels, "matrix": summary["confusion_matrix"]["matrix"],
                                  "rows": "actual", "columns": "predicted"},
             "per_backbone": per_backbone,
+            # the rule applied: below the threshold, or fewer backbones agreeing, a cell is referred
+            "threshold": applied.value,
+            "threshold_source": applied.why,
+            "min_agreement": applied.min_agreement,
             # every cell referred to an expert, for any reason (split vote, low confidence, out-of-distribution)
             "abstained": sum(p.abstained for p in preds),
             "ood_flagged": ood_flagged if ensemble.ood_checked else None,

@@ -23,8 +23,8 @@ from PIL import Image, UnidentifiedImageError
 from annotations.imaging import ImageRejected, sanitize_image
 from annotations.models import CellClass
 from classifier.models import ModelVersion
-from classifier.selectors import model_version_resolve
-from classifier.services import ensemble_load, lab_min_agreement, lab_threshold
+from classifier.selectors import model_version_resolve, threshold_applied
+from classifier.services import ensemble_load
 from slides import pipeline
 from slides.platelets import stats as platelet_stats
 from slides.detection.platelets import find_platelets_and_red_cells
@@ -51,7 +51,7 @@ class Command(BaseCommand):
             model = ensemble_load(version)
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from None
-        threshold, min_agreement = lab_threshold(version), lab_min_agreement()
+        applied = threshold_applied(version)
 
         t0 = time.perf_counter()
         found = []  # (field name, FoundCell)
@@ -86,7 +86,7 @@ class Command(BaseCommand):
         t0 = time.perf_counter()
         to_classify = [i for i, (_, c) in enumerate(found) if c.needs_model]
         crops = [pipeline.as_stored(found[i][1].crop) for i in to_classify]
-        preds = dict(zip(to_classify, model.predict(crops, threshold=threshold, min_agreement=min_agreement)))
+        preds = dict(zip(to_classify, model.predict(crops, threshold=applied.value, min_agreement=applied.min_agreement)))
         t_classify = time.perf_counter() - t0
         n_b = len(model.backbones)
         cells = []
