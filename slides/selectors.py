@@ -13,7 +13,7 @@ from .models import ReferenceInterval, Slide, SlideCell
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
-    qs = Slide.objects.select_related("created_by", "signed_by").annotate(n_cells=Count("cells"))
+    qs = Slide.objects.select_related("created_by", "signed_by", "acquisition_source").annotate(n_cells=Count("cells"))
     if status:
         qs = qs.filter(status=status)
     if code:
