@@ -21,7 +21,8 @@ def source_choices() -> list[tuple[str, str]]:
     """The sources an upload or a new slide may name (the active ones; blank: the lab's default)."""
     rows = list(sources_list(active=True).values_list("pk", "name", "is_default"))
     default = next((name for _, name, is_default in rows if is_default), "")
-    return [("", f"Default ({default})" if default else "Default")] + [(str(pk), name) for pk, name, _ in rows]
+    blank = f"The default source ({default})" if default else "The default source"
+    return [("", blank)] + [(str(pk), name) for pk, name, _ in rows]
 
 
 class SourceChoiceField(forms.ChoiceField):
