@@ -115,19 +115,19 @@ def source_learning_curves() -> list[dict]:
     return curves
 
 
-def sparkline_points(values: Sequence[float | None], *, width: int = 160, height: int = 40, pad: int = 4) -> str:
-    """An SVG polyline's ``points`` for shares in [0, 1], evenly spaced left to right (a missing value
-    is skipped); 1 at the top."""
+def sparkline_xy(values: Sequence[float | None], *, width: int = 160, height: int = 40,
+                 pad: int = 4) -> list[tuple[float, float]]:
+    """The points of shares in [0, 1] on a small plot, evenly spaced left to right (a missing value is
+    skipped); 1 at the top."""
     n = len(values)
     step = (width - 2 * pad) / (n - 1) if n > 1 else 0
-    points = []
-    for i, v in enumerate(values):
-        if v is None:
-            continue
-        x = pad + i * step if n > 1 else width / 2
-        y = pad + (1 - v) * (height - 2 * pad)
-        points.append(f"{x:.1f},{y:.1f}")
-    return " ".join(points)
+    return [(round(pad + i * step if n > 1 else width / 2, 1), round(pad + (1 - v) * (height - 2 * pad), 1))
+            for i, v in enumerate(values) if v is not None]
+
+
+def sparkline_points(values: Sequence[float | None], **size) -> str:
+    """:func:`sparkline_xy` as an SVG polyline's ``points``."""
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in sparkline_xy(values, **size))
 
 
 SPARK_WIDTH, SPARK_HEIGHT = 160, 40
@@ -137,10 +137,12 @@ def with_sparklines(curves: list[dict]) -> list[dict]:
     """The curves, each with ``plot``: the polylines of its accuracy of accepted calls and its share
     referred over its versions (for the page's small plot)."""
     for curve in curves:
-        rows = curve["rows"]
+        size = {"width": SPARK_WIDTH, "height": SPARK_HEIGHT}
+        accuracy = [r["accepted_accuracy"] for r in curve["rows"]]
+        referred = [r["referred_share"] for r in curve["rows"]]
         curve["plot"] = {
-            "accuracy": sparkline_points([r["accepted_accuracy"] for r in rows], width=SPARK_WIDTH, height=SPARK_HEIGHT),
-            "referred": sparkline_points([r["referred_share"] for r in rows], width=SPARK_WIDTH, height=SPARK_HEIGHT),
-            "width": SPARK_WIDTH, "height": SPARK_HEIGHT,
+            "accuracy": sparkline_points(accuracy, **size), "accuracy_dots": sparkline_xy(accuracy, **size),
+            "referred": sparkline_points(referred, **size), "referred_dots": sparkline_xy(referred, **size),
+            **size,
         }
     return curves

@@ -79,7 +79,7 @@ def register_version(result, *, name: str, train_images: list, labels: list[str]
                                       created_by=user)
 
 
-def seed_learning_curve(*, user) -> dict:
+def seed_learning_curve(*, user, scope=None) -> dict:
     """A small case for the per-source learning curve, with figures to check by hand.
 
     Source "Scope B", six uploaded cells labelled by experts (c1-c3 monocyte, c4-c6 lymphocyte) and one
@@ -94,6 +94,7 @@ def seed_learning_curve(*, user) -> dict:
       trained on 2. The slide's unverified cell and an unlabelled cell do not count.
 
     The default source: one cell, labelled monocyte, that v2 accepts right (verified 1, 100 %).
+    ``scope``: the source to use as Scope B (made when not given).
     """
     from annotations.services import image_upload
     from classifier.models import ModelVersion, Prediction
@@ -102,7 +103,7 @@ def seed_learning_curve(*, user) -> dict:
     from tests.factories import ModelVersionFactory, SourceFactory
     from tests.helpers import png_bytes
 
-    scope = SourceFactory(name="Scope B")
+    scope = scope or SourceFactory(name="Scope B")
     mono, lymph = CellClass.objects.get(code="monocyte"), CellClass.objects.get(code="lymphocyte")
     truth = [mono] * 3 + [lymph] * 3
     cells = []

@@ -110,6 +110,7 @@ def test_the_agreement_page_shows_each_sources_curve(client, reviewer, seeded):
     (accuracy,) = _elements(block, cls="curve-accuracy")
     assert len(dict(referred.attributes)["points"].split()) == 2
     assert len(dict(accuracy.attributes)["points"].split()) == 1
+    assert (len(list(_elements(block, cls="dot-accuracy"))), len(list(_elements(block, cls="dot-referred")))) == (1, 2)
 
 
 def test_the_api_gives_the_same_figures(client, reviewer, labeller, seeded):
