@@ -1,7 +1,7 @@
 from django import forms
 
 from .models import Source
-from .selectors import sources_list
+from .selectors import source_default, sources_list
 
 
 class SourceCreateForm(forms.Form):
@@ -19,10 +19,9 @@ class SourceUpdateForm(forms.Form):
 
 def source_choices() -> list[tuple[str, str]]:
     """The sources an upload or a new slide may name (the active ones; blank: the lab's default)."""
-    rows = list(sources_list(active=True).values_list("pk", "name", "is_default"))
-    default = next((name for _, name, is_default in rows if is_default), "")
-    blank = f"The default source ({default})" if default else "The default source"
-    return [("", blank)] + [(str(pk), name) for pk, name, _ in rows]
+    default = source_default()  # made here if none exists yet (a flushed database)
+    rows = list(sources_list(active=True).values_list("pk", "name"))
+    return [("", f"The default source ({default.name})")] + [(str(pk), name) for pk, name in rows]
 
 
 class SourceChoiceField(forms.ChoiceField):
