@@ -17,18 +17,24 @@ from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 from . import selectors, services
 from .archives import ArchiveRejected
 from .imaging import ImageRejected
+from sources.selectors import source_resolve
+
 from .models import CellClass, CellImage, LabSettings, Split
+
+SOURCE_HELP = "The source (microscope/camera) by name or id, an active one; blank: the lab's default source."
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):
     final_label = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    acquisition_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
     needs_review = serializers.SerializerMethodField(
         help_text="Whether the experts disagree; null where the lab's blind mode hides other readings from the caller.")
     file_url = serializers.SerializerMethodField()
 
     class Meta:
         model = CellImage
-        fields = ["id", "sha256", "width", "height", "original_format", "source", "split", "sample_code",
+        fields = ["id", "sha256", "width", "height", "original_format", "source", "acquisition_source", "split",
+                  "sample_code",
                   "batch", "uploaded_at", "final_label", "needs_review", "file_url"]
 
     def get_needs_review(self, obj) -> bool | None:
@@ -54,7 +60,8 @@ class ImageListApi(ListAPIView):
             raise ValidationError({"split": f"Unknown split; use one of {', '.join(Split.values)}."})
         labelled = self.request.query_params.get("labelled")
         labelled_flag = {"true": True, "false": False}.get(labelled) if labelled else None
-        return selectors.images_list(split=split, labelled=labelled_flag, source=self.request.query_params.get("source"))
+        return selectors.images_list(split=split, labelled=labelled_flag, source=self.request.query_params.get("source")
+                                     ).select_related("acquisition_source")
 
 
 class ImageCreateApi(APIView):
@@ -69,16 +76,19 @@ class ImageCreateApi(APIView):
         file = serializers.FileField()
         split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
         sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+        acquisition_source = serializers.CharField(required=False, allow_blank=True, max_length=60, default="",
+                                                   help_text=SOURCE_HELP)
 
     @extend_schema(request=InputSerializer, responses={201: ImageOutputSerializer, 200: ImageOutputSerializer})
     def post(self, request):
         v = validated_input(self.InputSerializer, request.data)
         split = v["split"]
         services.upload_split_check(user=request.user, split=split)
+        acquisition_source = source_resolve(value=v["acquisition_source"])
         try:
             outcome = services.image_upload(
                 data=v["file"].read(), uploaded_by=request.user, split=split,
-                sample_code=v.get("sample_code", ""),
+                sample_code=v.get("sample_code", ""), acquisition_source=acquisition_source,
             )
         except ImageRejected as exc:
             return Response({"file": [exc.message], "code": exc.code}, status=status.HTTP_400_BAD_REQUEST)
@@ -92,7 +102,7 @@ class ImageCreateApi(APIView):
 class ImageDetailApi(RetrieveAPIView):
     permission_classes = [IsLabeller]
     serializer_class = ImageOutputSerializer
-    queryset = CellImage.objects.select_related("final_label")
+    queryset = CellImage.objects.select_related("final_label", "acquisition_source")
 
 
 class ImageFileApi(APIView):
@@ -118,6 +128,8 @@ class BatchUploadApi(APIView):
         files = serializers.ListField(child=serializers.FileField(), required=False)
         split = serializers.ChoiceField(choices=Split.choices, default=Split.TRAIN)
         sample_code = serializers.CharField(required=False, allow_blank=True, max_length=40, default="")
+        acquisition_source = serializers.CharField(required=False, allow_blank=True, max_length=60, default="",
+                                                   help_text=SOURCE_HELP)
 
     @extend_schema(request=InputSerializer, responses={201: inline_serializer("BatchSummary", {
         "batch": serializers.IntegerField(), "stored": serializers.ListField(), "duplicates": serializers.ListField(),
@@ -130,10 +142,12 @@ class BatchUploadApi(APIView):
         try:
             if v.get("file") is not None:
                 summary = services.zip_upload(fileobj=v["file"], uploaded_by=request.user, channel="api",
-                                              split=v["split"], sample_code=v.get("sample_code", ""))
+                                              split=v["split"], sample_code=v.get("sample_code", ""),
+                                              acquisition_source=v["acquisition_source"])
             elif v.get("files"):
                 summary = services.files_upload(files=[(f.name, f.read()) for f in v["files"]], uploaded_by=request.user,
-                                                 channel="api", split=v["split"], sample_code=v.get("sample_code", ""))
+                                                 channel="api", split=v["split"], sample_code=v.get("sample_code", ""),
+                                                 acquisition_source=v["acquisition_source"])
             else:
                 raise ValidationError({"file": ["Send a zip archive as `file` or images as `files`."]})
         except ArchiveRejected as exc:

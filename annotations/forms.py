@@ -1,5 +1,7 @@
 from django import forms
 
+from sources.forms import SourceChoiceField
+
 from .deid import deidentified_code_problem
 from .models import CellClass, Split
 
@@ -16,6 +18,7 @@ class SampleCodeField(forms.CharField):
 class UploadForm(forms.Form):
     split = forms.ChoiceField(choices=Split.choices, initial=Split.TRAIN)
     sample_code = SampleCodeField(required=False, max_length=40, help_text="Optional de-identified sample code.")
+    acquisition_source = SourceChoiceField()
 
 
 class CellClassForm(forms.ModelForm):

@@ -48,6 +48,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifier.enqueue import classification_enqueue_on_commit
+from sources.selectors import source_resolve
 
 from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip
 from .audit import audit_record
@@ -542,19 +543,22 @@ def _remove_unused(written: list[str]) -> None:
 
 def cells_import_export(*, source, importer, channel: str, create_readers: bool = False, labelled_by=None,
                         progress: Callable[[str, int, int], None] | None = None,
-                        max_entries: int | None = None, max_uncompressed: int | None = None) -> CellImportSummary:
+                        max_entries: int | None = None, max_uncompressed: int | None = None,
+                        acquisition_source=None) -> CellImportSummary:
     """Import a cell export (a zip file, an open zip, or an unpacked folder). Raises ImportRefused
     (every problem, with its manifest line) or ArchiveRejected (an unsafe archive); either way
     nothing is imported. ``progress(stage, done, total)`` follows the check of the files.
 
     Every attempt is audited: an import (``cells.import``, also one that found everything already
     here and wrote nothing) in the transaction of its writes; a refusal (``cells.import_refused``,
-    with its problems) after the refused work was rolled back, so that the record of it stays."""
+    with its problems) after the refused work was rolled back, so that the record of it stays.
+    ``acquisition_source`` (a source, its id or name; none: the lab's default): the source of the
+    cells new here (an unknown or inactive one refuses the import, audited likewise)."""
     policy = "labelled_by" if labelled_by is not None else ("create_readers" if create_readers else "readers")
     try:
         return _import_export(source=source, importer=importer, channel=channel, create_readers=create_readers,
                               labelled_by=labelled_by, progress=progress, max_entries=max_entries,
-                              max_uncompressed=max_uncompressed)
+                              max_uncompressed=max_uncompressed, acquisition_source=acquisition_source)
     except (ImportRefused, ArchiveRejected, ValidationError) as exc:
         problems = (exc.problems if isinstance(exc, ImportRefused) else [exc.message]
                     if isinstance(exc, ArchiveRejected) else list(exc.messages))
@@ -579,7 +583,8 @@ def labelled_by_resolve(*, name: str, importer, channel: str, kind: str = "expor
 
 
 def _import_export(*, source, importer, channel: str, create_readers: bool, labelled_by, progress,
-                   max_entries: int | None, max_uncompressed: int | None) -> CellImportSummary:
+                   max_entries: int | None, max_uncompressed: int | None, acquisition_source) -> CellImportSummary:
+    acquisition_source = source_resolve(value=acquisition_source)
     limits = {"max_entries": max_entries or settings.ZIP_MAX_ENTRIES,
               "max_uncompressed": max_uncompressed or settings.ZIP_MAX_UNCOMPRESSED}
     reader = _open(source, limits=limits)
@@ -599,7 +604,7 @@ def _import_export(*, source, importer, channel: str, create_readers: bool, labe
             raise ImportRefused(checker.problems)
         with transaction.atomic():
             summary = _write(records, users=users, to_create=to_create, importer=importer, channel=channel,
-                             labelled_by=labelled_by, classes=checker.classes)
+                             labelled_by=labelled_by, classes=checker.classes, acquisition_source=acquisition_source)
     except BaseException:
         _remove_unused(written)
         raise
@@ -633,7 +638,7 @@ def _redecided_reason(exported: str | None, final: str | None, needs_review: boo
 
 
 def _write(records: dict[str, Record], *, users: dict, to_create: list[str], importer, channel: str,
-           labelled_by, classes: dict[str, CellClass]) -> CellImportSummary:
+           labelled_by, classes: dict[str, CellClass], acquisition_source) -> CellImportSummary:
     User = get_user_model()
     summary = CellImportSummary()
     lab, now = LabSettings.get(), timezone.now()
@@ -697,7 +702,8 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         created.append((record, CellImage(
             sha256=record.stored_sha256, file=_storage_name(record.stored_sha256), width=record.width,
             height=record.height, original_format=v["original_format"], source=v["source"], split=split,
-            sample_code=v["sample_code"], batch=by_split[split], uploaded_by=importer)))
+            sample_code=v["sample_code"], batch=by_split[split], uploaded_by=importer,
+            acquisition_source=acquisition_source)))
     CellImage.objects.bulk_create([im for _, im in created], batch_size=500)
     for record, image in created:
         image.uploaded_at = record.uploaded_at  # auto_now_add wrote the time of the import

@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from leukoportal.roles import REVIEWER, has_role
+from sources.models import default_source_id
 
 
 class CellClass(models.Model):
@@ -60,6 +61,10 @@ class CellImage(models.Model):
     height = models.PositiveIntegerField()
     original_format = models.CharField(max_length=10)
     source = models.CharField(max_length=12, choices=Source.choices, default=Source.CELL)
+    acquisition_source = models.ForeignKey(
+        "sources.Source", on_delete=models.PROTECT, default=default_source_id, related_name="cell_images",
+        verbose_name="source", help_text="The microscope/camera the image comes from (sources.Source); not to be "
+                                         "confused with ``source``, what kind of image it is.")
     split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN, db_index=True)
     sample_code = models.CharField(max_length=40, blank=True, help_text="De-identified sample code, optional.")
     batch = models.ForeignKey(UploadBatch, null=True, blank=True, on_delete=models.SET_NULL, related_name="images")
@@ -178,6 +183,8 @@ class AuditAction(models.TextChoices):
     MODEL_PROMOTE = "model.promote", "Model version promoted"
     MODEL_ROLLBACK = "model.rollback", "Model version rolled back"
     MODEL_REACTIVATE = "model.reactivate", "Model version reactivated"
+    SOURCE_CREATE = "source.create", "Source created"
+    SOURCE_UPDATE = "source.update", "Source changed"
     SLIDE_CREATE = "slide.create", "Slide created"
     SLIDE_UPDATE = "slide.update", "Slide updated"
     SLIDE_IMAGES_ADD = "slide.images_add", "Slide fields added"

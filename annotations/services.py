@@ -18,6 +18,8 @@ from classifier.enqueue import classification_enqueue_on_commit
 from classifier.ml.io import atomic_write
 from leukoportal.roles import LAB_ADMIN, has_role
 from classifier.models import ModelVersion, Prediction
+from sources.models import Source as AcquisitionSource
+from sources.selectors import source_resolve
 
 from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip, zip_members
 from .audit import audit_record
@@ -116,12 +118,16 @@ def image_upload(
     sample_code: str = "",
     enqueue_classification: bool = True,
     min_side: int = MIN_IMAGE_SIDE,
+    acquisition_source: AcquisitionSource | None = None,
 ) -> UploadOutcome:
     """Store one image de-identified. Raises ImageRejected (bad file) or ValidationError (bad field).
 
     The original file name is never passed here, so it cannot be stored. ``min_side``: every upload
     keeps the default (an image too small to be a cell is refused); only the slide pipeline's own
     crops pass less (a cell it counted, clipped at the field's border, must not vanish from the count).
+    ``acquisition_source``: the microscope/camera it comes from, resolved by the caller
+    (``sources.selectors.source_resolve``); None: the lab's default source. An image stored before
+    keeps the source it was stored with.
     """
     _check_split(split)
     sample_code = _check_sample_code(sample_code)
@@ -153,12 +159,14 @@ def image_upload(
                 sample_code=sample_code,
                 batch=batch,
                 uploaded_by=uploaded_by,
+                **({"acquisition_source": acquisition_source} if acquisition_source is not None else {}),
             )
             audit_record(
                 actor=uploaded_by,
                 action=AuditAction.IMAGE_UPLOAD,
                 target=image,
-                after={"sha256": image.sha256, "split": split, "source": source, "batch": batch.pk if batch else None},
+                after={"sha256": image.sha256, "split": split, "source": source, "batch": batch.pk if batch else None,
+                       "acquisition_source": image.acquisition_source_id},
             )
     except IntegrityError:
         existing = CellImage.objects.filter(sha256=clean.sha256).first()
@@ -198,16 +206,20 @@ def _record_outcome(summary: BatchSummary, name: str, outcome: UploadOutcome, *,
 
 
 def files_upload(
-    *, files: Iterable[tuple[str, bytes]], uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
+    *, files: Iterable[tuple[str, bytes]], uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = "",
+    acquisition_source=None,
 ) -> BatchSummary:
-    """Store many images as one batch; each bad file is refused with its reason, the rest stored."""
+    """Store many images as one batch; each bad file is refused with its reason, the rest stored.
+    ``acquisition_source``: a source, its id or name (``source_resolve``); none: the lab's default."""
     upload_split_check(user=uploaded_by, split=split)
+    acquisition_source = source_resolve(value=acquisition_source)
     batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
     summary = BatchSummary(batch_id=batch.pk)
     for name, data in files:
         try:
             outcome = image_upload(
-                data=data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code
+                data=data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code,
+                acquisition_source=acquisition_source,
             )
         except ImageRejected as exc:
             summary.refused.append({"name": name, "reason": exc.message, "code": exc.code})
@@ -218,13 +230,15 @@ def files_upload(
 
 
 def zip_upload(
-    *, fileobj: BinaryIO, uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = ""
+    *, fileobj: BinaryIO, uploaded_by, channel: str, split: str = Split.TRAIN, sample_code: str = "",
+    acquisition_source=None,
 ) -> BatchSummary:
     """Store the images of a zip archive. A dangerous archive is refused whole (ArchiveRejected)
     before anything is stored, the batch included; after that, a bad member is refused alone."""
     _check_split(split)
     upload_split_check(user=uploaded_by, split=split)
     sample_code = _check_sample_code(sample_code)
+    acquisition_source = source_resolve(value=acquisition_source)
     with open_zip(
         fileobj,
         max_entries=settings.ZIP_MAX_ENTRIES,
@@ -240,7 +254,8 @@ def zip_upload(
                 continue
             try:
                 outcome = image_upload(
-                    data=member.data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code
+                    data=member.data, uploaded_by=uploaded_by, split=split, batch=batch, sample_code=batch.sample_code,
+                    acquisition_source=acquisition_source,
                 )
             except ImageRejected as exc:
                 summary.refused.append({"name": member.name, "reason": exc.message, "code": exc.code})
@@ -251,12 +266,13 @@ def zip_upload(
 
 
 def uploads_store(*, files: Iterable, uploaded_by, channel: str, split: str = Split.TRAIN,
-                  sample_code: str = "") -> dict:
+                  sample_code: str = "", acquisition_source=None) -> dict:
     """The browser's upload of many files at once: each zip archive (by its name) is stored as a batch
     of its own, the other images together as one batch. An archive refused whole is listed under
     ``refused`` with its reason, nothing of it stored; the others go on. ``files``: objects with
     ``name`` and ``read()`` (uploaded files). Returns the batches' results merged, with counts."""
     upload_split_check(user=uploaded_by, split=split)
+    acquisition_source = source_resolve(value=acquisition_source)
     results = {"stored": [], "duplicates": [], "refused": [], "batches": []}
 
     def merge(summary: BatchSummary) -> None:
@@ -270,13 +286,14 @@ def uploads_store(*, files: Iterable, uploaded_by, channel: str, split: str = Sp
         if f.name.lower().endswith(".zip"):
             try:
                 merge(zip_upload(fileobj=f, uploaded_by=uploaded_by, channel=channel, split=split,
-                                 sample_code=sample_code))
+                                 sample_code=sample_code, acquisition_source=acquisition_source))
             except ArchiveRejected as exc:
                 results["refused"].append({"name": f.name, "reason": exc.message, "code": exc.code})
         else:
             plain.append((f.name, f.read()))
     if plain:
-        merge(files_upload(files=plain, uploaded_by=uploaded_by, channel=channel, split=split, sample_code=sample_code))
+        merge(files_upload(files=plain, uploaded_by=uploaded_by, channel=channel, split=split, sample_code=sample_code,
+                           acquisition_source=acquisition_source))
     results["counts"] = {k: len(results[k]) for k in ("stored", "duplicates", "refused")}
     return results
 
@@ -477,12 +494,14 @@ def import_refusal_record(*, actor, kind: str, channel: str, problems: list[str]
         "first_problems": problems[:IMPORT_PROBLEMS_AUDITED]})
 
 
-def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> ImportSummary:
+def cells_import_tree(*, root, split: str, labelled_by, progress=None, acquisition_source=None) -> ImportSummary:
     """Import an ImageFolder tree (folder name = class code). Unknown folders: nothing is imported.
+    ``acquisition_source``: a source, its id or name; none: the lab's default.
     Every attempt is audited: a refused one (``cells.import_refused``), and one that changed nothing
     (``batch.import`` of no batch) as well as one that stored cells or labels."""
     try:
         _check_split(split)
+        acquisition_source = source_resolve(value=acquisition_source)
         folders = class_folders(root)
     except ValidationError as exc:
         import_refusal_record(actor=labelled_by, kind="folder", channel="cli", problems=list(exc.messages),
@@ -504,7 +523,8 @@ def cells_import_tree(*, root, split: str, labelled_by, progress=None) -> Import
             summary.refused.append((str(path), "not an image file"))
             continue
         try:
-            outcome = image_upload(data=path.read_bytes(), uploaded_by=labelled_by, split=split, batch=batch)
+            outcome = image_upload(data=path.read_bytes(), uploaded_by=labelled_by, split=split, batch=batch,
+                                   acquisition_source=acquisition_source)
         except ImageRejected as exc:
             summary.refused.append((str(path), exc.message))
             continue

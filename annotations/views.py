@@ -63,8 +63,12 @@ def upload(request):
     files = list(_uploaded_files(request))
     if not files:
         return fail("Choose at least one image or zip archive.")
-    results = services.uploads_store(files=files, uploaded_by=request.user, channel="browser", split=split,
-                                     sample_code=form.cleaned_data["sample_code"])
+    try:
+        results = services.uploads_store(files=files, uploaded_by=request.user, channel="browser", split=split,
+                                         sample_code=form.cleaned_data["sample_code"],
+                                         acquisition_source=form.cleaned_data["acquisition_source"])
+    except ValidationError as exc:  # the source was deactivated since the page was drawn
+        return fail(error_text(exc))
     if wants_json:
         return JsonResponse(results)
     return render(request, "annotations/upload_summary.html", {"results": results})

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "leukoportal.apps.LeukoPortalConfig",
+    "sources",
     "annotations",
     "classifier",
     "reports",

@@ -16,8 +16,10 @@ urlpatterns = [
     path("api/", include("classifier.api_urls")),
     path("api/", include("slides.api_urls")),
     path("api/", include("reports.api_urls")),
+    path("api/", include("sources.api_urls")),
     path("", include("annotations.urls")),
     path("models/", include("classifier.urls")),
     path("slides/", include("slides.urls")),
     path("reports/", include("reports.urls")),
+    path("sources/", include("sources.urls")),
 ]

@@ -13,7 +13,7 @@ from classifier.models import ModelVersion
 from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsReviewer
 
-from . import selectors, services
+from . import learning_curve, selectors, services
 from .models import Evaluation
 
 
@@ -117,6 +117,17 @@ class AgreementApi(APIView):
             for row in part["rows"]:
                 row["key"] = row["key"].date().isoformat() if hasattr(row["key"], "date") else row["key"]
         return Response(result)
+
+
+class SourceLearningCurveApi(APIView):
+    """Each source's learning curve: per model version, the verified cells of that source it did not
+    train on, the share it referred, the accuracy of its accepted calls, its accepted-and-wrong share and
+    its best guess's accuracy on the referred cells (shares are null where nothing was counted)."""
+
+    permission_classes = [IsReviewer]
+
+    def get(self, request):
+        return Response({"sources": learning_curve.source_learning_curves()})
 
 
 def _retrain_schedule() -> dict:

@@ -17,7 +17,7 @@ from classifier.models import ModelVersion
 from leukoportal.errors import bad_request_on_validation_error, error_text
 from leukoportal.roles import LAB_ADMIN, REVIEWER, role_required
 
-from . import metrics, plots, selectors, services
+from . import learning_curve, metrics, plots, selectors, services
 from .models import Evaluation
 
 
@@ -217,6 +217,7 @@ def agreement(request):
         "model_version": params["model_version_id"], "source": params["source"],
         "versions": ModelVersion.objects.order_by("-id"), "sources": Source.choices,
         "query": request.GET.urlencode(), "names": class_names(),
+        "curves": learning_curve.with_sparklines(learning_curve.source_learning_curves()),
     })
 
 

@@ -26,10 +26,11 @@ class SlideOutputSerializer(serializers.ModelSerializer):
     signed_by = serializers.SerializerMethodField()
     superseded_by = serializers.SerializerMethodField(
         help_text="The newer signed version whose report replaces this one's ({id, version}), or null.")
+    acquisition_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
 
     class Meta:
         model = Slide
-        fields = ["id", "code", "version", "previous", "kind", "wbc_count", "notes", "target_count",
+        fields = ["id", "code", "version", "previous", "kind", "acquisition_source", "wbc_count", "notes", "target_count",
                   "microns_per_pixel", "status", "task_state", "progress", "error", "model_version", "created_by",
                   "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason", "superseded_by"]
 
@@ -131,6 +132,9 @@ class SlideCreateApi(APIView):
         microns_per_pixel = serializers.FloatField(required=False, allow_null=True, default=None,
                                                    help_text="The fields' scale; blank: measured on their red cells.")
         notes = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="")
+        acquisition_source = serializers.CharField(
+            required=False, allow_blank=True, max_length=60, default="",
+            help_text="The source (microscope/camera) by name or id, an active one; blank: the lab's default source.")
 
     @extend_schema(request=InputSerializer, responses={201: SlideOutputSerializer})
     def post(self, request):

@@ -1,6 +1,7 @@
 from django import forms
 
 from annotations.deid import deidentified_code_problem
+from sources.forms import SourceChoiceField
 
 from .detection.scale import MAX_MICRONS_PER_PIXEL as MAX_MPP
 from .detection.scale import MIN_MICRONS_PER_PIXEL as MIN_MPP
@@ -11,6 +12,7 @@ class SlideCreateForm(forms.Form):
     code = forms.CharField(max_length=40, label="Accession code",
                            help_text="De-identified: no names, no dates of birth.")
     kind = forms.ChoiceField(choices=Slide.Kind.choices, initial=Slide.Kind.FIELDS, label="Images are")
+    acquisition_source = SourceChoiceField()
     wbc_count = forms.DecimalField(required=False, min_value=0.01, max_value=1000, decimal_places=2,
                                    label="WBC count (10^9/L, optional)")
     target_count = forms.TypedChoiceField(choices=[(t, str(t)) for t in Slide.TARGETS], coerce=int, initial=100,

@@ -3,6 +3,7 @@ from django.conf import settings
 from django.db import models
 
 from classifier.models import ReferralReasons
+from sources.models import default_source_id
 
 
 class Slide(models.Model):
@@ -32,6 +33,9 @@ class Slide(models.Model):
         help_text="The signed version this one corrects.",
     )
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.FIELDS)
+    acquisition_source = models.ForeignKey(
+        "sources.Source", on_delete=models.PROTECT, default=default_source_id, related_name="slides",
+        verbose_name="source", help_text="The microscope/camera its images come from (sources.Source).")
     wbc_count = models.DecimalField(
         max_digits=7, decimal_places=2, null=True, blank=True, help_text="Total WBC count, 10^9/L (optional)."
     )

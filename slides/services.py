@@ -25,6 +25,7 @@ from classifier import services as classifier_services
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
+from sources.selectors import source_resolve
 
 from . import pipeline
 from .detection import scale as detection_scale
@@ -103,8 +104,11 @@ def _clean_scale(microns_per_pixel) -> float | None:
 
 
 def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", target_count=100,
-                 kind: str = Slide.Kind.FIELDS, microns_per_pixel=None) -> Slide:
+                 kind: str = Slide.Kind.FIELDS, microns_per_pixel=None, acquisition_source=None) -> Slide:
+    """A new slide; ``acquisition_source`` (a source, its id or name, an active one; none: the lab's
+    default) is the microscope/camera its fields or cells come from, and theirs."""
     code = _clean_code(code)
+    source = source_resolve(value=acquisition_source)
     wbc = _clean_wbc(wbc_count)
     target = _clean_target(target_count)
     scale = _clean_scale(microns_per_pixel)
@@ -118,10 +122,10 @@ def slide_create(*, code: str, created_by, wbc_count=None, notes: str = "", targ
     with transaction.atomic():
         slide = Slide.objects.create(code=code, created_by=created_by, wbc_count=wbc, notes=notes,
                                      target_count=target, kind=kind, status=Slide.Status.PROCESSING,
-                                     microns_per_pixel=scale)
+                                     microns_per_pixel=scale, acquisition_source=source)
         audit_record(actor=created_by, action=AuditAction.SLIDE_CREATE, target=slide,
                      after={"code": code, "wbc_count": str(wbc) if wbc else None, "target": target, "kind": kind,
-                            "microns_per_pixel": scale})
+                            "microns_per_pixel": scale, "acquisition_source": source.pk})
     return slide
 
 
@@ -174,7 +178,7 @@ def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], upload
         for name, data in files:
             try:
                 outcome = image_upload(data=data, uploaded_by=uploaded_by, source=source, sample_code=slide.code,
-                                       enqueue_classification=False)
+                                       enqueue_classification=False, acquisition_source=slide.acquisition_source)
             except ImageRejected as exc:
                 refused.append({"name": name, "reason": exc.message})
                 continue
@@ -301,7 +305,7 @@ def _field_detect(*, slide: Slide, field: SlideField, result: pipeline.FieldCell
             # upload may be, and a cell the detector counted must stay in the count (min_side=1)
             outcome = image_upload(data=pipeline.png_bytes(cell.crop), uploaded_by=slide.created_by,
                                    source=Source.SLIDE_CELL, sample_code=slide.code, enqueue_classification=False,
-                                   min_side=1)
+                                   min_side=1, acquisition_source=slide.acquisition_source)
             x0, y0, x1, y1 = cell.box
             pre = "" if cell.needs_model else cell.kind
             SlideCell.objects.create(
@@ -569,7 +573,7 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
         new = Slide.objects.create(
             code=slide.code, version=slide.version + 1, previous=slide, kind=slide.kind, wbc_count=slide.wbc_count,
             notes=slide.notes, target_count=slide.target_count, status=Slide.Status.READY,
-            microns_per_pixel=slide.microns_per_pixel,
+            microns_per_pixel=slide.microns_per_pixel, acquisition_source=slide.acquisition_source,
             task_state=Slide.TaskState.DONE, progress=dict(slide.progress or {}, stage="done"),
             model_version=slide.model_version, created_by=actor, correction_reason=reason[:500],
         )

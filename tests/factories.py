@@ -13,6 +13,7 @@ from annotations.services import image_upload
 from classifier.models import ModelVersion, Prediction
 from classifier.services import model_version_activate, model_version_from_training
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER
+from sources.models import Source
 from tests.helpers import PASSWORD, png_bytes
 
 
@@ -44,6 +45,15 @@ class UserFactory(factory.django.DjangoModelFactory):
         if role:
             user.groups.add(Group.objects.get(name=role))
         return user
+
+
+class SourceFactory(factory.django.DjangoModelFactory):
+    """A named, active source (microscope/camera) of the lab, not the default."""
+
+    class Meta:
+        model = Source
+
+    name = factory.Sequence(lambda n: f"Microscope {n}")
 
 
 class CellImageFactory(factory.Factory):

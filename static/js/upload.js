@@ -27,6 +27,8 @@
       data.append("files", file);
       data.append("split", form.querySelector("[name=split]").value);
       data.append("sample_code", form.querySelector("[name=sample_code]").value);
+      const source = form.querySelector("[name=acquisition_source]");
+      if (source) data.append("acquisition_source", source.value);
       const xhr = new XMLHttpRequest();
       xhr.open("POST", form.action);
       xhr.setRequestHeader("X-CSRFToken", window.LP.csrfToken());  // static/js/http.js

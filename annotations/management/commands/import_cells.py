@@ -21,9 +21,13 @@ class Command(BaseCommand):
         parser.add_argument("--create-readers", action="store_true",
                             help="Export: create an inactive account (no login, no role) for each reader who is not "
                                  "a user here, so that every reading keeps its reader.")
+        parser.add_argument("--source", dest="acquisition_source", default=None,
+                            help="The source (microscope/camera; its name or id, an active one) the new cells come "
+                                 "from; default: the lab's default source.")
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, directory, split, labelled_by, create_readers, no_progress, **options):
+    def handle(self, *args, directory, split, labelled_by, create_readers, no_progress, acquisition_source=None,
+               **options):
         try:  # a name of no user refuses the import, audited as every refused import is
             user = imports.labelled_by_resolve(
                 name=labelled_by or "", importer=None, channel="cli",
@@ -45,13 +49,14 @@ class Command(BaseCommand):
                 if split:
                     raise CommandError("An export carries the split of each cell; --split applies to an "
                                        "ImageFolder tree only.")
-                self._export(directory, user, create_readers,
+                self._export(directory, user, create_readers, acquisition_source=acquisition_source,
                              progress=lambda stage, done, total: progress(done, total, "Checking"))
                 return
             if create_readers:
                 raise CommandError("--create-readers applies to an export (a zip or a folder with manifest.csv).")
             summary = services.cells_import_tree(root=directory, split=split or Split.TRAIN,
-                                                 labelled_by=user or services.import_user(), progress=progress)
+                                                 labelled_by=user or services.import_user(), progress=progress,
+                                                 acquisition_source=acquisition_source)
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
         finally:
@@ -66,11 +71,12 @@ class Command(BaseCommand):
             f"refused {len(summary.refused)}"
         )
 
-    def _export(self, path, user, create_readers, *, progress):
+    def _export(self, path, user, create_readers, *, progress, acquisition_source=None):
         try:
             summary = imports.cells_import_export(
                 source=path, importer=user or services.import_user(), channel="cli", create_readers=create_readers,
-                labelled_by=user, progress=progress, max_entries=10_000_000, max_uncompressed=1 << 42)
+                labelled_by=user, progress=progress, max_entries=10_000_000, max_uncompressed=1 << 42,
+                acquisition_source=acquisition_source)
         except imports.ImportRefused as exc:
             for problem in exc.problems:
                 self.stderr.write(problem)
