@@ -10,6 +10,10 @@ before that re-check: plain bf16 at >= 99.5%); else fp32;
 AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache
 keyed by the checkpoint's sha256, the device, the precision and the runtime).
 
+A checkpoint trained with colour standardisation (:mod:`classifier.ml.colour`) has every image
+standardised to its reference at decoding, as training did, before the features and the colour
+statistics of the out-of-distribution check are read.
+
 Every prediction carries its out-of-distribution score (:mod:`classifier.ml.ood`), computed from
 the same features; a cell over the score's threshold is referred to an expert like a split vote,
 with the reason :data:`REASON_TEXT` gives. Checkpoints from before the score have none
