@@ -1,8 +1,11 @@
 """Adaptation to another microscope and stain: the default model trained on pbc-dev, then the same
-model retrained with k verified cells per class from the foreign domain (bccd-dev white cells).
+model retrained with k verified cells per class from the foreign domain (bccd-dev white cells,
+and synthetic shifts of the pbc-dev test cells); a candidate recipe beside today's in the same run.
 
     .venv/bin/python benchmarks/adaptation.py [--ks 0,5,10,20,40] [--cache-dir var/feature-cache]
         [--pbc DIR] [--bccd DIR] [--work DIR] [--seed 0]
+        [--recipe reinhard] [--domains bccd,stain,hed,blur,scale,jpeg] [--part all|tune|test]
+        [--backbones efficientnet_lite0] [--views id,flip] [--train-per-class N] [--test-per-class N]
 
 * pbc-dev: test = cells whose sha256("split0:" + file name) % 5 == 0 (docs/ml.md), train = the rest.
 * bccd-dev: the product's white-cell detector (slides.pipeline.find_cells) runs on every field
@@ -24,6 +27,21 @@ expert, share accepted and wrong, accuracy on the accepted; on pbc-dev test, acc
 share flagged, share referred, accuracy on the accepted; the retraining time.
 Targets: k = 0 at most 3 % of foreign cells accepted and wrong; k = 20: >= 90 % accuracy on the
 other foreign cells, pbc-dev test accuracy within 1 point of k = 0, retraining < 2 minutes.
+
+Then, side by side, today's recipe (``default``, the baseline) and ``--recipe`` (a variant of
+:data:`classifier.ml.recipes.VARIANTS`), both trained in this run on the same cells, per domain and
+k: top-class accuracy, share flagged out-of-distribution, share referred, share accepted and wrong,
+accuracy on the accepted, pbc-dev test accuracy and the retraining time. Domains: ``bccd`` (the
+crops above) and the synthetic labs of :data:`benchmarks.shifts.DOMAINS` (stain hue and
+saturation, a second stain model by colour deconvolution, blur, camera scale, JPEG): the pbc-dev
+test cells under that shift, k of them per class added to the training cells (at most half a
+class) and the others measured; the pbc-dev figures of such a row leave out the test cells whose
+shifted copy was added.
+
+Nothing is fitted on the measured cells: ``--part tune`` / ``test`` measures on one half of them
+(by a hash of the file name), so that a choice made on ``tune`` is confirmed on ``test``.
+``--backbones``, ``--views``, ``--train-per-class`` and ``--test-per-class`` make a smaller,
+cheaper run (the same for both recipes; the defaults are the product's recipe on every cell).
 """
 
 from __future__ import annotations
@@ -40,7 +58,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.common import add_domain_arguments, pbc_split  # noqa: E402
+from benchmarks.common import PARTS, add_domain_arguments, pbc_split  # noqa: E402
 
 NEUTROPHILS = ("neutrophil_band", "neutrophil_segmented")
 FOREIGN_TO_CLASS = {"neutrophil": "neutrophil_segmented"}
@@ -96,6 +114,20 @@ def ordered(paths: list[tuple[Path, str]], seed: int) -> dict[str, list[Path]]:
     return {c: sorted(v, key=lambda p: hashlib.sha256(f"{seed}:{p.name}".encode()).hexdigest()) for c, v in by.items()}
 
 
+def in_part(name: str, part: str) -> bool:
+    """Whether a measured cell (by its file name) is in ``part``: tune / test halves by a hash."""
+    if part == "all":
+        return True
+    return ("tune", "test")[int(hashlib.sha256(f"part:{name}".encode()).hexdigest(), 16) % 2] == part
+
+
+def first_per_class(cells: list[tuple[Path, str]], n: int, seed: int) -> list[tuple[Path, str]]:
+    """At most ``n`` cells of each class (a seeded order; ``n`` <= 0: all), in class order."""
+    if n <= 0:
+        return cells
+    return [(p, c) for c, v in ordered(cells, seed).items() for p in v[:n]]
+
+
 def measure(model, paths, truth, *, foreign: bool) -> dict:
     preds = model.predict(paths)
     n = len(preds)
@@ -115,11 +147,33 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
     }
 
 
+def train_and_load(api, items, classes, *, cache_dir: Path, out_dir: Path, seed: int, run: dict):
+    """Train from the feature cache (timed end to end) and load the model."""
+    t0 = time.perf_counter()
+    result = api.train(items, classes=classes, cache_dir=cache_dir, out_dir=out_dir, device="cpu", seed=seed,
+                       ensemble=run["ensemble"], config_overrides=run["overrides"])
+    seconds = time.perf_counter() - t0
+    return api.load_ensemble(result.checkpoint_path, device="cpu"), seconds
+
+
 def main() -> None:
+    from classifier.ml.recipes import VARIANTS
+
+    from benchmarks.shifts import DOMAINS, write_domain
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ks", default="0,5,10,20,40")
     add_domain_arguments(ap, work="adaptation")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--recipe", default=None, choices=sorted(VARIANTS),
+                    help="a candidate recipe, trained and measured beside today's (the baseline)")
+    ap.add_argument("--domains", default="bccd," + ",".join(DOMAINS),
+                    help=f"foreign domains of the side-by-side table: bccd and any of {', '.join(DOMAINS)}")
+    ap.add_argument("--part", default="all", choices=PARTS, help="measure on this half of the cells (tune / test)")
+    ap.add_argument("--backbones", default=None, help="comma-separated (default: the offline ensemble)")
+    ap.add_argument("--views", default=None, help="cached views, comma-separated (default: the recipe's)")
+    ap.add_argument("--train-per-class", type=int, default=0, help="pbc-dev training cells per class (0: all)")
+    ap.add_argument("--test-per-class", type=int, default=0, help="pbc-dev test cells per class (0: all)")
     args = ap.parse_args()
 
     import torch
@@ -129,49 +183,132 @@ def main() -> None:
 
     set_threads(args.threads or os.cpu_count() or 1)
     ks = sorted({int(k) for k in args.ks.split(",")})
+    domains = [d for d in args.domains.split(",") if d]
+    unknown = set(domains) - {"bccd", *DOMAINS}
+    if unknown:
+        ap.error(f"unknown domains {sorted(unknown)}")
     work = Path(args.work)
+    cache_dir = Path(args.cache_dir)
+    reduced = {}
+    if args.views:
+        reduced["views"] = args.views.split(",")
+    ensemble = args.backbones.split(",") if args.backbones else "offline"
+    runs = {"default": {"ensemble": ensemble, "overrides": dict(reduced)}}
+    if args.recipe:
+        runs[args.recipe] = {"ensemble": ensemble, "overrides": dict(reduced, **VARIANTS[args.recipe])}
     classes, train, test = pbc_split(Path(args.pbc))
+    train = first_per_class(train, args.train_per_class, args.seed)
+    test = first_per_class(test, args.test_per_class, args.seed)
     base_items = [api.TrainItem(path=p, sha256=sha256_of(p), label=c) for p, c in train]
+    test_measured = [(p, c) for p, c in test if in_part(p.name, args.part)]
 
     crops = foreign_crops(Path(args.bccd), work / "crops")
-    order = ordered(crops, args.seed)
-    cap = {c: len(v) // 2 for c, v in order.items()}
+    if "bccd" not in domains:
+        domains.insert(0, "bccd")  # the first table (earlier runs' output) is bccd-dev's
+    sources = {"bccd": crops}
+    for d in domains:
+        if d != "bccd":
+            sources[d] = write_domain(test, d, work / "shifts" / d)
     k_max = max(ks)
-    held_foreign = [(p, c) for c, v in order.items() for p in v[min(k_max, cap[c]):]]
+    plans = {}
+    for d, cells in sources.items():
+        order = ordered(cells, args.seed)
+        cap = {c: len(v) // 2 for c, v in order.items()}
+        held = [(p, c) for c, v in order.items() for p in v[min(k_max, cap[c]):] if in_part(p.name, args.part)]
+        plans[d] = (order, cap, held)
+    order, cap, held_foreign = plans["bccd"]
     counts = {c: len(v) for c, v in order.items()}
     print(f"# adaptation benchmark: torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs; pbc-dev train {len(base_items)}, test {len(test)}; bccd-dev crops {counts} "
+          f"{os.cpu_count()} CPUs; pbc-dev train {len(base_items)}, test {len(test)} (measured: {len(test_measured)}, "
+          f"part {args.part}); bccd-dev crops {counts} "
           f"(at most half of a class is added); measured on {len(held_foreign)} foreign cells never added "
           f"({ {c: sum(1 for _, x in held_foreign if x == c) for c in order} })")
+    print(f"# backbones {ensemble}; views {args.views or 'as the recipe'}; train per class {args.train_per_class or 'all'}; "
+          f"test per class {args.test_per_class or 'all'}; recipes: " + "; ".join(
+              f"{name} {run['overrides'] or '(as it is)'}" for name, run in runs.items()))
     print("# neutrophil (BCCD does not split them): trains as neutrophil_segmented; band or segmented counts as right")
     header = (f"{'k':>3} {'added':>5} | {'foreign acc':>11} {'OOD':>6} {'referred':>8} {'acc&wrong':>9} "
               f"{'acc(acc.)':>9} | {'pbc acc':>7} {'OOD':>6} {'referred':>8} {'acc(acc.)':>9} | {'retrain s':>9}")
-    print(header)
-    print("-" * len(header))
-    rows = {}
+
+    def label_of(d, c):
+        return FOREIGN_TO_CLASS.get(c, c) if d == "bccd" else c
+
+    def pbc_without(added):
+        names = {Path(p).stem for p, _ in added}
+        return [(p, c) for p, c in test_measured if p.stem not in names]
+
+    results = {}  # (recipe, domain, k) -> (foreign, pbc, seconds, added)
+    k0 = {}
+    print("# each row as it is measured (the recipes alternate, so that a cut run still compares them):")
     for k in ks:
-        added = [(p, c) for c, v in order.items() for p in v[:min(k, cap[c])]]
-        items = base_items + [api.TrainItem(path=p, sha256=sha256_of(p), label=FOREIGN_TO_CLASS.get(c, c))
-                              for p, c in added]
-        t0 = time.perf_counter()
-        result = api.train(items, classes=classes, cache_dir=Path(args.cache_dir), out_dir=work / "models" / f"k{k}",
-                           device="cpu", seed=args.seed)
-        seconds = time.perf_counter() - t0
-        model = api.load_ensemble(result.checkpoint_path, device="cpu")
-        f = measure(model, [p for p, _ in held_foreign], [c for _, c in held_foreign], foreign=True)
-        d = measure(model, [p for p, _ in test], [c for _, c in test], foreign=False)
-        rows[k] = (f, d, seconds)
-        print(f"{k:>3} {len(added):>5} | {f['accuracy']:>11.1%} {f['ood']:>6.1%} {f['referred']:>8.1%} "
-              f"{f['accepted_wrong']:>9.1%} {f['accepted_accuracy']:>9.1%} | {d['accuracy']:>7.1%} {d['ood']:>6.1%} "
-              f"{d['referred']:>8.1%} {d['accepted_accuracy']:>9.1%} | {seconds:>9.1f}", flush=True)
-    if 0 in rows:
-        base_f, base_d, _ = rows[0]
-        print(f"# k = 0 (baseline): foreign accepted and wrong {base_f['accepted_wrong']:.1%} (target <= 3 %)")
-        if 20 in rows:
-            f, d, s = rows[20]
-            print(f"# k = 20: foreign accuracy {f['accuracy']:.1%} (target >= 90 %); pbc-dev test "
-                  f"{d['accuracy']:.1%} vs {base_d['accuracy']:.1%} at k = 0 (target within 1 point); "
-                  f"retraining {s:.0f} s (target < 120 s)")
+        for d in domains:
+            order_d, cap_d, held_d = plans[d]
+            added = [(p, c) for c, v in order_d.items() for p in v[:min(k, cap_d[c])]]
+            for name, run in runs.items():
+                if not added and name in k0:  # k = 0: one model, measured on every domain
+                    model, seconds, d_pbc = k0[name]
+                else:
+                    items = base_items + [api.TrainItem(path=p, sha256=sha256_of(p), label=label_of(d, c))
+                                          for p, c in added]
+                    model, seconds = train_and_load(api, items, classes, cache_dir=cache_dir,
+                                                    out_dir=work / "models" / name / f"{d}-k{k}", seed=args.seed,
+                                                    run=run)
+                    pbc_cells = pbc_without(added) if d != "bccd" else test_measured
+                    d_pbc = measure(model, [p for p, _ in pbc_cells], [c for _, c in pbc_cells], foreign=False)
+                    if not added:
+                        k0[name] = (model, seconds, d_pbc)
+                f = measure(model, [p for p, _ in held_d], [c for _, c in held_d], foreign=d == "bccd")
+                results[(name, d, k)] = (f, d_pbc, seconds, len(added))
+                print(f"#   {name}: {d} k={k} ({len(added)} added): acc {f['accuracy']:.1%}, OOD {f['ood']:.1%}, "
+                      f"referred {f['referred']:.1%}, accepted&wrong {f['accepted_wrong']:.1%}, acc(accepted) "
+                      f"{f['accepted_accuracy']:.1%}; pbc {d_pbc['accuracy']:.1%} ({d_pbc['n']} cells), referred "
+                      f"{d_pbc['referred']:.1%}, acc(accepted) {d_pbc['accepted_accuracy']:.1%}; {seconds:.1f} s",
+                      flush=True)
+    for name in runs:
+        print(f"\n## recipe {name}: bccd-dev" + (" (the table of earlier runs)" if name == "default" else ""))
+        print(header)
+        print("-" * len(header))
+        for k in ks:
+            f, d_pbc, seconds, n_added = results[(name, "bccd", k)]
+            print(f"{k:>3} {n_added:>5} | {f['accuracy']:>11.1%} {f['ood']:>6.1%} {f['referred']:>8.1%} "
+                  f"{f['accepted_wrong']:>9.1%} {f['accepted_accuracy']:>9.1%} | {d_pbc['accuracy']:>7.1%} "
+                  f"{d_pbc['ood']:>6.1%} {d_pbc['referred']:>8.1%} {d_pbc['accepted_accuracy']:>9.1%} | "
+                  f"{seconds:>9.1f}", flush=True)
+        rows = {k: results[(name, "bccd", k)] for k in ks}
+        if 0 in rows:
+            base_f, base_d, _, _ = rows[0]
+            print(f"# k = 0 (baseline): foreign accepted and wrong {base_f['accepted_wrong']:.1%} (target <= 3 %)")
+            if 20 in rows:
+                f, d, s, _ = rows[20]
+                print(f"# k = 20: foreign accuracy {f['accuracy']:.1%} (target >= 90 %); pbc-dev test "
+                      f"{d['accuracy']:.1%} vs {base_d['accuracy']:.1%} at k = 0 (target within 1 point); "
+                      f"retraining {s:.0f} s (target < 120 s)")
+    print_side_by_side(results, list(runs), domains, ks)
+
+
+def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: list[int]) -> None:
+    """One line per domain and k, each recipe's figures beside the baseline's."""
+    cols = ("acc", "OOD", "referred", "acc&wrong", "acc(acc.)", "pbc acc", "retrain s")
+    width = 9
+    print("\n## side by side (foreign = that domain's cells never added; pbc = pbc-dev test cells never added "
+          "in any form)")
+    top = f"{'domain':<7} {'k':>3} {'added':>5} " + " ".join(f"| {n:^{(width + 1) * len(cols) - 1}} " for n in names)
+    sub = f"{'':<7} {'':>3} {'':>5} " + " ".join("| " + " ".join(f"{c:>{width}}" for c in cols) + " " for _ in names)
+    print(top)
+    print(sub)
+    print("-" * len(sub))
+    for d in domains:
+        for k in ks:
+            if not all((n, d, k) in results for n in names):
+                continue
+            added = results[(names[0], d, k)][3]
+            line = f"{d:<7} {k:>3} {added:>5} "
+            for n in names:
+                f, p, s, _ = results[(n, d, k)]
+                vals = (f"{f['accuracy']:.1%}", f"{f['ood']:.1%}", f"{f['referred']:.1%}", f"{f['accepted_wrong']:.1%}",
+                        f"{f['accepted_accuracy']:.1%}", f"{p['accuracy']:.1%}", f"{s:.0f}")
+                line += "| " + " ".join(f"{v:>{width}}" for v in vals) + " "
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

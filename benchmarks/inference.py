@@ -160,7 +160,6 @@ def worker_calibrate(job: dict) -> dict:
 
     from classifier.ml.checkpoint import save_checkpoint
     from classifier.ml.features import extract_views
-    from classifier.ml.precision import check
     from classifier.ml.preprocess import batched_resized
     from classifier.ml.registry import get_spec
 
@@ -189,19 +188,42 @@ def worker_calibrate(job: dict) -> dict:
             bf16.heads[b].load_state_dict(head.state_dict())
             ckpt["heads"][b] = head.state_dict()
             ckpt["temperature"][b] = fp32.temperature[b] = bf16.temperature[b] = 1.0
-    calib = [Path(p) for p in job["calibration_images"]]
-    z = {}
-    for prec, model in (("fp32", fp32), ("bf16", bf16)):
-        batches = [batch for _, batch in batched_resized(calib, sorted(set(model.input_sizes.values())), 32)]
-        z[prec] = np.stack([np.concatenate([model._logits(model.extractors[b], b, batch, job["views"], prec) for batch in batches])
-                            for b in model.backbones])
-    measured = check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]),
-                     ckpt.get("default_threshold") or None)
+    measured = measure_bf16(fp32, bf16, [Path(p) for p in job["calibration_images"]], job["views"],
+                            fp32.default_threshold)  # the threshold the engine applies (never 0)
     ckpt = dict(ckpt, backbones=list(fp32.backbones), bf16_agreement=measured["agreement"],
                 bf16_agreement_runtime=fp32.runtime, bf16_recheck=measured["recheck"],
                 config=dict(ckpt["config"], tta_views=job["views"]))
     path, _ = save_checkpoint(ckpt, Path(job["out_dir"]), stem="benchmark")
     return {"checkpoint": str(path), "calibration": measured}
+
+
+def measure_bf16(fp32, bf16, paths: list[Path], views: list[str], threshold: float | None) -> dict:
+    """bf16 against fp32 on ``paths`` as training measures it (classifier.ml.precision.check):
+    both engines' logits ([backbones, N, C]: ``_logits`` returns the logits *and* the features,
+    which used to be stacked together: "setting an array element with a sequence ...
+    inhomogeneous shape" on every CPU with native bf16) and, when the checkpoint has an
+    out-of-distribution check, its measures in both precisions (without them the engine never
+    runs the re-check for such a checkpoint)."""
+    import numpy as np
+
+    from classifier.ml.ood import COLOUR_SIZE, colour_features
+    from classifier.ml.precision import check, ood_measures
+    from classifier.ml.preprocess import batched_resized
+
+    sizes = sorted(set(fp32.input_sizes.values()) | ({COLOUR_SIZE} if fp32.ood is not None else set()))
+    batches = [batch for _, batch in batched_resized(paths, sizes, 32, standardise=fp32.standardise)]
+    z, feats = {}, {}
+    for prec, model in (("fp32", fp32), ("bf16", bf16)):
+        per = {b: [model._logits(model.extractors[b], b, batch, views, prec) for batch in batches]
+               for b in model.backbones}
+        z[prec] = np.stack([np.concatenate([logits for logits, _ in per[b]]) for b in model.backbones])
+        feats[prec] = {b: np.concatenate([f for _, f in per[b]]) for b in model.backbones}
+    measures = None
+    if fp32.ood is not None:
+        colour = np.concatenate([colour_features(batch[COLOUR_SIZE]) for batch in batches])
+        measures = ood_measures(fp32.ood, feats["bf16"], feats["fp32"], colour)
+    return check(z["bf16"], z["fp32"], np.array([fp32.temperature[b] for b in fp32.backbones]), threshold,
+                 ood=measures)
 
 
 def worker_agreement(job: dict) -> dict:

@@ -20,7 +20,6 @@ graded shifts of in-domain cells.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import sys
@@ -32,6 +31,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from adaptation import foreign_crops, sha256_of  # noqa: E402
 from benchmarks.common import add_domain_arguments, pbc_split  # noqa: E402
+from benchmarks.shifts import shifted  # noqa: E402
 
 
 def auroc(inside, outside) -> float:
@@ -39,39 +39,6 @@ def auroc(inside, outside) -> float:
     import numpy as np
 
     return float(roc_auc_score(np.r_[np.zeros(len(inside)), np.ones(len(outside))], np.r_[inside, outside]))
-
-
-def shifted(path: Path, kind: str, level: float):
-    """One cell image under one shift."""
-    import numpy as np
-    from PIL import Image, ImageEnhance, ImageFilter
-
-    im = Image.open(path).convert("RGB")
-    if kind == "hue":  # another stain's colour: rotate the hue by `level` degrees
-        hsv = np.array(im.convert("HSV")).astype(np.int16)
-        hsv[..., 0] = (hsv[..., 0] + int(level / 360 * 255)) % 256
-        return Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")
-    if kind == "saturation":
-        return ImageEnhance.Color(im).enhance(level)
-    if kind == "brightness":
-        return ImageEnhance.Brightness(im).enhance(level)
-    if kind == "blur":  # out of focus: Gaussian blur of `level` px
-        return im.filter(ImageFilter.GaussianBlur(level))
-    if kind == "scale":  # another magnification: the cell `level` times as large, same frame
-        w, h = im.size
-        big = im.resize((max(1, round(w * level)), max(1, round(h * level))), Image.BICUBIC)
-        if level >= 1:
-            x0, y0 = (big.width - w) // 2, (big.height - h) // 2
-            return big.crop((x0, y0, x0 + w, y0 + h))
-        bg = tuple(int(v) for v in np.median(np.array(im).reshape(-1, 3), 0))
-        out = Image.new("RGB", (w, h), bg)
-        out.paste(big, ((w - big.width) // 2, (h - big.height) // 2))
-        return out
-    if kind == "jpeg":  # a cheaper camera's compression: JPEG at quality `level`
-        buf = io.BytesIO()
-        im.save(buf, format="JPEG", quality=int(level))
-        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
-    raise ValueError(kind)
 
 
 SHIFTS = [("none", 0), ("hue", 15), ("hue", 30), ("hue", 60), ("saturation", 0.5), ("saturation", 1.6),

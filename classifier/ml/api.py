@@ -30,13 +30,14 @@ from .checkpoint import save_checkpoint, versions
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .engine import CellPrediction, EnsembleModel, Probabilities, load_ensemble  # noqa: F401 (re-exported)
 from .errors import TrainingCancelled
+from .colour import check_reference, standardiser
 from .features import (FeatureCache, FeatureExtractor, FeatureKey, extract_views, feature_dim, featurise,
-                       load_features, make_extractor)
+                       load_features, make_extractor, preprocess_identity)
 from .finetune import finetune_tail, supports_finetune, tail_features
 from .heads import build_head
 from .io import json_clean
 from .ood import COLOUR_SIZE, OODCheck, colour_features, fit_ood_check
-from .precision import check
+from .precision import check, ood_measures
 from .preprocess import batched_resized
 from .recipes import input_size_for, recipe
 from .registry import ENSEMBLES, MissingWeightsError, get_spec, resolve_ensemble, weights_sha256  # noqa: F401
@@ -95,6 +96,16 @@ class TrainPlan:
     emit: Callable[[dict], None]
     should_cancel: Callable[[], bool] | None
     history: list[dict] = field(default_factory=list)
+
+    @property
+    def standardise(self):
+        """The colour standardisation every image goes through before featurising (None: none)."""
+        return standardiser(self.cfg.get("colour_standardisation"))
+
+    @property
+    def preprocess(self) -> str:
+        """The preprocessing identity in the feature cache's keys."""
+        return preprocess_identity(self.cfg.get("colour_standardisation"))
 
     @property
     def tta_idx(self) -> list[int]:
@@ -196,6 +207,7 @@ def plan_training(items: Sequence[TrainItem], *, classes: Sequence[str], ensembl
     if len(set(classes)) != len(classes) or len(classes) < 2:
         raise ValueError("classes must be at least two distinct class codes")
     cfg = recipe(mode, **dict(config_overrides or {}, **({"epochs": epochs} if epochs else {})))
+    check_reference(cfg.get("colour_standardisation"))
     backbones = resolve_ensemble(ensemble)
     items = list(items)
     unknown = sorted({it.label for it in items} - set(classes))
@@ -244,7 +256,7 @@ def featurise_backbone(plan: TrainPlan, b: str, *, cache_dir: Path) -> Featurise
     ext, ident = make_extractor(b, cache_kind, weights=plan.weights, input_size=size, seed=plan.seed)
     if plan.finetune and not supports_finetune(ext.backbone):
         raise ValueError(f"mode='finetune' is not available for {b} (only the EfficientNet-Lite backbones)")
-    key = FeatureKey(b, ident, cache_kind, size, tuple(cfg["views"]), plan.cache_precision)
+    key = FeatureKey(b, ident, cache_kind, size, tuple(cfg["views"]), plan.cache_precision, preprocess=plan.preprocess)
     cache = FeatureCache(cache_dir, key)
     t0 = time.time()
     missing = any(not cache.has(s) for s in plan.shas)
@@ -254,7 +266,7 @@ def featurise_backbone(plan: TrainPlan, b: str, *, cache_dir: Path) -> Featurise
         [(it.sha256, it.path) for it in plan.items], extractor=run_ext, spec=spec, cache=cache, device=plan.device,
         batch_size=128 if plan.device.type == "cuda" else 32,
         progress=lambda d, n: plan.emit({"stage": "featurising", "backbone": b, "done": d, "total": n}),
-        should_cancel=plan.should_cancel,
+        should_cancel=plan.should_cancel, standardise=plan.standardise,
     )
     info = {
         "weights": plan.weights, "weights_sha256": ident if plan.weights else None, "features": cfg["features"],
@@ -333,13 +345,14 @@ def calibrate(plan: TrainPlan, fits: dict[str, BackboneFit]) -> Calibration:
 
 
 def colour_of(plan: TrainPlan, *, cache_dir: Path) -> np.ndarray:
-    """[N, 40] colour statistics of every image (:func:`classifier.ml.ood.colour_features`),
-    cached like the features."""
+    """[N, 40] colour statistics of every image (:func:`classifier.ml.ood.colour_features`) as
+    the model sees it (after the colour standardisation, if any), cached like the features."""
     plan.check_cancel()
-    cache = FeatureCache(cache_dir, FeatureKey("colour", "pixels", "colour", COLOUR_SIZE, ("id",), "fp32"))
+    cache = FeatureCache(cache_dir, FeatureKey("colour", "pixels", "colour", COLOUR_SIZE, ("id",), "fp32",
+                                               preprocess=plan.preprocess))
     todo = [i for i, s in enumerate(plan.shas) if not cache.has(s)]
     paths = [plan.items[i].path for i in todo]
-    for start, batch in batched_resized(paths, [COLOUR_SIZE], 64):
+    for start, batch in batched_resized(paths, [COLOUR_SIZE], 64, standardise=plan.standardise):
         for j, row in enumerate(colour_features(batch[COLOUR_SIZE])):
             cache.save(plan.shas[todo[start + j]], row[None])
     return load_features(cache, plan.shas)[:, 0]
@@ -371,6 +384,7 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
     va_items = [plan.items[i] for i in plan.va_idx[:PRECISION_CHECK_CELLS]]
     paths = [it.path for it in va_items]
     views = list(plan.cfg["tta_views"])
+    standardise = plan.standardise
     logits, features = {}, {}
     for prec in ("bf16", "fp32"):
         per, per_feats = [], {}
@@ -380,20 +394,17 @@ def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: 
             run_ext = compile_extractor(fits[b].final, size, runtime=plan.runtime, device=plan.device, precision=prec,
                                         normalisation=(spec.mean, spec.std))
             parts = [extract_views(run_ext, spec, batch[size], views, plan.device, prec)
-                     for _, batch in batched_resized(paths, [size], 32)]
+                     for _, batch in batched_resized(paths, [size], 32, standardise=standardise)]
             f = torch.cat(parts)
             per.append(tta_logits(fits[b].head, f).numpy())
             per_feats[b] = f.mean(1).numpy()
         logits[prec] = np.stack(per)
         features[prec] = per_feats
-    ood_measures = None
+    measures = None
     if ood is not None:  # the score and its distance alone (which decides the neighbours' rule)
-        va_colour = colour[plan.va_idx[:PRECISION_CHECK_CELLS]]
-        measured = {p: ood.assess(features[p], va_colour) for p in ("bf16", "fp32")}
-        ood_measures = tuple(np.stack([measured[p].score, measured[p].distance], 1) for p in ("bf16", "fp32")) + (
-            [ood.threshold, ood.far_threshold],)
+        measures = ood_measures(ood, features["bf16"], features["fp32"], colour[plan.va_idx[:PRECISION_CHECK_CELLS]])
     return check(logits["bf16"], logits["fp32"], np.array([fits[b].temperature for b in plan.backbones]),
-                 calibration.threshold.value, ood=ood_measures)
+                 calibration.threshold.value, ood=measures)
 
 
 def train_metrics(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[str, BackboneFit],

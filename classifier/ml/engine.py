@@ -10,6 +10,10 @@ before that re-check: plain bf16 at >= 99.5%); else fp32;
 AMP, bigger batches and pinned memory on CUDA. Models are loaded lazily, once per process (cache
 keyed by the checkpoint's sha256, the device, the precision and the runtime).
 
+A checkpoint trained with colour standardisation (:mod:`classifier.ml.colour`) has every image
+standardised to its reference at decoding, as training did, before the features and the colour
+statistics of the out-of-distribution check are read.
+
 Every prediction carries its out-of-distribution score (:mod:`classifier.ml.ood`), computed from
 the same features; a cell over the score's threshold is referred to an expert like a split vote,
 with the reason :data:`REASON_TEXT` gives. Checkpoints from before the score have none
@@ -27,6 +31,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load_checkpoint
+from .colour import standardiser
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
@@ -100,6 +105,8 @@ class EnsembleModel:
         self.min_agreement: int = int(ckpt.get("min_agreement") or default_min_agreement(len(self.backbones)))
         self.temperature: dict[str, float] = {b: float(t) for b, t in ckpt["temperature"].items()}
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))
+        # the colour standardisation training applied before featurising (None: none; older checkpoints)
+        self.standardise = standardiser(self.config.get("colour_standardisation"))
         self.metrics: dict = ckpt.get("metrics", {})
         self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
         self.ood: OODCheck | None = OODCheck.from_state(ckpt["ood"]) if ckpt.get("ood") else None
@@ -196,7 +203,8 @@ class EnsembleModel:
         assessments = []
         kept = {b: [] for b in names} if keep_features else None
         sizes = sorted({self.input_sizes[b] for b in names} | ({COLOUR_SIZE} if scored else set()))
-        for start, batch in batched_resized(list(images) if names else [], sizes, batch_size):
+        for start, batch in batched_resized(list(images) if names else [], sizes, batch_size,
+                                            standardise=self.standardise):
             z, feats, assessment = self._score_batch(batch, names, views, scored=scored, threshold=threshold)
             for i, b in enumerate(names):
                 out[b][start:start + z.shape[1]] = softmax_np(z[i], self.temperature[b])

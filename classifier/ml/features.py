@@ -22,11 +22,20 @@ from torch import nn
 from .device import autocast
 from .errors import TrainingCancelled
 from .io import atomic_write
-from .preprocess import PREPROCESS_VERSION, VIEWS, apply_view, batched_resized, normalise
+from .colour import identity as colour_identity
+from .preprocess import PREPROCESS_VERSION, VIEWS, Standardise, apply_view, batched_resized, normalise
 from .registry import BackboneSpec, FeatureBackbone, build_backbone, get_spec, weights_sha256
 
 FEATURE_VERSION = "f1"
 FEATURE_KINDS = ("pooled", "multistage", "prefix")
+
+
+def preprocess_identity(colour_standardisation: dict | None) -> str:
+    """The preprocessing part of a feature-cache key: the decoding/resizing version, and the
+    colour standardisation with its reference when there is one (features of plain images are
+    never reused for standardised ones)."""
+    ident = colour_identity(colour_standardisation)
+    return f"{PREPROCESS_VERSION}+{ident}" if ident else PREPROCESS_VERSION
 
 
 Cancelled = TrainingCancelled
@@ -161,8 +170,10 @@ def featurise(
     batch_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
+    standardise: Standardise = None,
 ) -> int:
-    """Compute and cache the features of the items not cached yet. Returns how many were computed."""
+    """Compute and cache the features of the items not cached yet. Returns how many were computed.
+    ``standardise``: the colour standardisation the cache key's ``preprocess`` names."""
     key = cache.key
     seen, todo = set(), []
     for sha, src in items:
@@ -177,7 +188,7 @@ def featurise(
     done = 0
     if device.type == "cuda":
         extractor.to(device)
-    for start, batch in batched_resized([s for _, s in todo], [key.input_size], batch_size):
+    for start, batch in batched_resized([s for _, s in todo], [key.input_size], batch_size, standardise=standardise):
         if should_cancel and should_cancel():
             raise Cancelled()
         x = batch[key.input_size]

@@ -137,6 +137,15 @@ def _held_out_agreement(z16: np.ndarray, z32: np.ndarray, temps: np.ndarray, thr
     return same, int(mask.sum())
 
 
+def ood_measures(ood, features_bf16: dict, features_fp32: dict, colour: np.ndarray) -> tuple:
+    """The ``ood`` argument of :func:`check`: an out-of-distribution check's (``OODCheck``) score
+    and its distance alone (which decides the neighbours' rule) from the features of the same
+    cells in bf16 and fp32 (backbone -> [N, D]) and their colour statistics, with the two
+    thresholds."""
+    measured = [ood.assess(f, colour) for f in (features_bf16, features_fp32)]
+    return tuple(np.stack([m.score, m.distance], 1) for m in measured) + ([ood.threshold, ood.far_threshold],)
+
+
 def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None, *,
           ood: tuple | None = None) -> dict:
     """Measure bf16 against fp32 on validation cells (logits [B, N, C] in both precisions).

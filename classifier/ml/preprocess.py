@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ VIEWS: tuple[str, ...] = ("id", "rot90", "rot180", "rot270", "flip", "flip_rot90
 MAX_PIXELS = 40_000_000
 
 ImageLike = "Image.Image | Path | str"
+Standardise = Optional[Callable[[Image.Image], Image.Image]]
 
 
 def load_image(src) -> Image.Image:
@@ -45,8 +46,12 @@ def resize_uint8(img: Image.Image, size: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
 
 
-def load_resized(src, sizes: Sequence[int]) -> dict[int, torch.Tensor]:
+def load_resized(src, sizes: Sequence[int], standardise: Standardise = None) -> dict[int, torch.Tensor]:
+    """Decode, standardise the colour (``standardise``: :func:`classifier.ml.colour.standardiser`,
+    at the decoded size, once for every input size), resize."""
     img = load_image(src)
+    if standardise is not None:
+        img = standardise(img)
     return {s: resize_uint8(img, s) for s in sizes}
 
 
@@ -71,16 +76,18 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def batched_resized(
-    sources: Sequence, sizes: Sequence[int], batch_size: int, workers: int | None = None
+    sources: Sequence, sizes: Sequence[int], batch_size: int, workers: int | None = None,
+    standardise: Standardise = None,
 ) -> Iterator[tuple[int, dict[int, torch.Tensor]]]:
-    """Yield (start index, {size: uint8 [B,3,S,S]}) batches; decoding runs ahead in threads
-    (Pillow releases the GIL) so it overlaps the network's work."""
+    """Yield (start index, {size: uint8 [B,3,S,S]}) batches; decoding (and the colour
+    standardisation, if any) runs ahead in threads (Pillow and numpy release the GIL) so it
+    overlaps the network's work."""
     sizes = sorted(set(sizes))
     if workers is None:  # decoding threads: a few more than the batches kept in flight on big machines
         workers = max(2, min(8, (os.cpu_count() or 2) // 2))
 
     def load_batch(start: int):
-        per = [load_resized(s, sizes) for s in sources[start:start + batch_size]]
+        per = [load_resized(s, sizes, standardise) for s in sources[start:start + batch_size]]
         return start, {sz: torch.stack([p[sz] for p in per]) for sz in sizes}
 
     starts = list(range(0, len(sources), batch_size))

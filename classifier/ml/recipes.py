@@ -27,6 +27,10 @@ FROZEN = {
     "val_fraction": 0.1,
     "target_accuracy": 0.99,  # for the default abstention threshold (on the validation split)
     "max_referred": 0.2,
+    # None, or {"method": "reinhard", "mean": [L, a, b], "std": [L, a, b]}: every image's colour is
+    # standardised to that reference before featurising, in training and inference alike
+    # (classifier.ml.colour); part of the feature cache's key
+    "colour_standardisation": None,
 }
 
 # The default recipe: richer frozen features (pooled + intermediate stages), all eight
@@ -64,6 +68,20 @@ FINETUNE = dict(
 )
 
 RECIPES = {"frozen": FROZEN, "default": DEFAULT, "finetune": FINETUNE}
+
+# The Lab reference of pbc-dev's training cells: the mean of each image's own L*a*b* mean and
+# standard deviation (classifier.ml.colour.fit_reference) over 100 training cells per class
+# (a seeded choice of the train split of docs/ml.md; never a test cell). A constant, so that a
+# retraining after a lab adds cells keeps every cached feature.
+PBC_LAB_REFERENCE = {"method": "reinhard", "mean": [79.5961, 10.8158, 7.3255], "std": [15.4881, 9.0237, 14.082],
+                     "n_images": 900}
+
+# Candidate changes to a recipe (config overrides), measured beside it by benchmarks/adaptation.py
+# --recipe NAME; see docs/ml.md for what each measured.
+VARIANTS = {
+    # every image's colour standardised to pbc-dev's Lab reference (Reinhard) before featurising
+    "reinhard": {"colour_standardisation": PBC_LAB_REFERENCE},
+}
 
 
 def recipe(mode: str, **overrides) -> dict:
