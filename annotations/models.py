@@ -177,6 +177,9 @@ class AuditAction(models.TextChoices):
     SLIDE_CELL_RECLASSIFY = "slide.cell_reclassify", "Slide cell reclassified"
     SLIDE_CELL_VERIFY = "slide.cell_verify", "Slide cells verified"
     SLIDE_SIGN = "slide.sign", "Slide signed"
+    SLIDE_SUBMIT = "slide.submit", "Slide submitted for release"
+    SLIDE_RELEASE = "slide.release", "Slide released (two-step)"
+    SLIDE_RELEASE_RETURN = "slide.release_return", "Submitted slide returned to verification"
     SLIDE_CORRECT = "slide.correct", "Slide corrected"
     SLIDE_CREATE_VERSION = "slide.create_version", "Slide version created"
     SLIDE_REFERENCE_INTERVAL = "slide.reference_interval", "Reference interval changed"
@@ -237,6 +240,10 @@ class LabSettings(models.Model):
         default=20.0,
         help_text="Platelets per field -> 10^9/L. Set it for this lab's fields: the classic x20 is for a whole "
                   "x100 eyepiece field; a camera field is smaller.")
+
+    two_step_release = models.BooleanField(
+        default=False, help_text="Two-step release: a technologist verifies and submits a slide, a second user with "
+                                 "the reviewer role releases (signs) it.")
 
     class Meta:
         verbose_name_plural = "lab settings"

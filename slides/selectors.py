@@ -15,7 +15,7 @@ from .models import ReferenceInterval, Slide, SlideCell
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
-    qs = Slide.objects.select_related("created_by", "signed_by", "next_version").annotate(n_cells=Count("cells"))
+    qs = Slide.objects.select_related("created_by", "signed_by", "submitted_by", "next_version").annotate(n_cells=Count("cells"))
     if status:
         qs = qs.filter(status=status)
     if code:
