@@ -610,7 +610,7 @@ def slide_release(*, slide: Slide, actor, comment: str | None = None) -> Slide:
     if not has_role(actor, REVIEWER):
         raise PermissionDenied("Releasing a slide needs the reviewer role.")
     with transaction.atomic():
-        slide = Slide.objects.select_for_update().select_related("submitted_by").get(pk=slide.pk)
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
         if slide.status != Slide.Status.AWAITING_RELEASE:
             raise SlideLocked(f"Slide {slide} is not awaiting release"
                               + (" (it is signed)." if slide.is_signed else ": it must be submitted first."))

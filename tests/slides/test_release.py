@@ -12,11 +12,11 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pypdf import PdfReader
 
-from annotations.models import AuditEvent, CellClass, LabSettings
+from annotations.models import AuditEvent, LabSettings
 from slides import exports, release, selectors, services
-from slides.models import Slide, SlideCell
+from slides.models import Slide
 from slides.pdf import report_pdf
-from tests.factories import CellImageFactory, ModelVersionFactory
+from tests.factories import verified_slide
 from tests.helpers import rendered_texts
 
 COMMENT = 'Reactive lymphocytes <b>seen</b> & "smudge" cells | ^~\\ review with CBC.'
@@ -24,13 +24,7 @@ COMMENT = 'Reactive lymphocytes <b>seen</b> & "smudge" cells | ^~\\ review with 
 
 def _verified_slide(user, code="REL-1"):
     """A slide of three cropped cells, every one classified (verified), ready to sign or submit."""
-    version = ModelVersionFactory(status="active")
-    slide = Slide.objects.create(code=code, created_by=user, kind="cells", status="verified", task_state="done",
-                                 model_version=version, target_count=100)
-    for image, code_ in zip(CellImageFactory.create_batch(3, uploaded_by=user), ["monocyte", "lymphocyte", "lymphocyte"]):
-        SlideCell.objects.create(slide=slide, image=image, predicted_class=code_, top_class=code_, confidence=0.9,
-                                 model_version=version, final_class=CellClass.objects.get(code=code_))
-    return slide
+    return verified_slide(created_by=user, code=code)
 
 
 @pytest.fixture
