@@ -51,8 +51,11 @@ from annotations.exports import (
 from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
 
-from . import fhir, hl7, release, selectors
+from . import fhir, hl7, selectors
 from .platelet_report import csv_rows as platelet_csv_rows
+from .release import CSV_COLUMNS as RELEASE_CSV_COLUMNS
+from .release import csv_values as release_csv_values
+from .release import report_with_names
 from .models import Slide, SlideCell
 
 SLIDES_INDEX = "slides.csv"
@@ -110,8 +113,8 @@ def report_csv_rows(slide: Slide, *, report: dict | None = None) -> list[list]:
 
 def _release_columns(rows: list[list], report: dict) -> None:
     """The interpretive comment and the two-step release, repeated on every row (slides.release)."""
-    rows[0] += release.CSV_COLUMNS
-    values = release.csv_values(report)
+    rows[0] += RELEASE_CSV_COLUMNS
+    values = release_csv_values(report)
     for row in rows[1:]:
         row += values
 
@@ -269,7 +272,7 @@ def slide_report_files(slide: Slide, *, selection: SlideSelection) -> tuple[byte
     """The signed report's CSV and FHIR JSON, as the report pages give them, with the accession code
     and the signer's name replaced by the slide's folder and a pseudonym unless the export includes them."""
     accession = slide.code if selection.include_accessions else slide_folder(slide)
-    named = release.report_with_names(slide.report, name_of=lambda pk, name: _release_person(pk, name, selection))
+    named = report_with_names(slide.report, name_of=lambda pk, name: _release_person(pk, name, selection))
     rows = report_csv_rows(slide, report=named)
     for row in rows[1:]:
         row[0] = accession

@@ -77,12 +77,11 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
             raise ValidationError({"count": "The platelet count must be a whole number."}) from None
         if not 0 <= value <= MAX_PLATELETS_PER_FIELD:
             raise ValidationError({"count": f"The platelet count must be between 0 and {MAX_PLATELETS_PER_FIELD}."})
-    from .services import SlideLocked
+    from .services import SlideLocked, _check_editable
 
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=field.slide_id)
-        if slide.status == Slide.Status.SIGNED:
-            raise SlideLocked(f"Slide {slide} is signed and read-only; make a correction (a new version) to change it.")
+        _check_editable(slide)  # signed, or submitted and awaiting release
         if slide.task_state in (Slide.TaskState.RUNNING, Slide.TaskState.QUEUED):
             raise SlideLocked("The slide is still being processed; wait for it to finish.")
         field = SlideField.objects.select_for_update().get(pk=field.pk)

@@ -13,10 +13,10 @@ from hl7apy.parser import parse_message
 from pypdf import PdfReader
 
 from annotations.models import AuditEvent, LabSettings
-from slides import exports, release, selectors, services
-from slides.models import Slide
+from slides import exports, platelets, release, selectors, services
+from slides.models import Slide, SlideField
 from slides.pdf import report_pdf
-from tests.factories import verified_slide
+from tests.factories import CellImageFactory, verified_slide
 from tests.helpers import rendered_texts
 
 COMMENT = 'Reactive lymphocytes <b>seen</b> & "smudge" cells | ^~\\ review with CBC.'
@@ -200,6 +200,21 @@ def test_two_step_release_records_both_users_and_the_submitter_cannot_release(
     assert rendered_texts(page, "id", "report-comment-text") == ["Lymphocytosis; <i>repeat</i> in 2 weeks."]
 
 
+def test_a_submitted_slide_is_locked_against_every_change(reviewer, two_step):
+    slide = services.slide_submit(slide=_verified_slide(reviewer), actor=reviewer, reason="a test")
+    with pytest.raises(services.SlideLocked, match="awaits release"):
+        services.slide_update(slide=slide, actor=reviewer, notes="changed")
+    with pytest.raises(services.SlideLocked, match="awaits release"):
+        services.slide_cell_reclassify(cell=slide.cells.first(), actor=reviewer, target="basophil")
+    field = SlideField.objects.create(slide=slide, image=CellImageFactory(uploaded_by=reviewer), platelet_count=3)
+    with pytest.raises(services.SlideLocked, match="awaits release"):
+        platelets.field_platelet_correct(field=field, actor=reviewer, count=5)
+    with pytest.raises(services.SlideLocked, match="awaits release"):
+        services.slide_submit(slide=slide, actor=reviewer, reason="again")
+    field.refresh_from_db()
+    assert field.platelet_count_corrected is None and slide.cells.filter(final_class__code="basophil").count() == 0
+
+
 def test_the_releaser_keeps_the_submitted_comment_when_giving_none(reviewer, reviewer2, two_step):
     slide = services.slide_submit(slide=_verified_slide(reviewer), actor=reviewer, reason="a test",
                                   comment="Submitted comment.")
@@ -254,6 +269,12 @@ def test_the_lab_settings_page_turns_two_step_release_on_audited(client, lab_adm
     assert LabSettings.get().two_step_release is True
     event = AuditEvent.objects.filter(action="settings.labelling").latest("id")
     assert event.before["two_step_release"] is False and event.after["two_step_release"] is True
+    r = client.post("/api/lab-settings/", {"labels_required_train": lab.labels_required_train,
+                                           "labels_required_heldout": lab.labels_required_heldout,
+                                           "blind_heldout": True, "two_step_release": False},
+                    content_type="application/json")
+    assert r.status_code == 200 and r.json()["two_step_release"] is False
+    assert LabSettings.get().two_step_release is False and LabSettings.get().slides_train is True  # left as it was
 
 
 def test_release_text_helpers_are_pure():
