@@ -490,6 +490,9 @@ class LabSettingsSerializer(serializers.Serializer):
     blind_heldout = serializers.BooleanField()
     slides_train = serializers.BooleanField(
         required=False, help_text="Cells verified on slides train the next model (unchanged when left out).")
+    two_step_release = serializers.BooleanField(
+        required=False, help_text="Slides are submitted by the verifier and released by a second reviewer "
+                                  "(unchanged when left out).")
 
 
 class LabSettingsApi(APIView):

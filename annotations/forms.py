@@ -62,6 +62,9 @@ class LabSettingsForm(forms.Form):
     blind_heldout = forms.BooleanField(required=False, label="Blind mode on held-out cells (hide the model's suggestion)")
     slides_train = forms.BooleanField(
         required=False, label="Cells verified on slides train the next model (how it adapts to this lab's microscope)")
+    two_step_release = forms.BooleanField(
+        required=False, label="Two-step release of slides: a technologist verifies and submits, a second reviewer "
+                              "releases")
 
 
 class AgreementFilterForm(forms.Form):

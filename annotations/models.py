@@ -195,6 +195,9 @@ class AuditAction(models.TextChoices):
     SLIDE_CELL_RECLASSIFY = "slide.cell_reclassify", "Slide cell reclassified"
     SLIDE_CELL_VERIFY = "slide.cell_verify", "Slide cells verified"
     SLIDE_SIGN = "slide.sign", "Slide signed"
+    SLIDE_SUBMIT = "slide.submit", "Slide submitted for release"
+    SLIDE_RELEASE = "slide.release", "Slide released (two-step)"
+    SLIDE_RELEASE_RETURN = "slide.release_return", "Submitted slide returned to verification"
     SLIDE_CORRECT = "slide.correct", "Slide corrected"
     SLIDE_CREATE_VERSION = "slide.create_version", "Slide version created"
     SLIDE_REFERENCE_INTERVAL = "slide.reference_interval", "Reference interval changed"
@@ -267,6 +270,10 @@ class LabSettings(models.Model):
     platelet_calibrated_at = models.DateTimeField(null=True, blank=True)
     platelet_calibrated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                                on_delete=models.PROTECT, related_name="+")
+
+    two_step_release = models.BooleanField(
+        default=False, help_text="Two-step release: a technologist verifies and submits a slide, a second user with "
+                                 "the reviewer role releases (signs) it.")
 
     class Meta:
         verbose_name_plural = "lab settings"

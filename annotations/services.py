@@ -709,10 +709,11 @@ def _audited(values: dict) -> dict:
 
 def lab_settings_update(
     *, actor, labels_required_train: int, labels_required_heldout: int, blind_heldout: bool,
-    slides_train: bool | None = None,
+    slides_train: bool | None = None, two_step_release: bool | None = None,
 ) -> LabSettings:
-    """Change how many independent readings a cell needs, the blind mode and whether cells
-    verified on slides train the next model (None: unchanged); audited.
+    """Change how many independent readings a cell needs, the blind mode, whether cells verified on
+    slides train the next model and whether a slide's report needs a second user's release (None:
+    unchanged); audited. Slides already awaiting release stay so when two-step release is turned off.
 
     Cells already final keep their label; cells still waiting are re-evaluated under the new rule.
     """
@@ -723,7 +724,8 @@ def lab_settings_update(
         lab, changed = lab_settings_change(actor=actor, action=AuditAction.SETTINGS_LABELLING, after=lambda lab: {
             "labels_required_train": int(labels_required_train),
             "labels_required_heldout": int(labels_required_heldout), "blind_heldout": bool(blind_heldout),
-            "slides_train": lab.slides_train if slides_train is None else bool(slides_train)})
+            "slides_train": lab.slides_train if slides_train is None else bool(slides_train),
+            "two_step_release": lab.two_step_release if two_step_release is None else bool(two_step_release)})
         if not changed:
             return lab
         waiting = CellImage.objects.filter(

@@ -358,6 +358,7 @@ def lab_settings(request):
         "labels_required_heldout": lab.labels_required_heldout,
         "blind_heldout": lab.blind_heldout,
         "slides_train": lab.slides_train,
+        "two_step_release": lab.two_step_release,
     })
     if request.method == "POST":
         if form.is_valid() and form_save(form, lambda: services.lab_settings_update(actor=request.user,

@@ -24,6 +24,10 @@ from .models import Slide, SlideCell
 class SlideOutputSerializer(serializers.ModelSerializer):
     created_by = serializers.CharField(source="created_by.get_username", read_only=True)
     signed_by = serializers.SerializerMethodField()
+    status_display = serializers.CharField(source="get_status_display", read_only=True,
+                                           help_text="The status in words (e.g. 'Awaiting release').")
+    submitted_by = serializers.SerializerMethodField(
+        help_text="Two-step release: who verified and submitted the slide (null otherwise).")
     superseded_by = serializers.SerializerMethodField(
         help_text="The newer signed version whose report replaces this one's ({id, version}), or null.")
     acquisition_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
@@ -32,10 +36,14 @@ class SlideOutputSerializer(serializers.ModelSerializer):
         model = Slide
         fields = ["id", "code", "version", "previous", "kind", "acquisition_source", "wbc_count", "notes", "target_count",
                   "microns_per_pixel", "status", "task_state", "progress", "error", "model_version", "created_by",
-                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason", "superseded_by"]
+                  "created_at", "signed_by", "signed_at", "sign_reason", "correction_reason", "superseded_by",
+                  "status_display", "comment", "submitted_by", "submitted_at"]
 
     def get_signed_by(self, obj) -> str | None:
         return obj.signed_by.get_username() if obj.signed_by_id else None
+
+    def get_submitted_by(self, obj) -> str | None:
+        return obj.submitted_by.get_username() if obj.submitted_by_id else None
 
     @extend_schema_field(inline_serializer("SlideSuccessor", {"id": serializers.IntegerField(),
                                                               "version": serializers.IntegerField()}, allow_null=True))
@@ -227,17 +235,62 @@ class SlideSignApi(SlideChangeApi):
 
     conflicts = (services.SlideLocked, services.SlideNotReady)  # a missing reason is a 400, below
 
+    sign = staticmethod(services.slide_sign)
+
     class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+        comment = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="",
+                                        trim_whitespace=False, help_text="The interpretive comment (optional).")
 
     @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
     def post(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
         v = validated_input(self.InputSerializer, request.data)
         try:
-            slide = services.slide_sign(slide=slide, actor=request.user, reason=v["reason"])
+            slide = self.sign(slide=slide, actor=request.user, reason=v["reason"], comment=v["comment"])
         except services.SignatureNeedsReason as exc:
             return Response({"reason": [str(exc)], "warnings": exc.warnings}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(SlideOutputSerializer(slide).data)
+
+
+class SlideSubmitApi(SlideSignApi):
+    """Two-step release (a lab setting), step one: the technologist who verified the slide submits it
+    (the checks of signing; a ``reason`` while warnings stand; an optional draft ``comment``). The
+    slide is then ``awaiting_release``: not signed, no report, locked. Reviewers."""
+
+    sign = staticmethod(services.slide_submit)
+
+
+class SlideReleaseApi(SlideChangeApi):
+    """Two-step release, step two: a reviewer other than the submitter releases (signs) the slide;
+    ``comment`` replaces the submitted comment when given. The submitter gets 409."""
+
+    conflicts = (services.SlideLocked, services.SlideNotReady)
+
+    class InputSerializer(serializers.Serializer):
+        comment = serializers.CharField(required=False, allow_blank=True, allow_null=True, max_length=2000,
+                                        default=None, trim_whitespace=False,
+                                        help_text="The interpretive comment; omitted or null keeps the submitted one.")
+
+    @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        v = validated_input(self.InputSerializer, request.data)
+        slide = services.slide_release(slide=slide, actor=request.user, comment=v["comment"])
+        return Response(SlideOutputSerializer(slide).data)
+
+
+class SlideReleaseReturnApi(SlideChangeApi):
+    """Two-step release: a submitted slide goes back to verification, with a ``reason``."""
+
+    class InputSerializer(serializers.Serializer):
+        reason = serializers.CharField(max_length=500)
+
+    @extend_schema(request=InputSerializer, responses={200: SlideOutputSerializer})
+    def post(self, request, pk: int):
+        slide = get_object_or_404(Slide, pk=pk)
+        v = validated_input(self.InputSerializer, request.data)
+        slide = services.slide_release_return(slide=slide, actor=request.user, reason=v["reason"])
         return Response(SlideOutputSerializer(slide).data)
 
 

@@ -52,6 +52,9 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
 
 from . import fhir, hl7, selectors
+from .release import CSV_COLUMNS as RELEASE_CSV_COLUMNS
+from .release import csv_values as release_csv_values
+from .release import report_with_names
 from .models import Slide, SlideCell
 from .platelets.report import csv_rows as platelet_csv_rows
 
@@ -79,10 +82,11 @@ Accession codes and user names appear only if the export included them (else the
 
 # --- The signed report in its formats (page CSV, FHIR, HL7; the API and this export use the same) ---
 
-def report_csv_rows(slide: Slide) -> list[list]:
+def report_csv_rows(slide: Slide, *, report: dict | None = None) -> list[list]:
     """One row per class; the report's status and the signature's warnings and reason repeat on
-    every row so that each row stands alone."""
-    report = slide.report
+    every row so that each row stands alone. ``report``: the slide's, unless given (an export's
+    copy with pseudonyms)."""
+    report = slide.report if report is None else report
     release = selectors.slide_report_release(slide=slide)
     status = release["status"] + (f" (by v{release['successor'].version})" if release["superseded"] else "")
     warnings = " ".join(report.get("sign_warnings") or [])
@@ -103,7 +107,16 @@ def report_csv_rows(slide: Slide) -> list[list]:
                      domain])
     rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
                               tail=[status, warnings, reason, domain])
+    _release_columns(rows, report)
     return rows
+
+
+def _release_columns(rows: list[list], report: dict) -> None:
+    """The interpretive comment and the two-step release, repeated on every row (slides.release)."""
+    rows[0] += RELEASE_CSV_COLUMNS
+    values = release_csv_values(report)
+    for row in rows[1:]:
+        row += values
 
 
 def lis_arguments(slide: Slide) -> dict:
@@ -195,6 +208,11 @@ def _person(user, include_names: bool) -> str | None:
     return user.get_username() if include_names else reader_pseudonym(user.pk)
 
 
+def _release_person(pk: int | None, name: str | None, selection: SlideSelection) -> str | None:
+    """The submitter's or releaser's name in an export: a pseudonym unless names are included."""
+    return name if selection.include_names or pk is None else reader_pseudonym(pk)
+
+
 def coco_categories() -> list[dict]:
     """Every class of the taxonomy, ids from 1 in display order (the same ids in each slide's file)."""
     return [{"id": i, "name": c.code, "supercategory": "leukocyte" if c.is_leukocyte else "other",
@@ -254,10 +272,11 @@ def slide_report_files(slide: Slide, *, selection: SlideSelection) -> tuple[byte
     """The signed report's CSV and FHIR JSON, as the report pages give them, with the accession code
     and the signer's name replaced by the slide's folder and a pseudonym unless the export includes them."""
     accession = slide.code if selection.include_accessions else slide_folder(slide)
-    rows = report_csv_rows(slide)
+    named = report_with_names(slide.report, name_of=lambda pk, name: _release_person(pk, name, selection))
+    rows = report_csv_rows(slide, report=named)
     for row in rows[1:]:
         row[0] = accession
-    arguments = dict(lis_arguments(slide), accession=accession)
+    arguments = dict(lis_arguments(slide), accession=accession, report=named)
     report = fhir.diagnostic_report(issued=slide.signed_at.isoformat(),
                                     performer=_person(slide.signed_by, selection.include_names), **arguments)
     return csv_bytes(rows), json.dumps(report, indent=2).encode("utf-8")

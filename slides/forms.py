@@ -43,6 +43,17 @@ class SlideUpdateForm(forms.Form):
 class SignForm(forms.Form):
     reason = forms.CharField(required=False, max_length=500, label="Reason for signing despite the warnings",
                              widget=forms.Textarea(attrs={"rows": 2}))
+    comment = forms.CharField(required=False, max_length=2000, strip=False, label="Interpretive comment",
+                              widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class ReleaseForm(forms.Form):
+    comment = forms.CharField(required=False, max_length=2000, strip=False, label="Interpretive comment",
+                              widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class ReleaseReturnForm(forms.Form):
+    reason = forms.CharField(max_length=500, label="Why it goes back to verification")
 
 
 class CorrectionForm(forms.Form):

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .platelets.report import platelet_line
+from .release import report_lines as release_lines
 from .stats import EXPERT_COUNTED_NOTE, NOT_ASSESSED_NOTE, indeterminate_reason
 
 LOINC = "http://loinc.org"
@@ -206,5 +207,6 @@ def report_comments(report: Mapping, *, status: str, version: int, correction_re
     if report.get("expert_counted"):
         out.append("Counted by the expert; not pre-classified by the model (every counted cell verified): "
                    f"{', '.join(names.get(c, c) for c in report['expert_counted'])}.")
+    out.extend(release_lines(report))  # the interpretive comment; who submitted and released (slides.release)
     out.append(f"{report.get('leukocyte_total', 0)} leukocytes counted (target {report.get('target', '—')}).")
     return out

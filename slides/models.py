@@ -11,6 +11,7 @@ class Slide(models.Model):
         PROCESSING = "processing", "Processing"
         READY = "ready", "Ready for verification"
         VERIFIED = "verified", "Verified (every cell resolved)"
+        AWAITING_RELEASE = "awaiting_release", "Awaiting release"  # two-step release: submitted, not signed
         SIGNED = "signed", "Signed"
 
     class TaskState(models.TextChoices):
@@ -45,7 +46,7 @@ class Slide(models.Model):
         null=True, blank=True,
         help_text="The fields' scale (µm per pixel). Blank: measured on each field's red cells (about 7.5 µm).",
     )
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PROCESSING, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PROCESSING, db_index=True)
     task_state = models.CharField(max_length=10, choices=TaskState.choices, default=TaskState.IDLE)
     heartbeat_at = models.DateTimeField(
         null=True, blank=True,
@@ -68,6 +69,12 @@ class Slide(models.Model):
     sign_reason = models.CharField(
         max_length=500, blank=True, help_text="Why it was signed although warnings stood (e.g. below the target count).",
     )
+    # The reviewer's interpretive comment and the two-step release (slides.release): frozen into ``report``.
+    comment = models.TextField(blank=True, max_length=2000, help_text="The reviewer's interpretive comment.")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="Two-step release: the technologist who verified and submitted the slide.")
+    submitted_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

@@ -16,6 +16,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from . import lis
 from .platelets.report import text_lines as platelet_text_lines
+from .release import report_facts as release_facts
 from .stats import NO_FLAG_TEXT as STATUS_TEXT
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
@@ -86,6 +87,7 @@ def report_pdf(slide, *, release: dict) -> bytes:
     if report.get("sign_warnings") or report.get("sign_reason"):
         facts.append(["Signed despite", para(" ".join(report.get("sign_warnings") or []) or "—")])
         facts.append(["Reason", para(report.get("sign_reason") or "—")])
+    facts += [[label, para(text)] for label, text in release_facts(report)]  # comment, two-step release
     story += [_table(facts, [32 * mm, 138 * mm], header=False), Spacer(1, 5 * mm)]
 
     wbc = report.get("wbc_count")

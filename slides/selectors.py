@@ -16,8 +16,8 @@ from .platelets.selectors import slide_platelets
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
-    qs = Slide.objects.select_related("created_by", "signed_by", "next_version", "acquisition_source").annotate(
-        n_cells=Count("cells"))
+    qs = Slide.objects.select_related("created_by", "signed_by", "submitted_by", "next_version",
+                                      "acquisition_source").annotate(n_cells=Count("cells"))
     if status:
         qs = qs.filter(status=status)
     if code:

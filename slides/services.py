@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from functools import partial
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import Q
@@ -25,11 +25,12 @@ from classifier import services as classifier_services
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
+from leukoportal.roles import REVIEWER, has_role
 from sources.selectors import source_resolve
 
-from . import pipeline
+from . import pipeline, release
 from .detection import scale as detection_scale
-from .exceptions import SlideLocked
+from .exceptions import SlideLocked, check_editable
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
 from .platelets import services as platelet_services
 from .selectors import slide_cells_blind, slide_differential, slide_method_text, slide_sign_warnings
@@ -138,7 +139,7 @@ def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = Non
     scale applies to the fields detected after the change."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
-        _check_editable(slide)
+        check_editable(slide)
         before = {"wbc_count": str(slide.wbc_count) if slide.wbc_count else None, "notes": slide.notes,
                   "target": slide.target_count, "microns_per_pixel": slide.microns_per_pixel}
         slide.wbc_count = _clean_wbc(wbc_count)
@@ -157,21 +158,16 @@ def slide_update(*, slide: Slide, actor, wbc_count=None, notes: str | None = Non
     return slide
 
 
-def _check_editable(slide: Slide) -> None:
-    if slide.status == Slide.Status.SIGNED:
-        raise SlideLocked(f"Slide {slide} is signed and read-only; make a correction (a new version) to change it.")
-
-
 # --- Upload --------------------------------------------------------------------------------
 def slide_images_add(*, slide: Slide, files: Iterable[tuple[str, bytes]], uploaded_by) -> dict:
     """Store fields (or, for a slide of kind 'cells', cropped cells) through the de-identified
     upload service and queue the processing. Each bad file is refused with its reason."""
-    _check_editable(slide)
+    check_editable(slide)
     stored, refused = [], []
     source = Source.FIELD if slide.kind == Slide.Kind.FIELDS else Source.SLIDE_CELL
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
-        _check_editable(slide)
+        check_editable(slide)
         if slide.task_state == Slide.TaskState.RUNNING:
             raise SlideLocked("The slide is being processed; add more images when it is done.")
         position = slide.fields.count()
@@ -225,7 +221,7 @@ def slide_processing_retry(*, slide: Slide, actor) -> Slide:
     """Queue a failed (or stuck) processing again; the work already done is kept."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
-        _check_editable(slide)
+        check_editable(slide)
         if slide.task_state == Slide.TaskState.QUEUED:
             return slide
         _processing_queue(slide)
@@ -446,7 +442,7 @@ def slide_cell_reclassify(*, cell: SlideCell, actor, target: str) -> SlideCell:
     slide's status follows (verified when no counted cell is left unidentified)."""
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=cell.slide_id)
-        _check_editable(slide)
+        check_editable(slide)
         if slide.task_state in (Slide.TaskState.RUNNING, Slide.TaskState.QUEUED):
             raise SlideLocked("The slide is still being processed; wait for it to finish.")
         cell = SlideCell.objects.select_related("final_class", "image").get(pk=cell.pk)
@@ -519,42 +515,150 @@ def slide_cells_confirm(*, slide: Slide, actor, code: str) -> int:
     return len(cells)
 
 
-def slide_sign(*, slide: Slide, actor, reason: str = "") -> Slide:
-    """Freeze the differential and sign. Every counted cell must have a class; while warnings
-    stand (``selectors.slide_sign_warnings``: fewer cells than the target, ...) the signature
-    needs a written ``reason``, which is audited and printed on every report format."""
+def _clean_reason(reason: str) -> str:
     reason = (reason or "").strip()
     if len(reason) > 500:
         raise ValidationError({"reason": "The reason is limited to 500 characters."})
+    return reason
+
+
+def _clean_comment(comment: str | None) -> str:
+    comment = release.comment_normalise(comment)
+    if len(comment) > release.MAX_COMMENT:
+        raise ValidationError({"comment": f"The comment is limited to {release.MAX_COMMENT} characters."})
+    return comment
+
+
+def _sign_checks(slide: Slide, *, reason: str) -> tuple[dict, list[str]]:
+    """The differential as it would be signed, and its warnings; refused while cells are unresolved,
+    no leukocyte is counted, or warnings stand without a ``reason`` (the caller holds the lock)."""
+    if slide.task_state != Slide.TaskState.DONE:
+        raise SlideNotReady("The slide has not finished processing.")
+    unresolved = _unresolved_count(slide)
+    if unresolved:
+        raise SlideNotReady(f"{unresolved} cell(s) are still unidentified: classify them or mark them not counted.")
+    report = slide_differential(slide=slide, signing=True)
+    if not report["leukocyte_total"]:
+        raise SlideNotReady("No leukocyte is counted on this slide.")
+    warnings = slide_sign_warnings(slide=slide, diff=report)
+    if warnings and not reason:
+        raise SignatureNeedsReason(warnings)
+    return report, warnings
+
+
+def _sign_freeze(slide: Slide, *, report: dict, warnings: list[str], actor, reason: str, comment: str,
+                 release_record: dict | None = None) -> Slide:
+    """Freeze the report (with the comment, and the two-step release when there is one) and sign."""
+    now = timezone.now()
+    report["signed_at"] = now.isoformat()
+    report["signed_by"] = actor.get_username()
+    report["sign_warnings"] = warnings
+    report["sign_reason"] = reason
+    report["method"] = slide_method_text(slide=slide)
+    report["comment"] = comment
+    if release_record is not None:
+        report["release"] = dict(release_record, released_by=actor.get_username(), released_by_id=actor.pk,
+                                 released_at=now.isoformat())
+    slide.report = report
+    slide.status = Slide.Status.SIGNED
+    slide.signed_by, slide.signed_at = actor, now
+    slide.sign_reason = reason
+    slide.comment = comment
+    slide.save(update_fields=["report", "status", "signed_by", "signed_at", "sign_reason", "comment"])
+    audit_record(actor=actor, action=AuditAction.SLIDE_RELEASE if release_record else AuditAction.SLIDE_SIGN,
+                 target=slide,
+                 after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version,
+                        "warnings": warnings, "reason": reason, "comment": comment,
+                        **({"release": report["release"]} if release_record else {})})
+    return slide
+
+
+def _check_signable(slide: Slide) -> None:
+    if slide.status == Slide.Status.SIGNED:
+        raise SlideLocked(f"Slide {slide} is already signed.")
+    if slide.status == Slide.Status.AWAITING_RELEASE:
+        raise SlideLocked(f"Slide {slide} is submitted and awaits release by a second reviewer.")
+
+
+def slide_sign(*, slide: Slide, actor, reason: str = "", comment: str = "") -> Slide:
+    """Freeze the differential and sign. Every counted cell must have a class; while warnings
+    stand (``selectors.slide_sign_warnings``: fewer cells than the target, ...) the signature
+    needs a written ``reason``, which is audited and printed on every report format, as is the
+    reviewer's interpretive ``comment`` (optional). With the lab's two-step release on, a slide is
+    submitted (:func:`slide_submit`) and released (:func:`slide_release`) instead."""
+    reason, comment = _clean_reason(reason), _clean_comment(comment)
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=slide.pk)
-        if slide.status == Slide.Status.SIGNED:
-            raise SlideLocked(f"Slide {slide} is already signed.")
-        if slide.task_state != Slide.TaskState.DONE:
-            raise SlideNotReady("The slide has not finished processing.")
-        unresolved = _unresolved_count(slide)
-        if unresolved:
-            raise SlideNotReady(f"{unresolved} cell(s) are still unidentified: classify them or mark them not counted.")
-        report = slide_differential(slide=slide, signing=True)
-        if not report["leukocyte_total"]:
-            raise SlideNotReady("No leukocyte is counted on this slide.")
-        warnings = slide_sign_warnings(slide=slide, diff=report)
-        if warnings and not reason:
-            raise SignatureNeedsReason(warnings)
-        now = timezone.now()
-        report["signed_at"] = now.isoformat()
-        report["signed_by"] = actor.get_username()
-        report["sign_warnings"] = warnings
-        report["sign_reason"] = reason
-        report["method"] = slide_method_text(slide=slide)
-        slide.report = report
-        slide.status = Slide.Status.SIGNED
-        slide.signed_by, slide.signed_at = actor, now
-        slide.sign_reason = reason
-        slide.save(update_fields=["report", "status", "signed_by", "signed_at", "sign_reason"])
-        audit_record(actor=actor, action=AuditAction.SLIDE_SIGN, target=slide,
-                     after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version,
-                            "warnings": warnings, "reason": reason})
+        _check_signable(slide)
+        if LabSettings.get().two_step_release:
+            raise SlideNotReady("Two-step release is on: submit the slide for release; a second reviewer releases it.")
+        report, warnings = _sign_checks(slide, reason=reason)
+        return _sign_freeze(slide, report=report, warnings=warnings, actor=actor, reason=reason, comment=comment)
+
+
+# --- Two-step release ------------------------------------------------------------------------
+class SameUserRelease(SlideLocked):
+    """The user who submitted a slide cannot release it."""
+
+
+def slide_submit(*, slide: Slide, actor, reason: str = "", comment: str = "") -> Slide:
+    """Two-step release, step one: the technologist who verified the slide submits it, with the same
+    checks as signing (a reason while warnings stand) and, optionally, a draft comment. The slide is
+    then awaiting release: not signed (no report, no export), locked against changes."""
+    if not has_role(actor, REVIEWER):
+        raise PermissionDenied("Submitting a slide needs the reviewer role (the role that verifies its cells).")
+    reason, comment = _clean_reason(reason), _clean_comment(comment)
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        _check_signable(slide)
+        if not LabSettings.get().two_step_release:
+            raise SlideNotReady("Two-step release is off in the lab settings: sign the slide instead.")
+        _, warnings = _sign_checks(slide, reason=reason)
+        slide.status = Slide.Status.AWAITING_RELEASE
+        slide.submitted_by, slide.submitted_at = actor, timezone.now()
+        slide.sign_reason, slide.comment = reason, comment
+        slide.save(update_fields=["status", "submitted_by", "submitted_at", "sign_reason", "comment"])
+        audit_record(actor=actor, action=AuditAction.SLIDE_SUBMIT, target=slide,
+                     after={"version": slide.version, "warnings": warnings, "reason": reason, "comment": comment})
+    return slide
+
+
+def slide_release(*, slide: Slide, actor, comment: str | None = None) -> Slide:
+    """Two-step release, step two: a reviewer other than the submitter releases (signs) a submitted
+    slide; the report records both. ``comment`` None keeps the submitted comment, else replaces it."""
+    if not has_role(actor, REVIEWER):
+        raise PermissionDenied("Releasing a slide needs the reviewer role.")
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        if slide.status != Slide.Status.AWAITING_RELEASE:
+            raise SlideLocked(f"Slide {slide} is not awaiting release"
+                              + (" (it is signed)." if slide.is_signed else ": it must be submitted first."))
+        if slide.submitted_by_id == actor.pk:
+            raise SameUserRelease(f"You submitted slide {slide}: a second reviewer must release it.")
+        comment = slide.comment if comment is None else _clean_comment(comment)
+        report, warnings = _sign_checks(slide, reason=slide.sign_reason)
+        record = {"two_step": True, "submitted_by": slide.submitted_by.get_username(),
+                  "submitted_by_id": slide.submitted_by_id, "submitted_at": slide.submitted_at.isoformat()}
+        return _sign_freeze(slide, report=report, warnings=warnings, actor=actor, reason=slide.sign_reason,
+                            comment=comment, release_record=record)
+
+
+def slide_release_return(*, slide: Slide, actor, reason: str) -> Slide:
+    """A submitted slide goes back to verification (the releaser found something to change, or the
+    submitter withdraws it): submitted, not signed; audited with the reason."""
+    reason = (reason or "").strip()
+    if not reason or len(reason) > 500:
+        raise ValidationError({"reason": "Say why the slide goes back to verification (at most 500 characters)."})
+    with transaction.atomic():
+        slide = Slide.objects.select_for_update().get(pk=slide.pk)
+        if slide.status != Slide.Status.AWAITING_RELEASE:
+            raise SlideLocked(f"Slide {slide} is not awaiting release.")
+        before = {"submitted_by": slide.submitted_by_id, "submitted_at": slide.submitted_at.isoformat()}
+        slide.status = Slide.Status.VERIFIED if _unresolved_count(slide) == 0 else Slide.Status.READY
+        slide.submitted_by, slide.submitted_at = None, None
+        slide.save(update_fields=["status", "submitted_by", "submitted_at"])
+        audit_record(actor=actor, action=AuditAction.SLIDE_RELEASE_RETURN, target=slide, before=before,
+                     after={"reason": reason})
     return slide
 
 

@@ -15,14 +15,23 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
+from annotations.models import LabSettings
 from annotations.selectors import cell_classes_active, class_names
 from leukoportal.errors import call_with_messages, error_text, refusal_text
-from leukoportal.forms import form_posted, form_save
+from leukoportal.forms import form_errors_text, form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
 
 from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
-from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
+from .forms import (
+    CorrectionForm,
+    ReferenceIntervalForm,
+    ReleaseForm,
+    ReleaseReturnForm,
+    SignForm,
+    SlideCreateForm,
+    SlideUpdateForm,
+)
 from .models import ReferenceInterval, Slide, SlideCell
 from .platelets.selectors import slide_platelet_fields
 
@@ -158,7 +167,9 @@ def slide_verify(request, pk: int):
         "diff": diff,
         "platelet_fields": slide_platelet_fields(slide=slide) if diff.get("platelets") else [],
         "targets": [c for c in cell_classes_active() if not c.is_abstain],
-        "locked": slide.is_signed or slide.task_state != Slide.TaskState.DONE,
+        "locked": slide.is_signed or slide.status == Slide.Status.AWAITING_RELEASE
+                  or slide.task_state != Slide.TaskState.DONE,
+        "two_step": LabSettings.get().two_step_release,
     })
 
 
@@ -202,22 +213,52 @@ def cells_confirm(request, pk: int):
 @role_required(REVIEWER)
 @require_POST
 def slide_sign(request, pk: int):
-    """Sign; while warnings stand (selectors.slide_sign_warnings) a reason is required, and a
-    request without one gets the confirmation step: the warnings and a field for the reason."""
+    """Sign (or, with the lab's two-step release on, submit for release); while warnings stand
+    (selectors.slide_sign_warnings) a reason is required, and a request without one gets the
+    confirmation step: the warnings and a field for the reason."""
     slide = get_object_or_404(Slide, pk=pk)
     form = SignForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    if not form.is_valid():  # too long a reason or comment: nothing is signed
+        messages.error(request, form_errors_text(form))
+        return redirect("slides:verify", pk=pk)
+    data = form.cleaned_data
+    two_step = LabSettings.get().two_step_release
+    sign = services.slide_submit if two_step else services.slide_sign
     try:
-        services.slide_sign(slide=slide, actor=request.user, reason=reason)
+        sign(slide=slide, actor=request.user, reason=data.get("reason", ""), comment=data.get("comment", ""))
     except services.SignatureNeedsReason as exc:
         return render(request, "slides/sign_confirm.html", {
-            "slide": slide, "warnings": exc.warnings, "form": form,
+            "slide": slide, "warnings": exc.warnings, "form": form, "two_step": two_step,
             "diff": selectors.slide_differential(slide=slide, signing=True)}, status=400)
     except (services.SlideLocked, services.SlideNotReady, ValidationError) as exc:
         messages.error(request, refusal_text(exc))
         return redirect("slides:verify", pk=pk)
+    if two_step:
+        messages.success(request, f"Slide {slide.code} v{slide.version} submitted: a second reviewer releases it.")
+        return redirect("slides:verify", pk=pk)
     messages.success(request, f"Slide {slide.code} v{slide.version} signed.")
     return redirect("slides:report", pk=pk)
+
+
+@role_required(REVIEWER)
+@_slide_form_post(ReleaseForm)
+def slide_release(request, slide: Slide, form: ReleaseForm):
+    """Two-step release: a second reviewer releases (signs) a submitted slide."""
+    released = call_with_messages(
+        request, lambda: services.slide_release(slide=slide, actor=request.user, comment=form.cleaned_data["comment"]),
+        refusals=(services.SlideLocked, services.SlideNotReady, ValidationError),
+        success=lambda s: f"Slide {s.code} v{s.version} released.")
+    return redirect("slides:report", pk=slide.pk) if released else redirect("slides:verify", pk=slide.pk)
+
+
+@role_required(REVIEWER)
+@_slide_form_post(ReleaseReturnForm, invalid_message="Say why the slide goes back to verification.")
+def slide_release_return(request, slide: Slide, form: ReleaseReturnForm):
+    call_with_messages(
+        request, lambda: services.slide_release_return(slide=slide, actor=request.user,
+                                                       reason=form.cleaned_data["reason"]),
+        refusals=services.EDIT_REFUSALS, success=lambda s: f"Slide {s.code} v{s.version} is back in verification.")
+    return redirect("slides:verify", pk=slide.pk)
 
 
 @role_required(REVIEWER)

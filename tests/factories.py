@@ -167,3 +167,18 @@ class SlideCellFactory(factory.django.DjangoModelFactory):
     detector_kind = "wbc"
     final_class = factory.LazyFunction(lambda: cell_class("lymphocyte"))
     changed_by = None
+
+
+def verified_slide(*, created_by, code: str = "REL-1", classes=("monocyte", "lymphocyte", "lymphocyte"),
+                   target_count: int = 100):
+    """A slide of cropped cells, one per class in ``classes``, each pre-classified and given its final
+    class: processed and verified, ready to sign (or submit) without a worker."""
+    from slides.models import Slide, SlideCell
+
+    version = ModelVersionFactory(status=ModelVersion.Status.ACTIVE)
+    slide = Slide.objects.create(code=code, created_by=created_by, kind=Slide.Kind.CELLS, status=Slide.Status.VERIFIED,
+                                 task_state=Slide.TaskState.DONE, model_version=version, target_count=target_count)
+    for image, code_ in zip(CellImageFactory.create_batch(len(classes), uploaded_by=created_by), classes):
+        SlideCell.objects.create(slide=slide, image=image, predicted_class=code_, top_class=code_, confidence=0.9,
+                                 model_version=version, final_class=CellClass.objects.get(code=code_))
+    return slide

@@ -20,7 +20,7 @@ from annotations.services import lab_settings_change
 
 from ..detection import scale as detection_scale
 from ..detection.platelets import find_platelets_and_red_cells
-from ..exceptions import SlideLocked
+from ..exceptions import SlideLocked, check_editable
 from ..models import Slide, SlideField
 from . import calibration, selectors
 
@@ -80,8 +80,7 @@ def field_platelet_correct(*, field: SlideField, actor, count) -> SlideField:
             raise ValidationError({"count": f"The platelet count must be between 0 and {MAX_PLATELETS_PER_FIELD}."})
     with transaction.atomic():
         slide = Slide.objects.select_for_update().get(pk=field.slide_id)
-        if slide.status == Slide.Status.SIGNED:
-            raise SlideLocked(f"Slide {slide} is signed and read-only; make a correction (a new version) to change it.")
+        check_editable(slide)  # signed, or submitted and awaiting release
         if slide.task_state in (Slide.TaskState.RUNNING, Slide.TaskState.QUEUED):
             raise SlideLocked("The slide is still being processed; wait for it to finish.")
         field = SlideField.objects.select_for_update().get(pk=field.pk)

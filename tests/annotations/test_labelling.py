@@ -139,9 +139,9 @@ def test_lab_settings_change_is_audited_and_reevaluates_waiting_cells(labeller, 
     event = AuditEvent.objects.get(action="settings.labelling")
     assert event.actor == lab_admin
     assert event.before == {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": True,
-                            "slides_train": True}
+                            "slides_train": True, "two_step_release": False}
     assert event.after == {"labels_required_train": 1, "labels_required_heldout": 3, "blind_heldout": False,
-                           "slides_train": True}
+                           "slides_train": True, "two_step_release": False}
 
 
 def test_lab_settings_out_of_range_is_refused(lab_admin):

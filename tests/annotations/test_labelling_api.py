@@ -130,7 +130,8 @@ def test_lab_settings_api_is_for_lab_admins(api, reviewer, lab_admin):
     assert as_user(api, reviewer).get("/api/lab-settings/").status_code == 403
     as_user(api, lab_admin)
     assert api.get("/api/lab-settings/").json() == {"labels_required_train": 1, "labels_required_heldout": 2,
-                                                  "blind_heldout": True, "slides_train": True}
+                                                  "blind_heldout": True, "slides_train": True,
+                                                  "two_step_release": False}
     bad = api.post("/api/lab-settings/", {"labels_required_train": 9, "labels_required_heldout": 2, "blind_heldout": True}, format="json")
     assert bad.status_code == 400
     ok = api.post("/api/lab-settings/", {"labels_required_train": 2, "labels_required_heldout": 2, "blind_heldout": False}, format="json")
