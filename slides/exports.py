@@ -52,6 +52,7 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
 
 from . import fhir, hl7, selectors
+from .morphology.report import csv_rows as red_cell_csv_rows
 from .platelet_report import csv_rows as platelet_csv_rows
 from .models import Slide, SlideCell
 
@@ -103,6 +104,7 @@ def report_csv_rows(slide: Slide) -> list[list]:
                      domain])
     rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
                               tail=[status, warnings, reason, domain])
+    rows += red_cell_csv_rows(report, accession=slide.code, version=slide.version, tail=[status, warnings, reason, domain])
     return rows
 
 

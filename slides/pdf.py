@@ -14,6 +14,7 @@ from reportlab.lib.styles import getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
+from .morphology.report import text_lines as red_cell_lines
 from .stats import NO_FLAG_TEXT as STATUS_TEXT
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
@@ -146,6 +147,8 @@ def report_pdf(slide, *, release: dict) -> bytes:
 
     if report.get("platelets"):
         story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_lines(report)]
+    if red_cell_lines(report):  # reports signed since red-cell grading exists (slides.morphology)
+        story += [Paragraph("Red-cell morphology", styles["Heading2"])] + [para(t) for t in red_cell_lines(report)]
     story += [Spacer(1, 5 * mm), para(FOOTER, small)]
 
     def footer(canvas, doc):

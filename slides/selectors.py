@@ -12,6 +12,7 @@ from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
+from .morphology.selectors import slide_red_cells_section
 
 
 def slides_list(*, status: str | None = None, code: str | None = None) -> QuerySet[Slide]:
@@ -245,6 +246,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
     data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)
     from .platelets import slide_platelets
 
+    if signing:  # the reviewer's red-cell grades, frozen with the differential (slides.morphology)
+        data["red_cells"] = slide_red_cells_section(slide=slide)
     platelet_data = slide_platelets(slide=slide)
     if platelet_data is not None:  # only when the lab reports the estimate
         data["platelets"] = platelet_data

@@ -24,6 +24,7 @@ from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
 from .forms import CorrectionForm, ReferenceIntervalForm, SignForm, SlideCreateForm, SlideUpdateForm
 from .models import ReferenceInterval, Slide, SlideCell
+from .morphology.selectors import slide_red_cell_form
 from .platelets import slide_platelet_fields
 
 
@@ -156,6 +157,7 @@ def slide_verify(request, pk: int):
         "blind": blind,
         "diff": diff,
         "platelet_fields": slide_platelet_fields(slide=slide) if diff.get("platelets") else [],
+        "red_cells": slide_red_cell_form(slide=slide),
         "targets": [c for c in cell_classes_active() if not c.is_abstain],
         "locked": slide.is_signed or slide.task_state != Slide.TaskState.DONE,
     })
