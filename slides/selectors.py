@@ -247,7 +247,7 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
     from .platelets import slide_platelets
 
     if signing:  # the reviewer's red-cell grades, frozen with the differential (slides.morphology)
-        data["red_cells"] = slide_red_cells_section(slide=slide)
+        data["red_cell_morphology"] = slide_red_cells_section(slide=slide)
     platelet_data = slide_platelets(slide=slide)
     if platelet_data is not None:  # only when the lab reports the estimate
         data["platelets"] = platelet_data

@@ -1,4 +1,4 @@
-"""The red-cell section of a signed report (``Slide.report["red_cells"]``) and its lines for the
+"""The red-cell section of a signed report (``Slide.report["red_cell_morphology"]``) and its lines for the
 report page, the PDF and the CSV (pure Python, no Django).
 
 A report signed since the grading exists always carries the section: the graded findings in the
@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 
 from . import catalogue
 
-KEY = "red_cells"
+KEY = "red_cell_morphology"
 
 
 def frozen_section(grades: Iterable[Mapping]) -> dict:

@@ -76,17 +76,17 @@ GRADES = [{"code": "target_cells", "grade": "2+", "percent": None, "graded_by": 
 def test_report_lines_show_only_the_graded_findings_in_catalogue_order():
     section = report.frozen_section(GRADES)
     assert [f["code"] for f in section["findings"]] == ["target_cells", "schistocytes"]
-    lines = report.text_lines({"red_cells": section})
+    lines = report.text_lines({"red_cell_morphology": section})
     assert lines[:2] == ["Target cells: 2+ (moderate).", "Schistocytes: 1+ (few; 0.5 % of red cells)."]
     assert "ICSH 2015" in lines[-1]
-    rows = report.csv_rows({"red_cells": section}, accession="A-1", version=1, tail=["final"])
+    rows = report.csv_rows({"red_cell_morphology": section}, accession="A-1", version=1, tail=["final"])
     assert [(r[2], r[5], r[10]) for r in rows] == [
         ("rbc_target_cells", "", "graded 2+ (moderate)"),
         ("rbc_schistocytes", "", "graded 1+ (few; 0.5 % of red cells)")]  # the percent column is of leukocytes
 
 
 def test_nothing_graded_is_said_explicitly_and_an_old_report_says_nothing():
-    empty = {"red_cells": report.frozen_section([])}
+    empty = {"red_cell_morphology": report.frozen_section([])}
     assert report.text_lines(empty) == ["No red-cell findings graded."]
     assert report.csv_rows(empty, accession="A", version=1, tail=[])[0][10] == "No red-cell findings graded."
     assert report.text_lines({}) == [] and report.csv_rows({}, accession="A", version=1, tail=[]) == []
@@ -94,7 +94,7 @@ def test_nothing_graded_is_said_explicitly_and_an_old_report_says_nothing():
 
 def _minimal_report(section) -> dict:
     return {"rows": [], "percentages": {}, "counts": {}, "intervals": {}, "flags": [], "leukocyte_total": 0,
-            "target": 100, "red_cells": section}
+            "target": 100, "red_cell_morphology": section}
 
 
 def test_fhir_and_hl7_carry_each_grade_coded_and_nothing_graded_as_text():
@@ -207,7 +207,7 @@ def graded_signed_slide(labeller, reviewer, slides_model):
 
 def test_the_grades_are_frozen_at_signing_and_reach_every_format(graded_signed_slide, reviewer, client):
     slide = graded_signed_slide
-    frozen = slide.report["red_cells"]["findings"]
+    frozen = slide.report["red_cell_morphology"]["findings"]
     assert [(f["code"], f["grade"], f["percent"]) for f in frozen] == [("target_cells", "2+", None),
                                                                      ("schistocytes", "1+", 0.8)]
     rows = list(csv.reader(io.StringIO("\n".join(",".join(f'"{c}"' for c in r) for r in exports.report_csv_rows(slide)))))
