@@ -203,6 +203,7 @@ class AuditAction(models.TextChoices):
     SLIDE_REFERENCE_INTERVAL = "slide.reference_interval", "Reference interval changed"
     SLIDE_PLATELETS_CORRECT = "slide.platelets_correct", "Platelet count of a field corrected"
     SETTINGS_PLATELETS = "settings.platelets", "Platelet estimate settings changed"
+    SLIDE_RED_CELLS_GRADE = "slide.red_cells_grade", "Red-cell morphology graded"
     ADMIN_ADD = "admin.add", "Added in the admin"
     ADMIN_CHANGE = "admin.change", "Changed in the admin"
     ADMIN_DELETE = "admin.delete", "Deleted in the admin"

@@ -52,6 +52,7 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
 
 from . import fhir, hl7, selectors
+from .morphology.report import csv_rows as red_cell_csv_rows
 from .release import CSV_COLUMNS as RELEASE_CSV_COLUMNS
 from .release import csv_values as release_csv_values
 from .release import report_with_names
@@ -107,6 +108,7 @@ def report_csv_rows(slide: Slide, *, report: dict | None = None) -> list[list]:
                      domain])
     rows += platelet_csv_rows(report, accession=slide.code, version=slide.version,
                               tail=[status, warnings, reason, domain])
+    rows += red_cell_csv_rows(report, accession=slide.code, version=slide.version, tail=[status, warnings, reason, domain])
     _release_columns(rows, report)
     return rows
 

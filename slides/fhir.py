@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from . import lis
+from .morphology.fhir import observations as red_cell_observations
 
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 DATA_ABSENT_SYSTEM = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
@@ -81,6 +82,7 @@ def diagnostic_report(*, report: Mapping, accession: str, version: int, issued: 
     status = STATUS[release]
     observations = [_observation(line, ident=f"obs-{i}", status=status, issued=issued)
                     for i, line in enumerate(lis.result_lines(report, names=names), start=1)]
+    observations += red_cell_observations(report, status=status, issued=issued, start=len(observations) + 1)
     comments = lis.report_comments(report, status=release, version=version, correction_reason=correction_reason,
                                    successor_version=successor_version)
     return {

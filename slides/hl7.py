@@ -28,6 +28,7 @@ from hl7apy.core import Message
 from hl7apy.factories import datatype_factory
 
 from . import lis
+from .morphology.hl7 import add_observations as add_red_cell_observations
 
 VERSION = "2.5.1"
 RESULT_STATUS = {"final": "F", "corrected": "C", "superseded": "W"}
@@ -127,5 +128,6 @@ def oru_r01(*, report: Mapping, accession: str, version: int, signed_at: datetim
             nte = obs.add_segment("NTE")
             nte.nte_1 = str(j)
             nte.nte_3 = _text(note)
+    add_red_cell_observations(order, report=report, status=status, observed_at=_ts(signed_at))
     msg.validate()
     return msg.to_er7()

@@ -244,3 +244,6 @@ class ReferenceInterval(models.Model):
     @property
     def code_list(self) -> list[str]:
         return [c.strip() for c in self.codes.split("+") if c.strip()]
+
+
+from .morphology.models import RedCellGrade  # noqa: E402,F401  (red-cell morphology: its own package)

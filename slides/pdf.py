@@ -15,6 +15,7 @@ from reportlab.lib.units import mm
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from . import lis
+from .morphology.report import text_lines as red_cell_lines
 from .platelets.report import text_lines as platelet_text_lines
 from .release import report_facts as release_facts
 from .stats import NO_FLAG_TEXT as STATUS_TEXT
@@ -149,6 +150,8 @@ def report_pdf(slide, *, release: dict) -> bytes:
                   _table(rows, [55 * mm, 20 * mm, 30 * mm, 25 * mm, 40 * mm], marked=marked)]
     if report.get("platelets"):  # only when the lab reports the estimate
         story += [Paragraph("Platelets and red cells", styles["Heading2"])] + [para(t) for t in platelet_text_lines(report)]
+    if red_cell_lines(report):  # reports signed since red-cell grading exists (slides.morphology)
+        story += [Paragraph("Red-cell morphology", styles["Heading2"])] + [para(t) for t in red_cell_lines(report)]
     story += [Spacer(1, 5 * mm), para(FOOTER, small)]
 
     def footer(canvas, doc):

@@ -12,6 +12,7 @@ from classifier.ml.reasons import OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
+from .morphology.selectors import slide_red_cells_section
 from .platelets.selectors import slide_platelets
 
 
@@ -248,6 +249,8 @@ def slide_differential(*, slide: Slide, method: str = stats.DEFAULT_METHOD, sign
         verified=cells.filter(changed_by__isnull=False).count(),
         interval_method="Wilson score" if method == "wilson" else "Clopper-Pearson",
     )
+    if signing:  # the reviewer's red-cell grades, frozen with the differential (slides.morphology)
+        data["red_cell_morphology"] = slide_red_cells_section(slide=slide)
     if platelet_data is not None:
         data["platelets"] = platelet_data
     data["sign_warnings"] = slide_sign_warnings(slide=slide, diff=data)

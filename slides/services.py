@@ -32,6 +32,7 @@ from . import pipeline, release
 from .detection import scale as detection_scale
 from .exceptions import SlideLocked, check_editable
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
+from .morphology.services import red_cell_grades_copy
 from .platelets import services as platelet_services
 from .selectors import slide_cells_blind, slide_differential, slide_method_text, slide_sign_warnings
 
@@ -686,6 +687,7 @@ def slide_correct(*, slide: Slide, actor, reason: str) -> Slide:
             field_map[f.pk] = SlideField.objects.create(slide=new, image=f.image, position=f.position,
                                                         detected=f.detected, n_cells=f.n_cells, scale=f.scale,
                                                         **platelet_services.field_copy_values(f))
+        red_cell_grades_copy(source=slide, target=new)
         SlideCell.objects.bulk_create([
             SlideCell(
                 slide=new, field=field_map.get(c.field_id), x0=c.x0, y0=c.y0, x1=c.x1, y1=c.y1,

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import export_views, views
+from .morphology import views as morphology_views
 from .platelets import views as platelet_views
 
 app_name = "slides"
@@ -11,6 +12,7 @@ urlpatterns = [
     path("platelet-settings/", platelet_views.platelet_settings, name="platelet_settings"),
     path("<int:pk>/fields/<int:field_pk>/platelets/", platelet_views.field_platelets_correct,
          name="field_platelets_correct"),
+    path("<int:pk>/red-cells/", morphology_views.red_cells_grade, name="red_cells_grade"),
     path("<int:pk>/", views.slide_detail, name="detail"),
     path("<int:pk>/upload/", views.slide_upload, name="upload"),
     path("<int:pk>/update/", views.slide_update, name="update"),

@@ -33,6 +33,7 @@ from .forms import (
     SlideUpdateForm,
 )
 from .models import ReferenceInterval, Slide, SlideCell
+from .morphology.selectors import slide_red_cell_form
 from .platelets.selectors import slide_platelet_fields
 
 
@@ -166,6 +167,7 @@ def slide_verify(request, pk: int):
         "blind": blind,
         "diff": diff,
         "platelet_fields": slide_platelet_fields(slide=slide) if diff.get("platelets") else [],
+        "red_cells": slide_red_cell_form(slide=slide),
         "targets": [c for c in cell_classes_active() if not c.is_abstain],
         "locked": slide.is_signed or slide.status == Slide.Status.AWAITING_RELEASE
                   or slide.task_state != Slide.TaskState.DONE,

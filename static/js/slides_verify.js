@@ -137,3 +137,27 @@
     });
   });
 })();
+
+// Red-cell morphology: signing with grades changed but not saved would sign without them; say so
+// and stop instead (without JavaScript the two forms stay separate, as the page says).
+(function () {
+  "use strict";
+  const form = document.getElementById("red-cell-form");
+  const sign = document.getElementById("sign-form");
+  if (!form || !sign) return;
+  const snapshot = () => JSON.stringify(Array.from(new FormData(form).entries()));
+  const initial = snapshot();
+  sign.addEventListener("submit", (e) => {
+    if (snapshot() === initial) return;
+    e.preventDefault();
+    let note = document.getElementById("red-cells-unsaved");
+    if (!note) {
+      note = document.createElement("p");
+      note.id = "red-cells-unsaved";
+      note.className = "warn";
+      note.setAttribute("role", "alert");
+      note.textContent = "The red-cell grades have changed and are not saved: save them (or undo the changes) before signing.";
+      sign.insertBefore(note, document.getElementById("sign-button"));
+    }
+  });
+})();
