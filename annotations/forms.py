@@ -48,7 +48,11 @@ class LabelForm(forms.Form):
 
 
 class AdjudicationForm(forms.Form):
-    cell_class = forms.ChoiceField(choices=())
+    """A reviewer's decision: nothing is preselected (no anchoring on a reader's class), so an empty
+    choice is refused rather than taken as the first class."""
+
+    cell_class = forms.ChoiceField(choices=(), error_messages={
+        "required": "Nothing decided: choose the final class (nothing is preselected)."})
     note = forms.CharField(required=False, max_length=500)
 
     def __init__(self, *args, **kwargs):

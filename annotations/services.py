@@ -411,8 +411,11 @@ def label_submit(
     return label
 
 
-def adjudication_submit(*, image: CellImage, reviewer, cell_class: CellClass, note: str = "") -> Adjudication:
-    """A reviewer's final decision. Two reviewers at once: the first wins, the second is told."""
+def adjudication_submit(*, image: CellImage, reviewer, cell_class: CellClass | None, note: str = "") -> Adjudication:
+    """A reviewer's final decision. Two reviewers at once: the first wins, the second is told.
+    An empty class is refused: a decision is never a default."""
+    if cell_class is None:
+        raise ValidationError({"cell_class": "Nothing decided: choose the final class."})
     if not cell_class.active or cell_class.is_abstain:
         raise ValidationError({"cell_class": f"{cell_class.code!r} cannot be a final label."})
     with transaction.atomic():

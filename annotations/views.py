@@ -311,8 +311,9 @@ def review_queue(request):
 @require_POST
 def review_decide(request, pk: int):
     image = get_object_or_404(CellImage, pk=pk)
-    form = form_posted(request, AdjudicationForm)
-    if form is None:
+    form = AdjudicationForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Cell {image.pk}: {' '.join(form.errors.get('cell_class', [])) or form_errors_text(form)}")
         return redirect("annotations:review_queue")
     cell_class = CellClass.objects.get(code=form.cleaned_data["cell_class"])
     try:

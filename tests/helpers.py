@@ -151,3 +151,41 @@ def html_element(html: str, element_id: str) -> RenderedElement | None:
     """The element of ``html`` whose id is ``element_id``, or None."""
     found = rendered_elements(html, "id", element_id)
     return found[0] if found else None
+
+
+class _SelectOptions(HTMLParser):
+    def __init__(self, attr: str, value: str):
+        super().__init__()
+        self.attr, self.value, self.inside, self.option, self.options = attr, value, False, None, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "select":
+            self.inside = a.get(self.attr) == self.value
+        elif tag == "option" and self.inside:
+            self.option = {"value": a.get("value"), "text": "", "selected": "selected" in a,
+                           "disabled": "disabled" in a, "attrs": a}
+            self.options.append(self.option)
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self.inside = False
+        if tag in ("option", "select"):
+            self.option = None
+
+    def handle_data(self, data):
+        if self.option is not None:
+            self.option["text"] += data
+
+
+def rendered_options(html: str, attr: str, value: str) -> list[dict]:
+    """The options (value, text, selected, disabled, attrs) of the <select> of ``html`` whose
+    attribute ``attr`` is ``value``: what a form offers and preselects, read from the element."""
+    parser = _SelectOptions(attr, value)
+    parser.feed(html)
+    return parser.options
+
+
+def rendered_attrs(html: str, attr: str, value: str) -> list[dict]:
+    """The attributes of each element of ``html`` whose attribute ``attr`` is ``value``."""
+    return [element.attrs for element in rendered_elements(html, attr, value)]

@@ -2,7 +2,7 @@
 // Grid keys: class hotkey = label (Shift = "not sure"), Enter = confirm the model's call (never on a
 // cell the model referred: its suggestion is only a best guess, and the server refuses it too),
 // arrows/Tab = move, Space = select, Ctrl+A = select all, Esc = clear, Backspace = undo, ? = arm "not sure",
-// + = zoom. Labels are saved through the REST API, one request at a time, in the order typed.
+// + = the large view (static/js/cellzoom.js). Labels are saved through the REST API, one request at a time, in the order typed.
 (function () {
   "use strict";
 
@@ -31,7 +31,7 @@
       unsureBox: document.getElementById("unsure-armed"),
       remaining: remaining,
       doneCount: document.getElementById("done-count"),
-      zoom: document.getElementById("zoom"),
+      zoom: null,  // the large view (static/js/cellzoom.js), made in setupGrid
       startRemaining: parseInt(remaining.dataset.count, 10) || 0,
       undoStack: [],
       selected: new Set(),
@@ -98,7 +98,7 @@
     });
   }
 
-  // --- Focus, selection and zoom ---
+  // --- Focus and selection (the large view is static/js/cellzoom.js) ---
   function focusCell(g, index) {
     if (index < 0 || index >= g.cells.length) return false;
     g.cells[g.focusIndex].tabIndex = -1;
@@ -106,7 +106,7 @@
     const cell = g.cells[g.focusIndex];
     cell.tabIndex = 0;
     cell.focus({ preventScroll: false });
-    if (!g.zoom.classList.contains("hidden")) openZoom(g);
+    if (g.zoom.isOpen()) g.zoom.open(cell);
     return true;
   }
 
@@ -130,17 +130,6 @@
   function targets(g) {
     return g.selected.size ? g.cells.filter((c) => g.selected.has(c)) : [g.cells[g.focusIndex]];
   }
-
-  function openZoom(g) {
-    const cell = g.cells[g.focusIndex];
-    const img = g.zoom.querySelector("img");
-    img.src = cell.dataset.file;
-    g.zoom.querySelector(".zoom-caption").textContent = cell.getAttribute("aria-label") + " — " +
-      (cell.querySelector(".suggest").textContent.trim()) + " (Esc or + closes)";
-    g.zoom.classList.remove("hidden");
-  }
-  function closeZoom(g) { g.zoom.classList.add("hidden"); }
-  function toggleZoom(g) { if (g.zoom.classList.contains("hidden")) openZoom(g); else closeZoom(g); }
 
   // --- Saving, labelling, undo ---
   // One cell goes to the label API (a failure puts it back); several go to the bulk API, which
@@ -265,9 +254,8 @@
         if (e.ctrlKey || e.metaKey || e.shiftKey) toggleSelect(g, cell);
         focusCell(g, i);
       });
-      cell.addEventListener("dblclick", (e) => { if (!e.target.closest("a")) { focusCell(g, i); openZoom(g); } });
+      cell.addEventListener("dblclick", (e) => { if (!e.target.closest("a")) { focusCell(g, i); g.zoom.open(cell); } });
     });
-    g.zoom.addEventListener("click", () => closeZoom(g));
   }
 
   // Left/right move the focus; with Shift they also select the cell left and the cell reached.
@@ -291,11 +279,11 @@
       case "Home": e.preventDefault(); focusCell(g, 0); break;
       case "End": e.preventDefault(); focusCell(g, g.cells.length - 1); break;
       case " ": e.preventDefault(); toggleSelect(g, g.cells[g.focusIndex]); break;
-      case "Escape": clearSelection(g); closeZoom(g); break;
+      case "Escape": clearSelection(g); break;
       case "Enter": e.preventDefault(); confirmModelCall(g); break;
       case "Backspace": e.preventDefault(); undo(g); break;
       case "?": e.preventDefault(); g.unsureBox.checked = !g.unsureBox.checked; break;
-      case "+": case "=": e.preventDefault(); toggleZoom(g); break;
+      case "+": case "=": e.preventDefault(); g.zoom.toggle(g.cells[g.focusIndex]); break;
       default: break;
     }
   }
@@ -318,6 +306,7 @@
 
   function setupGrid(grid) {
     const g = gridState(grid);
+    g.zoom = window.LP.cellZoom({ cells: () => g.cells, onMove: (cell) => focusCell(g, g.cells.indexOf(cell)) });
     bindCells(g);
     document.addEventListener("keydown", (e) => onGridKey(g, e));
     window.addEventListener("beforeunload", (e) => { if (g.pending > 0) { e.preventDefault(); e.returnValue = ""; } });

@@ -1,17 +1,12 @@
 // Slide verification: select a cell, press a class key (or drag it onto a class group) and the
 // count updates live from the server's JSON answer. The forms under each cell work without it.
+// "+" or a cell's ⤢ button opens the large view (static/js/cellzoom.js), on a signed slide too.
 (function () {
   "use strict";
   const root = document.getElementById("verify-groups");
-  if (!root || root.dataset.locked === "true") return;
-  const keys = {};
-  const names = {};  // class code -> [name, key], for the referred-cell hint
-  document.querySelectorAll(".class-group").forEach((g) => {
-    const kbd = g.querySelector("h2 kbd");
-    if (kbd) keys[kbd.textContent.trim().toLowerCase()] = g.dataset.class;
-    names[g.dataset.class] = [g.querySelector("h2").firstChild.textContent.trim(), kbd ? kbd.textContent.trim() : ""];
-  });
+  if (!root) return;
   let selected = null;
+  const locked = root.dataset.locked === "true";
 
   function cells() { return Array.from(root.querySelectorAll(".slide-cell")); }
   function select(cell) {
@@ -19,6 +14,35 @@
     selected = cell;
     if (cell) { cell.classList.add("selected"); cell.focus({ preventScroll: false }); }
   }
+  const zoom = LP.cellZoom({ cells: cells, onMove: select });
+  function focusedCell() {
+    return (document.activeElement && document.activeElement.closest && document.activeElement.closest(".slide-cell")) || selected;
+  }
+  root.addEventListener("click", (e) => {
+    const button = e.target.closest(".zoom-open");
+    if (!button) return;
+    const cell = button.closest(".slide-cell");
+    select(cell);
+    zoom.open(cell);
+  });
+  document.addEventListener("keydown", (e) => {
+    if ((e.key !== "+" && e.key !== "=") || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.target.closest && e.target.closest("select, input, textarea")) return;
+    const cell = focusedCell();
+    if (!cell) return;
+    e.preventDefault();
+    select(cell);
+    zoom.open(cell);
+  });
+  if (locked) return;
+
+  const keys = {};
+  const names = {};  // class code -> [name, key], for the referred-cell hint
+  document.querySelectorAll(".class-group").forEach((g) => {
+    const kbd = g.querySelector("h2 kbd");
+    if (kbd) keys[kbd.textContent.trim().toLowerCase()] = g.dataset.class;
+    names[g.dataset.class] = [g.querySelector("h2").firstChild.textContent.trim(), kbd ? kbd.textContent.trim() : ""];
+  });
   function groupFor(target) {
     return document.getElementById("group-" + target);
   }
@@ -83,7 +107,7 @@
 
   root.addEventListener("click", (e) => {
     const cell = e.target.closest(".slide-cell");
-    if (cell && !e.target.closest("form")) select(cell);
+    if (cell && !e.target.closest("form, .zoom-open")) select(cell);
   });
   document.addEventListener("keydown", (e) => {
     if (!selected || e.target.closest("select, input, textarea, button, a") || e.ctrlKey || e.metaKey || e.altKey) return;
@@ -93,7 +117,7 @@
     if (e.key === "ArrowRight" || e.key === "ArrowDown") { select(list[Math.min(list.length - 1, i + 1)]); e.preventDefault(); return; }
     if (e.key === "ArrowLeft" || e.key === "ArrowUp") { select(list[Math.max(0, i - 1)]); e.preventDefault(); return; }
     if (e.key === "Delete" || e.key === "Backspace") target = "not_counted";
-    else if (e.key === "Enter") {  // "+" zooms on the labelling screens; it does nothing here
+    else if (e.key === "Enter") {
       if (selected.closest("#group-not_counted")) target = "counted";
       else if (selected.closest(".class-group.unidentified")) {
         // The model referred this cell: its best guess is not a call; only a class key classifies it.
@@ -109,7 +133,11 @@
     e.preventDefault();
     const cell = selected;
     const next = list[i + 1] || null;
-    reclassify(cell, target).then(() => { if (next) select(next); });
+    reclassify(cell, target).then(() => {
+      if (!next) return;
+      select(next);
+      if (zoom.isOpen()) zoom.open(next);  // the large view follows the keys
+    });
   });
 
   root.addEventListener("dragstart", (e) => {

@@ -123,7 +123,7 @@ def test_the_review_queue_says_confirmed_only_where_the_model_had_accepted_the_c
     html = client.get(reverse("annotations:review_queue")).content.decode()
 
     def wording(image):
-        row = html.split(f'<tr data-image="{image.pk}">')[1].split("</tr>")[0]
+        row = html.split(f'<tr data-image="{image.pk}"')[1].split("</tr>")[0]
         return re.findall(r'<span class="label-vs-model">([^<]*)</span>', row)
 
     assert wording(referred) == [

@@ -304,7 +304,7 @@ def test_verification_keys_and_model_agreement_counts_only_verified_cells(browse
     assert "of 3" not in note and "once cells are verified" in note
     assert "model: Monocyte 81%" in page.locator(".slide-cell .pre").first.inner_text()
     legend = page.inner_text(".verify-page main p.muted")
-    assert "Enter" in legend and "+" not in legend
+    assert "Enter" in legend and "+ or ⤢ opens the large view" in legend
     cell = page.locator(".slide-cell").first
     cell_id = cell.get_attribute("id")
     cell.click(position={"x": 20, "y": 20})
@@ -312,8 +312,10 @@ def test_verification_keys_and_model_agreement_counts_only_verified_cells(browse
     page.wait_for_selector(f"#group-not_counted #{cell_id}")
     assert "agreed with the expert for 1 of the 1 cells an expert has verified" in page.inner_text(".model-agreement")
     page.locator(f"#{cell_id}").click(position={"x": 20, "y": 20})
-    page.keyboard.press("+")  # zooms on the labelling screens; means nothing here
-    page.wait_for_timeout(500)
+    page.keyboard.press("+")  # the large view (tests/e2e/test_cell_zoom_e2e.py); it classifies nothing
+    page.wait_for_selector("#cell-zoom:not(.hidden)")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("#cell-zoom.hidden", state="attached")
     assert page.locator(f"#group-not_counted #{cell_id}").count() == 1
     page.keyboard.press("Enter")
     page.wait_for_selector(f"#group-monocyte #{cell_id}")

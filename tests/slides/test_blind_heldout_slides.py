@@ -1,8 +1,6 @@
 """A held-out cell uploaded again in a slide (deduplicated to the same image) is read blind there too:
 the slide API and pages hide what the labelling portal hides (one rule, LabSettings.hides_model_call /
 hides_other_readings), and a slide verification is never a reading of the held-out cell."""
-import re
-
 import pytest
 from rest_framework.test import APIClient
 
@@ -158,8 +156,10 @@ def test_verification_screen_shows_a_heldout_cell_blind_with_the_unidentified(cl
     train_el = html.split(f'id="cell-{cells[train.pk]}"')[1].split("</select>")[0]
     assert '<span class="pre blind"' in held_el and "held-out: read blind" in held_el
     assert "model:" not in held_el and 'data-predicted=""' in held_el and 'class="reason' not in held_el
-    # no class preselected: the only selected option is the empty "choose a class" one
-    assert re.findall(r'<option value="([^"]*)" selected', held_el) == [""]
+    from tests.helpers import rendered_options
+
+    held_options = rendered_options(html, "aria-label", f"class of cell {cells[held.pk]}")
+    assert [o["value"] for o in held_options if o["selected"]] == [""]  # no class preselected: "— choose a class —"
     assert "model: Lymphocyte 93%" in train_el
     unidentified = html.split('id="group-unidentified"')[1].split("</section>")[0]
     monocytes = html.split('id="group-monocyte"')[1].split("</section>")[0]
@@ -188,3 +188,19 @@ def test_slide_page_boxes_hide_a_heldout_cells_class_from_a_labeller(client, lab
     set_lab(blind_heldout=False)
     box = client.get(f"/slides/{slide.pk}/").content.decode().split('class="cell-box')[1].split("</span>")[0]
     assert 'title="Monocyte"' in box and box.endswith(">m")
+
+
+def test_the_large_views_data_on_the_verification_screen_hides_a_heldout_cells_call(client, called_slide, held,
+                                                                                   train, reviewer):
+    from django.urls import reverse
+
+    from tests.helpers import rendered_attrs
+
+    client.force_login(reviewer)
+    html = client.get(f"/slides/{called_slide.pk}/verify/").content.decode()
+    cells = {c.image_id: c.pk for c in called_slide.cells.all()}
+    held_el = rendered_attrs(html, "id", f"cell-{cells[held.pk]}")[0]
+    train_el = rendered_attrs(html, "id", f"cell-{cells[train.pk]}")[0]
+    assert "blind" in held_el["class"].split() and held_el["data-file"] == reverse("annotations:image_file", args=[held.pk])
+    assert "data-zoom-call" not in held_el and "data-zoom-reason" not in held_el
+    assert train_el["data-zoom-call"].startswith("model: Lymphocyte 93%")
