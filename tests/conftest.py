@@ -21,36 +21,42 @@ from tests.helpers import DEMO_CELLS, REPO, pbc_split
 
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
-    """pytest-django's test databases, and at the end of the run: wait until no other session uses
-    the test database before it is dropped (a worker process's session can outlive the process by
-    a moment; a connection left by a finished thread goes with the garbage collector), and name
-    the sessions still there instead of a bare "is being accessed by other users"."""
+    """pytest-django's test databases, and at the end of the run: the test database is dropped only
+    once no other session uses it. A worker process's session can outlive the process by a moment
+    (waited for); an idle connection a finished thread of this run left open (a live-server request
+    thread kept alive by the browser) is ended, as DROP DATABASE ... WITH (FORCE) would; a session
+    still working is named in a warning instead of a bare "is being accessed by other users"."""
     yield
     with django_db_blocker.unblock():
-        others = _other_test_db_sessions(wait_s=30.0)
+        others = _end_other_test_db_sessions(wait_s=10.0)
     if others:
-        warnings.warn("sessions still on the test database at the end of the run: " + "; ".join(others))
+        warnings.warn("sessions still working on the test database at the end of the run: " + "; ".join(others))
 
 
-def _other_test_db_sessions(*, wait_s: float) -> list[str]:
+def _end_other_test_db_sessions(*, wait_s: float) -> list[str]:
     import gc
 
     from django.db import connection, connections
 
     if connection.vendor != "postgresql":
         return []
+    query = ("SELECT pid, application_name, state, left(query, 80) FROM pg_stat_activity "
+             "WHERE datname = current_database() AND pid <> pg_backend_pid()")
     deadline = time.monotonic() + wait_s
-    while True:
-        gc.collect()  # closes psycopg connections of threads that ended without closing them
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pid, application_name, client_port, state, left(query, 80) FROM pg_stat_activity "
-                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
-            others = [f"backend {pid} ({app or 'no name'}, port {port}, {state}: {query})"
-                      for pid, app, port, state, query in cursor.fetchall()]
-        if not others or time.monotonic() > deadline:
-            connections.close_all()
-            return others
-        time.sleep(0.5)
+    with connection.cursor() as cursor:
+        while True:
+            gc.collect()  # closes psycopg connections of threads that ended without closing them
+            cursor.execute(query)
+            others = cursor.fetchall()
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND pid <> pg_backend_pid() AND state = 'idle'")
+        cursor.execute(query + " AND state <> 'idle'")
+        working = [f"backend {pid} ({app or 'no name'}, {state}: {q})" for pid, app, state, q in cursor.fetchall()]
+    connections.close_all()
+    return working
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,8 @@ from hl7apy.parser import parse_message
 from pypdf import PdfReader
 
 from annotations.models import AuditEvent, LabSettings
-from slides import exports, platelets, release, selectors, services
+from slides import exports, release, selectors, services
+from slides.platelets import services as platelets
 from slides.models import Slide, SlideField
 from slides.pdf import report_pdf
 from tests.factories import CellImageFactory, verified_slide
