@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 def _call(prediction, names) -> str:
     share = f"{round(prediction.confidence * 100)}%"
     name = names[prediction.top_class]
-    return f"model: unidentified (top: {name} {share})" if prediction.abstained else f"model: {name} {share}"
+    return f"model: referred (best guess {name} {share})" if prediction.abstained else f"model: {name} {share}"
 
 
 def test_a_model_trained_on_the_demo_cells_refers_a_low_confidence_cell(browser, live_server, pbc_checkpoint):
