@@ -8,22 +8,15 @@ from playwright.sync_api import expect
 
 from annotations.models import Adjudication
 from annotations import services as annotation_services
-from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, UserFactory, cell_class
-from tests.helpers import logged_in_page, screenshot
+from tests.e2e.steps import open_page, users
+from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, cell_class
+from tests.helpers import screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-WIDE = {"width": 1366, "height": 900}
 NATIVE = (300, 280)  # larger than the cards, smaller than the window: shown 1:1
 
 
-def open_page(browser, live_server, username):
-    return logged_in_page(browser.new_context(viewport=WIDE), live_server, username)
-
-
-def users():
-    return {name: UserFactory(username=name, role=role) for name, role in
-            (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin"))}
 
 
 def shown_size(page):

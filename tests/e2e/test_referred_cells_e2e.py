@@ -2,7 +2,6 @@
 generic key (Enter) does not accept it, on the labelling grid or on the slide verification screen;
 the class key does, and the review queue says "confirmed the model's X" only where the model had
 accepted X."""
-import time
 
 import pytest
 from django.utils import timezone
@@ -10,30 +9,15 @@ from playwright.sync_api import expect
 
 from annotations import services as annotation_services
 from annotations.models import Label
-from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, UserFactory, cell_class
-from tests.helpers import logged_in_page, screenshot
+from tests.e2e.steps import open_page, poll, users
+from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, cell_class
+from tests.helpers import screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-WIDE = {"width": 1366, "height": 900}
 
 
-def open_page(browser, live_server, username):
-    return logged_in_page(browser.new_context(viewport=WIDE), live_server, username)
 
-
-def poll(page, predicate, timeout=20.0, message="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def users():
-    return {name: UserFactory(username=name, role=role) for name, role in
-            (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin"))}
 
 
 def test_enter_does_not_label_a_referred_cell_on_the_grid_and_the_review_queue_words_it(browser, live_server):

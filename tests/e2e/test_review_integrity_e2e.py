@@ -4,7 +4,6 @@ confusion matrix inside its card), promotion and rollback with a confirmation an
 log filter, the lab admin's menu on one line, error pages, the training page following its run,
 the verification screen's keys and its model-agreement line, and the agreement-over-time page."""
 import random
-import time
 
 import pytest
 from django.utils import timezone
@@ -14,30 +13,15 @@ from annotations.models import CellClass
 from classifier.models import Prediction, TrainingRun
 from reports import metrics
 from reports.models import Evaluation, GateDecision
-from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, UserFactory, cell_class
-from tests.helpers import logged_in_page, screenshot
+from tests.e2e.steps import open_page, poll, users
+from tests.factories import CellImageFactory, ModelVersionFactory, PredictionFactory, cell_class
+from tests.helpers import screenshot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-WIDE = {"width": 1366, "height": 900}
 
 
-def open_page(browser, live_server, username, viewport=WIDE):
-    return logged_in_page(browser.new_context(viewport=viewport), live_server, username)
 
-
-def poll(page, predicate, timeout=20.0, message="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"timed out waiting for {message}")
-
-
-def users():
-    return {name: UserFactory(username=name, role=role) for name, role in
-            (("lab1", "labeller"), ("lab2", "labeller"), ("rev1", "reviewer"), ("admin1", "lab_admin"))}
 
 
 # --- The blind held-out set -------------------------------------------------------------------
