@@ -11,7 +11,8 @@ from leukoportal.api_routing import by_method
 from slides.api import SlideListApi
 
 URL = "/api/lab-settings/"
-RULES = {"labels_required_train": 2, "labels_required_heldout": 3, "blind_heldout": True, "slides_train": False}
+RULES = {"labels_required_train": 2, "labels_required_heldout": 3, "blind_heldout": True, "slides_train": False,
+         "two_step_release": False}
 
 
 def test_each_method_reaches_its_own_view(client, lab_admin):
