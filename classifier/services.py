@@ -58,12 +58,31 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     model = ensemble_load(version)
     if progress is not None:
         progress(0)  # loading (and compiling) the ensemble can take a while in a fresh worker
+    from classifier.ml.engine import Probabilities
+
     applied = threshold_applied(version)
     created = 0
-    for start in range(0, len(todo), batch_size):
-        chunk = todo[start : start + batch_size]
-        paths = [Path(default_storage.path(img.file.name)) for img in chunk]
-        preds = model.predict(paths, threshold=applied.value, min_agreement=applied.min_agreement)
+    done_count = 0
+    # one source's images together: where most of them are unlike the training images (a new
+    # microscope), their best guesses are read on features aligned to the training cells'
+    # (classifier.ml.alignment), which needs the whole group's features
+    groups: dict[int | None, list[CellImage]] = {}
+    for img in todo:
+        groups.setdefault(img.acquisition_source_id, []).append(img)
+    realign = model.can_realign()
+    for group in groups.values():
+        parts = []
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            paths = [Path(default_storage.path(img.file.name)) for img in chunk]
+            parts.append(model.predict_proba(paths, threshold=applied.value, keep_features=realign, align=False))
+            done_count += len(chunk)
+            if progress is not None:
+                progress(done_count)
+        proba = Probabilities.concat(parts)
+        if realign:
+            proba = model.realign(proba)
+        preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
         rows = [
             Prediction(
                 image=img,
@@ -79,12 +98,10 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
                 per_backbone=p.per_backbone,
                 probabilities=p.probabilities,
             )
-            for img, p in zip(chunk, preds)
+            for img, p in zip(group, preds)
         ]
         Prediction.objects.bulk_create(rows, ignore_conflicts=True)
         created += len(rows)
-        if progress is not None:
-            progress(start + len(chunk))
     return created
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .alignment import feature_stats
 from .checkpoint import save_checkpoint, versions
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .engine import CellPrediction, EnsembleModel, Probabilities, load_ensemble  # noqa: F401 (re-exported)
@@ -447,6 +448,9 @@ def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[st
         "bf16_agreement_runtime": plan.runtime,
         "bf16_recheck": precision_check["recheck"] if precision_check else None,
         "ood": ood.state_dict() if ood is not None else None,
+        # the training cells' feature statistics (the aligned best guess of a new source's cells)
+        "feature_stats": {b: {k: torch.from_numpy(v) for k, v in feature_stats(fits[b].ood_train).items()}
+                          for b in backbones},
         "metrics": json_clean(metrics),
         "versions": versions(),
         "seed": plan.seed,

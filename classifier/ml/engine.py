@@ -30,6 +30,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from . import alignment
 from .checkpoint import load_checkpoint
 from .colour import standardiser
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
@@ -60,6 +61,9 @@ class CellPrediction:
     probabilities: dict[str, float] = field(default_factory=dict)
     ood_score: float | None = None  # None: the checkpoint has no out-of-distribution score
     reasons: list[str] = field(default_factory=list)  # why it was referred (codes, most serious first)
+    # the best guess was read on features aligned to the training cells' (a referred cell of a
+    # batch that is mostly unlike the training images: classifier.ml.alignment)
+    aligned: bool = False
 
     @property
     def out_of_distribution(self) -> bool:
@@ -80,6 +84,27 @@ class Probabilities:
     ood_distance: np.ndarray | None = None  # [N] the score's distance measure alone
     neighbour_labels: np.ndarray | None = None  # [N, backbones, k] classes of the nearest training cells
     features: dict[str, np.ndarray] | None = None  # backbone -> [N, D], only when asked (keep_features)
+    # [N] True where the best guess was read on features aligned to the training cells'
+    # (classifier.ml.alignment); None: not tried
+    aligned: np.ndarray | None = None
+
+    @classmethod
+    def concat(cls, parts: Sequence["Probabilities"]) -> "Probabilities":
+        """Batches of the same model's probabilities joined, in order."""
+        first = parts[0]
+
+        def join(name):
+            vals = [getattr(p, name) for p in parts]
+            return None if any(v is None for v in vals) else np.concatenate(vals)
+
+        features = None
+        if all(p.features is not None for p in parts):
+            features = {b: np.concatenate([p.features[b] for p in parts]) for b in first.backbones}
+        return cls(classes=first.classes, backbones=first.backbones,
+                   per_backbone={b: np.concatenate([p.per_backbone[b] for p in parts]) for b in first.backbones},
+                   ensemble=np.concatenate([p.ensemble for p in parts]), ood_scores=join("ood_scores"),
+                   ood_distance=join("ood_distance"), neighbour_labels=join("neighbour_labels"), features=features,
+                   aligned=join("aligned"))
 
     @property
     def stacked(self) -> np.ndarray:
@@ -110,6 +135,11 @@ class EnsembleModel:
         self.metrics: dict = ckpt.get("metrics", {})
         self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
         self.ood: OODCheck | None = OODCheck.from_state(ckpt["ood"]) if ckpt.get("ood") else None
+        # the training cells' feature statistics, for the aligned best guess of a new source's
+        # cells (classifier.ml.alignment); None in checkpoints trained before it
+        stats = ckpt.get("feature_stats")
+        self.feature_stats: dict[str, dict] | None = (
+            {b: {k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for b, s in stats.items()} if stats else None)
         self.precision = self._choose_precision(precision, ckpt)
         self.extractors: dict[str, FeatureExtractor] = {}
         self.fp32_extractors: dict[str, FeatureExtractor] = {}  # the re-check's
@@ -186,13 +216,16 @@ class EnsembleModel:
     @torch.inference_mode()
     def predict_proba(self, images: Sequence, *, batch_size: int | None = None, views: Sequence[str] | None = None,
                       backbones: Sequence[str] | None = None, threshold: float | None = None,
-                      keep_features: bool = False) -> Probabilities:
+                      keep_features: bool = False, align: bool = True) -> Probabilities:
         """Calibrated probabilities per backbone and for the ensemble (mean), and the
         out-of-distribution score of each cell. ``images``: PIL images or paths. ``views``:
         test-time views (default: the checkpoint's). ``threshold``: the abstention threshold the
         result will be decided with (default: the checkpoint's); with the bf16 re-check, cells
         whose confidence or OOD score is near its threshold are computed in fp32.
-        ``keep_features``: also return each backbone's features (for measurements)."""
+        ``keep_features``: also return each backbone's features (for measurements, and for
+        :meth:`realign` over several batches). ``align``: the images are one source's, and where
+        most of them are unlike the training images, those cells' best guesses are read on aligned
+        features (:meth:`realign`)."""
         views = list(views or self.tta_views)
         names = list(backbones or self.backbones)
         if batch_size is None:
@@ -201,6 +234,8 @@ class EnsembleModel:
         out = {b: np.zeros((n, len(self.classes)), np.float32) for b in names}
         scored = self.ood is not None and set(self.ood.backbones) <= set(names)
         assessments = []
+        asked = keep_features
+        keep_features = keep_features or (align and self.can_realign(names))
         kept = {b: [] for b in names} if keep_features else None
         sizes = sorted({self.input_sizes[b] for b in names} | ({COLOUR_SIZE} if scored else set()))
         for start, batch in batched_resized(list(images) if names else [], sizes, batch_size,
@@ -216,8 +251,44 @@ class EnsembleModel:
         ood = self._ood_arrays(assessments) if scored else {}
         stacked = np.stack([out[b] for b in names]) if names else np.zeros((0, n, len(self.classes)))
         features = {b: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for b, v in kept.items()} if kept else None
-        return Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
-                             features=features, **ood)
+        proba = Probabilities(classes=self.classes, backbones=names, per_backbone=out, ensemble=stacked.mean(0),
+                              features=features, **ood)
+        if align and self.can_realign(names):
+            proba = self.realign(proba)
+        if not asked:
+            proba.features = None
+        return proba
+
+    def can_realign(self, names: Sequence[str] | None = None) -> bool:
+        """Whether this checkpoint can give the aligned best guess (it has the training features'
+        statistics and an out-of-distribution check) for these backbones."""
+        names = list(names or self.backbones)
+        return (self.feature_stats is not None and self.ood is not None and set(self.ood.backbones) <= set(names)
+                and set(names) <= set(self.feature_stats))
+
+    @torch.inference_mode()
+    def realign(self, proba: Probabilities) -> Probabilities:
+        """``proba`` of one source's cells (with their features): where the cells unlike the
+        training images are most of them and at least :data:`alignment.MIN_CELLS`, their
+        probabilities are read again on features aligned to the training cells'
+        (:mod:`classifier.ml.alignment`); they stay flagged, so they stay referred. Returns
+        ``proba`` with ``aligned`` set."""
+        n = len(proba.ensemble)
+        proba.aligned = np.zeros(n, dtype=bool)
+        if not n or proba.features is None or proba.ood_scores is None or not self.can_realign(proba.backbones):
+            return proba
+        flags = self.ood.flags(proba.ood_scores)
+        if not alignment.applies(flags):
+            return proba
+        idx = np.flatnonzero(flags)
+        for b in proba.backbones:
+            f = alignment.align(proba.features[b][idx], self.feature_stats[b])
+            self.heads[b].eval()
+            z = self.heads[b](torch.from_numpy(f).to(self.device)).float().cpu().numpy()
+            proba.per_backbone[b][idx] = softmax_np(z, self.temperature[b])
+        proba.ensemble = proba.stacked.mean(0)
+        proba.aligned[idx] = True
+        return proba
 
     def _score_batch(self, batch: dict, names: list[str], views: list[str], *, scored: bool,
                      threshold: float | None) -> tuple[np.ndarray, dict[str, np.ndarray], Assessment | None]:
@@ -322,6 +393,7 @@ class EnsembleModel:
                 probabilities=dict(zip(self.classes, map(float, res.mean_proba[i]))),
                 ood_score=None if proba.ood_scores is None else float(proba.ood_scores[i]),
                 reasons=reasons,
+                aligned=bool(proba.aligned is not None and proba.aligned[i]),
             ))
         return preds
 

@@ -40,10 +40,16 @@ class Command(BaseCommand):
             rows.append({"file": str(path), "class": p.label, "top_class": p.top_class, "confidence": p.confidence,
                          "agreement": f"{p.agreement}/{p.n_backbones}", "abstained": p.abstained, "votes": votes,
                          "reason": p.reason or None, "reasons": p.reasons, "ood_score": p.ood_score,
-                         "out_of_distribution": p.out_of_distribution})
+                         "out_of_distribution": p.out_of_distribution, "best_guess_aligned": p.aligned})
             self.stdout.write(f"{path}\t{p.label}\t{p.confidence:.3f}\t{p.agreement}/{p.n_backbones}\t"
                               + " ".join(f"{b}={v}" for b, v in votes.items())
-                              + (f"\treferred: {p.reason}" if p.abstained else ""))
+                              + (f"\treferred: {p.reason}" if p.abstained else "")
+                              + ("\tbest guess on aligned features" if p.aligned else ""))
+        aligned = sum(p.aligned for p in preds)
+        if aligned:
+            self.stderr.write(f"{aligned} of {len(preds)} images are unlike the training images, most of this batch: "
+                              "they are referred, with best guesses read on features aligned to the training "
+                              "images' (one source per call gives the best guesses).")
         if not ensemble.ood_checked:
             self.stderr.write(f"Model version {version.pk} has no out-of-distribution score (trained before it "
                               "existed): retrain it to have cells unlike its training images flagged.")
