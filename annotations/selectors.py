@@ -277,6 +277,8 @@ def image_history_for(*, image: CellImage, user) -> QuerySet[AuditEvent]:
     """A cell's history as this user may see it: reviewers see everything; a labeller reading a cell
     that is not final yet sees only their own label events (blind reading)."""
     history = image_history(image=image)
+    if LabSettings.hides_final_label(image=image, user=user):
+        return history.filter(actor=user).exclude(action__startswith="label.").exclude(action=AuditAction.IMAGE_FINAL_LABEL)
     if has_role(user, REVIEWER) or image.final_label_id is not None:
         return history
     return history.exclude(Q(action__startswith="label.") & ~Q(actor=user)).exclude(action=AuditAction.IMAGE_FINAL_LABEL)
