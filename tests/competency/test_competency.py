@@ -1,0 +1,222 @@
+"""Proficiency tests through the API and the pages: the draw from decided cells, assignment and
+freezing, one attempt, the reference hidden everywhere while a test is open, the score, roles, the
+model as a participant, the PDF record and the CSV export."""
+import datetime
+
+import pytest
+from django.utils import timezone
+from sklearn.metrics import cohen_kappa_score
+
+from annotations.models import AuditEvent, CellImage
+from classifier.models import ModelVersion
+from competency.models import Assignment, ProficiencyTest
+from tests.factories import ModelVersionFactory, PredictionFactory
+from tests.helpers import html_element
+
+DUE = (timezone.localdate() + datetime.timedelta(days=14)).isoformat()
+pytestmark = pytest.mark.django_db
+
+
+def build(client, **overrides):
+    body = {"name": "Morphology 2026", "size": 10, "class_minimums": {"lymphocyte": 3, "monocyte": 3, "blast": 3},
+            "critical_classes": ["blast"], "pass_min_agreement": 0.8, "seed": 5, **overrides}
+    return client.post("/api/competency/tests/create/", body, content_type="application/json")
+
+
+@pytest.fixture
+def admin_client(client, lab_admin):
+    client.force_login(lab_admin)
+    return client
+
+
+@pytest.fixture
+def test_assigned(admin_client, lab, labeller, labeller2):
+    test_id = build(admin_client).json()["id"]
+    r = admin_client.post(f"/api/competency/tests/{test_id}/assign/", {"people": ["lab1", "lab2"], "due_date": DUE},
+                          content_type="application/json")
+    assert r.status_code == 201, r.content
+    admin_client.logout()
+    return ProficiencyTest.objects.get(pk=test_id)
+
+
+def as_user(client, user):
+    client.logout()
+    client.force_login(user)
+    return client
+
+
+def test_a_test_is_drawn_from_decided_cells_only_stratified_and_reproducible(admin_client, lab):
+    r = build(admin_client)
+    assert r.status_code == 201, r.content
+    cells = r.json()["cells"]
+    drawn = {c["image"] for c in cells}
+    assert len(cells) == 10
+    assert drawn <= {pk for ids in lab.decided.values() for pk in ids}
+    assert not drawn & set(lab.undecided)
+    refs = [c["reference"] for c in cells]
+    assert refs.count("blast") == 3 and refs.count("monocyte") >= 3 and refs.count("lymphocyte") >= 3
+    assert {c["decided_by"] for c in cells if c["image"] in lab.adjudicated} == {"adjudication"}
+    for c in cells:
+        assert c["reference"] == CellImage.objects.get(pk=c["image"]).final_label.code
+    again = build(admin_client).json()["cells"]
+    assert [c["image"] for c in again] == [c["image"] for c in cells]
+    assert AuditEvent.objects.filter(action="competency.test_create").count() == 2
+
+
+def test_a_class_with_too_few_decided_cells_is_named_and_nothing_is_built(admin_client, lab):
+    r = build(admin_client, class_minimums={"blast": 5, "basophil": 1})
+    assert r.status_code == 400
+    text = r.content.decode()
+    assert "blast: 3 decided cell(s), 5 wanted" in text and "basophil: 0 decided cell(s), 1 wanted" in text
+    assert not ProficiencyTest.objects.exists()
+
+
+def test_the_first_assignment_freezes_the_test_and_a_person_gets_it_once(test_assigned, client, lab_admin):
+    assert test_assigned.frozen
+    assert test_assigned.assignments.count() == 2
+    as_user(client, lab_admin)
+    r = client.post(f"/api/competency/tests/{test_assigned.pk}/assign/", {"people": ["lab1"], "due_date": DUE},
+                    content_type="application/json")
+    assert r.status_code == 400 and "lab1" in r.content.decode()
+
+
+def _answer(client, a, image, code, unsure=False, seconds=3.0):
+    return client.post(f"/api/competency/assignments/{a.pk}/answers/",
+                       {"image": image, "cell_class": code, "unsure": unsure, "seconds": seconds},
+                       content_type="application/json")
+
+
+def test_while_the_test_is_open_no_page_or_api_shows_the_taker_the_reference(test_assigned, client, labeller,
+                                                                            reviewer):
+    cell = test_assigned.cells.select_related("reference").first()
+    pk, ref = cell.image_id, cell.reference
+    as_user(client, reviewer)  # not taking it: sees the final label
+    assert client.get(f"/api/images/{pk}/").json()["final_label"] == ref.code
+    as_user(client, labeller)
+    assert client.get(f"/api/images/{pk}/").json()["final_label"] is None
+    listed = {i["id"]: i for i in client.get("/api/images/?page_size=100").json()["results"]}
+    assert listed[pk]["final_label"] is None
+    assert client.get(f"/api/cells/{pk}/").json()["my_label"] is None
+    assert client.post("/api/labels/", {"image": pk, "cell_class": ref.code}, content_type="application/json"
+                       ).status_code == 409
+    page = client.get(f"/images/{pk}/").content.decode()
+    assert "hidden while your proficiency test" in html_element(page, "final-label").text
+    assert client.get(f"/label/cell/{pk}/").status_code == 403
+    # the grid in exam mode: no model call, no reference, no link to the cell's labelling page
+    a = Assignment.objects.get(person=labeller)
+    grid = client.get(f"/competency/take/{a.pk}/").content.decode()
+    assert 'data-mode="exam"' in grid and "data-suggest" not in grid and f"/label/cell/{pk}/" not in grid
+    detail = client.get(f"/api/competency/assignments/{a.pk}/").json()
+    assert {c["reference"] for c in detail["cells"]} == {None}
+    # after submitting, the reference is there again
+    assert client.post(f"/api/competency/assignments/{a.pk}/submit/").status_code == 200
+    assert client.get(f"/api/images/{pk}/").json()["final_label"] == ref.code
+
+
+def test_the_taker_answers_submits_once_and_is_scored_against_the_reference(test_assigned, client, labeller):
+    as_user(client, labeller)
+    a = Assignment.objects.get(person=labeller)
+    cells = list(test_assigned.cells.select_related("reference"))
+    lymph = [c for c in cells if c.reference.code == "lymphocyte"]
+    given = {}
+    for c in cells:
+        code = c.reference.code
+        if c == lymph[0]:
+            code = "monocyte"  # one lymphocyte called a monocyte
+        given[c.pk] = code
+        assert _answer(client, a, c.image_id, code, unsure=(c == lymph[1])).status_code == 200
+    assert _answer(client, a, lymph[2].image_id, "lymphocyte", seconds=1.0).json()["seconds"] == 3.0  # largest kept
+    a.refresh_from_db()
+    assert a.status == "in_progress" and a.answers.count() == 10
+    r = client.post(f"/api/competency/assignments/{a.pk}/submit/")
+    assert r.status_code == 200
+    result = r.json()["result"]
+    assert (result["n"], result["correct"], result["not_sure"]) == (10, 8, 1)
+    assert result["agreement"] == pytest.approx(0.8)
+    refs = [c.reference.code for c in cells]
+    calls = [("(not called)" if c == lymph[1] else given[c.pk]) for c in cells]
+    assert result["kappa"] == pytest.approx(cohen_kappa_score(refs, calls))
+    assert result["passed"] is True
+    assert result["seconds_mean"] == pytest.approx(3.0)
+    assert client.post(f"/api/competency/assignments/{a.pk}/submit/").status_code == 409
+    assert _answer(client, a, cells[0].image_id, "blast").status_code == 409
+    # the review of the missed cells, beside their reference
+    page = client.get(f"/competency/results/{a.pk}/").content.decode()
+    assert page.count('class="missed"') == 2
+    assert "Passed" in html_element(page, "verdict").text
+
+
+def test_a_blast_called_anything_else_fails_the_test(test_assigned, client, labeller2):
+    as_user(client, labeller2)
+    a = Assignment.objects.get(person=labeller2)
+    cells = list(test_assigned.cells.select_related("reference"))
+    blast = next(c for c in cells if c.reference.code == "blast")
+    for c in cells:
+        _answer(client, a, c.image_id, "lymphocyte" if c == blast else c.reference.code)
+    result = client.post(f"/api/competency/assignments/{a.pk}/submit/").json()["result"]
+    assert result["agreement"] == pytest.approx(0.9)  # over the test's 80 % ...
+    assert result["passed"] is False  # ... and failed all the same
+    assert result["critical_misses"] == [{"position": blast.position, "reference": "blast", "called": "lymphocyte"}]
+
+
+def test_roles_taker_sees_own_reviewer_sees_summary_lab_admin_signs_off(test_assigned, client, labeller, labeller2,
+                                                                       reviewer, lab_admin):
+    mine = Assignment.objects.get(person=labeller)
+    theirs = Assignment.objects.get(person=labeller2)
+    as_user(client, labeller)
+    assert client.post(f"/api/competency/assignments/{mine.pk}/submit/").status_code == 200
+    assert client.get(f"/api/competency/assignments/{theirs.pk}/").status_code == 403
+    assert client.get(f"/competency/results/{theirs.pk}/").status_code == 404
+    assert [x["id"] for x in client.get("/api/competency/assignments/").json()] == [mine.pk]
+    assert client.get("/api/competency/assignments/?all=true").status_code == 403
+    assert client.get("/api/competency/summary/").status_code == 403
+    assert client.post("/api/competency/tests/create/", {}, content_type="application/json").status_code == 403
+    assert client.post(f"/api/competency/assignments/{theirs.pk}/answers/",
+                       {"image": 1, "cell_class": "blast"}, content_type="application/json").status_code == 403
+    as_user(client, reviewer)
+    summary = client.get("/api/competency/summary/").json()
+    assert summary["counts"] == {"due": 1, "overdue": 0, "passed": 0, "failed": 1}
+    assert client.get(f"/api/competency/assignments/{mine.pk}/").status_code == 403
+    assert client.post(f"/api/competency/assignments/{mine.pk}/sign-off/").status_code == 403
+    as_user(client, lab_admin)
+    r = client.post(f"/api/competency/assignments/{mine.pk}/sign-off/", {"note": "reviewed"},
+                    content_type="application/json")
+    assert r.status_code == 200 and r.json()["signed_off_by"] == "admin1"
+    assert client.post(f"/api/competency/assignments/{theirs.pk}/sign-off/").status_code == 409  # not submitted
+    pdf = client.get(f"/competency/results/{mine.pk}/record.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    csv_text = client.get("/competency/export.csv").content.decode()
+    assert csv_text.count("\n") == 3 and "lab1" in csv_text and "admin1" in csv_text
+    actions = set(AuditEvent.objects.filter(action__startswith="competency.").values_list("action", flat=True))
+    assert {"competency.test_create", "competency.test_freeze", "competency.assign", "competency.start",
+            "competency.submit", "competency.sign_off", "competency.export"} <= actions
+
+
+def test_the_taker_sees_open_tests_on_the_home_page(test_assigned, client, labeller, reviewer):
+    as_user(client, labeller)
+    home = client.get("/").content.decode()
+    assert html_element(home, "open-tests") is not None and "Morphology 2026" in home
+    as_user(client, reviewer)
+    assert html_element(client.get("/").content.decode(), "open-tests") is None
+
+
+def test_the_active_and_a_candidate_model_sit_the_test_with_referrals_apart(test_assigned, client, lab_admin):
+    active = ModelVersionFactory(status=ModelVersion.Status.ACTIVE)
+    candidate = ModelVersionFactory(status=ModelVersion.Status.CANDIDATE)
+    cells = list(test_assigned.cells.select_related("reference"))
+    as_user(client, lab_admin)
+    url = f"/api/competency/tests/{test_assigned.pk}/model-sittings/"
+    waiting = client.post(url, {"model_version": active.pk}, content_type="application/json").json()
+    assert waiting["result"] is None  # no call on the test's cells yet
+    for i, c in enumerate(cells):
+        PredictionFactory(image_id=c.image_id, model_version=active, top_class=c.reference.code, abstained=(i == 0))
+        PredictionFactory(image_id=c.image_id, model_version=candidate,
+                          top_class="lymphocyte" if c.reference.code == "blast" else c.reference.code)
+    a = client.post(url, {"model_version": active.pk}, content_type="application/json").json()["result"]
+    assert (a["correct"], a["referred"], a["agreement_called"]) == (9, 1, 1.0)
+    b = client.post(url, {"model_version": candidate.pk}, content_type="application/json").json()["result"]
+    assert b["correct"] == 7 and b["passed"] is False and len(b["critical_misses"]) == 3
+    page = client.get(f"/competency/tests/{test_assigned.pk}/").content.decode()
+    assert page.count('class="model-row"') == 2
+    retired = ModelVersionFactory(status=ModelVersion.Status.RETIRED)
+    assert client.post(url, {"model_version": retired.pk}, content_type="application/json").status_code == 400
