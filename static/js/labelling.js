@@ -343,7 +343,9 @@
     bindCells(g);
     document.addEventListener("keydown", (e) => onGridKey(g, e));
     window.addEventListener("beforeunload", (e) => { if (g.pending > 0) { e.preventDefault(); e.returnValue = ""; } });
-    if (g.cells.length) g.cells[0].focus();
+    // A test resumed starts at its first cell without an answer.
+    const start = g.exam ? Math.max(0, g.cells.findIndex((c) => !c.dataset.mine)) : 0;
+    if (g.cells.length) { g.cells[0].tabIndex = -1; g.focusIndex = start; g.cells[start].tabIndex = 0; g.cells[start].focus(); }
     updateCounts(g);
   }
 
