@@ -220,3 +220,32 @@ def test_the_active_and_a_candidate_model_sit_the_test_with_referrals_apart(test
     assert page.count('class="model-row"') == 2
     retired = ModelVersionFactory(status=ModelVersion.Status.RETIRED)
     assert client.post(url, {"model_version": retired.pk}, content_type="application/json").status_code == 400
+
+
+def test_exports_hold_back_the_cells_of_a_test_open_for_the_exporting_lab_admin(lab, lab_admin, reviewer):
+    """A lab admin sitting a test: the cell export leaves its cells out (and says so in the audit), the
+    slide export refuses a slide holding one of them."""
+    from annotations import exports
+    from slides import exports as slide_exports
+    from slides import services as slide_services
+    from competency import services
+    from tests.factories import SlideCellFactory, cell_class, verified_slide
+
+    test = services.test_create(actor=reviewer, name="T", size=6, class_minimums={"blast": 3, "lymphocyte": 1}, pass_min_agreement=0.8,
+                                critical_classes=["blast"], seed=3)
+    services.test_assign(actor=reviewer, test=test, people=[lab_admin], due_date=timezone.localdate())
+    in_test = set(test.cells.values_list("image_id", flat=True))
+    export = exports.cells_export(selection=exports.cell_selection_clean(status="all"), actor=lab_admin, channel="cli")
+    b"".join(export.chunks)
+    assert export.counts["held_back_open_test"] == 6
+    assert export.counts["images"] == CellImage.objects.filter(source="cell").count() - 6
+    everyone = exports.cells_export(selection=exports.cell_selection_clean(status="all"), actor=reviewer, channel="cli")
+    assert everyone.counts["images"] == export.counts["images"] + 6 and "held_back_open_test" not in everyone.counts
+
+    slide = verified_slide(created_by=reviewer, code="EXP-1")
+    SlideCellFactory(slide=slide, image_id=min(in_test), final_class=cell_class("blast"), changed_by=reviewer)
+    slide_services.slide_sign(slide=slide, actor=reviewer, reason="test")
+    with pytest.raises(Exception, match="proficiency test open for you"):
+        slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=lab_admin, channel="cli")
+    assert slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=reviewer,
+                                       channel="cli").counts["slides"] == 1
