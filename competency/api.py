@@ -120,7 +120,11 @@ class TestDetailApi(APIView):
 
     @extend_schema(responses={200: TestDetailSerializer})
     def get(self, request, pk: int):
-        return Response(TestDetailSerializer(get_object_or_404(ProficiencyTest, pk=pk)).data)
+        test = get_object_or_404(ProficiencyTest, pk=pk)
+        if test.assignments.filter(person=request.user).exclude(status=Assignment.Status.SUBMITTED).exists():
+            raise PermissionDenied("You are sitting this test: its cells and reference labels stay hidden until you "
+                                   "submit it.")
+        return Response(TestDetailSerializer(test).data)
 
 
 class TestAssignApi(APIView):

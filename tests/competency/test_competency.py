@@ -249,3 +249,20 @@ def test_exports_hold_back_the_cells_of_a_test_open_for_the_exporting_lab_admin(
         slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=lab_admin, channel="cli")
     assert slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=reviewer,
                                        channel="cli").counts["slides"] == 1
+
+
+def test_a_lab_admin_sitting_a_test_sees_neither_its_references_nor_its_cells_audit(admin_client, lab, lab_admin,
+                                                                                   reviewer):
+    from competency import services
+
+    test = services.test_create(actor=reviewer, name="T", size=4, class_minimums={"blast": 2, "monocyte": 2},
+                                pass_min_agreement=0.8, critical_classes=[], seed=3)
+    assert admin_client.get(f"/api/competency/tests/{test.pk}/").status_code == 200
+    cell = test.cells.first()
+    marker = f"<td>CellImage {cell.image_id}</td>"
+    assert marker in admin_client.get("/audit/").content.decode()
+    services.test_assign(actor=reviewer, test=test, people=[lab_admin], due_date=timezone.localdate())
+    assert admin_client.get(f"/api/competency/tests/{test.pk}/").status_code == 403
+    page = admin_client.get(f"/competency/tests/{test.pk}/").content.decode()
+    assert html_element(page, "sitting") is not None and html_element(page, "test-cells") is None
+    assert marker not in admin_client.get("/audit/").content.decode()
