@@ -462,7 +462,7 @@ class AdjudicationListApi(APIView):
     @extend_schema(parameters=[OpenApiParameter("page", int)], responses={200: AdjudicationItemSerializer(many=True)})
     def get(self, request):
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.adjudication_queue(), request, view=self)
+        page = paginator.paginate_queryset(selectors.adjudication_queue(user=request.user), request, view=self)
         labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
         lab = LabSettings.get()
         hidden = {im.pk for im in page if lab.hides_model_call(image=im, user=request.user)}

@@ -306,7 +306,7 @@ REVIEW_PAGE_SIZE = 20
 @role_required(REVIEWER)
 def review_queue(request):
     """Disputed and 'not sure' cells with every expert's label side by side."""
-    page = Paginator(selectors.adjudication_queue(), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.adjudication_queue(user=request.user), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
     lab = LabSettings.get()
     labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
     calls = selectors.model_calls_latest(images=page, user=request.user, lab=lab)

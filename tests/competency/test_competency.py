@@ -266,3 +266,24 @@ def test_a_lab_admin_sitting_a_test_sees_neither_its_references_nor_its_cells_au
     page = admin_client.get(f"/competency/tests/{test.pk}/").content.decode()
     assert html_element(page, "sitting") is not None and html_element(page, "test-cells") is None
     assert marker not in admin_client.get("/audit/").content.decode()
+
+
+def test_a_test_cell_disputed_again_after_freezing_stays_out_of_the_takers_review_and_unsure_queues(
+        lab, reviewer, reviewer2, labeller):
+    from annotations.selectors import adjudication_queue, labelling_queue
+    from annotations.services import label_submit
+    from competency import services
+    from tests.factories import cell_class
+
+    test = services.test_create(actor=reviewer2, name="T", size=4, class_minimums={"monocyte": 4},
+                                pass_min_agreement=0.8, critical_classes=[], seed=1)
+    services.test_assign(actor=reviewer2, test=test, people=[reviewer, labeller], due_date=timezone.localdate())
+    cell = test.cells.first()
+    image = CellImage.objects.get(pk=cell.image_id)
+    label_submit(image=image, labeller=reviewer2, cell_class=cell_class("lymphocyte"), unsure=True)
+    image.refresh_from_db()
+    assert image.needs_review and image.final_label is None
+    assert image in adjudication_queue(user=reviewer2)
+    assert image not in adjudication_queue(user=reviewer)
+    assert image not in labelling_queue(user=labeller, queue="unsure")
+    assert cell.reference.code == "monocyte"  # the frozen test keeps its reference
