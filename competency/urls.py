@@ -9,6 +9,7 @@ urlpatterns = [
     path("tests/<int:pk>/", views.test_detail, name="test"),
     path("tests/<int:pk>/assign/", views.test_assign, name="assign"),
     path("tests/<int:pk>/model/", views.test_model_sit, name="model_sit"),
+    path("tests/<int:pk>/new-version/", views.test_new_version, name="new_version"),
     path("take/<int:pk>/", views.take, name="take"),
     path("take/<int:pk>/submit/", views.submit, name="submit"),
     path("results/<int:pk>/", views.result, name="result"),

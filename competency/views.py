@@ -4,7 +4,7 @@ the CSV export."""
 import csv
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -110,6 +110,19 @@ def test_model_sit(request, pk: int):
     return redirect("competency:test", pk=test.pk)
 
 
+@role_required(LAB_ADMIN)
+@require_POST
+def test_new_version(request, pk: int):
+    test = get_object_or_404(ProficiencyTest, pk=pk)
+    try:
+        new = services.test_new_version(actor=request.user, test=test)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("competency:test", pk=test.pk)
+    messages.success(request, f"{new} drawn (seed {new.seed}).")
+    return redirect("competency:test", pk=new.pk)
+
+
 @role_required(LABELLER)
 def take(request, pk: int):
     """The labelling grid in exam mode: the same keys; no model call, no other reading, no reference."""
@@ -174,7 +187,8 @@ def result(request, pk: int):
     names = class_names()
     rows = _review_rows(assignment, names)
     return render(request, "competency/result.html", {
-        "assignment": assignment, "r": assignment.result, "names": names, "matrix": _matrix(assignment.result, names),
+        "assignment": assignment, "r": assignment.result, "matrix": _matrix(assignment.result, names),
+        "per_class": [{**p, "name": names.get(p["class"], p["class"])} for p in assignment.result["per_class"]],
         "missed": [row for row in rows if not row["correct"]], "sign_off_form": SignOffForm(),
         "can_sign": has_role(request.user, LAB_ADMIN) and not assignment.signed_off_at
         and assignment.person_id != request.user.pk})

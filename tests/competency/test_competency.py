@@ -287,3 +287,13 @@ def test_a_test_cell_disputed_again_after_freezing_stays_out_of_the_takers_revie
     assert image not in adjudication_queue(user=reviewer)
     assert image not in labelling_queue(user=labeller, queue="unsure")
     assert cell.reference.code == "monocyte"  # the frozen test keeps its reference
+
+
+def test_a_new_version_is_drawn_again_and_points_at_the_old_one(admin_client, lab):
+    test = ProficiencyTest.objects.get(pk=build(admin_client).json()["id"])
+    r = admin_client.post(f"/competency/tests/{test.pk}/new-version/")
+    new = ProficiencyTest.objects.exclude(pk=test.pk).get()
+    assert r.status_code == 302 and r.url == f"/competency/tests/{new.pk}/"
+    assert (new.version, new.previous_id, new.class_minimums, new.critical_classes) == (
+        2, test.pk, test.class_minimums, test.critical_classes)
+    assert new.cells.count() == 10 and test.cells.count() == 10
