@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from annotations.models import Adjudication, CellClass, CellImage, Split
@@ -114,6 +114,3 @@ def people_assignable():
     return get_user_model().objects.filter(is_active=True, groups__name__in=["labeller", "reviewer", "lab_admin"]) \
         .distinct().order_by("username")
 
-
-def images_with_adjudication_flag(qs: QuerySet[CellImage]) -> QuerySet[CellImage]:
-    return qs.annotate(adjudicated=Exists(Adjudication.objects.filter(image=OuterRef("pk"))))
