@@ -297,3 +297,28 @@ def test_a_new_version_is_drawn_again_and_points_at_the_old_one(admin_client, la
     assert (new.version, new.previous_id, new.class_minimums, new.critical_classes) == (
         2, test.pk, test.class_minimums, test.critical_classes)
     assert new.cells.count() == 10 and test.cells.count() == 10
+
+
+def test_bad_assignments_are_refused_whole_and_leave_the_test_unfrozen(admin_client, lab, labeller, no_role_user):
+    test_id = build(admin_client).json()["id"]
+    url = f"/api/competency/tests/{test_id}/assign/"
+    r = admin_client.post(url, {"people": ["lab1", "norole"], "due_date": DUE}, content_type="application/json")
+    assert r.status_code == 400 and "norole" in r.content.decode()
+    r = admin_client.post(url, {"people": ["lab1", "nobody"], "due_date": DUE}, content_type="application/json")
+    assert r.status_code == 400 and "nobody" in r.content.decode()
+    yesterday = (timezone.localdate() - datetime.timedelta(days=1)).isoformat()
+    r = admin_client.post(url, {"people": ["lab1"], "due_date": yesterday}, content_type="application/json")
+    assert r.status_code == 400 and "past" in r.content.decode()
+    assert not Assignment.objects.exists() and not ProficiencyTest.objects.get(pk=test_id).frozen
+    assert build(admin_client, size=0).status_code == 400
+    assert build(admin_client, class_minimums={"no_such_class": 1}).status_code == 400
+    assert build(admin_client, pass_min_agreement=1.5).status_code == 400
+    assert ProficiencyTest.objects.count() == 1
+
+
+def test_an_assignment_past_its_due_date_is_overdue_in_the_summary(test_assigned, client, reviewer):
+    Assignment.objects.filter(person__username="lab1").update(due_date=timezone.localdate() - datetime.timedelta(days=1))
+    as_user(client, reviewer)
+    assert client.get("/api/competency/summary/").json()["counts"] == {"due": 1, "overdue": 1, "passed": 0, "failed": 0}
+    page = client.get("/competency/summary/").content.decode()
+    assert html_element(page, "count-overdue").text == "1"
