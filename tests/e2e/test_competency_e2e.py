@@ -4,9 +4,11 @@ lab's decided cells (one adjudicated) and assigns it to two labellers; one takes
 submits; the score, kappa, interval and confusion matrix are the hand-computed ones and the blast
 called a lymphocyte fails the test; the model sits the same test; the lab admin signs the PDF record off."""
 import datetime
+import io
 
 import pytest
 from django.utils import timezone
+from pypdf import PdfReader
 
 from classifier.models import ModelVersion
 from competency.models import Assignment, ProficiencyTest
@@ -142,6 +144,10 @@ def test_a_proficiency_test_from_build_to_signed_record(browser, live_server):
     admin.wait_for_selector("#signed-off")
     pdf = admin.request.get(f"{live_server.url}/competency/results/{a.pk}/record.pdf")
     assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF")
+    text = " ".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.body())).pages)
+    for expected in ("lab1", "FAILED", "blast (critical) called lymphocyte", "6 / 8 = 75.0 %", "Cohen's kappa\n0.636",
+                     "Signed off by admin1", "discussed the blast"):
+        assert expected in text, expected
     admin.goto(f"{live_server.url}/competency/summary/")
     assert admin.inner_text("#count-failed") == "1" and admin.inner_text("#count-due") == "1"
     assert "Blast" in admin.inner_text("#summary-confusions")
