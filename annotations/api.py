@@ -25,7 +25,8 @@ SOURCE_HELP = "The source (microscope/camera) by name or id, an active one; blan
 
 
 class ImageOutputSerializer(serializers.ModelSerializer):
-    final_label = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    final_label = serializers.SerializerMethodField(
+        help_text="The decided class; null while the cell is in a proficiency test open for the caller.")
     acquisition_source = serializers.SlugRelatedField(slug_field="name", read_only=True)
     needs_review = serializers.SerializerMethodField(
         help_text="Whether the experts disagree; null where the lab's blind mode hides other readings from the caller.")
@@ -36,6 +37,12 @@ class ImageOutputSerializer(serializers.ModelSerializer):
         fields = ["id", "sha256", "width", "height", "original_format", "source", "acquisition_source", "split",
                   "sample_code",
                   "batch", "uploaded_at", "final_label", "needs_review", "file_url"]
+
+    def get_final_label(self, obj) -> str | None:
+        request = self.context.get("request")
+        if obj.final_label_id is None or request is None or LabSettings.hides_final_label(image=obj, user=request.user):
+            return None
+        return obj.final_label.code
 
     def get_needs_review(self, obj) -> bool | None:
         request = self.context.get("request")
@@ -231,7 +238,8 @@ class LabellingCellSerializer(serializers.Serializer):
 def _cells_payload(images, user, lab) -> list[dict]:
     images = list(images)
     suggestions = selectors.suggestions_for(images=images, user=user, lab=lab)
-    mine = selectors.labels_current_of(user=user, image_ids=[im.pk for im in images])
+    mine = selectors.labels_current_of(user=user, image_ids=[im.pk for im in images
+                                                             if not lab.hides_final_label(image=im, user=user)])
     return [
         {
             "id": im.pk, "split": im.split, "width": im.width, "height": im.height,
@@ -454,7 +462,7 @@ class AdjudicationListApi(APIView):
     @extend_schema(parameters=[OpenApiParameter("page", int)], responses={200: AdjudicationItemSerializer(many=True)})
     def get(self, request):
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.adjudication_queue(), request, view=self)
+        page = paginator.paginate_queryset(selectors.adjudication_queue(user=request.user), request, view=self)
         labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
         lab = LabSettings.get()
         hidden = {im.pk for im in page if lab.hides_model_call(image=im, user=request.user)}

@@ -40,6 +40,8 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 from django.utils.crypto import salted_hmac
 
+from competency.exam import exam_image_ids
+
 from .archives import zip_stream_chunks
 from .audit import audit_record
 from .models import Adjudication, AuditAction, CellClass, CellImage, Label, Source, Split
@@ -359,7 +361,8 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
                  progress: Callable[[int, int], None] | None = None) -> ZipExport:
     """Prepare the export of the selected cells (manifest written, every image file found) and audit
     it; the archive itself is made while ``chunks`` is read. A missing image file is an error here,
-    before the first byte is sent."""
+    before the first byte is sent. The cells of a proficiency test open for ``actor`` are held back
+    (their reference labels and readings), and the audit says how many."""
     from zipstream import ZipStream
 
     spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024, mode="w+b")
@@ -378,7 +381,9 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         images: list[tuple[str, str]] = []  # (storage name, path in the archive); the manifest goes first
         n_readings = 0
         with _one_snapshot():
-            for image in _export_queryset(cells_for_export(selection=selection)).iterator(chunk_size=500):
+            held_back = exam_image_ids(actor)
+            for image in _export_queryset(cells_for_export(selection=selection).exclude(pk__in=held_back)
+                                          ).iterator(chunk_size=500):
                 rows = manifest_image_rows(image, selection=selection)
                 write(rows)
                 n_readings += sum(1 for r in rows if r[len(IMAGE_COLUMNS)])
@@ -395,6 +400,8 @@ def cells_export(*, selection: CellSelection, actor, channel: str,
         spool.close()
         raise
     counts = {"images": len(images), "readings": n_readings, "bytes": size, "manifest_sha256": digest.hexdigest()}
+    if held_back:
+        counts["held_back_open_test"] = len(held_back)
     audit_record(actor=actor, action=AuditAction.CELLS_EXPORT, target=("Export", "cells"),
                  after={"channel": channel, "selection": selection.as_dict(), **counts})
     total = len(images) + 3

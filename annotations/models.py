@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from competency.exam import exam_hides
 from leukoportal.roles import REVIEWER, has_role
 from sources.models import default_source_id
 
@@ -204,6 +205,15 @@ class AuditAction(models.TextChoices):
     SLIDE_PLATELETS_CORRECT = "slide.platelets_correct", "Platelet count of a field corrected"
     SETTINGS_PLATELETS = "settings.platelets", "Platelet estimate settings changed"
     SLIDE_RED_CELLS_GRADE = "slide.red_cells_grade", "Red-cell morphology graded"
+    COMPETENCY_TEST_CREATE = "competency.test_create", "Proficiency test built"
+    COMPETENCY_TEST_FREEZE = "competency.test_freeze", "Proficiency test frozen"
+    COMPETENCY_ASSIGN = "competency.assign", "Proficiency test assigned"
+    COMPETENCY_START = "competency.start", "Proficiency test started"
+    COMPETENCY_ANSWER = "competency.answer", "Proficiency test answer saved"
+    COMPETENCY_SUBMIT = "competency.submit", "Proficiency test submitted"
+    COMPETENCY_SIGN_OFF = "competency.sign_off", "Proficiency test record signed off"
+    COMPETENCY_MODEL_SIT = "competency.model_sit", "Model version sat a proficiency test"
+    COMPETENCY_EXPORT = "competency.export", "Proficiency results exported"
     ADMIN_ADD = "admin.add", "Added in the admin"
     ADMIN_CHANGE = "admin.change", "Changed in the admin"
     ADMIN_DELETE = "admin.delete", "Deleted in the admin"
@@ -330,8 +340,11 @@ class LabSettings(models.Model):
         In blind mode a held-out cell is read without the model: nobody sees its call until the cell
         is decided (has a final label), so neither the experts reading it nor a reviewer adjudicating
         it is drawn toward the model; a labeller does not see it even then, since they may still
-        change their own reading. Training cells always show it.
+        change their own reading. Training cells always show it. A cell of a proficiency test open for
+        this reader is hidden from them whatever their role (:func:`competency.exam.exam_hides`).
         """
+        if exam_hides(user=user, image_id=image.pk):
+            return True
         if not (self.blind_heldout and image.split == Split.HELDOUT):
             return False
         return self.reads_blind(image=image) or not has_role(user, REVIEWER)
@@ -351,5 +364,14 @@ class LabSettings(models.Model):
     def hides_other_readings(self, *, image, user) -> bool:
         """Does this reader see only their own reading of this cell, not whether other experts agree
         (``needs_review``, "waiting for adjudication")? Labellers of blind held-out cells; reviewers
-        adjudicate disputes, so they see them."""
+        adjudicate disputes, so they see them. A cell of a proficiency test open for this reader: nobody's
+        reading, whatever their role."""
+        if exam_hides(user=user, image_id=image.pk):
+            return True
         return self.hides_model_call(image=image, user=user) and not has_role(user, REVIEWER)
+
+    @staticmethod
+    def hides_final_label(*, image, user) -> bool:
+        """Is this cell's final (reference) label, and this reader's own earlier reading of it, hidden from
+        them? Only while the cell is in a proficiency test open for them (the test's reference label)."""
+        return exam_hides(user=user, image_id=image.pk)

@@ -6,6 +6,7 @@ from django.http import Http404
 from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
 from classifier.models import Prediction
 from classifier.selectors import model_version_active, predictions_latest_for
+from competency.exam import exam_image_ids
 from leukoportal.roles import REVIEWER, has_role
 
 from .models import AuditAction, AuditEvent, CellClass, CellImage, Label, LabSettings, Source, Split
@@ -113,7 +114,12 @@ def labelling_queue(*, user, queue: str, lab: LabSettings | None = None, version
     """
     if queue not in QUEUES:
         raise KeyError(queue)
-    lab = lab or LabSettings.get()
+    qs = _labelling_queue(user=user, queue=queue, lab=lab or LabSettings.get(), version=version)
+    held_back = exam_image_ids(user)  # a cell re-opened after its test was frozen: answered in the test only
+    return qs.exclude(pk__in=held_back) if held_back else qs
+
+
+def _labelling_queue(*, user, queue: str, lab: LabSettings, version) -> QuerySet[CellImage]:
     if queue == "unlabelled":
         return _needing_readers(user=user, lab=lab).filter(split=Split.TRAIN).order_by("id")
     if queue == "heldout":
@@ -246,8 +252,12 @@ def labels_current_of(*, user, image_ids) -> dict[int, Label]:
     }
 
 
-def adjudication_queue() -> QuerySet[CellImage]:
-    return CellImage.objects.filter(needs_review=True, adjudications__isnull=True).order_by("id")
+def adjudication_queue(*, user=None) -> QuerySet[CellImage]:
+    """The disputed cells waiting for a reviewer; for ``user``, without the cells of a proficiency test open
+    for them (their readings side by side would show them other readings)."""
+    qs = CellImage.objects.filter(needs_review=True, adjudications__isnull=True).order_by("id")
+    held_back = exam_image_ids(user)
+    return qs.exclude(pk__in=held_back) if held_back else qs
 
 
 def labels_side_by_side(*, image_ids) -> dict[int, list[Label]]:
@@ -277,6 +287,8 @@ def image_history_for(*, image: CellImage, user) -> QuerySet[AuditEvent]:
     """A cell's history as this user may see it: reviewers see everything; a labeller reading a cell
     that is not final yet sees only their own label events (blind reading)."""
     history = image_history(image=image)
+    if LabSettings.hides_final_label(image=image, user=user):
+        return history.filter(actor=user).exclude(action__startswith="label.").exclude(action=AuditAction.IMAGE_FINAL_LABEL)
     if has_role(user, REVIEWER) or image.final_label_id is not None:
         return history
     return history.exclude(Q(action__startswith="label.") & ~Q(actor=user)).exclude(action=AuditAction.IMAGE_FINAL_LABEL)

@@ -375,6 +375,8 @@ def label_submit(
         raise ValidationError({"cell_class": f"The class {cell_class.code!r} is no longer active."})
     if cell_class.is_abstain:
         raise ValidationError({"cell_class": "'Unidentified' is the model's abstention, not an expert label; use 'not sure'."})
+    if LabSettings.hides_final_label(image=image, user=labeller):
+        raise LabelConflict("This cell is in a proficiency test open for you: answer it in the test.")
     with transaction.atomic():
         image = CellImage.objects.select_for_update().get(pk=image.pk)
         if image.adjudications.exists():

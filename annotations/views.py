@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_http_methods, require_POST
 
 from classifier.models import Prediction
+from competency.exam import exam_image_ids
 from classifier.selectors import model_version_active
 from leukoportal.errors import error_text
 from leukoportal.forms import form_errors_text, form_posted, form_save
@@ -80,7 +81,8 @@ def image_list(request):
     if split and split not in Split.values:
         return HttpResponseBadRequest("Unknown split.")
     page = Paginator(selectors.images_list(split=split), 48).get_page(request.GET.get("page"))
-    return render(request, "annotations/image_list.html", {"page": page, "split": split})
+    return render(request, "annotations/image_list.html", {"page": page, "split": split,
+                                                           "in_test": exam_image_ids(request.user)})
 
 
 @role_required(LABELLER)
@@ -89,12 +91,14 @@ def image_detail(request, pk: int):
     lab = LabSettings.get()
     hide_model = lab.hides_model_call(image=image, user=request.user)
     predictions = Prediction.objects.none() if hide_model else Prediction.objects.filter(image=image)
+    in_test = lab.hides_final_label(image=image, user=request.user)
     return render(
         request,
         "annotations/image_detail.html",
         {
             "image": image,
             "history": selectors.image_history_for(image=image, user=request.user),
+            "in_test": in_test,
             "predictions": predictions.select_related("model_version").order_by("-id"),
             "names": selectors.class_names(),
             "blind": hide_model,
@@ -133,7 +137,11 @@ def audit_log(request):
     if form.is_bound and not form.is_valid():
         return render(request, "annotations/audit_log.html", {"form": form, "page": None}, status=400)
     filters = {k: v for k, v in (form.cleaned_data if form.is_bound else {}).items() if v}
-    page = Paginator(selectors.audit_events(**filters), 100).get_page(request.GET.get("page"))
+    events = selectors.audit_events(**filters)
+    held_back = exam_image_ids(request.user)  # a lab admin sitting a proficiency test: not its cells' readings
+    if held_back:
+        events = events.exclude(target_type="CellImage", target_id__in=[str(pk) for pk in held_back])
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "annotations/audit_log.html", {"form": form, "page": page, "query": query.urlencode()})
@@ -221,6 +229,8 @@ def label_cell(request, pk: int):
     if queue and queue not in selectors.QUEUES:
         return HttpResponseBadRequest("Unknown queue.")
     lab = LabSettings.get()
+    if LabSettings.hides_final_label(image=image, user=request.user):
+        raise PermissionDenied("This cell is in a proficiency test open for you: answer it in the test.")
     mine = selectors.labels_current_of(user=request.user, image_ids=[image.pk]).get(image.pk)
     suggestion = selectors.suggestions_for(images=[image], user=request.user, lab=lab).get(image.pk)
     # Nothing is preselected on a cell the model referred: its best guess is not a call to confirm.
@@ -296,7 +306,7 @@ REVIEW_PAGE_SIZE = 20
 @role_required(REVIEWER)
 def review_queue(request):
     """Disputed and 'not sure' cells with every expert's label side by side."""
-    page = Paginator(selectors.adjudication_queue(), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.adjudication_queue(user=request.user), REVIEW_PAGE_SIZE).get_page(request.GET.get("page"))
     lab = LabSettings.get()
     labels = selectors.labels_side_by_side(image_ids=[im.pk for im in page])
     calls = selectors.model_calls_latest(images=page, user=request.user, lab=lab)

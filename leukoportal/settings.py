@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "classifier",
     "reports",
     "slides",
+    "competency",
 ]
 
 MIDDLEWARE = [

@@ -7,6 +7,7 @@ from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
 from classifier.selectors import model_version_active, training_run_current
+from competency.selectors import assignments_open_of
 from leukoportal.roles import LABELLER, role_required
 
 
@@ -54,7 +55,8 @@ def home(request):
     return render(
         request,
         "leukoportal/home.html",
-        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current()},
+        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current(),
+         "open_tests": list(assignments_open_of(person=request.user))},
     )
 
 

@@ -50,6 +50,7 @@ from annotations.exports import (
 )
 from annotations.audit import audit_record
 from annotations.models import AuditAction, CellClass
+from competency.exam import exam_image_ids
 
 from . import fhir, hl7, selectors
 from .morphology.report import csv_rows as red_cell_csv_rows
@@ -305,6 +306,11 @@ def slides_export(*, selection: SlideSelection, actor, channel: str,
     from zipstream import ZipStream
 
     slides = list(slides_for_export(selection=selection))
+    held_back = exam_image_ids(actor)
+    in_test = [slide_folder(s) for s in slides if held_back and s.cells.filter(image_id__in=held_back).exists()]
+    if in_test:
+        raise ValidationError(f"{', '.join(in_test)}: cells of a proficiency test open for you; export these slides "
+                              "once you have submitted it.")
     for slide in slides:
         for stored in _stored_files(slide):
             if not default_storage.exists(stored.file.name):

@@ -3,6 +3,8 @@
 // cell the model referred: its suggestion is only a best guess, and the server refuses it too),
 // arrows/Tab = move, Space = select, Ctrl+A = select all, Esc = clear, Backspace = undo, ? = arm "not sure",
 // + = the large view (static/js/cellzoom.js). Labels are saved through the REST API, one request at a time, in the order typed.
+// Exam mode (a proficiency test: the grid's data-mode="exam"): the same keys; each answer goes to the test's answer
+// API with the seconds the cell has been in focus so far; there is no model call to confirm and no bulk request.
 (function () {
   "use strict";
 
@@ -38,6 +40,8 @@
       focusIndex: 0,
       chain: Promise.resolve(),
       pending: 0,
+      exam: grid.dataset.mode === "exam",
+      focusedAt: performance.now(),
     };
   }
 
@@ -99,9 +103,20 @@
   }
 
   // --- Focus and selection (the large view is static/js/cellzoom.js) ---
+  // Exam mode: the seconds a cell has been in focus (kept on the cell, counted on while it has the focus).
+  function secondsOn(g, cell) {
+    const kept = parseFloat(cell.dataset.seconds || "0") || 0;
+    return g.cells[g.focusIndex] === cell ? kept + (performance.now() - g.focusedAt) / 1000 : kept;
+  }
+
   function focusCell(g, index) {
     if (index < 0 || index >= g.cells.length) return false;
-    g.cells[g.focusIndex].tabIndex = -1;
+    const left = g.cells[g.focusIndex];
+    if (g.exam && index !== g.focusIndex) {
+      left.dataset.seconds = secondsOn(g, left).toFixed(2);
+      g.focusedAt = performance.now();
+    }
+    left.tabIndex = -1;
     g.focusIndex = index;
     const cell = g.cells[g.focusIndex];
     cell.tabIndex = 0;
@@ -134,7 +149,22 @@
   // --- Saving, labelling, undo ---
   // One cell goes to the label API (a failure puts it back); several go to the bulk API, which
   // answers with the cells it refused: those are put back and named in the error.
+  // Exam mode: one answer per cell, each with its time; a failure puts that cell back.
+  async function postAnswers(g, previous, code, unsure) {
+    for (const p of previous) {
+      try {
+        await postJSON(g.grid.dataset.api, {
+          image: imageId(p.cell), cell_class: code, unsure: unsure, seconds: Math.round(secondsOn(g, p.cell) * 100) / 100,
+        });
+      } catch (err) {
+        setCellState(g, p.cell, p.prev);
+        throw err;
+      }
+    }
+  }
+
   async function postLabels(g, previous, code, unsure) {
+    if (g.exam) return postAnswers(g, previous, code, unsure);
     const cellList = previous.map((p) => p.cell);
     try {
       if (cellList.length === 1) {
@@ -193,6 +223,7 @@
   // Enter: each target cell with a call the model accepted is labelled with it, through the API's
   // "confirm the model's call" (the server looks the call up and refuses a referred cell).
   function confirmModelCall(g) {
+    if (g.exam) { setStatus(g, "A test shows no model call: press the cell's class key.", true); return; }
     const all = targets(g);
     const list = all.filter((c) => modelCall(c));
     const referred = all.filter((c) => c.dataset.referred);
@@ -225,7 +256,9 @@
     setCellState(g, cell, prev);
     enqueue(g, async () => {
       try {
-        if (prev) {
+        if (g.exam) {
+          await postAnswers(g, [{ cell: cell, prev: now }], prev ? prev.code : null, prev ? prev.unsure : false);
+        } else if (prev) {
           await postJSON(g.grid.dataset.api, { image: imageId(cell), cell_class: prev.code, unsure: prev.unsure });
         } else {
           await postJSON(g.grid.dataset.withdrawApi, { image: imageId(cell) });
@@ -310,7 +343,9 @@
     bindCells(g);
     document.addEventListener("keydown", (e) => onGridKey(g, e));
     window.addEventListener("beforeunload", (e) => { if (g.pending > 0) { e.preventDefault(); e.returnValue = ""; } });
-    if (g.cells.length) g.cells[0].focus();
+    // A test resumed starts at its first cell without an answer.
+    const start = g.exam ? Math.max(0, g.cells.findIndex((c) => !c.dataset.mine)) : 0;
+    if (g.cells.length) { g.cells[0].tabIndex = -1; g.focusIndex = start; g.cells[start].tabIndex = 0; g.cells[start].focus(); }
     updateCounts(g);
   }
 
