@@ -49,7 +49,7 @@ def _lock_key(destination_id: int) -> str:
 
 
 def _lock_ttl(destination: Destination) -> int:
-    return int(2 * destination.timeout_s + 30)
+    return int(2 * destination.timeout_s) + 5  # one attempt: connect, then wait for the answer
 
 
 def _heads(destination: Destination):
@@ -65,6 +65,8 @@ def next_due(*, destination: Destination, now=None) -> OutboxMessage | None:
     """The oldest message that may go now: the first unfinished message of its slide, due (or left
     "sent" by a dead worker)."""
     now = now or timezone.now()
+    if destination.paused_until is not None and destination.paused_until > now:
+        return None
     for message in _heads(destination):
         if message.state == OutboxMessage.State.SENT:
             return message
@@ -79,7 +81,8 @@ def next_wake(*, destination: Destination) -> float | None:
     times = [m.next_attempt_at for m in _heads(destination) if m.state == OutboxMessage.State.QUEUED]
     if not times:
         return None
-    return max((min(times) - timezone.now()).total_seconds(), 0.0)
+    first = max([min(times)] + ([destination.paused_until] if destination.paused_until else []))
+    return max((first - timezone.now()).total_seconds(), 0.0)
 
 
 def _hl7_attempt(destination: Destination, message: OutboxMessage) -> Outcome:
@@ -112,6 +115,8 @@ def _fhir_attempt(destination: Destination, message: OutboxMessage) -> Outcome:
                                      bundle=message.payload, timeout=destination.timeout_s)
     except transport.Unreachable as exc:
         return Outcome(OutboxMessage.State.QUEUED, error=str(exc), pause=True)
+    except transport.NoAnswer as exc:
+        return Outcome(OutboxMessage.State.QUEUED, error=str(exc))
     code = str(answer.status)
     if 200 <= answer.status < 300:
         return Outcome(OutboxMessage.State.ACKNOWLEDGED, answer_code=code, answer=answer.body[:20000])
@@ -141,6 +146,12 @@ def message_attempt(*, message: OutboxMessage) -> Outcome:
         fields.update(state=OutboxMessage.State.QUEUED,
                       next_attempt_at=now + timedelta(seconds=destination.backoff(message.attempts)))
     OutboxMessage.objects.filter(pk=message.pk).update(**fields)
+    # An unreachable LIS pauses the whole destination until this message's retry: the messages behind it
+    # (other slides' too) wait, so they reach the LIS in the order they were signed.
+    paused = fields.get("next_attempt_at") if outcome.pause else None
+    if destination.paused_until != paused:
+        Destination.objects.filter(pk=destination.pk).update(paused_until=paused)
+        destination.paused_until = paused
     log.info("LIS message %s to %s: attempt %d -> %s %s", message.control_id, destination, message.attempts,
              fields["state"], outcome.error)
     return outcome
@@ -175,6 +186,7 @@ def destination_deliver(*, destination_id: int, limit: int = 500) -> int | None:
                 continue
             cache.touch(key, _lock_ttl(destination))
             attempts += 1
+            message.destination = destination
             if message_attempt(message=message).pause:
                 break
     finally:

@@ -37,6 +37,9 @@ class Destination(models.Model):
     backoff_s = models.FloatField(default=5.0, help_text="Wait before the second attempt; doubled each time.")
     backoff_max_s = models.FloatField(default=600.0, help_text="The longest wait between two attempts.")
     preset = models.BooleanField(default=False, help_text="Made from the environment (LIS_* variables).")
+    paused_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="The LIS could not be reached: nothing is sent before this time, so nothing overtakes.")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -179,8 +179,8 @@ def destination_wake_claim(*, destination_id: int, seconds: float) -> bool:
     key = f"lis:wake:{destination_id}"
     at = timezone.now().timestamp() + seconds
     scheduled = cache.get(key)
-    if scheduled is not None and scheduled <= at + 0.5:
-        return False
+    if scheduled is not None and timezone.now().timestamp() < scheduled <= at + 0.5:
+        return False  # a retry still to come runs soon enough
     cache.set(key, at, timeout=max(int(seconds) + 1, 1))
     return True
 

@@ -85,7 +85,8 @@ class HttpAnswer:
 
 
 def fhir_post(*, base_url: str, token: str, bundle: str, timeout: float) -> HttpAnswer:
-    """POST the transaction Bundle to the server's base URL. Unreachable when no HTTP answer came."""
+    """POST the transaction Bundle to the server's base URL: its answer (any status); Unreachable when no
+    connection was made, NoAnswer when the answer did not come in time."""
     headers = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -96,8 +97,10 @@ def fhir_post(*, base_url: str, token: str, bundle: str, timeout: float) -> Http
             return HttpAnswer(status=response.status, body=response.read(200_000).decode("utf-8", "replace"))
     except urllib.error.HTTPError as exc:
         return HttpAnswer(status=exc.code, body=exc.read(200_000).decode("utf-8", "replace"))
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise Unreachable(f"no answer from {base_url} ({type(exc).__name__}: {exc})") from exc
+    except urllib.error.URLError as exc:  # no connection (refused, unknown host, TLS, connect time-out)
+        raise Unreachable(f"cannot connect to {base_url} ({exc.reason})") from exc
+    except (TimeoutError, OSError) as exc:  # connected, but the answer did not come (in time)
+        raise NoAnswer(f"no answer from {base_url} within {timeout:g} s ({type(exc).__name__})") from exc
 
 
 def operation_outcome_text(body: str) -> str:

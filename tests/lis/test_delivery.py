@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from lis import delivery
-from lis.models import OutboxMessage
+from lis.models import Destination, OutboxMessage
 from tests.lis.conftest import corrected, fhir_destination, mllp_destination, signed
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,9 @@ def deliver(destination):
 
 
 def make_due():
+    """As if the waits were over: every queued message is due, no destination is paused."""
     OutboxMessage.objects.filter(state="queued").update(next_attempt_at=timezone.now())
+    Destination.objects.update(paused_until=None)
 
 
 def test_aa_with_the_messages_control_id_acknowledges_it(reviewer, mllp_lis):
@@ -108,10 +110,15 @@ def test_an_unreachable_lis_pauses_the_destination_so_nothing_overtakes(reviewer
     assert deliver(destination) == 1  # the oldest was tried; the others wait
     rows = list(OutboxMessage.objects.order_by("id"))
     assert [m.attempts for m in rows] == [1, 0, 0] and "cannot connect" in rows[0].error
+    paused = Destination.objects.get().paused_until
+    assert paused == rows[0].next_attempt_at
+    OutboxMessage.objects.filter(pk=rows[0].pk).update(next_attempt_at=timezone.now())
+    assert deliver(destination) == 0  # the destination waits, though a message is due
     mllp_lis.start()
     make_due()
     assert deliver(destination) == 3
     assert mllp_lis.filler_orders() == ["DLV-0100/v1", "DLV-0110/v1", "DLV-0120/v1"]
+    assert Destination.objects.get().paused_until is None
 
 
 def test_a_second_deliverer_for_the_same_destination_stands_aside(reviewer, mllp_lis):
