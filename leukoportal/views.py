@@ -7,7 +7,8 @@ from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
 from classifier.selectors import model_version_active, training_run_current
-from leukoportal.roles import LABELLER, role_required
+from leukoportal.roles import LAB_ADMIN, LABELLER, has_role, role_required
+from lis.selectors import delivery_alerts
 
 
 def _client_ip(request) -> str:
@@ -54,7 +55,9 @@ def home(request):
     return render(
         request,
         "leukoportal/home.html",
-        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current()},
+        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current(),
+         # A result signed but not delivered is a patient-safety matter: lab admins see it first.
+         "lis_alerts": delivery_alerts() if has_role(request.user, LAB_ADMIN) else None},
     )
 
 
