@@ -9,6 +9,7 @@ import json
 import ssl
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import hl7
@@ -57,7 +58,13 @@ async def _exchange(host: str, port: int, payload: str, *, timeout: float, tls: 
 
 def mllp_send(*, host: str, port: int, payload: str, timeout: float, tls: bool = False) -> str:
     """Send ``payload`` framed 0x0B ... 0x1C 0x0D and return the first framed answer's text."""
-    return asyncio.run(_exchange(host, port, payload, timeout=timeout, tls=tls))
+    coro = _exchange(host, port, payload, timeout=timeout, tls=tls)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # the usual case (a Celery worker): no event loop in this thread
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # called from inside an event loop: run beside it
+        return pool.submit(asyncio.run, coro).result()
 
 
 def ack_parse(text: str) -> Ack:
