@@ -102,3 +102,21 @@ def test_the_lis_operations_are_in_the_openapi_schema(api, lab_admin):
     for path in ("/api/lis/destinations/", "/api/lis/destinations/create/", "/api/lis/destinations/{id}/",
                  "/api/lis/messages/", "/api/lis/messages/{id}/", "/api/lis/messages/{id}/resend/", "/api/lis/orders/"):
         assert path in schema["paths"], path
+
+
+def test_the_environment_presets_destinations_and_updates_them_audited(settings):
+    from lis import services as lis_services
+
+    settings.LIS_MLLP_HOST, settings.LIS_MLLP_PORT, settings.LIS_RECEIVING_APPLICATION = "lis.example.org", 2575, "LAB"
+    settings.LIS_FHIR_BASE_URL, settings.LIS_FHIR_TOKEN = "https://fhir.example.org/r4", "tok"
+    made = lis_services.destinations_preset_from_env()
+    assert [(d.kind, d.preset) for d in made] == [("hl7_mllp", True), ("fhir", True)]
+    assert made[0].host == "lis.example.org" and made[0].receiving_application == "LAB"
+    assert lis_services.destinations_preset_from_env() and Destination.objects.count() == 2  # nothing new
+    settings.LIS_MLLP_PORT = 2576
+    lis_services.destinations_preset_from_env()
+    assert Destination.objects.get(kind="hl7_mllp").port == 2576
+    actions = list(AuditEvent.objects.filter(action__startswith="lis.destination").order_by("id")
+                   .values_list("action", flat=True))
+    assert actions == ["lis.destination_create", "lis.destination_create", "lis.destination_update"]
+    assert "tok" not in str(list(AuditEvent.objects.values_list("after", flat=True)))
