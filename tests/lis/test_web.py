@@ -108,7 +108,7 @@ def test_the_environment_presets_destinations_and_updates_them_audited(settings)
     from lis import services as lis_services
 
     settings.LIS_MLLP_HOST, settings.LIS_MLLP_PORT, settings.LIS_RECEIVING_APPLICATION = "lis.example.org", 2575, "LAB"
-    settings.LIS_FHIR_BASE_URL, settings.LIS_FHIR_TOKEN = "https://fhir.example.org/r4", "tok"
+    settings.LIS_FHIR_BASE_URL, settings.LIS_FHIR_TOKEN = "https://fhir.example.org/r4", "Zq9-secret"
     made = lis_services.destinations_preset_from_env()
     assert [(d.kind, d.preset) for d in made] == [("hl7_mllp", True), ("fhir", True)]
     assert made[0].host == "lis.example.org" and made[0].receiving_application == "LAB"
@@ -119,4 +119,4 @@ def test_the_environment_presets_destinations_and_updates_them_audited(settings)
     actions = list(AuditEvent.objects.filter(action__startswith="lis.destination").order_by("id")
                    .values_list("action", flat=True))
     assert actions == ["lis.destination_create", "lis.destination_create", "lis.destination_update"]
-    assert "tok" not in str(list(AuditEvent.objects.values_list("after", flat=True)))
+    assert "Zq9-secret" not in str(list(AuditEvent.objects.values_list("after", flat=True)))
