@@ -166,9 +166,10 @@ def _claim(message: OutboxMessage) -> OutboxMessage | None:
     return OutboxMessage.objects.select_related("destination").get(pk=message.pk)
 
 
-def destination_deliver(*, destination_id: int, limit: int = 500) -> int | None:
-    """Deliver what is due for one destination; the number of attempts made. None at once when
-    another deliverer holds the destination (or it is inactive)."""
+def destination_deliver(*, destination_id: int, limit: int = 50) -> int | None:
+    """Deliver what is due for one destination, at most ``limit`` attempts (the task then schedules
+    itself again at once: one run stays well inside its time limit); the number of attempts made.
+    None at once when another deliverer holds the destination (or it is inactive)."""
     destination = Destination.objects.filter(pk=destination_id, active=True).first()
     if destination is None:
         return None
