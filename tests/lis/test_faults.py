@@ -110,3 +110,17 @@ def test_a_worker_killed_while_waiting_for_the_ack_loses_nothing(reviewer, mllp_
     assert message.state == "acknowledged" and message.attempts == 2, worker_log.read_text()[-3000:]
     assert mllp_lis.control_ids() == [message.control_id] * 2  # the same message again, not a new result
     assert OutboxMessage.objects.count() == 1
+
+
+def test_beat_looks_for_due_retries_every_30_seconds():
+    """Beat's backstop: when it starts, the settings' schedule becomes a row of django-celery-beat's table."""
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from leukoportal.celery import app
+
+    DatabaseScheduler(app=app)
+    task = PeriodicTask.objects.get(task="lis.tasks.deliver_due")
+    assert task.enabled and task.interval.every == 30 and task.interval.period == "seconds"
+    app.loader.import_default_modules()
+    assert {"lis.tasks.deliver", "lis.tasks.deliver_due"} <= set(app.tasks)
