@@ -26,6 +26,7 @@ The signed report's formats are built here too (``report_csv_rows``, ``fhir_repo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -148,14 +149,16 @@ def lis_renderers(slide: Slide, *, superseded: bool = False, successor_version: 
     ORU^R01 for a given control ID and MSH sender/receiver, and its FHIR DiagnosticReport. The release
     status is given, not read back (inside the signature's transaction a withdrawn version's successor
     is being signed)."""
-    arguments = dict(lis_arguments(slide), superseded=superseded, successor_version=successor_version)
-    signer = slide.signed_by.get_username()
+    @functools.cache
+    def arguments() -> dict:  # read once, and only when a destination needs the report
+        return dict(lis_arguments(slide), superseded=superseded, successor_version=successor_version)
 
     def render_hl7(**msh) -> str:
-        return hl7.oru_r01(signed_at=slide.signed_at, signer=signer, **arguments, **msh)
+        return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(), **arguments(), **msh)
 
     def render_fhir() -> dict:
-        return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=signer, **arguments)
+        return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
+                                      **arguments())
 
     return render_hl7, render_fhir
 

@@ -120,3 +120,21 @@ def test_the_environment_presets_destinations_and_updates_them_audited(settings)
                    .values_list("action", flat=True))
     assert actions == ["lis.destination_create", "lis.destination_create", "lis.destination_update"]
     assert "Zq9-secret" not in str(list(AuditEvent.objects.values_list("after", flat=True)))
+
+
+def test_the_edit_page_changes_a_destination_keeps_its_token_and_names_a_bad_field(client, lab_admin):
+    destination = Destination.objects.create(name="FHIR LIS", kind="fhir", base_url="https://a.example.org/r4",
+                                             bearer_token="keep-me")
+    client.force_login(lab_admin)
+    page = client.get(f"/lis/destinations/{destination.pk}/").content.decode()
+    assert "keep-me" not in page and "https://a.example.org/r4" in page
+    form = {"name": "FHIR LIS", "kind": "fhir", "base_url": "https://b.example.org/r4", "active": "on",
+            "timeout_s": "5", "max_attempts": "3", "backoff_s": "1", "backoff_max_s": "60"}
+    assert client.post(f"/lis/destinations/{destination.pk}/", form).status_code == 302
+    destination.refresh_from_db()
+    assert (destination.base_url, destination.bearer_token, destination.max_attempts) == (
+        "https://b.example.org/r4", "keep-me", 3)
+    r = client.post(f"/lis/destinations/{destination.pk}/", dict(form, base_url="not a url"))
+    assert r.status_code == 400 and 'id="error-base_url"' in r.content.decode()
+    destination.refresh_from_db()
+    assert destination.base_url == "https://b.example.org/r4"
