@@ -264,7 +264,8 @@ def _order_apply(order: orders.Order) -> tuple[Slide | None, str]:
     if Slide.objects.filter(code=order.accession).exists():
         raise orders.OrderRefused("AE", orders.ERR_INTERNAL, f"A slide with accession {order.accession} exists already.")
     collected = _aware(order.collected_at)
-    notes = "Ordered by the LIS" + (f"; collected {timezone.localtime(collected):%Y-%m-%d %H:%M}" if collected else "")
+    notes = (f"Ordered by the LIS: blood film differential ({order.code})"
+             + (f"; collected {timezone.localtime(collected):%Y-%m-%d %H:%M}" if collected else "") + ".")
     try:
         slide = slide_services.slide_create(code=order.accession, created_by=user, wbc_count=order.wbc_count,
                                             notes=notes)

@@ -88,7 +88,8 @@ def test_orders_create_pending_slides_and_every_refusal_says_why(listener):
     slide = Slide.objects.get(code="ORD-1001")
     assert slide.version == 1 and slide.status == Slide.Status.PROCESSING and not slide.fields.exists()
     assert slide.wbc_count == Decimal("7.45")
-    assert "collected 2026-12-07 08:30" in slide.notes  # 09:30 +01:00 in the lab's time zone (UTC)
+    assert slide.notes == "Ordered by the LIS: blood film differential (WBCDIFF); collected 2026-12-07 08:30."
+    # (09:30 +01:00 in the lab's time zone, UTC)
     assert Slide.objects.get(code="ORD-1002").wbc_count is None
     assert Slide.objects.filter(code="ORD-1001").count() == 1
     assert InboundMessage.objects.filter(control_id="MSG-1").count() == 1
