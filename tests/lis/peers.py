@@ -28,8 +28,9 @@ def free_port() -> int:
 
 
 class MllpLis:
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, ssl_context=None):
         self.port = port or free_port()
+        self.ssl_context = ssl_context
         self.mode = "AA"
         self.reason = "Unknown filler order number"
         self.received: list[hl7.Message] = []
@@ -73,7 +74,7 @@ class MllpLis:
     def start(self) -> "MllpLis":
         async def go():
             self._server = await start_hl7_server(self._handle, "127.0.0.1", self.port, encoding="utf-8",
-                                                  reuse_address=True)
+                                                  reuse_address=True, ssl=self.ssl_context)
         self._call(go())
         return self
 

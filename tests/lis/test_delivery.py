@@ -167,3 +167,33 @@ def test_fhir_4xx_stops_with_the_operation_outcome_and_5xx_or_a_stall_is_retried
     message.refresh_from_db()
     assert message.state == "failed" and message.answer_code == "400"
     assert "Specimen accession not known to this server" in message.error
+
+
+def test_mllp_inside_tls_verifies_the_lis_certificate(reviewer, tmp_path, monkeypatch):
+    """A TLS MLLP LIS whose certificate the machine trusts gets the message; one it does not trust is
+    never sent anything (the connection fails, the message waits)."""
+    import ssl
+    import subprocess
+
+    from tests.lis.peers import MllpLis
+
+    key, cert = tmp_path / "lis.key", tmp_path / "lis.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    lis = MllpLis(ssl_context=context).start()
+    try:
+        destination = mllp_destination(lis.port, host="localhost", tls=True)
+        signed("TLS-0001", by=reviewer)
+        deliver(destination)  # the machine does not trust the certificate yet
+        message = OutboxMessage.objects.get()
+        assert message.state == "queued" and "SSL" in message.error and lis.received == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # now it does (the system's trust store, as deployed)
+        make_due()
+        deliver(destination)
+        message.refresh_from_db()
+        assert message.state == "acknowledged" and lis.control_ids() == [message.control_id]
+    finally:
+        lis.close()
