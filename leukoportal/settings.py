@@ -192,8 +192,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["leukoportal.roles.IsLabeller"],
     "COMPONENT_SPLIT_REQUEST": True,
-    # Choice sets that share a field name with another app's ("kind"): named after their model.
-    "ENUM_NAME_OVERRIDES": {"LisDestinationKindEnum": "lis.models.Destination.Kind"},
+    # Two choice sets share the field name "kind": the slide's keeps its name, the LIS destination's is named apart.
+    "ENUM_NAME_OVERRIDES": {"KindEnum": "slides.models.Slide.Kind",
+                            "LisDestinationKindEnum": "lis.models.Destination.Kind"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
