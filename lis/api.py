@@ -138,7 +138,7 @@ class MessageDetailApi(APIView):
 
 
 class MessageResendApi(APIView):
-    """Queue a message again under a new control ID (audited); 400 while it is on its way."""
+    """Queue a failed message again under a new control ID (audited); 400 for any other state."""
 
     permission_classes = [IsLabAdmin]
 

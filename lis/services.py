@@ -186,13 +186,15 @@ def destination_wake_claim(*, destination_id: int, seconds: float) -> bool:
 
 
 def message_resend(*, actor, message: OutboxMessage) -> OutboxMessage:
-    """Send a message again (lab admins, audited): the same message with a new control ID (the LIS
-    answered the old one), queued now. A failed message's slide then goes on in order."""
+    """Send a failed message again (lab admins, audited), once its cause is fixed: the same content
+    under a new control ID (the LIS answered the old one), queued now; its slide's later messages
+    follow in order. Only a failed message: an acknowledged one is never sent again as a new message,
+    and a queued one goes by itself."""
     _check_actor(actor)
     with transaction.atomic():
         message = OutboxMessage.objects.select_for_update().select_related("destination").get(pk=message.pk)
-        if message.state == OutboxMessage.State.SENT:
-            raise ValidationError("The message is on its way; wait for the LIS's answer.")
+        if message.state != OutboxMessage.State.FAILED:
+            raise ValidationError(f"Only a failed message is sent again; this one is {message.state}.")
         before = {"state": message.state, "attempts": message.attempts, "control_id": message.control_id,
                   "error": message.error[:500]}
         new_id = control_id_new()

@@ -132,21 +132,25 @@ def test_a_second_deliverer_for_the_same_destination_stands_aside(reviewer, mllp
 
 
 # --- FHIR ------------------------------------------------------------------------------------
-def test_fhir_bundle_accepted_once_and_a_retry_creates_no_second_report(reviewer, lab_admin, fhir_server):
-    from lis import services as lis_services
-
-    destination = fhir_destination(fhir_server.url)
+def test_fhir_bundle_accepted_once_and_a_retry_creates_no_second_report(reviewer, fhir_server):
+    destination = fhir_destination(fhir_server.url, timeout_s=0.5)
     signed("DLV-0008", by=reviewer)
+    fhir_server.mode, fhir_server.stall_s = "stall", 1.0  # the server applies the Bundle; its answer comes too late
     deliver(destination)
     message = OutboxMessage.objects.get()
+    assert message.state == "queued" and "no answer" in message.error
+    time.sleep(1.0)
+    assert len(fhir_server.bundles) == 1 and fhir_server.creates["DiagnosticReport"] == 1
+    fhir_server.mode = "ok"
+    make_due()
+    deliver(destination)  # the retry: the same Bundle again
+    message.refresh_from_db()
     assert message.state == "acknowledged" and message.answer_code == "200", message.error
-    assert fhir_server.invalid == [] and fhir_server.tokens == ["Bearer s3cret"]
-    assert fhir_server.creates["DiagnosticReport"] == 1 and fhir_server.creates["Specimen"] == 1
-    lis_services.message_resend(actor=lab_admin, message=message)
-    deliver(destination)
-    assert len(fhir_server.bundles) == 2
+    assert fhir_server.invalid == [] and set(fhir_server.tokens) == {"Bearer s3cret"}
+    assert len(fhir_server.bundles) == 2 and fhir_server.bundles[0] == fhir_server.bundles[1]
     assert fhir_server.creates["DiagnosticReport"] == 1 and len(fhir_server.reports()) == 1
-    assert fhir_server.creates["Specimen"] == 1
+    assert fhir_server.creates["Specimen"] == 1 and fhir_server.creates["Observation"] == len(
+        [e for e in fhir_server.bundles[0]["entry"] if e["resource"]["resourceType"] == "Observation"])
 
 
 def test_fhir_4xx_stops_with_the_operation_outcome_and_5xx_or_a_stall_is_retried(reviewer, fhir_server):

@@ -101,6 +101,8 @@ def test_resending_keeps_the_message_and_gives_it_a_new_control_id_audited(revie
     assert str(hl7.parse(again.payload).segment("MSH")(10)) == again.control_id
     event = AuditEvent.objects.get(action="lis.resend")
     assert event.before["control_id"] == old and event.after["control_id"] == again.control_id
-    OutboxMessage.objects.filter(pk=message.pk).update(state="sent")
-    with pytest.raises(ValidationError):
-        lis_services.message_resend(actor=lab_admin, message=message)
+    for state in ("queued", "sent", "acknowledged"):
+        OutboxMessage.objects.filter(pk=message.pk).update(state=state)
+        with pytest.raises(ValidationError, match=f"this one is {state}"):
+            lis_services.message_resend(actor=lab_admin, message=message)
+    assert AuditEvent.objects.filter(action="lis.resend").count() == 1
