@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "reports",
     "slides",
     "competency",
+    "lis",
 ]
 
 MIDDLEWARE = [
@@ -192,6 +193,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["leukoportal.roles.IsLabeller"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two choice sets share the field name "kind": the slide's keeps its name, the LIS destination's is named apart.
+    "ENUM_NAME_OVERRIDES": {"KindEnum": "slides.models.Slide.Kind",
+                            "LisDestinationKindEnum": "lis.models.Destination.Kind"},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -243,6 +247,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # not run a backlog of them.
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "leukoportal.tasks.sweep", "schedule": 60.0, "options": {"expire_seconds": 60}},
+    # LIS messages whose retry is due (a backstop: a delivery task schedules its own next try).
+    "lis-deliver-due": {"task": "lis.tasks.deliver_due", "schedule": 30.0, "options": {"expire_seconds": 30}},
 }
 CELERY_TASK_ALWAYS_EAGER = False
 
@@ -279,3 +285,26 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+
+# --- LIS interface (lis/) -------------------------------------------------------------------
+# Destinations preset from the environment (made or updated when the delivery sweep runs, marked
+# "preset"); the lab admin adds others on the LIS interface page.
+LIS_MLLP_HOST = env_str("LIS_MLLP_HOST", "")
+LIS_MLLP_PORT = env_int("LIS_MLLP_PORT", 0)
+LIS_MLLP_TLS = env_bool("LIS_MLLP_TLS", False)
+LIS_SENDING_APPLICATION = env_str("LIS_SENDING_APPLICATION", "LEUKOPORTAL")
+LIS_SENDING_FACILITY = env_str("LIS_SENDING_FACILITY", "")
+LIS_RECEIVING_APPLICATION = env_str("LIS_RECEIVING_APPLICATION", "")
+LIS_RECEIVING_FACILITY = env_str("LIS_RECEIVING_FACILITY", "")
+LIS_FHIR_BASE_URL = env_str("LIS_FHIR_BASE_URL", "")
+LIS_FHIR_TOKEN = env_str("LIS_FHIR_TOKEN", "")
+# Delivery defaults of a new destination: answer time-out, attempts, first wait (doubled each try), longest wait.
+LIS_TIMEOUT_S = env_float("LIS_TIMEOUT_S", 10.0)
+LIS_MAX_ATTEMPTS = env_int("LIS_MAX_ATTEMPTS", 10)
+LIS_BACKOFF_S = env_float("LIS_BACKOFF_S", 5.0)
+LIS_BACKOFF_MAX_S = env_float("LIS_BACKOFF_MAX_S", 600.0)
+# A message still queued after this long shows on the lab admins' home page.
+LIS_QUEUED_ALERT_S = env_int("LIS_QUEUED_ALERT_S", 900)
+# The order listener (manage.py lis_listen).
+LIS_LISTEN_HOST = env_str("LIS_LISTEN_HOST", "127.0.0.1")
+LIS_LISTEN_PORT = env_int("LIS_LISTEN_PORT", 2575)

@@ -18,10 +18,12 @@ urlpatterns = [
     path("api/", include("reports.api_urls")),
     path("api/", include("sources.api_urls")),
     path("api/", include("competency.api_urls")),
+    path("api/", include("lis.api_urls")),
     path("", include("annotations.urls")),
     path("models/", include("classifier.urls")),
     path("slides/", include("slides.urls")),
     path("reports/", include("reports.urls")),
     path("sources/", include("sources.urls")),
     path("competency/", include("competency.urls")),
+    path("lis/", include("lis.urls")),
 ]

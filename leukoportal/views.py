@@ -8,7 +8,8 @@ from rest_framework.renderers import JSONRenderer
 from annotations.selectors import dashboard_counts
 from classifier.selectors import model_version_active, training_run_current
 from competency.selectors import assignments_open_of
-from leukoportal.roles import LABELLER, role_required
+from leukoportal.roles import LAB_ADMIN, LABELLER, has_role, role_required
+from lis.selectors import delivery_alerts
 
 
 def _client_ip(request) -> str:
@@ -56,7 +57,9 @@ def home(request):
         request,
         "leukoportal/home.html",
         {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current(),
-         "open_tests": list(assignments_open_of(person=request.user))},
+         "open_tests": list(assignments_open_of(person=request.user)),
+         # A result signed but not delivered is a patient-safety matter: lab admins see it first.
+         "lis_alerts": delivery_alerts() if has_role(request.user, LAB_ADMIN) else None},
     )
 
 

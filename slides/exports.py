@@ -26,6 +26,7 @@ The signed report's formats are built here too (``report_csv_rows``, ``fhir_repo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -142,6 +143,25 @@ def hl7_report(slide: Slide) -> str:
     now = timezone.now()
     return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(),
                        control_id=f"LP{slide.pk}-{now:%Y%m%d%H%M%S%f}", created_at=now, **lis_arguments(slide))
+
+
+def lis_renderers(slide: Slide, *, superseded: bool = False, successor_version: int | None = None):
+    """The LIS outbox's renderers of this signed version (lis.outbox.results_outbox_add): its HL7
+    ORU^R01 for a given control ID and MSH sender/receiver, and its FHIR DiagnosticReport. The release
+    status is given, not read back (inside the signature's transaction a withdrawn version's successor
+    is being signed)."""
+    @functools.cache
+    def arguments() -> dict:  # read once, and only when a destination needs the report
+        return dict(lis_arguments(slide), superseded=superseded, successor_version=successor_version)
+
+    def render_hl7(**msh) -> str:
+        return hl7.oru_r01(signed_at=slide.signed_at, signer=slide.signed_by.get_username(), **arguments(), **msh)
+
+    def render_fhir() -> dict:
+        return fhir.diagnostic_report(issued=slide.signed_at.isoformat(), performer=slide.signed_by.get_username(),
+                                      **arguments())
+
+    return render_hl7, render_fhir
 
 
 HL7_CONTENT_TYPE = "x-application/hl7-v2+er7; charset=utf-8"

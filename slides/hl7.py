@@ -74,11 +74,17 @@ def abnormal_flag(line: lis.ResultLine) -> tuple[str, str]:
 
 def oru_r01(*, report: Mapping, accession: str, version: int, signed_at: datetime, signer: str,
             names: Mapping[str, str], control_id: str, created_at: datetime, superseded: bool = False,
-            successor_version: int | None = None, correction_reason: str = "") -> str:
-    """The ER7 text of the message (segments separated by carriage returns)."""
+            successor_version: int | None = None, correction_reason: str = "",
+            sending_application: str = "LEUKOPORTAL", sending_facility: str = "", receiving_application: str = "",
+            receiving_facility: str = "") -> str:
+    """The ER7 text of the message (segments separated by carriage returns). MSH-3 to MSH-6 name the
+    sending and receiving application and facility (an LIS destination's; the export: LEUKOPORTAL only)."""
     release = lis.release_status(version=version, superseded=superseded)
     msg = Message("ORU_R01", version=VERSION, validation_level=VALIDATION_LEVEL.STRICT)
-    msg.msh.msh_3 = "LEUKOPORTAL"
+    msg.msh.msh_3.hd_1 = _text(sending_application or "LEUKOPORTAL", "IS")
+    for name, value in (("msh_4", sending_facility), ("msh_5", receiving_application), ("msh_6", receiving_facility)):
+        if value:
+            getattr(msg.msh, name).hd_1 = _text(value, "IS")
     msg.msh.msh_7 = _ts(created_at)
     msg.msh.msh_9 = "ORU^R01^ORU_R01"
     msg.msh.msh_10 = control_id

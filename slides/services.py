@@ -25,10 +25,11 @@ from classifier import services as classifier_services
 from classifier.models import Prediction
 from classifier.selectors import model_version_active
 from leukoportal.queueing import enqueue_on_commit
+from lis import outbox as lis_outbox
 from leukoportal.roles import REVIEWER, has_role
 from sources.selectors import source_resolve
 
-from . import pipeline, release
+from . import exports, pipeline, release
 from .detection import scale as detection_scale
 from .exceptions import SlideLocked, check_editable
 from .models import ReferenceInterval, Slide, SlideCell, SlideField
@@ -571,7 +572,23 @@ def _sign_freeze(slide: Slide, *, report: dict, warnings: list[str], actor, reas
                  after={"counts": report["counts"], "leukocytes": report["leukocyte_total"], "version": slide.version,
                         "warnings": warnings, "reason": reason, "comment": comment,
                         **({"release": report["release"]} if release_record else {})})
+    _results_outbox(slide)
     return slide
+
+
+def _results_outbox(slide: Slide) -> None:
+    """The signed report goes to the LIS outbox in the signature's transaction (lis.outbox; a task
+    delivers it). A corrected version first withdraws the version it replaces, then follows it, so
+    that a correction never overtakes, nor leaves standing, its original."""
+    previous = slide.previous
+    if previous is not None and previous.is_signed:
+        render_hl7, render_fhir = exports.lis_renderers(previous, superseded=True, successor_version=slide.version)
+        lis_outbox.results_outbox_add(slide_id=previous.pk, accession=previous.code, version=previous.version,
+                                      event="withdrawn", render_hl7=render_hl7, render_fhir=render_fhir)
+    render_hl7, render_fhir = exports.lis_renderers(slide)
+    lis_outbox.results_outbox_add(slide_id=slide.pk, accession=slide.code, version=slide.version,
+                                  event="corrected" if slide.version > 1 else "final",
+                                  render_hl7=render_hl7, render_fhir=render_fhir)
 
 
 def _check_signable(slide: Slide) -> None:

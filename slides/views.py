@@ -20,6 +20,7 @@ from annotations.selectors import cell_classes_active, class_names
 from leukoportal.errors import call_with_messages, error_text, refusal_text
 from leukoportal.forms import form_errors_text, form_posted, form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, REVIEWER, has_role, role_required
+from lis import selectors as lis_selectors
 
 from . import selectors, services
 from .exports import HL7_CONTENT_TYPE, fhir_report, hl7_report, report_csv_rows
@@ -76,6 +77,7 @@ def slide_detail(request, pk: int):
         ]
         fields.append({"field": f, "boxes": boxes})
     processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
+    lis_messages = lis_selectors.slide_delivery(slide_id=slide.pk)
     return render(request, "slides/detail.html", {
         "slide": slide,
         "fields": fields,
@@ -88,6 +90,8 @@ def slide_detail(request, pk: int):
         "correction_form": CorrectionForm(),
         "versions": selectors.slide_versions(slide=slide),
         "can_review": has_role(request.user, REVIEWER),
+        "lis_messages": lis_messages,
+        "lis_state": lis_selectors.delivery_summary(lis_messages),
     })
 
 

@@ -108,12 +108,14 @@ def test_make_run_serves_static_files_and_error_pages_without_debug(tmp_path):
     import urllib.error
     import urllib.request
 
-    with socket.socket() as s:
+    with socket.socket() as s, socket.socket() as s2:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        s2.bind(("127.0.0.1", 0))
+        port, lis_port = s.getsockname()[1], s2.getsockname()[1]
     var_dir = tmp_path / "var"
     log = tmp_path / "portal.log"
-    env = clean_env(var_dir, STATIC_ROOT=str(tmp_path / "static"), AUTO_CLASSIFY_UPLOADS="false")
+    env = clean_env(var_dir, STATIC_ROOT=str(tmp_path / "static"), AUTO_CLASSIFY_UPLOADS="false",
+                    LIS_LISTEN_PORT=str(lis_port))
     proc = subprocess.Popen([PY, "manage.py", "runportal", "--no-demo", "--addrport", f"127.0.0.1:{port}"], cwd=REPO,
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -142,6 +144,12 @@ def test_make_run_serves_static_files_and_error_pages_without_debug(tmp_path):
         status, _, body = get("/no-such-page/")
         assert status == 404 and b'<header class="topbar">' in body and b"URLconf" not in body
         assert stat.S_IMODE((var_dir / "secret_key").stat().st_mode) == 0o600
+        # The LIS order listener runs beside them: it answers what is no HL7 message with an AR.
+        from hl7.client import MLLPClient
+
+        with MLLPClient("127.0.0.1", lis_port) as client:
+            answer = client.send_message("not an order")
+        assert b"MSA|AR|" in answer, log.read_text()[-2000:]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

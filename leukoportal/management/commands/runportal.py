@@ -1,5 +1,6 @@
 """Run the whole portal on one machine: web server, one Celery worker for every queue, Celery beat
-(which runs the sweep every minute; the worker also runs it once when it starts).
+(which runs the sweep every minute; the worker also runs it once when it starts) and the LIS order
+listener (``manage.py lis_listen`` on LIS_LISTEN_HOST:LIS_LISTEN_PORT, 127.0.0.1:2575 by default).
 
 DEBUG stays off: static files are collected and served by WhiteNoise as in production, errors get
 the portal's own pages. The web server speaks plain HTTP on this machine, so its children run
@@ -21,7 +22,7 @@ from slides.services import slides_stalled_requeue
 
 
 class Command(BaseCommand):
-    help = "Migrate, seed the demo, then run web + Celery worker + Celery beat until Ctrl-C."
+    help = "Migrate, seed the demo, then run web + Celery worker + Celery beat + the LIS listener until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--addrport", default="127.0.0.1:8000")
@@ -51,6 +52,7 @@ class Command(BaseCommand):
             "worker": celery + ["worker", "-Q", "default,inference,training", "-c", "1", "-l", "INFO",
                                 "-n", "portal@%h"],
             "beat": celery + ["beat", "-l", "INFO", "--schedule", str(settings.VAR_DIR / "celerybeat-schedule")],
+            "lis": [py, "manage.py", "lis_listen"],
         }
         env = os.environ.copy()
         host = addrport.rsplit(":", 1)[0] if ":" in addrport else "127.0.0.1"
