@@ -207,6 +207,11 @@ class AuditAction(models.TextChoices):
     ADMIN_ADD = "admin.add", "Added in the admin"
     ADMIN_CHANGE = "admin.change", "Changed in the admin"
     ADMIN_DELETE = "admin.delete", "Deleted in the admin"
+    BACKUP_CREATE = "backup.create", "Backup written"
+    BACKUP_FAILED = "backup.failed", "Backup failed"
+    BACKUP_RESTORE = "backup.restore", "Restored from a backup"
+    SESSIONS_END = "sessions.end", "Logged out everywhere"
+    SETTINGS_SESSIONS = "settings.sessions", "Session settings changed"
 
 
 class AuditEvent(models.Model):

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "classifier",
     "reports",
     "slides",
+    "backup",
 ]
 
 MIDDLEWARE = [
@@ -243,6 +244,18 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "leukoportal.tasks.sweep", "schedule": 60.0, "options": {"expire_seconds": 60}},
 }
+# The nightly backup (backup/): a new folder under BACKUP_DIR at BACKUP_HOUR:00 (TIME_ZONE), the
+# BACKUP_KEEP newest kept. Without BACKUP_DIR nothing is scheduled and the lab admin's home page says so.
+BACKUP_DIR = env_str("BACKUP_DIR", "")
+BACKUP_HOUR = env_int("BACKUP_HOUR", 2)
+if not 0 <= BACKUP_HOUR <= 23:
+    raise ImproperlyConfigured(f"BACKUP_HOUR={BACKUP_HOUR} is not an hour (0-23).")
+BACKUP_KEEP = env_int("BACKUP_KEEP", 14)
+BACKUP_MAX_AGE_HOURS = env_int("BACKUP_MAX_AGE_HOURS", 26)  # older than this, the home page says "missing"
+if BACKUP_DIR:
+    from celery.schedules import crontab
+
+    CELERY_BEAT_SCHEDULE["backup-nightly"] = {"task": "backup.nightly", "schedule": crontab(minute=0, hour=BACKUP_HOUR)}
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Classifier -----------------------------------------------------------------------------

@@ -6,8 +6,9 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
+from backup.selectors import backup_status
 from classifier.selectors import model_version_active, training_run_current
-from leukoportal.roles import LABELLER, role_required
+from leukoportal.roles import LAB_ADMIN, LABELLER, has_role, role_required
 
 
 def _client_ip(request) -> str:
@@ -54,7 +55,8 @@ def home(request):
     return render(
         request,
         "leukoportal/home.html",
-        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current()},
+        {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current(),
+         "backup": backup_status() if has_role(request.user, LAB_ADMIN) else None},
     )
 
 
