@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "reports",
     "slides",
     "backup",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -61,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.IdleTimeoutMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukoportal.middleware.SecurityHeadersMiddleware",
     "leukoportal.middleware.DatabaseUnavailableMiddleware",
@@ -117,7 +119,9 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 10)  # failed attempts per username+IP per 15 min
+# Failed attempts per username+IP per 15 min, counted in the default cache: with CACHE_URL (Redis) every web
+# host shares the count; without it, the file cache under var/ counts per machine (the embedded default).
+LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 10)
 
 # --- Internationalisation -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

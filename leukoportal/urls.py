@@ -17,9 +17,11 @@ urlpatterns = [
     path("api/", include("slides.api_urls")),
     path("api/", include("reports.api_urls")),
     path("api/", include("sources.api_urls")),
+    path("api/", include("accounts.api_urls")),
     path("", include("annotations.urls")),
     path("models/", include("classifier.urls")),
     path("slides/", include("slides.urls")),
     path("reports/", include("reports.urls")),
     path("sources/", include("sources.urls")),
+    path("access/", include("accounts.urls")),
 ]

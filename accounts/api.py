@@ -1,0 +1,55 @@
+"""REST API of sessions: the lab's idle timeout (lab admins read and set it) and logging a user out everywhere."""
+from django.contrib.auth import get_user_model
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from leukoportal.api import validated_input
+from leukoportal.roles import IsLabAdmin
+
+from . import selectors, services
+from .models import AccessSettings
+
+
+class AccessSettingsOutputSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = AccessSettings
+        fields = ["idle_timeout_minutes", "idle_warning_minutes", "updated_at"]
+
+
+class AccessSettingsApi(APIView):
+    """The lab's idle timeout and warning (lab admins). POST sets both (audited); 400 for a bad pair."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema_serializer(component_name="AccessSettingsInput")
+    class InputSerializer(serializers.Serializer):
+        idle_timeout_minutes = serializers.IntegerField(min_value=2, max_value=720)
+        idle_warning_minutes = serializers.IntegerField(min_value=1, max_value=30)
+
+    @extend_schema(responses=AccessSettingsOutputSerializer)
+    def get(self, request):
+        return Response(AccessSettingsOutputSerializer(selectors.access_settings_get()).data)
+
+    @extend_schema(request=InputSerializer, responses=AccessSettingsOutputSerializer)
+    def post(self, request):
+        v = validated_input(self.InputSerializer, request.data)
+        return Response(AccessSettingsOutputSerializer(services.access_settings_update(actor=request.user, **v)).data)
+
+
+class LogoutEverywhereOutputSerializer(serializers.Serializer):
+    sessions = serializers.IntegerField(help_text="Browser sessions ended.")
+    tokens = serializers.IntegerField(help_text="API tokens revoked.")
+
+
+class LogoutEverywhereApi(APIView):
+    """End every session of a user and revoke their API token (lab admins; audited)."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema(request=None, responses=LogoutEverywhereOutputSerializer)
+    def post(self, request, pk: int):
+        user = get_object_or_404(get_user_model(), pk=pk)
+        return Response(services.sessions_end_for_user(user=user, actor=request.user))
