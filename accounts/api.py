@@ -16,7 +16,7 @@ from .models import AccessSettings
 class AccessSettingsOutputSerializer(serializers.ModelSerializer):
     class Meta:
         model = AccessSettings
-        fields = ["idle_timeout_minutes", "idle_warning_minutes", "updated_at"]
+        fields = ["idle_timeout_minutes", "idle_warning_minutes", "require_otp_for_signers", "updated_at"]
 
 
 class AccessSettingsApi(APIView):
@@ -28,6 +28,7 @@ class AccessSettingsApi(APIView):
     class InputSerializer(serializers.Serializer):
         idle_timeout_minutes = serializers.IntegerField(min_value=2, max_value=720)
         idle_warning_minutes = serializers.IntegerField(min_value=1, max_value=30)
+        require_otp_for_signers = serializers.BooleanField(required=False, default=None, allow_null=True)
 
     @extend_schema(responses=AccessSettingsOutputSerializer)
     def get(self, request):

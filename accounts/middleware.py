@@ -45,3 +45,35 @@ class IdleTimeoutMiddleware:
         request.idle_timeout_s = timeout_s
         request.idle_warning_s = rules.idle_warning_minutes * 60
         return self.get_response(request)
+
+
+class SecondFactorMiddleware:
+    """After django-otp's OTPMiddleware: a signed-in session that is not verified goes to the code page
+    (users with an authenticator) or to enrolment (reviewers and lab admins where the lab requires a
+    second factor) before anything else; the API answers 403 until then."""
+
+    OPEN = ("/access/otp/", "/accounts/logout/", "/accounts/login/", "/static/")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        from .otp import otp_enrolled, otp_required
+
+        user = getattr(request, "user", None)
+        if (user is None or not user.is_authenticated or user.is_verified()
+                or request.path.startswith(self.OPEN)):
+            return self.get_response(request)
+        if otp_enrolled(user):
+            target, why = "accounts:otp_verify", "Enter the code from your authenticator app."
+        elif otp_required(user):
+            target, why = "accounts:otp_enrol", "This lab requires a second factor for your role: set it up first."
+        else:
+            return self.get_response(request)
+        if request.path.startswith("/api/"):
+            return JsonResponse({"detail": why}, status=403)
+        from django.shortcuts import redirect
+        from django.urls import reverse
+        from django.utils.http import urlencode
+
+        return redirect(reverse(target) + "?" + urlencode({"next": request.get_full_path()}))

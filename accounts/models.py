@@ -12,6 +12,9 @@ class AccessSettings(models.Model):
     idle_warning_minutes = models.PositiveSmallIntegerField(
         default=2, validators=[MinValueValidator(1), MaxValueValidator(30)],
         help_text="Minutes before that the page warns and offers to stay signed in (1-30).")
+    require_otp_for_signers = models.BooleanField(
+        default=False, help_text="Reviewers and lab admins (those who sign and promote) must sign in with a second "
+                                 "factor (an authenticator app's code); they enrol at their next sign-in.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

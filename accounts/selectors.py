@@ -24,7 +24,11 @@ def users_with_session_counts() -> list:
         uid = s.get_decoded().get("_auth_user_id")
         if uid:
             counts[uid] = counts.get(uid, 0) + 1
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    enrolled = set(TOTPDevice.objects.filter(confirmed=True).values_list("user_id", flat=True))
     users = list(get_user_model().objects.filter(is_active=True).order_by("username"))
     for u in users:
         u.n_sessions = counts.get(str(u.pk), 0)
+        u.otp_enrolled = u.pk in enrolled
     return users

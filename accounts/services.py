@@ -11,16 +11,23 @@ from .models import AccessSettings
 from .selectors import sessions_of_user
 
 
-def access_settings_update(*, actor, idle_timeout_minutes: int, idle_warning_minutes: int) -> AccessSettings:
-    """Set the lab's idle timeout and its warning (audited); a bad pair is refused and nothing changes."""
+_SETTINGS = ("idle_timeout_minutes", "idle_warning_minutes", "require_otp_for_signers")
+
+
+def access_settings_update(*, actor, idle_timeout_minutes: int, idle_warning_minutes: int,
+                           require_otp_for_signers: bool | None = None) -> AccessSettings:
+    """Set the lab's idle timeout, its warning and whether signers need a second factor (audited); a
+    bad pair is refused and nothing changes. ``require_otp_for_signers`` None leaves it as it is."""
     with transaction.atomic():
         row = AccessSettings.objects.select_for_update().get(pk=AccessSettings.get().pk)
-        before = {"idle_timeout_minutes": row.idle_timeout_minutes, "idle_warning_minutes": row.idle_warning_minutes}
+        before = {k: getattr(row, k) for k in _SETTINGS}
         row.idle_timeout_minutes, row.idle_warning_minutes = idle_timeout_minutes, idle_warning_minutes
+        if require_otp_for_signers is not None:
+            row.require_otp_for_signers = require_otp_for_signers
         row.full_clean()
         row.save()
-        audit_record(actor=actor, action=AuditAction.SETTINGS_SESSIONS, target=row, before=before,
-                     after={"idle_timeout_minutes": idle_timeout_minutes, "idle_warning_minutes": idle_warning_minutes})
+        audit_record(actor=actor, action=AuditAction.SETTINGS_ACCESS, target=row, before=before,
+                     after={k: getattr(row, k) for k in _SETTINGS})
     return row
 
 

@@ -4,13 +4,14 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
 
 from leukoportal.forms import form_save
 from leukoportal.roles import LAB_ADMIN, LABELLER, role_required
 
-from . import selectors, services
-from .forms import AccessSettingsForm
+from . import otp, selectors, services
+from .forms import AccessSettingsForm, OtpTokenForm
 
 
 @role_required(LAB_ADMIN)
@@ -20,7 +21,8 @@ def access(request):
     if request.method == "POST":
         if form.is_valid() and form_save(form, lambda: services.access_settings_update(
                 actor=request.user, idle_timeout_minutes=form.cleaned_data["idle_timeout_minutes"],
-                idle_warning_minutes=form.cleaned_data["idle_warning_minutes"])):
+                idle_warning_minutes=form.cleaned_data["idle_warning_minutes"],
+                require_otp_for_signers=form.cleaned_data["require_otp_for_signers"])):
             messages.success(request, "Session settings saved.")
             return redirect("accounts:access")
     return render(request, "accounts/access.html", {"form": form, "users": selectors.users_with_session_counts()},
@@ -46,3 +48,45 @@ def logout_everywhere(request, pk: int):
 def keepalive(request):
     """'Stay signed in' on the idle warning: a POST, hence activity (accounts.middleware)."""
     return HttpResponse(status=204)
+
+
+def _next(request) -> str:
+    target = request.POST.get("next") or request.GET.get("next") or ""
+    ok = url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}, require_https=request.is_secure())
+    return target if ok and target.startswith("/") else "/"
+
+
+@role_required(LABELLER)
+@require_http_methods(["GET", "POST"])
+def otp_enrol(request):
+    """Set up the authenticator: the QR code (and the secret, to type in), then its current code."""
+    device = otp.otp_enrol_device(user=request.user)
+    form = OtpTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        codes = form_save(form, lambda: otp.otp_enrol_confirm(request=request, device=device,
+                                                              token=form.cleaned_data["token"]))
+        if codes is not None:
+            return render(request, "accounts/otp_recovery.html", {"codes": codes, "next": _next(request)})
+    return render(request, "accounts/otp_enrol.html",
+                  {"form": form, "qr": otp.otp_qr_data_uri(device), "secret": otp.otp_secret_base32(device),
+                   "next": _next(request)}, status=400 if request.method == "POST" else 200)
+
+
+@role_required(LABELLER)
+@require_http_methods(["GET", "POST"])
+def otp_verify(request):
+    form = OtpTokenForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        if form_save(form, lambda: otp.otp_verify(request=request, token=form.cleaned_data["token"])):
+            return redirect(_next(request))
+    return render(request, "accounts/otp_verify.html", {"form": form, "next": _next(request)},
+                  status=400 if request.method == "POST" else 200)
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def otp_reset(request, pk: int):
+    user = get_object_or_404(get_user_model(), pk=pk)
+    otp.otp_reset(user=user, actor=request.user)
+    messages.success(request, f"{user.get_username()}'s second factor is removed; they set it up at their next sign-in.")
+    return redirect("accounts:access")

@@ -211,7 +211,10 @@ class AuditAction(models.TextChoices):
     BACKUP_FAILED = "backup.failed", "Backup failed"
     BACKUP_RESTORE = "backup.restore", "Restored from a backup"
     SESSIONS_END = "sessions.end", "Logged out everywhere"
-    SETTINGS_SESSIONS = "settings.sessions", "Session settings changed"
+    SETTINGS_ACCESS = "settings.access", "Sign-in and session settings changed"
+    OTP_ENROL = "otp.enrol", "Second factor enrolled"
+    OTP_RECOVERY_USED = "otp.recovery_used", "Recovery code used"
+    OTP_RESET = "otp.reset", "Second factor reset"
 
 
 class AuditEvent(models.Model):

@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "leukoportal.apps.LeukoPortalConfig",
     "sources",
     "annotations",
@@ -63,6 +66,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "accounts.middleware.IdleTimeoutMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "accounts.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukoportal.middleware.SecurityHeadersMiddleware",
     "leukoportal.middleware.DatabaseUnavailableMiddleware",
@@ -114,6 +119,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "leukoportal.roles.LabAdminPermissionBackend",
 ]
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LeukoPortal")  # the name authenticator apps show
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"

@@ -41,7 +41,7 @@ def test_the_timeout_is_the_labs_setting(client, labeller, lab_admin):
     client.force_login(lab_admin)
     r = client.post("/access/", {"idle_timeout_minutes": 5, "idle_warning_minutes": 1})
     assert r.status_code == 302
-    event = AuditEvent.objects.get(action="settings.sessions")
+    event = AuditEvent.objects.get(action="settings.access")
     assert event.actor == lab_admin and event.before["idle_timeout_minutes"] == 15
     assert event.after["idle_timeout_minutes"] == 5
     client.force_login(labeller)
@@ -57,7 +57,7 @@ def test_a_warning_after_the_timeout_is_refused_and_nothing_changes(client, lab_
                     content_type="application/json")
     assert r.status_code == 400 and "idle_timeout_minutes" in r.json()
     assert AccessSettings.get().idle_timeout_minutes == 15
-    assert not AuditEvent.objects.filter(action="settings.sessions").exists()
+    assert not AuditEvent.objects.filter(action="settings.access").exists()
 
 
 def test_background_polling_does_not_keep_a_session_alive(client, labeller):
