@@ -29,3 +29,20 @@ class AccessSettings(models.Model):
 
         if self.idle_warning_minutes >= self.idle_timeout_minutes:
             raise ValidationError({"idle_warning_minutes": "The warning must come before the timeout."})
+
+
+class DirectoryGroupRole(models.Model):
+    """A directory group whose members get a role (set by a lab admin; the environment's
+    LDAP_GROUP_* variables, where set, take precedence over every row)."""
+
+    ROLE_CHOICES = [("labeller", "labeller"), ("reviewer", "reviewer"), ("lab_admin", "lab admin")]
+
+    group_dn = models.CharField(max_length=500, unique=True, help_text="The group's distinguished name (DN).")
+    role = models.CharField(max_length=20, choices=ROLE_CHOICES)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["group_dn"]
+
+    def __str__(self) -> str:
+        return f"{self.group_dn} -> {self.role}"

@@ -32,3 +32,16 @@ def users_with_session_counts() -> list:
         u.n_sessions = counts.get(str(u.pk), 0)
         u.otp_enrolled = u.pk in enrolled
     return users
+
+
+def directory_role_groups() -> tuple[dict[str, str], str]:
+    """The group DN -> role mapping in force (lowercase DNs) and where it comes from ("environment",
+    "lab settings")."""
+    from django.conf import settings
+
+    from .models import DirectoryGroupRole
+
+    from_env = getattr(settings, "LEUKO_LDAP_ROLE_GROUPS", {})
+    if from_env:
+        return {dn.lower(): role for role, dn in from_env.items()}, "environment"
+    return {row.group_dn.lower(): row.role for row in DirectoryGroupRole.objects.all()}, "lab settings"

@@ -8,7 +8,7 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction
 
 from .models import AccessSettings
-from .selectors import sessions_of_user
+from .selectors import directory_role_groups, sessions_of_user
 
 
 _SETTINGS = ("idle_timeout_minutes", "idle_warning_minutes", "require_otp_for_signers")
@@ -44,3 +44,53 @@ def sessions_end_for_user(*, user, actor) -> dict:
         result = {"sessions": n_sessions, "tokens": n_tokens}
         audit_record(actor=actor, action=AuditAction.SESSIONS_END, target=user, after=result)
     return result
+
+
+def directory_role_sync(*, user, group_dns) -> str | None:
+    """Give a directory user the highest role their groups map to, and no other (none when no group
+    maps); audited when it changes. The user is saved by django-auth-ldap before this."""
+    from django.contrib.auth.models import Group
+
+    from leukoportal.roles import ROLES
+
+    mapping, _ = directory_role_groups()
+    roles = {mapping[dn.lower()] for dn in group_dns if dn.lower() in mapping}
+    role = next((r for r in reversed(ROLES) if r in roles), None)
+    with transaction.atomic():
+        before = sorted(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        after = [role] if role else []
+        if before != after:
+            user.groups.remove(*Group.objects.filter(name__in=ROLES))
+            if role:
+                user.groups.add(Group.objects.get(name=role))
+            user.is_staff = role == "lab_admin"
+            user.save(update_fields=["is_staff"])
+            audit_record(actor=None, action=AuditAction.USER_DIRECTORY_ROLE, target=user,
+                         before={"roles": before}, after={"roles": after, "source": "directory"})
+    user._leukoportal_role = role
+    return role
+
+
+def directory_group_role_set(*, actor, group_dn: str, role: str | None):
+    """Map a directory group to a role (or remove its mapping with role None); audited."""
+    from .models import DirectoryGroupRole
+
+    group_dn = group_dn.strip()
+    if not group_dn:
+        raise ValidationError({"group_dn": "Name the group by its DN."})
+    with transaction.atomic():
+        row = DirectoryGroupRole.objects.filter(group_dn__iexact=group_dn).first()
+        before = {"group_dn": row.group_dn, "role": row.role} if row else None
+        if role is None:
+            if row:
+                row.delete()
+        elif row:
+            row.role = role
+            row.full_clean()
+            row.save()
+        else:
+            row = DirectoryGroupRole(group_dn=group_dn, role=role)
+            row.full_clean()
+            row.save()
+        audit_record(actor=actor, action=AuditAction.SETTINGS_DIRECTORY, target=("DirectoryGroupRole", group_dn[:64]),
+                     before=before, after={"group_dn": group_dn, "role": role})

@@ -1,4 +1,5 @@
 """The lab admin's page of sessions and sign-in: the idle timeout, and logging a user out everywhere."""
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -25,8 +26,11 @@ def access(request):
                 require_otp_for_signers=form.cleaned_data["require_otp_for_signers"])):
             messages.success(request, "Session settings saved.")
             return redirect("accounts:access")
-    return render(request, "accounts/access.html", {"form": form, "users": selectors.users_with_session_counts()},
-                  status=400 if request.method == "POST" else 200)
+    mapping, mapping_source = selectors.directory_role_groups()
+    return render(request, "accounts/access.html", {
+        "form": form, "users": selectors.users_with_session_counts(), "directory_on": bool(settings.AUTH_LDAP_SERVER_URI),
+        "mapping": sorted(mapping.items()), "mapping_source": mapping_source,
+    }, status=400 if request.method == "POST" else 200)
 
 
 @role_required(LAB_ADMIN)
@@ -89,4 +93,21 @@ def otp_reset(request, pk: int):
     user = get_object_or_404(get_user_model(), pk=pk)
     otp.otp_reset(user=user, actor=request.user)
     messages.success(request, f"{user.get_username()}'s second factor is removed; they set it up at their next sign-in.")
+    return redirect("accounts:access")
+
+
+@role_required(LAB_ADMIN)
+@require_POST
+def directory_group_role(request):
+    """Map a directory group to a role, or remove a mapping (role empty)."""
+    role = request.POST.get("role") or None
+    if role not in (None, "labeller", "reviewer", "lab_admin"):
+        messages.error(request, f"Unknown role {role!r}.")
+        return redirect("accounts:access")
+    try:
+        services.directory_group_role_set(actor=request.user, group_dn=request.POST.get("group_dn", ""), role=role)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("accounts:access")
+    messages.success(request, "Directory mapping saved.")
     return redirect("accounts:access")

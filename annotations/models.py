@@ -215,6 +215,8 @@ class AuditAction(models.TextChoices):
     OTP_ENROL = "otp.enrol", "Second factor enrolled"
     OTP_RECOVERY_USED = "otp.recovery_used", "Recovery code used"
     OTP_RESET = "otp.reset", "Second factor reset"
+    USER_DIRECTORY_ROLE = "user.directory_role", "Role set from the directory"
+    SETTINGS_DIRECTORY = "settings.directory", "Directory group mapped to a role"
 
 
 class AuditEvent(models.Model):

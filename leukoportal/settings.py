@@ -119,6 +119,15 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "leukoportal.roles.LabAdminPermissionBackend",
 ]
+# Directory sign-in (LDAP / Active Directory through django-auth-ldap) when LDAP_SERVER_URI is set; local
+# accounts (the demo's, a break-glass lab admin) keep working beside it. accounts/directory_config.py
+# reads the LDAP_* variables (README, "Deployments").
+from accounts.directory_config import directory_settings  # noqa: E402
+
+AUTH_LDAP_SERVER_URI = ""
+globals().update(directory_settings(__import__("os").environ))
+if env_str("LDAP_SERVER_URI"):
+    AUTHENTICATION_BACKENDS.insert(0, "accounts.directory.DirectoryBackend")
 OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LeukoPortal")  # the name authenticator apps show
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

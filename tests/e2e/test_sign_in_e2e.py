@@ -48,6 +48,24 @@ def test_a_reviewer_enrols_a_totp_authenticator_and_signs_in_with_it(browser, li
     assert page.locator("h1").inner_text() == "LeukoPortal"
 
 
+def test_a_directory_reviewer_signs_in_with_the_directorys_password_and_a_totp_code(browser, live_server, directory):
+    from accounts.models import DirectoryGroupRole
+
+    DirectoryGroupRole.objects.create(group_dn="cn=leuko-reviewers,ou=groups,dc=hospital,dc=test", role="reviewer")
+    AccessSettings.objects.update_or_create(pk=1, defaults={"require_otp_for_signers": True})
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("input[name=username]", "dr.wave")
+    page.fill("input[name=password]", "directory-pass-1")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/access/otp/enrol/?next=%2F")
+    page.fill("input[name=token]", pyotp.TOTP(page.inner_text("#otp-secret").strip()).now())
+    page.click("#otp-enrol button[type=submit]")
+    page.click("#otp-continue")
+    page.wait_for_url(f"{live_server.url}/")
+    assert "Slides" in page.inner_text("nav")  # the reviewer's menu, from the directory's group
+
+
 def test_the_idle_warning_comes_before_the_timeout_and_stay_signed_in_keeps_the_session(browser, live_server):
     UserFactory(username="lab1", role="labeller")
     AccessSettings.objects.update_or_create(pk=1, defaults={"idle_timeout_minutes": 2, "idle_warning_minutes": 1})
