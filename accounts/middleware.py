@@ -42,6 +42,7 @@ class IdleTimeoutMiddleware:
             return redirect_to_login(request.get_full_path())
         if last is None or _is_activity(request):
             request.session[LAST_ACTIVITY] = now
+        request.access_settings = rules
         request.idle_timeout_s = timeout_s
         request.idle_warning_s = rules.idle_warning_minutes * 60
         return self.get_response(request)
@@ -66,7 +67,7 @@ class SecondFactorMiddleware:
             return self.get_response(request)
         if otp_enrolled(user):
             target, why = "accounts:otp_verify", "Enter the code from your authenticator app."
-        elif otp_required(user):
+        elif otp_required(user, rules=getattr(request, "access_settings", None)):
             target, why = "accounts:otp_enrol", "This lab requires a second factor for your role: set it up first."
         else:
             return self.get_response(request)

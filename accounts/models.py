@@ -24,6 +24,11 @@ class AccessSettings(models.Model):
     def get(cls) -> "AccessSettings":
         return cls.objects.get_or_create(pk=1)[0]
 
+    @classmethod
+    def current(cls) -> "AccessSettings":
+        """The lab's row, or the defaults (unsaved) before a lab admin has saved any: a read writes nothing."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
     def clean(self):
         from django.core.exceptions import ValidationError
 

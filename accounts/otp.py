@@ -27,10 +27,10 @@ def otp_enrolled(user) -> bool:
     return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
 
 
-def otp_required(user) -> bool:
-    """Must this user sign in with a second factor? Everyone enrolled does; reviewers and lab admins
-    must enrol when the lab requires it."""
-    return has_role(user, REVIEWER) and AccessSettings.get().require_otp_for_signers
+def otp_required(user, *, rules: AccessSettings | None = None) -> bool:
+    """Must this user enrol a second factor? Reviewers and lab admins, when the lab requires it
+    (``rules``: the lab's access settings where the caller has them already)."""
+    return has_role(user, REVIEWER) and (rules or AccessSettings.current()).require_otp_for_signers
 
 
 def otp_enrol_device(*, user) -> TOTPDevice:

@@ -8,7 +8,7 @@ from .models import AccessSettings
 
 
 def access_settings_get() -> AccessSettings:
-    return AccessSettings.get()
+    return AccessSettings.current()
 
 
 def sessions_of_user(*, user) -> list[Session]:
