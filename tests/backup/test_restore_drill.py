@@ -175,3 +175,19 @@ def test_backup_refuses_a_folder_that_is_not_empty(labeller, tmp_path):
     with pytest.raises(CommandError, match="exists and is not empty"):
         call_command("backup", str(tmp_path / "full"))
     assert (tmp_path / "full" / "keep.txt").read_text() == "x"
+
+
+def test_a_backup_that_fails_is_recorded_audited_and_leaves_no_folder(labeller, tmp_path, monkeypatch):
+    from django.core.management.base import CommandError
+
+    from annotations.models import AuditEvent
+    from backup.models import BackupRun
+
+    CellImageFactory(uploaded_by=labeller)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # no pg_dump on this machine
+    with pytest.raises(CommandError, match="pg_dump is not installed"):
+        call_command("backup", str(tmp_path / "backup"))
+    run = BackupRun.objects.get()
+    assert run.status == "failed" and "pg_dump is not installed" in run.error
+    assert AuditEvent.objects.get(action="backup.failed").after["error"].startswith("pg_dump is not installed")
+    assert not (tmp_path / "backup").exists() and not (tmp_path / "backup.partial").exists()
