@@ -40,17 +40,17 @@ def directory_settings(environ: Mapping[str, str]) -> dict:
     group_type = environ.get("LDAP_GROUP_TYPE", "groupOfNames").strip()
     if group_type not in _GROUP_TYPES:
         raise ImproperlyConfigured(f"LDAP_GROUP_TYPE={group_type!r}: one of {', '.join(_GROUP_TYPES)}.")
-    options = {}
+    # Per connection, the TLS context made afresh last (OPT_X_TLS_NEWCTX) so that the options apply.
+    options = {ldap.OPT_NETWORK_TIMEOUT: 5, ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND}
     if environ.get("LDAP_CA_CERT_FILE"):
         options[ldap.OPT_X_TLS_CACERTFILE] = environ["LDAP_CA_CERT_FILE"]
-    options[ldap.OPT_X_TLS_REQUIRE_CERT] = ldap.OPT_X_TLS_DEMAND
-    options[ldap.OPT_NETWORK_TIMEOUT] = 5
+    options[ldap.OPT_X_TLS_NEWCTX] = 0
     out = {
         "AUTH_LDAP_SERVER_URI": uri,
         "AUTH_LDAP_BIND_DN": environ.get("LDAP_BIND_DN", ""),
         "AUTH_LDAP_BIND_PASSWORD": environ.get("LDAP_BIND_PASSWORD", ""),
         "AUTH_LDAP_START_TLS": _bool(environ, "LDAP_START_TLS", False),
-        "AUTH_LDAP_GLOBAL_OPTIONS": options,
+        "AUTH_LDAP_CONNECTION_OPTIONS": options,
         "AUTH_LDAP_USER_SEARCH": LDAPSearch(user_base, ldap.SCOPE_SUBTREE,
                                             environ.get("LDAP_USER_FILTER", "(uid=%(user)s)")),
         "AUTH_LDAP_GROUP_SEARCH": LDAPSearch(group_base, ldap.SCOPE_SUBTREE, "(objectClass=*)"),

@@ -25,11 +25,16 @@ rootdn "{root_dn}"
 rootpw {root_pw}
 directory {dir}/db
 """
+TLS_CONF = """TLSCertificateFile {dir}/cert.pem
+TLSCertificateKeyFile {dir}/key.pem
+"""
 
 
 @dataclass
 class Slapd:
-    uri: str
+    uri: str  # ldap:// (StartTLS offered)
+    ldaps_uri: str  # TLS from the start
+    ca_file: Path  # the certificate the server presents (self-signed: its own CA)
     process: subprocess.Popen
 
     def ldap(self, tool: str, ldif: str) -> None:
@@ -45,17 +50,21 @@ def _free_port() -> int:
 
 
 def slapd_start(folder: Path, fixtures: Path) -> Slapd:
-    missing = [tool for tool in (SLAPD, "ldapadd") if not shutil.which(tool)]
+    missing = [tool for tool in (SLAPD, "ldapadd", "openssl") if not shutil.which(tool)]
     if missing:
         raise RuntimeError(f"{', '.join(missing)} not installed: `make test` installs Debian's slapd and ldap-utils")
     (folder / "db").mkdir(parents=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(folder / "key.pem"),
+                    "-out", str(folder / "cert.pem")], check=True, capture_output=True, timeout=60)
     conf = folder / "slapd.conf"
-    conf.write_text(CONF.format(dir=folder, suffix=SUFFIX, root_dn=ROOT_DN, root_pw=ROOT_PW))
-    uri = f"ldap://127.0.0.1:{_free_port()}/"
+    conf.write_text(TLS_CONF.format(dir=folder) + CONF.format(dir=folder, suffix=SUFFIX, root_dn=ROOT_DN,
+                                                               root_pw=ROOT_PW))
+    uri, ldaps_uri = f"ldap://127.0.0.1:{_free_port()}/", f"ldaps://127.0.0.1:{_free_port()}/"
     log = (folder / "slapd.log").open("w")
-    proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", uri, "-d", "0"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    server = Slapd(uri, proc)
+    proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", f"{uri} {ldaps_uri}", "-d", "0"], stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    server = Slapd(uri, ldaps_uri, folder / "cert.pem", proc)
     deadline = time.time() + 20
     while True:
         if proc.poll() is not None:

@@ -102,6 +102,21 @@ def test_a_lab_admin_maps_a_group_audited(client, lab_admin, directory):
     assert not DirectoryGroupRole.objects.exists()
 
 
+@pytest.mark.parametrize("transport", ["ldaps", "starttls"])
+def test_the_directory_is_reached_over_verified_tls(client, mapped, settings, transport):
+    env = {"LDAP_SERVER_URI": mapped.ldaps_uri if transport == "ldaps" else mapped.uri,
+           "LDAP_START_TLS": "true" if transport == "starttls" else "false",
+           "LDAP_USER_SEARCH_BASE": "ou=people,dc=hospital,dc=test", "LDAP_GROUP_SEARCH_BASE": "ou=groups,dc=hospital,dc=test",
+           "LDAP_BIND_DN": "cn=leukoportal,ou=services,dc=hospital,dc=test", "LDAP_BIND_PASSWORD": "service-bind-secret"}
+    for name, value in directory_settings({**env, "LDAP_CA_CERT_FILE": str(mapped.ca_file)}).items():
+        setattr(settings, name, value)
+    assert _login(client, "dr.wave", "directory-pass-1").status_code == 302
+    # Without the hospital's CA the server's certificate is not trusted: no directory sign-in.
+    for name, value in directory_settings(env).items():
+        setattr(settings, name, value)
+    assert _login(client.__class__(), "dr.wave", "directory-pass-1").status_code == 200
+
+
 def test_bad_directory_settings_stop_start_up():
     from django.core.exceptions import ImproperlyConfigured
 
