@@ -54,3 +54,42 @@ class LogoutEverywhereApi(APIView):
     def post(self, request, pk: int):
         user = get_object_or_404(get_user_model(), pk=pk)
         return Response(services.sessions_end_for_user(user=user, actor=request.user))
+
+
+class DirectoryGroupOutputSerializer(serializers.Serializer):
+    group_dn = serializers.CharField()
+    role = serializers.CharField()
+
+
+class DirectoryGroupsOutputSerializer(serializers.Serializer):
+    source = serializers.CharField(help_text="'environment' (LDAP_GROUP_* variables, read-only here) or 'lab settings'.")
+    groups = DirectoryGroupOutputSerializer(many=True)
+
+
+class DirectoryGroupsApi(APIView):
+    """The directory group -> role mapping in force (lab admins). POST maps a group (role null removes
+    its mapping; audited); 409 while the environment sets the mapping."""
+
+    permission_classes = [IsLabAdmin]
+
+    @extend_schema_serializer(component_name="DirectoryGroupInput")
+    class InputSerializer(serializers.Serializer):
+        group_dn = serializers.CharField(max_length=500)
+        role = serializers.ChoiceField(choices=["labeller", "reviewer", "lab_admin"], allow_null=True)
+
+    def _answer(self):
+        mapping, source = selectors.directory_role_groups()
+        return Response({"source": source, "groups": [{"group_dn": dn, "role": r} for dn, r in sorted(mapping.items())]})
+
+    @extend_schema(responses=DirectoryGroupsOutputSerializer)
+    def get(self, request):
+        return self._answer()
+
+    @extend_schema(request=InputSerializer, responses={200: DirectoryGroupsOutputSerializer})
+    def post(self, request):
+        v = validated_input(self.InputSerializer, request.data)
+        if selectors.directory_role_groups()[1] == "environment":
+            return Response({"detail": "The environment sets the directory mapping (LDAP_GROUP_* variables)."},
+                            status=409)
+        services.directory_group_role_set(actor=request.user, **v)
+        return self._answer()

@@ -100,6 +100,9 @@ def otp_reset(request, pk: int):
 @require_POST
 def directory_group_role(request):
     """Map a directory group to a role, or remove a mapping (role empty)."""
+    if selectors.directory_role_groups()[1] == "environment":
+        messages.error(request, "The environment sets the directory mapping (LDAP_GROUP_* variables).")
+        return redirect("accounts:access")
     role = request.POST.get("role") or None
     if role not in (None, "labeller", "reviewer", "lab_admin"):
         messages.error(request, f"Unknown role {role!r}.")

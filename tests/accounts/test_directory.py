@@ -126,3 +126,19 @@ def test_bad_directory_settings_stop_start_up():
         directory_settings({"LDAP_SERVER_URI": "ldaps://dc.example", "LDAP_USER_SEARCH_BASE": "x",
                             "LDAP_GROUP_SEARCH_BASE": "y", "LDAP_START_TLS": "yes"})
     assert directory_settings({}) == {}
+
+
+def test_the_api_reads_and_sets_the_mapping_unless_the_environment_does(client, lab_admin, labeller, settings):
+    client.force_login(labeller)
+    assert client.get("/api/directory-groups/").status_code == 403
+    client.force_login(lab_admin)
+    r = client.post("/api/directory-groups/", {"group_dn": LABELLERS, "role": "labeller"}, content_type="application/json")
+    assert r.status_code == 200 and r.json() == {"source": "lab settings",
+                                                 "groups": [{"group_dn": LABELLERS, "role": "labeller"}]}
+    assert client.post("/api/directory-groups/", {"group_dn": LABELLERS, "role": "chief"},
+                       content_type="application/json").status_code == 400
+    settings.LEUKO_LDAP_ROLE_GROUPS = {"reviewer": REVIEWERS}
+    r = client.post("/api/directory-groups/", {"group_dn": LABELLERS, "role": None}, content_type="application/json")
+    assert r.status_code == 409 and DirectoryGroupRole.objects.count() == 1
+    assert client.get("/api/directory-groups/").json()["source"] == "environment"
+    assert AuditEvent.objects.filter(action="settings.directory").count() == 1
