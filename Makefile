@@ -31,10 +31,13 @@ services:
 chromium:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-# python-ldap (directory sign-in) is built against OpenLDAP's and SASL's headers.
+# python-ldap (directory sign-in) is built against OpenLDAP's and SASL's headers (and Python's, with a C compiler).
 ldap-build:
 	test -f /usr/include/ldap.h -a -f /usr/include/sasl/sasl.h || (apt-get update -q && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libldap2-dev libsasl2-dev)
+	command -v gcc >/dev/null && $(PYTHON) -c "import os, sys, sysconfig; \
+		sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc python3-dev)
 
 # The directory tests start their own OpenLDAP server (slapd) and load it with ldap-utils.
 ldap-server:
