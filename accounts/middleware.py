@@ -10,7 +10,11 @@ from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
 from django.http import JsonResponse
+from django.shortcuts import redirect
+from django.urls import reverse
+from django.utils.http import urlencode
 
+from .otp import otp_enrolled, otp_required
 from .selectors import access_settings_get
 
 LAST_ACTIVITY = "leukoportal_last_activity"
@@ -59,8 +63,6 @@ class SecondFactorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        from .otp import otp_enrolled, otp_required
-
         user = getattr(request, "user", None)
         if (user is None or not user.is_authenticated or user.is_verified()
                 or request.path.startswith(self.OPEN)):
@@ -73,8 +75,4 @@ class SecondFactorMiddleware:
             return self.get_response(request)
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": why}, status=403)
-        from django.shortcuts import redirect
-        from django.urls import reverse
-        from django.utils.http import urlencode
-
         return redirect(reverse(target) + "?" + urlencode({"next": request.get_full_path()}))

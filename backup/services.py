@@ -2,6 +2,7 @@
 checkpoints, and the feature cache's manifest (the cache itself is recomputed from the images)."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -47,8 +48,6 @@ def _migration_heads() -> dict[str, str]:
 def _feature_cache_manifest(folder: Path) -> dict:
     root = Path(settings.FEATURE_CACHE_DIR)
     entries = {rel.as_posix(): (root / rel).stat().st_size for rel in files_under(root)}
-    import json
-
     (folder / FEATURE_CACHE_MANIFEST).write_text(json.dumps({"files": entries}, indent=1, sort_keys=True))
     return {"files": len(entries), "bytes": sum(entries.values())}
 
