@@ -7,9 +7,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 
-.PHONY: run test venv venv-dev services chromium benchmarks clean
+.PHONY: run test venv venv-dev services chromium ldap-build ldap-server benchmarks clean
 
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt | ldap-build
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -r requirements.txt
@@ -31,7 +31,20 @@ services:
 chromium:
 	command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 
-test: venv-dev services chromium
+# python-ldap (directory sign-in) is built against OpenLDAP's and SASL's headers (and Python's, with a C compiler).
+ldap-build:
+	test -f /usr/include/ldap.h -a -f /usr/include/sasl/sasl.h || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libldap2-dev libsasl2-dev)
+	command -v gcc >/dev/null && $(PYTHON) -c "import os, sys, sysconfig; \
+		sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q gcc python3-dev)
+
+# The directory tests start their own OpenLDAP server (slapd) and load it with ldap-utils.
+ldap-server:
+	test -x /usr/sbin/slapd -a -x /usr/bin/ldapadd || (apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q slapd ldap-utils)
+
+test: venv-dev services chromium ldap-server
 	scripts/test.sh
 
 clean:

@@ -222,6 +222,16 @@ class AuditAction(models.TextChoices):
     ADMIN_ADD = "admin.add", "Added in the admin"
     ADMIN_CHANGE = "admin.change", "Changed in the admin"
     ADMIN_DELETE = "admin.delete", "Deleted in the admin"
+    BACKUP_CREATE = "backup.create", "Backup written"
+    BACKUP_FAILED = "backup.failed", "Backup failed"
+    BACKUP_RESTORE = "backup.restore", "Restored from a backup"
+    SESSIONS_END = "sessions.end", "Logged out everywhere"
+    SETTINGS_ACCESS = "settings.access", "Sign-in and session settings changed"
+    OTP_ENROL = "otp.enrol", "Second factor enrolled"
+    OTP_RECOVERY_USED = "otp.recovery_used", "Recovery code used"
+    OTP_RESET = "otp.reset", "Second factor reset"
+    USER_DIRECTORY_ROLE = "user.directory_role", "Role set from the directory"
+    SETTINGS_DIRECTORY = "settings.directory", "Directory group mapped to a role"
 
 
 class AuditEvent(models.Model):

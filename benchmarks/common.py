@@ -12,9 +12,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PY = str(REPO / ".venv" / "bin" / "python")
-SHARED = REPO.parent / "shared" / "data"
-if not SHARED.is_dir():
-    SHARED = Path("/work/shared/data")
+# The shared data set, found as the tests find it: LEUKO_SHARED_DATA, else ../shared/data beside the checkout.
+SHARED = Path(os.environ.get("LEUKO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 PARTS = ("tune", "test", "all")  # the parts a detection benchmark reports with --split each
 

@@ -33,7 +33,7 @@ Protocol
   nor FP, and an unmatched detection touching the border is not an FP --
   because BCCD annotates truncated border cells inconsistently.
 
-Data: Shenggan/BCCD_Dataset (MIT licence), see /work/shared/data/README.md.
+Data: Shenggan/BCCD_Dataset (MIT licence), see README.md in the shared data folder (LEUKO_SHARED_DATA, else ../shared/data beside the checkout).
 """
 from __future__ import annotations
 
@@ -52,12 +52,12 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from benchmarks.common import in_part, parts_of, print_table_header  # noqa: E402
+from benchmarks.common import SHARED, in_part, parts_of, print_table_header  # noqa: E402
 from slides.detection import DetectionParams, detect_white_cells  # noqa: E402
 from slides.detection import scale as scale_mod  # noqa: E402
 from slides.detection.metrics import Counts, iou, match  # noqa: E402
 
-DEFAULT_DATA = os.environ.get("LEUKO_BCCD_DIR", "/work/shared/data/bccd-dev")
+DEFAULT_DATA = os.environ.get("LEUKO_BCCD_DIR", str(SHARED / "bccd-dev"))
 SPLIT_SEED = "leukoportal-detection-v1"
 BORDER_TOL = 2
 SCALES = (0.5, 0.75, 1.0, 1.5, 2.0)

@@ -35,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-DATA = Path(os.environ.get("PBC_DEV", REPO.parent / "shared" / "data" / "pbc-dev"))
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/pbc-dev")
+from benchmarks.common import SHARED  # noqa: E402
+
+DATA = Path(os.environ.get("PBC_DEV", SHARED / "pbc-dev"))
 CLASSES = ["basophil", "eosinophil", "erythroblast", "immature_granulocyte", "lymphocyte", "monocyte",
            "neutrophil_band", "neutrophil_segmented", "platelet"]
 

@@ -11,7 +11,7 @@ Usage (from the repo root)::
 Set-up (once, reused by later runs): a template database ``leukoportal_load_base`` on the
 PostgreSQL given by ``LOAD_DATABASE_URL`` (default: the local server at 127.0.0.1:5432; each run
 measures a fresh copy, ``leukoportal_load``, so every run starts from the same state), migrated, with the cells
-of /work/shared/data/pbc-dev (``--data``): ``--labelled`` per class imported with
+of pbc-dev in the shared data folder (``--data``; LEUKO_SHARED_DATA, else ../shared/data beside the checkout): ``--labelled`` per class imported with
 ``manage.py import_cells`` (final labels), the rest uploaded unlabelled for the experts' queues.
 A private Redis (free port) is the broker; the media and caches live under var/load/.
 
@@ -73,7 +73,7 @@ from django.contrib.auth import SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_K
 from rest_framework.authtoken.models import Token
 from annotations.models import CellImage
 from annotations.services import image_upload
-args = json.loads(sys.argv[1])
+args = json.load(sys.stdin)  # on stdin: thousands of image paths do not fit on one command line
 User = get_user_model()
 uploader, _ = User.objects.get_or_create(username="load-uploader")
 uploader.groups.add(Group.objects.get(name="labeller"))
@@ -133,8 +133,8 @@ def prepare(args, env) -> dict:
             print(f"  imported in {time.time() - t0:.0f}s; uploading {len(unlabelled)} unlabelled ...", flush=True)
     finally:
         shutil.rmtree(tree, ignore_errors=True)
-    r = subprocess.run([PY, "-c", SETUP, json.dumps({"users": args.users, "unlabelled": unlabelled})], cwd=REPO,
-                       env=base_env, check=True, capture_output=True, text=True)
+    r = subprocess.run([PY, "-c", SETUP], input=json.dumps({"users": args.users, "unlabelled": unlabelled}),
+                       cwd=REPO, env=base_env, check=True, capture_output=True, text=True)
     with psycopg.connect(base_url, autocommit=True) as conn:
         conn.execute("ANALYZE")  # the copy inherits the statistics autovacuum keeps on a database in use
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -29,8 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-BCCD = Path(os.environ.get("LEUKO_BCCD_DIR", "/work/shared/data/bccd-dev"))
-PBC = Path(os.environ.get("LEUKO_PBC_DIR", "/work/shared/data/pbc-dev"))
+from benchmarks.common import SHARED  # noqa: E402
+
+BCCD = Path(os.environ.get("LEUKO_BCCD_DIR", SHARED / "bccd-dev"))
+PBC = Path(os.environ.get("LEUKO_PBC_DIR", SHARED / "pbc-dev"))
 
 
 def setup_django(tmp: Path) -> None:

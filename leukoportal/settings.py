@@ -44,6 +44,9 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_beat",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
     "leukoportal.apps.LeukoPortalConfig",
     "sources",
     "annotations",
@@ -52,6 +55,8 @@ INSTALLED_APPS = [
     "slides",
     "competency",
     "lis",
+    "backup",
+    "accounts",
 ]
 
 MIDDLEWARE = [
@@ -62,6 +67,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.IdleTimeoutMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "accounts.middleware.SecondFactorMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "leukoportal.middleware.SecurityHeadersMiddleware",
     "leukoportal.middleware.DatabaseUnavailableMiddleware",
@@ -113,12 +121,24 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
     "leukoportal.roles.LabAdminPermissionBackend",
 ]
+# Directory sign-in (LDAP / Active Directory through django-auth-ldap) when LDAP_SERVER_URI is set; local
+# accounts (the demo's, a break-glass lab admin) keep working beside it. accounts/directory_config.py
+# reads the LDAP_* variables (README, "Deployments").
+from accounts.directory_config import directory_settings  # noqa: E402
+
+AUTH_LDAP_SERVER_URI = ""
+globals().update(directory_settings(__import__("os").environ))
+if env_str("LDAP_SERVER_URI"):
+    AUTHENTICATION_BACKENDS.insert(0, "accounts.directory.DirectoryBackend")
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "LeukoPortal")  # the name authenticator apps show
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
-LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 10)  # failed attempts per username+IP per 15 min
+# Failed attempts per username+IP per 15 min, counted in the default cache: with CACHE_URL (Redis) every web
+# host shares the count; without it, the file cache under var/ counts per machine (the embedded default).
+LOGIN_RATE_LIMIT = env_int("LOGIN_RATE_LIMIT", 10)
 
 # --- Internationalisation -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -250,6 +270,18 @@ CELERY_BEAT_SCHEDULE = {
     # LIS messages whose retry is due (a backstop: a delivery task schedules its own next try).
     "lis-deliver-due": {"task": "lis.tasks.deliver_due", "schedule": 30.0, "options": {"expire_seconds": 30}},
 }
+# The nightly backup (backup/): a new folder under BACKUP_DIR at BACKUP_HOUR:00 (TIME_ZONE), the
+# BACKUP_KEEP newest kept. Without BACKUP_DIR nothing is scheduled and the lab admin's home page says so.
+BACKUP_DIR = env_str("BACKUP_DIR", "")
+BACKUP_HOUR = env_int("BACKUP_HOUR", 2)
+if not 0 <= BACKUP_HOUR <= 23:
+    raise ImproperlyConfigured(f"BACKUP_HOUR={BACKUP_HOUR} is not an hour (0-23).")
+BACKUP_KEEP = env_int("BACKUP_KEEP", 14)
+BACKUP_MAX_AGE_HOURS = env_int("BACKUP_MAX_AGE_HOURS", 26)  # older than this, the home page says "missing"
+if BACKUP_DIR:
+    from celery.schedules import crontab
+
+    CELERY_BEAT_SCHEDULE["backup-nightly"] = {"task": "backup.nightly", "schedule": crontab(minute=0, hour=BACKUP_HOUR)}
 CELERY_TASK_ALWAYS_EAGER = False
 
 # --- Classifier -----------------------------------------------------------------------------

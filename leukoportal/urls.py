@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/", include("sources.api_urls")),
     path("api/", include("competency.api_urls")),
     path("api/", include("lis.api_urls")),
+    path("api/", include("accounts.api_urls")),
     path("", include("annotations.urls")),
     path("models/", include("classifier.urls")),
     path("slides/", include("slides.urls")),
@@ -26,4 +27,5 @@ urlpatterns = [
     path("sources/", include("sources.urls")),
     path("competency/", include("competency.urls")),
     path("lis/", include("lis.urls")),
+    path("access/", include("accounts.urls")),
 ]

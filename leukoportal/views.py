@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework.renderers import JSONRenderer
 
 from annotations.selectors import dashboard_counts
+from backup.selectors import backup_status
 from classifier.selectors import model_version_active, training_run_current
 from competency.selectors import assignments_open_of
 from leukoportal.roles import LAB_ADMIN, LABELLER, has_role, role_required
@@ -59,7 +60,8 @@ def home(request):
         {"counts": dashboard_counts(), "active_model": model_version_active(), "training": training_run_current(),
          "open_tests": list(assignments_open_of(person=request.user)),
          # A result signed but not delivered is a patient-safety matter: lab admins see it first.
-         "lis_alerts": delivery_alerts() if has_role(request.user, LAB_ADMIN) else None},
+         "lis_alerts": delivery_alerts() if has_role(request.user, LAB_ADMIN) else None,
+         "backup": backup_status() if has_role(request.user, LAB_ADMIN) else None},
     )
 
 

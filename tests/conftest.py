@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.accounts.slapd import slapd_start, slapd_stop
 from tests.helpers import DEMO_CELLS, REPO, pbc_split
 
 # Django, the apps and tests.factories are imported inside the fixtures: the pure tests
@@ -289,3 +290,32 @@ def reference_intervals(db):
     from slides.seed import seed
 
     seed(apps)
+
+
+# --- Directory sign-in: a real OpenLDAP server (tests/accounts/slapd.py) ----------------------------
+DIRECTORY_ENV = {
+    "LDAP_BIND_DN": "cn=leukoportal,ou=services,dc=hospital,dc=test",
+    "LDAP_BIND_PASSWORD": "service-bind-secret",
+    "LDAP_USER_SEARCH_BASE": "ou=people,dc=hospital,dc=test",
+    "LDAP_GROUP_SEARCH_BASE": "ou=groups,dc=hospital,dc=test",
+    "LDAP_DENY_GROUP": "cn=disabled,ou=groups,dc=hospital,dc=test",
+}
+
+
+@pytest.fixture(scope="session")
+def slapd_server(tmp_path_factory):
+    """A real OpenLDAP server (slapd) on a free loopback port with the test directory loaded."""
+    server = slapd_start(tmp_path_factory.mktemp("slapd"), REPO / "tests" / "accounts" / "directory.ldif")
+    yield server
+    slapd_stop(server)
+
+
+@pytest.fixture
+def directory(slapd_server, settings):
+    """This deployment signs in through the test directory: the settings its environment would give."""
+    from accounts.directory_config import directory_settings
+
+    for name, value in directory_settings({"LDAP_SERVER_URI": slapd_server.uri, **DIRECTORY_ENV}).items():
+        setattr(settings, name, value)
+    settings.AUTHENTICATION_BACKENDS = ["accounts.directory.DirectoryBackend", *settings.AUTHENTICATION_BACKENDS]
+    return slapd_server

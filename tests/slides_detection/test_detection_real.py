@@ -1,7 +1,7 @@
 """Detector on a few real fields (skipped when the shared data is absent).
 
 Data: BCCD (Shenggan/BCCD_Dataset, MIT licence) and PBC (Acevedo et al. 2020,
-CC BY 4.0), read in place from /work/shared/data -- nothing is copied.
+CC BY 4.0), read in place from the shared data folder (LEUKO_SHARED_DATA, else ../shared/data beside the checkout) -- nothing is copied.
 Only fields of the benchmark's *tune* split are used here.
 """
 import xml.etree.ElementTree as ET
