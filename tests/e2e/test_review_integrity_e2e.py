@@ -205,8 +205,8 @@ def test_lab_admin_menu_is_one_line_at_1366_px_with_one_agreement_entry(browser,
     assert nav.count("Agreement") == 1 and "Expert agreement" not in nav
     page.click(".navmenu summary")
     items = page.locator(".navmenu-items a").all_inner_texts()
-    assert items == ["Taxonomy", "Lab settings", "Reference intervals", "Sources", "Sessions and sign-in", "Audit log",
-                     "Export cells", "Import cells", "Export slides", "Django admin"]
+    assert items == ["Taxonomy", "Lab settings", "Reference intervals", "Sources", "LIS interface", "Sessions and sign-in",
+                     "Audit log", "Export cells", "Import cells", "Export slides", "Django admin"]
     screenshot(page, "menu-lab-admin-1366")
     page.click("text=Agreement")
     page.wait_for_url(f"{live_server.url}/reports/agreement/")
