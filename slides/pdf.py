@@ -18,6 +18,7 @@ from . import lis
 from .morphology.report import text_lines as red_cell_lines
 from .platelets.report import text_lines as platelet_text_lines
 from .release import report_facts as release_facts
+from .selectors import slide_verification_text
 from .stats import NO_FLAG_TEXT as STATUS_TEXT
 from .stats import NOT_ASSESSED_NOTE as NOT_ASSESSED
 
@@ -52,7 +53,7 @@ def _method(slide, report) -> str:
     else:
         where = f"white cells located in {slide.fields.count()} field(s)"
     return (f"Digital morphology: {where}, pre-classified by model v{slide.model_version_id or '—'}, "
-            "every cell verified by an expert.")
+            f"{slide_verification_text(slide=slide)}.")
 
 
 def report_pdf(slide, *, release: dict) -> bytes:

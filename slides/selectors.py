@@ -289,7 +289,19 @@ def slide_method_text(*, slide: Slide) -> str:
             where += ", each field's scale measured on its red cells"
         elif "default" in sources:
             where += ", the scale of some fields assumed (too few red cells to measure)"
-    return (f"Digital morphology: {where}, pre-classified by {model}, every cell verified by an expert.")
+    return f"Digital morphology: {where}, pre-classified by {model}, {slide_verification_text(slide=slide)}."
+
+
+def slide_verification_text(*, slide: Slide) -> str:
+    """How many of the counted cells an expert verified, in the words of the method line: "every
+    cell verified by an expert" only where that is so (a slide may be signed with cells the expert
+    left on the model's call)."""
+    counted = slide.cells.filter(status=SlideCell.Status.COUNTED).count()
+    unverified = slide_unverified_cells(slide=slide).count()
+    if not unverified:
+        return "every cell verified by an expert"
+    return (f"{counted - unverified} of {counted} counted cells verified by an expert, "
+            f"{unverified} counted on the model's call alone")
 
 
 def slide_groups(*, slide: Slide, blind: BlindCells = BlindCells(), cells: Iterable[SlideCell] | None = None

@@ -310,6 +310,7 @@ def _report_download(slide: Slide, content, *, content_type: str, extension: str
 @_signed_report
 def slide_report(request, slide: Slide):
     return render(request, "slides/report.html", {"slide": slide, "report": slide.report,
+                                                  "verification": selectors.slide_verification_text(slide=slide),
                                                   "release": selectors.slide_report_release(slide=slide),
                                                   "versions": selectors.slide_versions(slide=slide)})
 

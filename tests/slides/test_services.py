@@ -257,6 +257,37 @@ def test_a_count_at_its_target_signs_without_a_reason(slide, labeller, reviewer,
     signed = services.slide_sign(slide=Slide.objects.get(pk=slide.pk), actor=reviewer)
     assert signed.sign_reason == "" and signed.report["sign_warnings"] == []
     assert signed.report["flag_summary"]["insufficient"] is None
+    assert signed.report["method"].endswith(", every cell verified by an expert.")
+
+
+def test_the_method_line_says_how_many_cells_an_expert_verified(slide, labeller, reviewer, slides_model):
+    """A slide signed with cells left on the model's call does not claim every cell was verified."""
+    from annotations.models import CellClass
+    from slides.pdf import report_pdf
+    from slides.selectors import slide_report_release
+
+    services.slide_images_add(slide=slide, files=[(p.name, p.read_bytes()) for p in field_paths(2)],
+                              uploaded_by=labeller)
+    slide = _process(slide)
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED).order_by("id"))
+    assert len(cells) >= 2
+    services.slide_cell_reclassify(cell=cells[0], actor=reviewer, target="lymphocyte")
+    # the others as the model would have left them had it accepted its call (the small test model
+    # refers these BCCD fields' cells): a class, no expert decision
+    monocyte = CellClass.objects.get(code="monocyte")
+    SlideCell.objects.filter(pk__in=[c.pk for c in cells[1:]]).update(final_class=monocyte)
+    slide = Slide.objects.get(pk=slide.pk)
+    counted = slide.cells.filter(status=SlideCell.Status.COUNTED).count()
+    left = slide.cells.filter(status=SlideCell.Status.COUNTED, changed_by__isnull=True).count()
+    assert left == len(cells) - 1 and counted == len(cells)
+    signed = services.slide_sign(slide=slide, actor=reviewer, reason="demo fields")
+    expected = (f"{counted - left} of {counted} counted cells verified by an expert, "
+                f"{left} counted on the model's call alone.")
+    assert signed.report["method"].endswith(expected)
+    assert "every cell verified" not in signed.report["method"]
+    pdf = "".join(page.extract_text() for page in PdfReader(io.BytesIO(
+        report_pdf(signed, release=slide_report_release(slide=signed)))).pages)
+    assert "every cell verified" not in pdf and "counted on the model's call alone" in " ".join(pdf.split())
 
 
 def test_each_field_records_the_scale_detection_used(labeller, slides_model):
