@@ -116,8 +116,9 @@ def _engine(job: dict, precision: str, runtime: str, with_ckpt: bool = False):
     if job.get("checkpoint"):
         ckpt, digest = load_checkpoint(job["checkpoint"])
         keep = [b for b in ckpt["backbones"] if b in job["backbones"]]
-        if keep != list(ckpt["backbones"]):  # a part of a trained ensemble: its own precision check
-            ckpt = dict(ckpt, backbones=keep, bf16_agreement=None, bf16_recheck=None)
+        if keep != list(ckpt["backbones"]):  # a part of a trained ensemble: its own precision check, and
+            # no out-of-distribution check (the trained one reads every backbone of the ensemble)
+            ckpt = dict(ckpt, backbones=keep, bf16_agreement=None, bf16_recheck=None, ood=None)
     else:
         weights = "imagenet" if all(get_spec(b).family == "efficientnet_lite" for b in job["backbones"]) else None
         if job.get("random_weights"):
