@@ -23,6 +23,7 @@ with the reason :data:`REASON_TEXT` gives. Checkpoints from before the score hav
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -403,7 +404,11 @@ class EnsembleModel:
         return self.ood is not None
 
 
-_CACHE: dict[tuple[str, str, str, str], EnsembleModel] = {}
+# the models a process keeps loaded, most recently used last; at most CACHE_SIZE (the active version
+# and one more, e.g. a candidate being evaluated): each holds its compiled networks, about 1-2 GB
+# for the offline ensemble, so a worker that lives through many retrainings must let old ones go
+CACHE_SIZE = 2
+_CACHE: OrderedDict[tuple[str, str, str, str], EnsembleModel] = OrderedDict()
 _LOCK = threading.Lock()
 
 
@@ -420,7 +425,11 @@ def load_ensemble(checkpoint_path: Path | str, *, device: str = "auto", precisio
         if model is None:
             ckpt, digest = load_checkpoint(checkpoint_path)
             model = EnsembleModel(ckpt, digest, device=dev, precision=precision, runtime=rt)
-            _CACHE[(digest, str(dev), precision, rt)] = model
+            key = (digest, str(dev), precision, rt)
+            _CACHE[key] = model
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
         return model
 
 
