@@ -23,6 +23,7 @@ from slides.models import SlideCell
 
 from .enqueue import classification_enqueue_on_commit
 from .models import ModelVersion, Prediction, TrainingRun
+from .new_sources import new_sources, refer_unlearned
 from .selectors import model_version_active, threshold_applied
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     for img in todo:
         groups.setdefault(img.acquisition_source_id, []).append(img)
     realign = model.can_realign()
+    learned = new_sources(version)
     for group in groups.values():
         parts = []
         for start in range(0, len(group), batch_size):
@@ -83,6 +85,10 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         if realign:
             proba = model.realign(proba)
         preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
+        held = refer_unlearned(preds, [img.acquisition_source_id for img in group], learned)
+        if held:
+            log.info("Model version %s: %d call(s) on source %s referred (too few verified cells of that "
+                     "source's class yet)", version.pk, held, group[0].acquisition_source_id)
         rows = [
             Prediction(
                 image=img,

@@ -10,11 +10,15 @@ OUT_OF_DISTRIBUTION = "out_of_distribution"
 # far from most training images, near a few (e.g. a lab's first verified cells from its own
 # microscope) whose classes do not back the vote
 NEIGHBOURS_DISAGREE = "neighbours_disagree"
+# a source the model first found unlike its training images, learned from too few of its cells of
+# the voted class yet (classifier.new_sources)
+NEW_SOURCE_FEW_CELLS = "new_source_few_cells"
 SPLIT_VOTE = "split_vote"
 LOW_CONFIDENCE = "low_confidence"
 REASON_TEXT = {
     OUT_OF_DISTRIBUTION: "unlike the training images",
     NEIGHBOURS_DISAGREE: "the few training images like it disagree",
+    NEW_SOURCE_FEW_CELLS: "too few verified cells of this class from this source yet",
     SPLIT_VOTE: "split vote",
     LOW_CONFIDENCE: "low confidence",
 }
