@@ -1,6 +1,7 @@
 """Rows <-> the pure ML library: classification, training runs, model versions."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -17,13 +18,14 @@ from annotations.audit import audit_record
 from annotations.models import AuditAction, CellImage, LabSettings, Source, Split
 from classifier.ml.ensembles import ENSEMBLES
 from classifier.ml.io import json_clean, json_sha256
-from classifier.ml.voting import checkpoint_threshold
+from classifier.ml.reasons import NEW_SOURCE
+from classifier.ml.voting import UNIDENTIFIED, checkpoint_threshold
 from leukoportal.queueing import enqueue_on_commit
 from slides.models import SlideCell
 
 from .enqueue import classification_enqueue_on_commit
 from .models import ModelVersion, Prediction, TrainingRun
-from .selectors import model_version_active, threshold_applied
+from .selectors import model_version_active, sources_new_to_version, threshold_applied
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,8 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     for img in todo:
         groups.setdefault(img.acquisition_source_id, []).append(img)
     realign = model.can_realign()
-    for group in groups.values():
+    new_sources = sources_new_to_version(version=version, source_ids=groups)
+    for source_id, group in groups.items():
         parts = []
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
@@ -83,6 +86,8 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         if realign:
             proba = model.realign(proba)
         preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
+        if source_id in new_sources:
+            preds = [_referred_as_new_source(p) for p in preds]
         rows = [
             Prediction(
                 image=img,
@@ -103,6 +108,14 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         Prediction.objects.bulk_create(rows, ignore_conflicts=True)
         created += len(rows)
     return created
+
+
+def _referred_as_new_source(p):
+    """A cell of a source the version never trained on: referred, whatever the version called it
+    (its top class stays the best guess)."""
+    if NEW_SOURCE in p.reasons:
+        return p
+    return dataclasses.replace(p, label=UNIDENTIFIED, abstained=True, reasons=[*p.reasons, NEW_SOURCE])
 
 
 def images_unclassified_sweep(*, older_than_s: int = 120, limit: int = 5000) -> int:

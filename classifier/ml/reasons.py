@@ -10,11 +10,15 @@ OUT_OF_DISTRIBUTION = "out_of_distribution"
 # far from most training images, near a few (e.g. a lab's first verified cells from its own
 # microscope) whose classes do not back the vote
 NEIGHBOURS_DISAGREE = "neighbours_disagree"
+# from a microscope/camera (a source other than the lab's default) that no image the model trained
+# on came from: every cell of a new source is referred until its verified cells train a version
+NEW_SOURCE = "new_source"
 SPLIT_VOTE = "split_vote"
 LOW_CONFIDENCE = "low_confidence"
 REASON_TEXT = {
     OUT_OF_DISTRIBUTION: "unlike the training images",
     NEIGHBOURS_DISAGREE: "the few training images like it disagree",
+    NEW_SOURCE: "a source the model was not trained on",
     SPLIT_VOTE: "split vote",
     LOW_CONFIDENCE: "low confidence",
 }
