@@ -23,8 +23,8 @@ from slides.models import SlideCell
 
 from .enqueue import classification_enqueue_on_commit
 from .models import ModelVersion, Prediction, TrainingRun
-from .new_sources import new_sources, refer_unlearned
-from .selectors import model_version_active, threshold_applied
+from .new_sources import new_sources, refer_new_source, refer_unlearned
+from .selectors import model_version_active, sources_new_to_version, threshold_applied
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,11 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     for img in todo:
         groups.setdefault(img.acquisition_source_id, []).append(img)
     realign = model.can_realign()
+    # a source the version never trained on is referred whole; a source new to the model, per class
+    # until enough of its cells are verified (classifier.new_sources)
+    unseen = sources_new_to_version(version=version, source_ids=groups)
     learned = new_sources(version)
-    for group in groups.values():
+    for source_id, group in groups.items():
         parts = []
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
@@ -85,10 +88,13 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         if realign:
             proba = model.realign(proba)
         preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
-        held = refer_unlearned(preds, [img.acquisition_source_id for img in group], learned)
-        if held:
-            log.info("Model version %s: %d call(s) on source %s referred (too few verified cells of that "
-                     "source's class yet)", version.pk, held, group[0].acquisition_source_id)
+        if source_id in unseen:
+            refer_new_source(preds)
+        elif source_id in learned:
+            held = refer_unlearned(preds, learned[source_id])
+            if held:
+                log.info("Model version %s: %d call(s) on source %s referred (too few verified cells of that "
+                         "source's class yet)", version.pk, held, source_id)
         rows = [
             Prediction(
                 image=img,

@@ -39,3 +39,35 @@ def test_new_upload_is_classified_by_a_real_worker(celery_worker_process, active
     other = image_upload(data=jpeg_bytes(), uploaded_by=labeller)
     wait_for(lambda: Prediction.objects.filter(image=other.image).exists(), timeout=90, message="second upload")
     assert Prediction.objects.filter(image=image, model_version=active_model).count() == 1
+
+
+def test_every_cell_of_a_source_the_version_never_trained_on_is_referred_with_its_best_guess(
+        tiny_checkpoint, labeller, demo_cells):
+    """A new microscope's cells are referred whatever the model calls them (the out-of-distribution
+    check alone lets a few through); once a version has trained on cells of that source it calls them
+    again. The lab's default source is its own microscope: its cells are called as before."""
+    from tests.factories import SourceFactory, TrainedModelVersionFactory
+
+    scope = SourceFactory(name="Scope B")
+    paths = sorted((demo_cells / "lymphocyte").iterdir())[:4]
+    home = [image_upload(data=p.read_bytes(), uploaded_by=labeller, enqueue_classification=False).image
+            for p in paths[:2]]
+    new = [image_upload(data=p.read_bytes(), uploaded_by=labeller, enqueue_classification=False,
+                        acquisition_source=scope).image for p in paths[2:]]
+    ids = [i.pk for i in home + new]
+
+    never = TrainedModelVersionFactory(result=tiny_checkpoint, activate=True,
+                                       snapshot={"items": [[home[0].pk, home[0].sha256, "lymphocyte"]]})
+    images_classify(image_ids=ids, model_version_id=never.pk)
+    called = {p.image_id: p for p in Prediction.objects.filter(model_version=never)}
+    for image in new:
+        p = called[image.pk]
+        assert p.abstained and p.label == "unidentified" and "new_source" in p.reasons
+        assert p.top_class in never.classes  # the best guess is kept
+        assert "a source the model was not trained on" in p.reason
+    assert all("new_source" not in called[i.pk].reasons for i in home)
+
+    trained = TrainedModelVersionFactory(result=tiny_checkpoint, folder="trained",
+                                         snapshot={"items": [[new[0].pk, new[0].sha256, "lymphocyte"]]})
+    images_classify(image_ids=ids, model_version_id=trained.pk)
+    assert not any("new_source" in p.reasons for p in Prediction.objects.filter(model_version=trained))

@@ -105,3 +105,29 @@ def test_the_model_s_calls_on_a_new_source_are_referred_until_its_class_is_learn
     _trained_on(active_model, learned)
     preds = classify()
     assert not any(NEW_SOURCE_FEW_CELLS in preds[i].reasons for i in on_b + at_home)
+
+
+def test_the_new_source_reasons_sit_after_the_out_of_distribution_ones_most_serious_first():
+    from collections import Counter
+
+    from classifier.ml.engine import CellPrediction
+    from classifier.new_sources import refer_new_source, refer_unlearned
+
+    def pred(reasons, top="monocyte"):
+        return CellPrediction(label="unidentified" if reasons else top, top_class=top, confidence=0.5, agreement=1,
+                              n_backbones=1, abstained=bool(reasons), reasons=list(reasons))
+
+    unlike, low, accepted = pred([OUT_OF_DISTRIBUTION, "low_confidence"]), pred(["low_confidence"]), pred([])
+    assert refer_new_source([unlike, low, accepted]) == 1  # one had been accepted
+    assert unlike.reasons == [OUT_OF_DISTRIBUTION, "new_source", "low_confidence"]
+    assert low.reasons == ["new_source", "low_confidence"]
+    assert (accepted.reasons, accepted.abstained, accepted.label) == (["new_source"], True, "unidentified")
+
+    unlike, split, learned, accepted = (pred([OUT_OF_DISTRIBUTION]), pred(["split_vote"]), pred([], top="lymphocyte"),
+                                        pred([]))
+    assert refer_unlearned([unlike, split, learned, accepted],
+                           Counter({"lymphocyte": MIN_CELLS_PER_CLASS, "monocyte": MIN_CELLS_PER_CLASS - 1})) == 1
+    assert unlike.reasons == [OUT_OF_DISTRIBUTION]  # already referred as unlike: that reason alone
+    assert split.reasons == [NEW_SOURCE_FEW_CELLS, "split_vote"]
+    assert (learned.reasons, learned.abstained) == ([], False)
+    assert (accepted.reasons, accepted.abstained) == ([NEW_SOURCE_FEW_CELLS], True)

@@ -6,7 +6,7 @@ import numpy as np
 from django.core.management.base import BaseCommand, CommandError
 
 from classifier.folders import folder_items
-from classifier.ml.reasons import REASON_TEXT
+from classifier.ml.reasons import NEW_SOURCE, NEW_SOURCE_FEW_CELLS, REASON_TEXT
 from classifier.models import ModelVersion
 from classifier.selectors import model_version_resolve, threshold_applied
 from classifier.services import ensemble_load
@@ -68,7 +68,9 @@ class Command(BaseCommand):
             # every cell referred to an expert, for any reason (split vote, low confidence, out-of-distribution)
             "abstained": sum(p.abstained for p in preds),
             "ood_flagged": ood_flagged if ensemble.ood_checked else None,
-            "referred_by_reason": {r: sum(r in p.reasons for p in preds) for r in REASON_TEXT},
+            # the model's own reasons (a folder has no source: the portal's new-source rules do not apply)
+            "referred_by_reason": {r: sum(r in p.reasons for p in preds) for r in REASON_TEXT
+                                   if r not in (NEW_SOURCE, NEW_SOURCE_FEW_CELLS)},
             "accuracy_on_accepted": (sum(a == t for a, t in accepted) / len(accepted)) if accepted else None,
             "accepted_and_wrong": (sum(a != t for a, t in accepted) / len(actual)) if actual else None,
             "cells_per_second": len(actual) / elapsed if elapsed > 0 else None,
