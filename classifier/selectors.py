@@ -3,8 +3,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import QuerySet
 
-from annotations.models import CellImage, LabSettings
-from sources.models import default_source_id
+from annotations.models import LabSettings
 
 from .ml.voting import default_min_agreement
 from .models import ModelVersion, Prediction, TrainingRun
@@ -101,25 +100,3 @@ def predictions_latest_for(image_ids) -> dict[int, Prediction]:
 
 def training_run_current() -> TrainingRun | None:
     return TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).first()
-
-
-_ID_CHUNK = 5000  # ids per IN list (SQLite limits the number of query parameters)
-
-
-def sources_new_to_version(*, version: ModelVersion, source_ids) -> set[int]:
-    """The sources among ``source_ids`` that are new to ``version``: any source but the lab's default
-    from which no image of the version's training snapshot came. (The default source is the lab's own
-    microscope, which a first model, trained on cells from elsewhere, is made for; its out-of-distribution
-    check guards it.)"""
-    candidates = {pk for pk in source_ids if pk is not None} - {default_source_id()}
-    if not candidates:
-        return set()
-    trained = [row[0] for row in (version.snapshot or {}).get("items", [])]
-    seen: set[int] = set()
-    for start in range(0, len(trained), _ID_CHUNK):
-        seen.update(CellImage.objects.filter(pk__in=trained[start:start + _ID_CHUNK],
-                                             acquisition_source_id__in=candidates - seen)
-                    .values_list("acquisition_source_id", flat=True).distinct())
-        if seen == candidates:
-            break
-    return candidates - seen

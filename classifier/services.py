@@ -20,11 +20,12 @@ from classifier.ml.io import json_clean, json_sha256
 from classifier.ml.voting import checkpoint_threshold
 from leukoportal.queueing import enqueue_on_commit
 from slides.models import SlideCell
+from sources.models import default_source_id
 
 from .enqueue import classification_enqueue_on_commit
 from .models import ModelVersion, Prediction, TrainingRun
-from .new_sources import new_sources, refer_new_source, refer_unlearned
-from .selectors import model_version_active, sources_new_to_version, threshold_applied
+from .new_sources import refer_unlearned, source_training_counts
+from .selectors import model_version_active, threshold_applied
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,10 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
     for img in todo:
         groups.setdefault(img.acquisition_source_id, []).append(img)
     realign = model.can_realign()
-    # a source the version never trained on is referred whole; a source new to the model, per class
-    # until enough of its cells are verified (classifier.new_sources)
-    unseen = sources_new_to_version(version=version, source_ids=groups)
-    learned = new_sources(version)
+    # a source other than the default is learned class by class: until the version trained on
+    # enough of its verified cells of a class, calls of that class on it are referred
+    # (classifier.new_sources)
+    learning = source_training_counts(version, set(groups) - {default_source_id()})
     for source_id, group in groups.items():
         parts = []
         for start in range(0, len(group), batch_size):
@@ -88,13 +89,11 @@ def images_classify(*, image_ids: list[int], model_version_id: int, batch_size: 
         if realign:
             proba = model.realign(proba)
         preds = model.decide(proba, threshold=applied.value, min_agreement=applied.min_agreement)
-        if source_id in unseen:
-            refer_new_source(preds)
-        elif source_id in learned:
-            held = refer_unlearned(preds, learned[source_id])
+        if source_id in learning:
+            held = refer_unlearned(preds, learning[source_id])
             if held:
-                log.info("Model version %s: %d call(s) on source %s referred (too few verified cells of that "
-                         "source's class yet)", version.pk, held, source_id)
+                log.info("Model version %s: %d call(s) on source %s referred (too few of that source's "
+                         "verified cells of the class in training)", version.pk, held, source_id)
         rows = [
             Prediction(
                 image=img,

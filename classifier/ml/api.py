@@ -451,6 +451,9 @@ def checkpoint_dict(plan: TrainPlan, feats: dict[str, Featurised], fits: dict[st
         # the training cells' feature statistics (the aligned best guess of a new source's cells)
         "feature_stats": {b: {k: torch.from_numpy(v) for k, v in feature_stats(fits[b].ood_train).items()}
                           for b in backbones},
+        # the training cells' class frequencies (the class-balanced aligned best guess)
+        "class_prior": torch.from_numpy(np.bincount(plan.y[plan.tr_idx], minlength=len(plan.classes))
+                                        .astype(np.float32) / max(len(plan.tr_idx), 1)),
         "metrics": json_clean(metrics),
         "versions": versions(),
         "seed": plan.seed,

@@ -141,6 +141,9 @@ class EnsembleModel:
         stats = ckpt.get("feature_stats")
         self.feature_stats: dict[str, dict] | None = (
             {b: {k: np.asarray(v, dtype=np.float32) for k, v in s.items()} for b, s in stats.items()} if stats else None)
+        # their class frequencies (the class-balanced alignment); None in checkpoints trained before it
+        prior = ckpt.get("class_prior")
+        self.class_prior: np.ndarray | None = np.asarray(prior, dtype=np.float64) if prior is not None else None
         self.precision = self._choose_precision(precision, ckpt)
         self.extractors: dict[str, FeatureExtractor] = {}
         self.fp32_extractors: dict[str, FeatureExtractor] = {}  # the re-check's
@@ -282,11 +285,20 @@ class EnsembleModel:
         if not alignment.applies(flags):
             return proba
         idx = np.flatnonzero(flags)
-        for b in proba.backbones:
-            f = alignment.align(proba.features[b][idx], self.feature_stats[b])
+
+        def read(b: str, f: np.ndarray) -> np.ndarray:
             self.heads[b].eval()
-            z = self.heads[b](torch.from_numpy(f).to(self.device)).float().cpu().numpy()
-            proba.per_backbone[b][idx] = softmax_np(z, self.temperature[b])
+            z = self.heads[b](torch.from_numpy(np.ascontiguousarray(f, dtype=np.float32)).to(self.device))
+            return softmax_np(z.float().cpu().numpy(), self.temperature[b])
+
+        if self.class_prior is not None and len(self.class_prior) == len(self.classes):
+            per, _ = alignment.class_balanced(read, {b: proba.features[b][idx] for b in proba.backbones},
+                                              self.feature_stats, self.class_prior)
+            for b in proba.backbones:
+                proba.per_backbone[b][idx] = per[b]
+        else:  # a checkpoint from before the class frequencies: the plain alignment
+            for b in proba.backbones:
+                proba.per_backbone[b][idx] = read(b, alignment.align(proba.features[b][idx], self.feature_stats[b]))
         proba.ensemble = proba.stacked.mean(0)
         proba.aligned[idx] = True
         return proba

@@ -13,8 +13,8 @@ NEIGHBOURS_DISAGREE = "neighbours_disagree"
 # from a microscope/camera (a source other than the lab's default) that no image the model trained
 # on came from: every cell of a new source is referred until its verified cells train a version
 NEW_SOURCE = "new_source"
-# a source the model first found unlike its training images, learned from too few of its cells of
-# the voted class yet (classifier.new_sources)
+# from a source the model trained on too few verified cells of the voted class yet
+# (classifier.new_sources)
 NEW_SOURCE_FEW_CELLS = "new_source_few_cells"
 SPLIT_VOTE = "split_vote"
 LOW_CONFIDENCE = "low_confidence"
