@@ -138,6 +138,13 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
     preds = model.decide(copy.copy(proba))
     realigned = model.realign(copy.deepcopy(proba))
     aligned_preds = model.decide(realigned)
+    # the plain alignment (the training cells' mean and spread, no class mix): the baseline of the
+    # class-balanced one, on the same model and cells
+    prior, model.class_prior = model.class_prior, None
+    try:
+        plain_preds = model.decide(model.realign(copy.deepcopy(proba)))
+    finally:
+        model.class_prior = prior
     n = len(preds)
 
     def right(p, t):
@@ -145,12 +152,14 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
 
     ok = [right(p, t) for p, t in zip(preds, truth)]
     ok_aligned = [right(p, t) for p, t in zip(aligned_preds, truth)]
+    ok_plain = [right(p, t) for p, t in zip(plain_preds, truth)]
     acc = [o for o, p in zip(ok, preds) if not p.abstained]
     referred = [o for o, p in zip(ok_aligned, aligned_preds) if p.abstained]
     return {
         "n": n,
         "accuracy": sum(ok) / n,
         "aligned_accuracy": sum(ok_aligned) / n,
+        "plain_aligned_accuracy": sum(ok_plain) / n,
         "aligned_share": float(realigned.aligned.mean()) if realigned.aligned is not None and n else 0.0,
         "referred_right": (sum(referred) / len(referred)) if referred else float("nan"),
         "ood": sum(p.out_of_distribution for p in preds) / n,
@@ -275,7 +284,7 @@ def main() -> None:
                 f = measure(model, [p for p, _ in held_d], [c for _, c in held_d], foreign=d == "bccd")
                 results[(name, d, k)] = (f, d_pbc, seconds, len(added))
                 print(f"#   {name}: {d} k={k} ({len(added)} added): acc {f['accuracy']:.1%} (aligned best guess "
-                      f"{f['aligned_accuracy']:.1%} on {f['aligned_share']:.0%} of the cells; referred "
+                      f"{f['aligned_accuracy']:.1%}, plainly aligned {f['plain_aligned_accuracy']:.1%}, on {f['aligned_share']:.0%} of the cells; referred "
                       f"{f['referred_aligned']:.1%}, accepted&wrong {f['accepted_wrong_aligned']:.1%}; best guess "
                       f"right on the referred {f['referred_right']:.1%}), OOD {f['ood']:.1%}, "
                       f"referred {f['referred']:.1%}, accepted&wrong {f['accepted_wrong']:.1%}, acc(accepted) "
@@ -306,11 +315,12 @@ def main() -> None:
 
 def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: list[int]) -> None:
     """One line per domain and k, each recipe's figures beside the baseline's."""
-    cols = ("acc", "aligned", "ref.right", "OOD", "referred", "acc&wrong", "acc(acc.)", "pbc acc", "retrain s")
+    cols = ("acc", "plain al.", "aligned", "ref.right", "OOD", "referred", "acc&wrong", "acc(acc.)", "pbc acc", "retrain s")
     width = 9
     print("\n## side by side (foreign = that domain's cells never added; pbc = pbc-dev test cells never added "
           "in any form; acc = top class right, as today; aligned = top class right with the aligned best guess of "
-          "classifier.ml.alignment; ref.right = best guess right on the referred cells, aligned)")
+          "classifier.ml.alignment (class-balanced where the checkpoint has its class frequencies); plain al. = "
+          "with the plain alignment (no class mix), the baseline of the class-balanced one; ref.right = best guess right on the referred cells, aligned)")
     top = f"{'domain':<7} {'k':>3} {'added':>5} " + " ".join(f"| {n:^{(width + 1) * len(cols) - 1}} " for n in names)
     sub = f"{'':<7} {'':>3} {'':>5} " + " ".join("| " + " ".join(f"{c:>{width}}" for c in cols) + " " for _ in names)
     print(top)
@@ -324,7 +334,7 @@ def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: 
             line = f"{d:<7} {k:>3} {added:>5} "
             for n in names:
                 f, p, s, _ = results[(n, d, k)]
-                vals = (f"{f['accuracy']:.1%}", f"{f['aligned_accuracy']:.1%}", f"{f['referred_right']:.1%}",
+                vals = (f"{f['accuracy']:.1%}", f"{f['plain_aligned_accuracy']:.1%}", f"{f['aligned_accuracy']:.1%}", f"{f['referred_right']:.1%}",
                         f"{f['ood']:.1%}", f"{f['referred']:.1%}", f"{f['accepted_wrong']:.1%}",
                         f"{f['accepted_accuracy']:.1%}", f"{p['accuracy']:.1%}", f"{s:.0f}")
                 line += "| " + " ".join(f"{v:>{width}}" for v in vals) + " "
