@@ -27,9 +27,9 @@ source's (its class's, as the heads read it) so that the source's statistics are
 training cells' class mix; the features are aligned again with those weighted statistics. Finally
 the probabilities are adjusted from the training class frequencies to the source's, estimated by
 the EM of Saerens, Latinne and Decaestecker (2002, "Adjusting the outputs of a classifier to new a
-priori probabilities"). Measured on the k = 0 model (docs/ml.md): bccd-dev's best guess 40.8 → 62.5 %;
-on the synthetic labs, whose cells are balanced over all 9 classes, 87.7 → 85.7 % (stain) and
-88.3 → 86.5 % (second stain model): the estimated mix is never exactly even there.
+priori probabilities"). Measured on the k = 0 model (docs/ml.md): bccd-dev's best guess 40.1 → 60.6 %;
+on the synthetic labs, whose cells are balanced over all 9 classes, 87.4 → 86.0 % (stain) and
+87.0 → 86.9 % (second stain model): the estimated mix is never exactly even there.
 
 Measured in docs/ml.md (``benchmarks/adaptation.py``, best guess with and without the step).
 """
