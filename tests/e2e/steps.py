@@ -93,3 +93,14 @@ def verify_with_keys(page, answers: dict) -> None:
             cell.click(position={"x": 20, "y": 20})
         page.keyboard.press(key)
         expect(cell.locator(".verified-mark")).to_be_visible()
+
+
+def source_named_in_the_browser(page, live_server, name: str, description: str):
+    """On the sources page (already open): the lab admin names a new source; returns its row."""
+    from sources.models import Source
+
+    page.fill("#source-create input[name=name]", name)
+    page.fill("#source-create input[name=description]", description)
+    page.click("#source-create button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/sources/")
+    return Source.objects.get(name=name)

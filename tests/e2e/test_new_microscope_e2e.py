@@ -20,9 +20,8 @@ from annotations.models import CellClass
 from benchmarks.shifts import apply_domain
 from classifier.ml.ensembles import ENSEMBLES
 from classifier.models import ModelVersion, TrainingRun
-from sources.models import Source
 from tests.e2e.steps import (cell_group, open_page, pixel_digest, slide_of_cells_made_in_the_browser,
-                             slide_truth_by_cell, users, verify_with_keys)
+                             slide_truth_by_cell, source_named_in_the_browser, users, verify_with_keys)
 from tests.helpers import SHARED_DATA, screenshot, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -92,11 +91,7 @@ def test_a_new_microscope_is_referred_then_verified_and_the_retrained_model_read
     # A lab admin names the second microscope.
     admin = open_page(browser, live_server, "admin1")
     admin.goto(f"{live_server.url}/sources/")
-    admin.fill("#source-create input[name=name]", "Scope B")
-    admin.fill("#source-create input[name=description]", "Second microscope, another stain batch")
-    admin.click("#source-create button[type=submit]")
-    admin.wait_for_url(f"{live_server.url}/sources/")
-    scope = Source.objects.get(name="Scope B")
+    scope = source_named_in_the_browser(admin, live_server, "Scope B", "Second microscope, another stain batch")
 
     # Its first slide: every cell referred, each with the model's best guess.
     first_paths, first_truth = through_scope_b(first, tmp_path)

@@ -3,7 +3,7 @@ once model versions have read its verified cells the agreement page shows that s
 with the figures of the seeded case (tests.reports.factories.seed_learning_curve)."""
 import pytest
 
-from sources.models import Source
+from tests.e2e.steps import source_named_in_the_browser
 from tests.factories import UserFactory
 from tests.helpers import logged_in_page, screenshot
 from tests.reports.factories import seed_learning_curve
@@ -17,11 +17,7 @@ def test_a_lab_admin_names_a_source_and_reads_its_learning_curve(browser, live_s
     page.click("summary:has-text('Lab admin')")
     page.click("nav a:has-text('Sources')")
     page.wait_for_url(f"{live_server.url}/sources/")
-    page.fill("#source-create input[name=name]", "Scope B")
-    page.fill("#source-create input[name=description]", "Second microscope, camera 2")
-    page.click("#source-create button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/sources/")
-    scope = Source.objects.get(name="Scope B")
+    scope = source_named_in_the_browser(page, live_server, "Scope B", "Second microscope, camera 2")
     assert page.inner_text(f"#source-{scope.pk} .source-name") == "Scope B"
     assert page.inner_text(f"#source-{scope.pk} .source-active") == "yes"
 
