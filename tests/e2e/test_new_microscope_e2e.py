@@ -118,7 +118,7 @@ def test_a_new_microscope_is_referred_then_verified_and_the_retrained_model_read
         guesses_right += guess == code
     screenshot(rev, "new-microscope-first-slide")
     # the out-of-distribution check agrees on nearly every cell (measured: 77 of 80); the aligned best
-    # guess is right on most (measured: 63 of 80)
+    # guess is right on most (measured: 61 of 80, class-balanced; 63 plainly aligned)
     assert unlike >= 0.9 * len(truth1), unlike
     assert guesses_right >= 0.6 * len(truth1), guesses_right
 
