@@ -144,10 +144,19 @@ def test_make_run_serves_static_files_and_error_pages_without_debug(tmp_path):
         status, _, body = get("/no-such-page/")
         assert status == 404 and b'<header class="topbar">' in body and b"URLconf" not in body
         assert stat.S_IMODE((var_dir / "secret_key").stat().st_mode) == 0o600
-        # The LIS order listener runs beside them: it answers what is no HL7 message with an AR.
+        # The LIS order listener runs beside them (its own process, started with the web server and
+        # ready on its own time: wait for its port): it answers what is no HL7 message with an AR.
         from hl7.client import MLLPClient
 
-        with MLLPClient("127.0.0.1", lis_port) as client:
+        listener_deadline = time.time() + 60
+        while True:
+            try:
+                client = MLLPClient("127.0.0.1", lis_port)
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None and time.time() < listener_deadline, log.read_text()[-3000:]
+                time.sleep(0.5)
+        with client:
             answer = client.send_message("not an order")
         assert b"MSA|AR|" in answer, log.read_text()[-2000:]
     finally:
