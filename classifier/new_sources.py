@@ -34,6 +34,8 @@ def source_training_counts(version: ModelVersion, source_ids) -> dict[int, Count
     (an empty Counter for a source none of them came from)."""
     wanted = {pk for pk in source_ids if pk is not None}
     counts = {pk: Counter() for pk in wanted}
+    if not wanted:  # the default source alone (the usual batch): nothing to read
+        return counts
     label_of = {int(row[0]): row[2] for row in (version.snapshot or {}).get("items", []) if len(row) >= 3}
     pks = sorted(label_of)
     for start in range(0, len(pks), ID_CHUNK):

@@ -58,23 +58,18 @@ def applies(flags: np.ndarray) -> bool:
     return bool(flags.sum() >= MIN_CELLS and flags.mean() >= MIN_SHARE)
 
 
-def align(features: np.ndarray, home: dict) -> np.ndarray:
-    """``features`` [N, D] of one source's cells, standardised by their own statistics and mapped
-    onto ``home``'s (:func:`feature_stats` of the training cells)."""
+def align(features: np.ndarray, home: dict, weights: np.ndarray | None = None) -> np.ndarray:
+    """``features`` [N, D] of one source's cells, standardised by their own statistics (each cell
+    counted with its ``weights``, by default equally) and mapped onto ``home``'s
+    (:func:`feature_stats` of the training cells)."""
     f = np.asarray(features, dtype=np.float64)
-    mean, std = f.mean(0), f.std(0)
-    home_mean = np.asarray(home["mean"], dtype=np.float64)
-    home_std = np.asarray(home["std"], dtype=np.float64)
-    return ((f - mean) / (std + EPS) * home_std + home_mean).astype(np.float32)
-
-
-def weighted_align(features: np.ndarray, weights: np.ndarray, home: dict) -> np.ndarray:
-    """:func:`align` with each cell's weight in the source's mean and spread."""
-    f = np.asarray(features, dtype=np.float64)
-    w = np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    mean = (w[:, None] * f).sum(0)
-    std = np.sqrt((w[:, None] * (f - mean) ** 2).sum(0))
+    if weights is None:
+        mean, std = f.mean(0), f.std(0)
+    else:
+        w = np.asarray(weights, dtype=np.float64)
+        w = w / w.sum()
+        mean = (w[:, None] * f).sum(0)
+        std = np.sqrt((w[:, None] * (f - mean) ** 2).sum(0))
     home_mean = np.asarray(home["mean"], dtype=np.float64)
     home_std = np.asarray(home["std"], dtype=np.float64)
     return ((f - mean) / (std + EPS) * home_std + home_mean).astype(np.float32)
@@ -111,7 +106,7 @@ def class_balanced(read, features: dict[str, np.ndarray], home: dict[str, dict],
     n = len(next(iter(features.values())))
     weights = np.ones(n)
     for _ in range(EM_ROUNDS):
-        per = {b: np.asarray(read(b, weighted_align(f, weights, home[b])), dtype=np.float64)
+        per = {b: np.asarray(read(b, align(f, home[b], weights)), dtype=np.float64)
                for b, f in features.items()}
         mean = np.mean(list(per.values()), axis=0)
         weights = (mean * (prior / np.maximum(mean.mean(0), FLOOR))).sum(1)
