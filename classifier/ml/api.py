@@ -37,7 +37,7 @@ from .features import (FeatureCache, FeatureExtractor, FeatureKey, extract_views
 from .finetune import finetune_tail, supports_finetune, tail_features
 from .heads import build_head
 from .io import json_clean
-from .ood import COLOUR_SIZE, OODCheck, colour_features, fit_ood_check
+from .ood import COLOUR_SIZE, SUPPORT_M, OODCheck, colour_features, fit_ood_check
 from .precision import check, ood_measures
 from .preprocess import batched_resized
 from .recipes import input_size_for, recipe
@@ -368,7 +368,9 @@ def fit_ood_stage(plan: TrainPlan, fits: dict[str, BackboneFit], colour: np.ndar
     cfg = plan.cfg
     return fit_ood_check({b: fits[b].ood_train for b in plan.backbones}, {b: fits[b].ood_val for b in plan.backbones},
                          colour[plan.tr_idx], colour[plan.va_idx], train_labels=plan.y[plan.tr_idx],
-                         k=int(cfg.get("ood_k", 5)), quantile=float(cfg.get("ood_quantile", 97.5)), seed=plan.seed)
+                         val_labels=plan.y[plan.va_idx], n_classes=len(plan.classes),
+                         k=int(cfg.get("ood_k", 5)), quantile=float(cfg.get("ood_quantile", 97.5)), seed=plan.seed,
+                         support_m=int(cfg.get("ood_support_m", SUPPORT_M)))
 
 
 def check_precision(plan: TrainPlan, fits: dict[str, BackboneFit], calibration: Calibration,

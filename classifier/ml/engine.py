@@ -39,8 +39,8 @@ from .features import FeatureExtractor, extract_views
 from .heads import build_head
 from .ood import COLOUR_SIZE, Assessment, OODCheck, colour_features
 from .optimize import optimise_for_inference
-from .precision import recheck_mask
-from .reasons import (LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION, REASON_TEXT,  # noqa: F401
+from .precision import ood_rechecked_measures, recheck_mask
+from .reasons import (LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION, REASON_TEXT, THIN_SUPPORT,  # noqa: F401
                       SPLIT_VOTE, reason_text)
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
@@ -84,6 +84,7 @@ class Probabilities:
     ood_scores: np.ndarray | None = None  # [N] out-of-distribution scores (None: no score)
     ood_distance: np.ndarray | None = None  # [N] the score's distance measure alone
     neighbour_labels: np.ndarray | None = None  # [N, backbones, k] classes of the nearest training cells
+    support: np.ndarray | None = None  # [N, C] class support (classifier.ml.ood); None: not fitted
     features: dict[str, np.ndarray] | None = None  # backbone -> [N, D], only when asked (keep_features)
     # [N] True where the best guess was read on features aligned to the training cells'
     # (classifier.ml.alignment); None: not tried
@@ -104,7 +105,8 @@ class Probabilities:
         return cls(classes=first.classes, backbones=first.backbones,
                    per_backbone={b: np.concatenate([p.per_backbone[b] for p in parts]) for b in first.backbones},
                    ensemble=np.concatenate([p.ensemble for p in parts]), ood_scores=join("ood_scores"),
-                   ood_distance=join("ood_distance"), neighbour_labels=join("neighbour_labels"), features=features,
+                   ood_distance=join("ood_distance"), neighbour_labels=join("neighbour_labels"), support=join("support"),
+                   features=features,
                    aligned=join("aligned"))
 
     @property
@@ -338,8 +340,8 @@ class EnsembleModel:
         tol = np.array([self.recheck["logit"][b] for b in names])
         near_ood = None
         if assessment is not None:
-            near_ood = (np.stack([assessment.score, assessment.distance], 1),
-                        [self.ood.threshold, self.ood.far_threshold], self.recheck["ood"])
+            near_ood = ood_rechecked_measures(self.ood, assessment, len(self.recheck["ood"]))
+            near_ood = near_ood + (self.recheck["ood"],)
         return recheck_mask(z, temps, tol, self.recheck["proba"],
                             self.default_threshold if threshold is None else float(threshold), ood=near_ood)
 
@@ -347,11 +349,14 @@ class EnsembleModel:
         """The batches' out-of-distribution assessments joined: the :class:`Probabilities` fields."""
         if not assessments:
             return {"ood_scores": np.zeros(0), "ood_distance": np.zeros(0),
-                    "neighbour_labels": np.zeros((0, len(self.ood.backbones), self.ood.k), np.int64)}
+                    "neighbour_labels": np.zeros((0, len(self.ood.backbones), self.ood.k), np.int64),
+                    "support": np.zeros((0, len(self.classes))) if self.ood.features.support_m else None}
         return {
             "ood_scores": np.concatenate([a.score for a in assessments]),
             "ood_distance": np.concatenate([a.distance for a in assessments]),
             "neighbour_labels": np.concatenate([a.neighbour_labels for a in assessments]),
+            "support": (None if any(a.support is None for a in assessments)
+                        else np.concatenate([a.support for a in assessments])),
         }
 
     @torch.inference_mode()
@@ -386,15 +391,19 @@ class EnsembleModel:
         low = res.confidence < t
         none = np.zeros(stacked.shape[1], dtype=bool)
         ood = self.ood.flags(proba.ood_scores) if proba.ood_scores is not None else none
-        disagree = none
+        disagree = thin = none
         if proba.ood_scores is not None:
             disagree = self.ood.neighbours_disagree(
                 Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels), res.label) & ~ood
+            thin = self.ood.thinly_supported(
+                Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels, proba.support),
+                res.label) & ~ood & ~disagree
         preds = []
         for i in range(stacked.shape[1]):
             top = self.classes[int(res.label[i])]
             reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (NEIGHBOURS_DISAGREE, disagree[i]),
-                                              (SPLIT_VOTE, split[i]), (LOW_CONFIDENCE, low[i])) if hit]
+                                              (THIN_SUPPORT, thin[i]), (SPLIT_VOTE, split[i]),
+                                              (LOW_CONFIDENCE, low[i])) if hit]
             preds.append(CellPrediction(
                 label=UNIDENTIFIED if reasons else top,
                 top_class=top,

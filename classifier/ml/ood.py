@@ -30,6 +30,19 @@ first few verified cells teach the model where its cells lie before they teach i
 (on bccd-dev with 10 verified cells per class, this rule took the foreign cells accepted with a
 wrong class from 5.4 % to 0 %, and changed nothing on in-domain cells).
 
+**Class support.** A cell near a handful of training cells of its voted class — a lab's first few
+verified cells from a new microscope, with no other cell of that class nearby — is not enough to
+accept the vote: the neighbours' rule above only asks whether those few agree. So the check also
+measures, for every class, the distance to the cell's :data:`SUPPORT_M`-th nearest training cell
+*of that class* (and that distance relative to those cells' own, as above), standardised per class
+on the training cells' leave-one-out values. A cell whose voted class is over the support threshold
+(the :data:`SUPPORT_QUANTILE` percentile of the validation cells at their own class) is referred:
+"few training images of this class like it". It needs no source: with fewer than ``SUPPORT_M``
+cells of the class from the same microscope, the ``SUPPORT_M``-th neighbour is a cell of the home
+microscope, far away; once the lab has verified that many, it is one of its own cells and the
+relative distance is ordinary. This is the portal's per-source rule (``classifier.new_sources``)
+for images with no source: a folder classified by ``classify`` after ``train_ensemble --data``.
+
 Fitting (at training time, on the cached features): the bank is the training cells (the
 validation cells are kept out, so their scores are honest out-of-sample scores); beyond
 ``max_bank`` cells a class-stratified random subsample. The threshold is the ``quantile`` of the
@@ -67,6 +80,10 @@ QUANTILE = 97.5
 NEIGHBOUR_AGREEMENT = 0.6
 MAX_BANK = 10_000
 MIN_VALIDATION = 50
+# class support: the rank of the same-class neighbour read, and the share of validation cells
+# (at their own class) under the threshold
+SUPPORT_M = 10
+SUPPORT_QUANTILE = 99.0
 _CHUNK = 1024
 
 
@@ -142,6 +159,9 @@ class Assessment:
     distance: np.ndarray  # [N] the standardised distance
     relative: np.ndarray  # [N] the standardised relative distance
     neighbour_labels: np.ndarray  # [N, backbones, k] the classes (indices) of the nearest training cells
+    # [N, C] per class, how thinly the training cells of that class support the cell (standardised,
+    # the smaller of distance and relative distance to the SUPPORT_M-th of them); None: not fitted
+    support: np.ndarray | None = None
 
 
 @dataclass
@@ -164,6 +184,12 @@ class OODModel:
     threshold_from: str = "validation"
     n_bank: int = 0
     n_validation: int = 0
+    # class support (0: not fitted, e.g. a checkpoint written before it or the colour statistics)
+    support_m: int = 0
+    support_loo: dict[str, np.ndarray] = field(default_factory=dict)  # backbone -> [M] the same-class leave-one-out distance
+    support_distance: dict[str, np.ndarray] = field(default_factory=dict)  # backbone -> [C, 2] (median, IQR) per class
+    support_relative: dict[str, np.ndarray] = field(default_factory=dict)  # backbone -> [C, 2]
+    support_threshold: float = float("inf")
     _bank32: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
     _reference: np.ndarray | None = field(default=None, repr=False, compare=False)  # the scores the threshold was set on
 
@@ -187,7 +213,38 @@ class OODModel:
             labels.append(np.asarray(self.labels)[idx] if len(self.labels) else np.full(idx.shape, -1))
         distance, relative = np.mean(dz, axis=0), np.mean(rz, axis=0)
         return Assessment(score=np.minimum(distance, relative), distance=distance, relative=relative,
-                          neighbour_labels=np.stack(labels, axis=1))
+                          neighbour_labels=np.stack(labels, axis=1),
+                          support=self._support(features) if self.support_m else None)
+
+    @property
+    def n_classes(self) -> int:
+        return len(next(iter(self.support_distance.values()))) if self.support_distance else 0
+
+    def _support(self, features: dict[str, np.ndarray]) -> np.ndarray:
+        """[N, C] class support of each cell for every class (see the module's notes)."""
+        labels = np.asarray(self.labels)
+        dz = np.full((len(self.backbones), len(next(iter(features.values()))), self.n_classes), np.inf, np.float32)
+        rz = dz.copy()
+        for i, b in enumerate(self.backbones):
+            q = self._prepare(features[b])
+            for c in range(self.n_classes):
+                members = np.flatnonzero(labels == c)
+                if len(members) < 2:  # no support to read: the cell is not supported by this class
+                    continue
+                m = min(self.support_m, len(members) - 1)
+                d, idx = nearest(self._bank(b)[members], q, m, metric=self.metric)
+                r = d / np.maximum(np.asarray(self.support_loo[b], np.float32)[members][idx].mean(1), 1e-6)
+                (dmed, diqr), (rmed, riqr) = self.support_distance[b][c], self.support_relative[b][c]
+                dz[i, :, c] = (d - dmed) / diqr
+                rz[i, :, c] = (r - rmed) / riqr
+        return np.minimum(dz.mean(0), rz.mean(0))
+
+    def thinly_supported(self, assessment: Assessment, voted: np.ndarray) -> np.ndarray:
+        """[N] True where the voted class's training cells support the cell too thinly (fewer than
+        about :data:`SUPPORT_M` of them like it)."""
+        if assessment.support is None or not np.isfinite(self.support_threshold):
+            return np.zeros(len(voted), dtype=bool)
+        return assessment.support[np.arange(len(voted)), np.asarray(voted)] > self.support_threshold
 
     def measures(self, features: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """The two standardised measures of each cell, averaged over the backbones: (distance,
@@ -230,6 +287,13 @@ class OODModel:
             "threshold_from": self.threshold_from,
             "n_bank": int(self.n_bank),
             "n_validation": int(self.n_validation),
+            "support_m": int(self.support_m),
+            "support_loo": {b: torch.from_numpy(np.ascontiguousarray(v, np.float32)) for b, v in self.support_loo.items()},
+            "support_distance": {b: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+                                 for b, v in self.support_distance.items()},
+            "support_relative": {b: torch.from_numpy(np.ascontiguousarray(v, np.float32))
+                                 for b, v in self.support_relative.items()},
+            "support_threshold": float(self.support_threshold),
         }
 
     @classmethod
@@ -247,11 +311,18 @@ class OODModel:
             quantile=float(state["quantile"]),
             expected_rate=float(state["expected_rate"]), threshold_from=state["threshold_from"],
             n_bank=int(state["n_bank"]), n_validation=int(state["n_validation"]),
+            # a checkpoint written before class support: the rule stays off
+            support_m=int(state.get("support_m", 0)),
+            support_loo={b: t.numpy() for b, t in state.get("support_loo", {}).items()},
+            support_distance={b: t.numpy() for b, t in state.get("support_distance", {}).items()},
+            support_relative={b: t.numpy() for b, t in state.get("support_relative", {}).items()},
+            support_threshold=float(state.get("support_threshold", float("inf"))),
         )
 
     def summary(self) -> dict:
         """What a report shows (no arrays)."""
-        return {k: v for k, v in self.state_dict().items() if k not in ("banks", "loo", "labels")}
+        return {k: v for k, v in self.state_dict().items()
+                if k not in ("banks", "loo", "labels", "support_loo", "support_distance", "support_relative")}
 
 
 class _FittedBank(NamedTuple):
@@ -286,9 +357,15 @@ def fit_ood(
     max_bank: int = MAX_BANK,
     seed: int = 0,
     metric: str = "cosine",
+    val_labels: np.ndarray | None = None,
+    n_classes: int | None = None,
+    support_m: int = 0,
+    support_quantile: float = SUPPORT_QUANTILE,
 ) -> OODModel:
     """Fit the score on the training cells' features (backbone -> [N, D]) and set its threshold
-    on the validation cells' (backbone -> [M, D], M may be 0)."""
+    on the validation cells' (backbone -> [M, D], M may be 0). With ``support_m`` (and the
+    training labels), the class support too, its threshold on the validation cells at their own
+    class (``val_labels``)."""
     backbones = list(train_features)
     n = len(next(iter(train_features.values())))
     if n < 3:
@@ -315,7 +392,49 @@ def fit_ood(
     model.expected_rate = float(np.mean(ref > model.threshold))
     model.n_validation = int(m)
     model._reference = ref
+    if support_m and train_labels is not None:
+        _fit_support(model, support_m, support_quantile, val_features if m else {}, val_labels,
+                     n_classes or int(labels.max()) + 1)
     return model
+
+
+def _fit_support(model: OODModel, support_m: int, quantile: float, val_features: dict[str, np.ndarray],
+                 val_labels: np.ndarray | None, n_classes: int) -> None:
+    """Each bank cell's leave-one-out distance to its ``support_m``-th nearest cell of its own
+    class (and relative to those cells' own), standardised per class; the threshold on the
+    validation cells at their own class, else on the bank's leave-one-out values."""
+    labels = np.asarray(model.labels)
+    model.support_m = int(support_m)
+    loo_z = np.full((len(model.backbones), len(labels)), np.inf, np.float32)
+    loo_r = loo_z.copy()
+    for i, b in enumerate(model.backbones):
+        bank = model._bank(b)
+        loo = np.zeros(len(labels), np.float32)
+        dist, rel = np.zeros((n_classes, 2), np.float32), np.zeros((n_classes, 2), np.float32)
+        dist[:, 1] = rel[:, 1] = 1.0
+        per_class = {}
+        for c in range(n_classes):
+            members = np.flatnonzero(labels == c)
+            if len(members) < 2:
+                continue
+            d, idx = nearest(bank[members], bank[members], min(support_m, len(members) - 1), exclude_self=True,
+                             metric=model.metric)
+            loo[members] = d
+            per_class[c] = (members, d, idx)
+        for c, (members, d, idx) in per_class.items():
+            r = d / np.maximum(loo[members][idx].mean(1), 1e-6)
+            dist[c], rel[c] = _robust(d), _robust(r)
+            loo_z[i, members] = (d - dist[c, 0]) / dist[c, 1]
+            loo_r[i, members] = (r - rel[c, 0]) / rel[c, 1]
+        model.support_loo[b], model.support_distance[b], model.support_relative[b] = loo, dist, rel
+    n_val = len(next(iter(val_features.values()))) if val_features else 0
+    if n_val >= MIN_VALIDATION and val_labels is not None:
+        support = model._support(val_features)
+        ref = support[np.arange(n_val), np.asarray(val_labels, np.int64)]
+    else:
+        ref = np.minimum(loo_z.mean(0), loo_r.mean(0))
+    ref = ref[np.isfinite(ref)]
+    model.support_threshold = float(np.percentile(ref, quantile)) if len(ref) else float("inf")
 
 
 # --- Colour: the stain and the camera ------------------------------------------------------
@@ -396,6 +515,13 @@ class OODCheck:
     def neighbours_disagree(self, assessment: Assessment, voted: np.ndarray) -> np.ndarray:
         return self.features.neighbours_disagree(assessment, voted)
 
+    def thinly_supported(self, assessment: Assessment, voted: np.ndarray) -> np.ndarray:
+        return self.features.thinly_supported(assessment, voted)
+
+    @property
+    def support_threshold(self) -> float:
+        return self.features.support_threshold
+
     def state_dict(self) -> dict:
         return {
             "method": "features+colour",
@@ -427,20 +553,24 @@ class OODCheck:
             "threshold_from": self.threshold_from, "threshold": self.threshold,
             "features_threshold": self.features_threshold, "colour_threshold": self.colour_threshold,
             "far_threshold": self.far_threshold, "n_bank": self.features.n_bank,
+            "support_m": self.features.support_m, "support_threshold": self.features.support_threshold,
             "n_validation": self.features.n_validation,
         }
 
 
 def fit_ood_check(train_features: dict[str, np.ndarray], val_features: dict[str, np.ndarray],
                   train_colour: np.ndarray, val_colour: np.ndarray, *, train_labels: np.ndarray | None = None,
-                  k: int = K, quantile: float = QUANTILE, max_bank: int = MAX_BANK, seed: int = 0) -> OODCheck:
+                  k: int = K, quantile: float = QUANTILE, max_bank: int = MAX_BANK, seed: int = 0,
+                  val_labels: np.ndarray | None = None, n_classes: int | None = None,
+                  support_m: int = SUPPORT_M, support_quantile: float = SUPPORT_QUANTILE) -> OODCheck:
     """Fit both scores, then their thresholds together: the lowest common percentile of their
     reference scores (validation, else leave-one-out) at which the cells over either threshold
     are at most ``100 - quantile`` % of the reference cells."""
     mean = np.asarray(train_colour, np.float32).mean(0)
     std = np.asarray(train_colour, np.float32).std(0) + 1e-6
     features = fit_ood(train_features, val_features, train_labels=train_labels, k=k, quantile=quantile,
-                       max_bank=max_bank, seed=seed)
+                       max_bank=max_bank, seed=seed, val_labels=val_labels, n_classes=n_classes,
+                       support_m=support_m, support_quantile=support_quantile)
     colour = fit_ood({"colour": (np.asarray(train_colour, np.float32) - mean) / std},
                      {"colour": (np.asarray(val_colour, np.float32) - mean) / std} if len(val_colour) else {},
                      train_labels=train_labels, k=k, quantile=quantile, max_bank=max_bank, seed=seed,

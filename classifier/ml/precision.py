@@ -140,10 +140,24 @@ def _held_out_agreement(z16: np.ndarray, z32: np.ndarray, temps: np.ndarray, thr
 def ood_measures(ood, features_bf16: dict, features_fp32: dict, colour: np.ndarray) -> tuple:
     """The ``ood`` argument of :func:`check`: an out-of-distribution check's (``OODCheck``) score
     and its distance alone (which decides the neighbours' rule) from the features of the same
-    cells in bf16 and fp32 (backbone -> [N, D]) and their colour statistics, with the two
-    thresholds."""
-    measured = [ood.assess(f, colour) for f in (features_bf16, features_fp32)]
-    return tuple(np.stack([m.score, m.distance], 1) for m in measured) + ([ood.threshold, ood.far_threshold],)
+    cells in bf16 and fp32 (backbone -> [N, D]) and their colour statistics, with the class
+    support where fitted (:func:`ood_rechecked_measures`), and their thresholds."""
+    measured = [ood_rechecked_measures(ood, ood.assess(f, colour)) for f in (features_bf16, features_fp32)]
+    return measured[0][0], measured[1][0], measured[0][1]
+
+
+def ood_rechecked_measures(ood, assessment, columns: int | None = None) -> tuple[np.ndarray, list[float]]:
+    """The out-of-distribution measures a bf16 result is re-checked on, [N, m], and their
+    thresholds [m]: the score, its distance alone (the neighbours' rule) and, where fitted, the
+    class support of every class (the voted class is not known yet; a cell near the support
+    threshold of any class is re-checked). ``columns``: as many as the checkpoint's tolerances
+    (one written before class support has two)."""
+    measures = [assessment.score, assessment.distance]
+    thresholds = [ood.threshold, ood.far_threshold]
+    if assessment.support is not None and (columns is None or columns > 2):
+        measures += list(np.nan_to_num(assessment.support, posinf=1e6).T)  # a class with < 2 cells: inf
+        thresholds += [ood.support_threshold] * assessment.support.shape[1]
+    return np.stack(measures, 1), thresholds
 
 
 def check(z16: np.ndarray, z32: np.ndarray, temperatures: np.ndarray, threshold: float | None = None, *,

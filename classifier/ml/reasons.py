@@ -10,6 +10,9 @@ OUT_OF_DISTRIBUTION = "out_of_distribution"
 # far from most training images, near a few (e.g. a lab's first verified cells from its own
 # microscope) whose classes do not back the vote
 NEIGHBOURS_DISAGREE = "neighbours_disagree"
+# near only a few training images of the voted class (classifier.ml.ood's class support), e.g. a
+# lab's first handful of verified cells of that class from its own microscope
+THIN_SUPPORT = "thin_support"
 # from a microscope/camera (a source other than the lab's default) that no image the model trained
 # on came from: every cell of a new source is referred until its verified cells train a version
 NEW_SOURCE = "new_source"
@@ -21,6 +24,7 @@ LOW_CONFIDENCE = "low_confidence"
 REASON_TEXT = {
     OUT_OF_DISTRIBUTION: "unlike the training images",
     NEIGHBOURS_DISAGREE: "the few training images like it disagree",
+    THIN_SUPPORT: "few training images of this class like it",
     NEW_SOURCE: "a source the model was not trained on",
     NEW_SOURCE_FEW_CELLS: "too few verified cells of this class from this source yet",
     SPLIT_VOTE: "split vote",

@@ -201,3 +201,43 @@ def test_a_cell_accepted_only_thanks_to_a_few_neighbours_needs_them_to_back_the_
     same, same_y = _features(2, n=300)
     b = adapted.assess(same)
     assert adapted.neighbours_disagree(b, (same_y + 1) % 3).mean() <= 0.05  # in-domain: the rule stays out of it
+
+
+def test_a_class_known_from_only_a_few_of_a_labs_cells_is_thinly_supported_until_the_lab_verifies_more():
+    train, y = _features(0, n=600)
+    val, val_y = _features(1, n=150)
+    home = fit_ood(train, val, train_labels=y, val_labels=val_y, support_m=10)
+    assert home.support_m == 10 and np.isfinite(home.support_threshold)
+    same, same_y = _features(2, n=300)
+    a = home.assess(same)
+    assert a.support.shape == (300, 3)
+    assert home.thinly_supported(a, same_y).mean() <= 0.05  # in-domain: about 1 % over the threshold
+    assert home.thinly_supported(a, (same_y + 1) % 3).mean() >= 0.95  # another class's cells do not support it
+
+    new_lab, new_y = _features(6, n=90, shift=2.0, spread=0.3)
+    for per_class, most in ((4, None), (30, 0.2)):
+        lab, lab_y = _features(5, n=3 * per_class, shift=2.0, spread=0.3)
+        adapted = fit_ood({b: np.concatenate([train[b], lab[b]]) for b in train}, val,
+                          train_labels=np.concatenate([y, lab_y]), val_labels=val_y, support_m=10)
+        b = adapted.assess(new_lab)
+        assert b.score.max() <= adapted.threshold or per_class == 4  # near the lab's cells: not "unlike"
+        thin = adapted.thinly_supported(b, new_y)
+        if most is None:  # 4 of the class like it: the 10th is a home cell, far away
+            assert thin.mean() >= 0.9
+        else:  # 30 of them: supported
+            assert thin.mean() <= most
+    assert adapted.thinly_supported(adapted.assess(same), same_y).mean() <= 0.05
+
+
+def test_class_support_survives_the_checkpoint_and_an_older_checkpoint_has_none():
+    train, y = _features(0)
+    val, val_y = _features(1, n=150)
+    model = fit_ood(train, val, train_labels=y, val_labels=val_y, support_m=10)
+    state = model.state_dict()
+    back = OODModel.from_state(torch.load(_saved(state), weights_only=True))
+    q, qy = _features(3, n=60)
+    assert np.allclose(back.assess(q).support, model.assess(q).support, atol=1e-3)
+    assert back.support_threshold == pytest.approx(model.support_threshold)
+    old = {k: v for k, v in state.items() if not k.startswith("support")}
+    older = OODModel.from_state(old)
+    assert older.assess(q).support is None and not older.thinly_supported(older.assess(q), qy).any()

@@ -216,12 +216,18 @@ def test_ood_arrays_join_batches_and_are_empty_without_any(fp32_model):
     k, n_b = m.ood.k, len(m.ood.backbones)
     empty = m._ood_arrays([])
     assert empty["ood_scores"].shape == (0,) and empty["neighbour_labels"].shape == (0, n_b, k)
+    c = len(m.classes)
+    assert m.ood.features.support_m and empty["support"].shape == (0, c)  # class support is fitted by training
     a = SimpleNamespace(score=np.array([1.0, 2.0]), distance=np.array([0.1, 0.2]),
-                        neighbour_labels=np.zeros((2, n_b, k), np.int64))
-    b = SimpleNamespace(score=np.array([3.0]), distance=np.array([0.3]), neighbour_labels=np.ones((1, n_b, k), np.int64))
+                        neighbour_labels=np.zeros((2, n_b, k), np.int64), support=np.zeros((2, c)))
+    b = SimpleNamespace(score=np.array([3.0]), distance=np.array([0.3]), neighbour_labels=np.ones((1, n_b, k), np.int64),
+                        support=np.ones((1, c)))
     joined = m._ood_arrays([a, b])
     assert joined["ood_scores"].tolist() == [1.0, 2.0, 3.0] and joined["ood_distance"].tolist() == [0.1, 0.2, 0.3]
     assert joined["neighbour_labels"][:, 0, 0].tolist() == [0, 0, 1]
+    assert joined["support"][:, 0].tolist() == [0, 0, 1]
+    a.support = None  # a batch without it (never mixed in practice): no support at all, not a misaligned one
+    assert m._ood_arrays([a, b])["support"] is None
 
 
 # -- the training run's metrics -------------------------------------------------------------------
