@@ -25,8 +25,8 @@ Printed per k (k = 0 is the baseline, the model trained on pbc-dev alone, in the
 foreign cells, accuracy of the top class, share flagged out-of-distribution, share referred to an
 expert, share accepted and wrong, accuracy on the accepted; on pbc-dev test, accuracy,
 share flagged, share referred, accuracy on the accepted; the retraining time. Referred and
-accepted-and-wrong are also given without the class-support rule (``thin_support``,
-classifier.ml.ood): its baseline, on the same model and cells.
+accepted-and-wrong are also given without the class-support and batch rules (``thin_support``,
+``batch_unlike``, classifier.ml.ood): their baseline, on the same model and cells.
 Targets: k = 0 at most 3 % of foreign cells accepted and wrong; k = 20: >= 90 % accuracy on the
 other foreign cells, pbc-dev test accuracy within 1 point of k = 0, retraining < 2 minutes.
 
@@ -138,10 +138,10 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
 
     proba = model.predict_proba(paths, align=False, keep_features=True)
     preds = model.decide(copy.copy(proba))
-    # the baseline of the class-support rule (classifier.ml.ood): the same cells without it
+    # the baseline of the class-support and batch rules (classifier.ml.ood): the same cells without them
     unsupported = copy.copy(proba)
     unsupported.support = None
-    base_preds = model.decide(unsupported)
+    base_preds = model.decide(unsupported, batch_check=False)
     realigned = model.realign(copy.deepcopy(proba))
     aligned_preds = model.decide(realigned)
     # the plain alignment (the training cells' mean and spread, no class mix): the baseline of the
@@ -175,6 +175,7 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
         "accepted_wrong_aligned": sum((not o) and not p.abstained for o, p in zip(ok_aligned, aligned_preds)) / n,
         "accepted_accuracy": (sum(acc) / len(acc)) if acc else float("nan"),
         "thin_support": sum("thin_support" in p.reasons for p in preds) / n,
+        "batch_unlike": sum("batch_unlike" in p.reasons for p in preds) / n,
         "referred_no_support": sum(p.abstained for p in base_preds) / n,
         "accepted_wrong_no_support": sum((not o) and not p.abstained for o, p in zip(ok, base_preds)) / n,
     }
@@ -296,7 +297,8 @@ def main() -> None:
                       f"{f['aligned_accuracy']:.1%}, plainly aligned {f['plain_aligned_accuracy']:.1%}, on {f['aligned_share']:.0%} of the cells; referred "
                       f"{f['referred_aligned']:.1%}, accepted&wrong {f['accepted_wrong_aligned']:.1%}; best guess "
                       f"right on the referred {f['referred_right']:.1%}), OOD {f['ood']:.1%}, "
-                      f"referred {f['referred']:.1%} ({f['referred_no_support']:.1%} without the support rule), "
+                      f"referred {f['referred']:.1%} ({f['referred_no_support']:.1%} without the batch and support rules; "
+                      f"batch {f['batch_unlike']:.1%}, thin support {f['thin_support']:.1%}), "
                       f"accepted&wrong {f['accepted_wrong']:.1%} ({f['accepted_wrong_no_support']:.1%}), acc(accepted) "
                       f"{f['accepted_accuracy']:.1%}; pbc {d_pbc['accuracy']:.1%} ({d_pbc['n']} cells), referred "
                       f"{d_pbc['referred']:.1%} ({d_pbc['referred_no_support']:.1%}), acc(accepted) {d_pbc['accepted_accuracy']:.1%}; "
@@ -326,15 +328,16 @@ def main() -> None:
 
 def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: list[int]) -> None:
     """One line per domain and k, each recipe's figures beside the baseline's."""
-    cols = ("acc", "plain al.", "aligned", "ref.right", "OOD", "thin sup.", "ref. -ts", "referred", "a&w -ts",
+    cols = ("acc", "plain al.", "aligned", "ref.right", "OOD", "batch", "thin sup.", "ref. bef.", "referred", "a&w bef.",
             "acc&wrong", "acc(acc.)", "pbc ref.", "pbc a&w", "pbc acc", "retrain s")
     width = 9
     print("\n## side by side (foreign = that domain's cells never added; pbc = pbc-dev test cells never added "
           "in any form; acc = top class right, as today; aligned = top class right with the aligned best guess of "
           "classifier.ml.alignment (class-balanced where the checkpoint has its class frequencies); plain al. = "
           "with the plain alignment (no class mix), the baseline of the class-balanced one; ref.right = best guess right on the referred cells, aligned; "
-          "thin sup. = referred for thin class support (classifier.ml.ood); ref. -ts and a&w -ts = referred and accepted-and-wrong "
-          "without that rule, its baseline on the same model and cells; pbc ref. / a&w = pbc-dev test referred / accepted and wrong)")
+          "batch = referred as a batch unlike the training images (and not flagged alone); thin sup. = referred for thin class "
+          "support (classifier.ml.ood); ref. bef. and a&w bef. = referred and accepted-and-wrong without those two rules, their "
+          "baseline on the same model and cells; pbc ref. / a&w = pbc-dev test referred / accepted and wrong)")
     top = f"{'domain':<7} {'k':>3} {'added':>5} " + " ".join(f"| {n:^{(width + 1) * len(cols) - 1}} " for n in names)
     sub = f"{'':<7} {'':>3} {'':>5} " + " ".join("| " + " ".join(f"{c:>{width}}" for c in cols) + " " for _ in names)
     print(top)
@@ -349,7 +352,8 @@ def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: 
             for n in names:
                 f, p, s, _ = results[(n, d, k)]
                 vals = (f"{f['accuracy']:.1%}", f"{f['plain_aligned_accuracy']:.1%}", f"{f['aligned_accuracy']:.1%}", f"{f['referred_right']:.1%}",
-                        f"{f['ood']:.1%}", f"{f['thin_support']:.1%}", f"{f['referred_no_support']:.1%}",
+                        f"{f['ood']:.1%}", f"{f['batch_unlike']:.1%}", f"{f['thin_support']:.1%}",
+                        f"{f['referred_no_support']:.1%}",
                         f"{f['referred']:.1%}", f"{f['accepted_wrong_no_support']:.1%}", f"{f['accepted_wrong']:.1%}",
                         f"{f['accepted_accuracy']:.1%}", f"{p['referred']:.1%}", f"{p['accepted_wrong']:.1%}",
                         f"{p['accuracy']:.1%}", f"{s:.0f}")

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections import Counter
 
 from annotations.models import CellImage
-from classifier.ml.reasons import NEIGHBOURS_DISAGREE, NEW_SOURCE, NEW_SOURCE_FEW_CELLS, OUT_OF_DISTRIBUTION
+from classifier.ml.reasons import (BATCH_UNLIKE, NEIGHBOURS_DISAGREE, NEW_SOURCE, NEW_SOURCE_FEW_CELLS,
+                                   OUT_OF_DISTRIBUTION)
 from classifier.ml.voting import UNIDENTIFIED
 
 from .models import ModelVersion
@@ -53,7 +54,7 @@ def _refer(p, reason: str) -> bool:
     p.abstained = True
     p.label = UNIDENTIFIED
     if reason not in p.reasons:
-        at = sum(r in (OUT_OF_DISTRIBUTION, NEIGHBOURS_DISAGREE, NEW_SOURCE) for r in p.reasons)
+        at = sum(r in (OUT_OF_DISTRIBUTION, BATCH_UNLIKE, NEIGHBOURS_DISAGREE, NEW_SOURCE) for r in p.reasons)
         p.reasons = [*p.reasons[:at], reason, *p.reasons[at:]]
     return was_accepted
 

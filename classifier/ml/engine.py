@@ -40,8 +40,8 @@ from .heads import build_head
 from .ood import COLOUR_SIZE, Assessment, OODCheck, colour_features
 from .optimize import optimise_for_inference
 from .precision import ood_rechecked_measures, recheck_mask
-from .reasons import (LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION, REASON_TEXT, THIN_SUPPORT,  # noqa: F401
-                      SPLIT_VOTE, reason_text)
+from .reasons import (BATCH_UNLIKE, LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION,  # noqa: F401
+                      REASON_TEXT, SPLIT_VOTE, THIN_SUPPORT, reason_text)
 from .preprocess import batched_resized
 from .registry import build_backbone, file_sha256, get_spec, weights_sha256
 from .runtime import compile_extractor, resolve_runtime
@@ -381,8 +381,11 @@ class EnsembleModel:
         return self.decide(proba, threshold=threshold, min_agreement=min_agreement, voting=voting)
 
     def decide(self, proba: Probabilities, *, threshold: float | None = None, min_agreement: int | None = None,
-               voting: str = "majority") -> list[CellPrediction]:
-        """Vote and abstain on precomputed probabilities (lab settings applied here)."""
+               voting: str = "majority", batch_check: bool = True) -> list[CellPrediction]:
+        """Vote and abstain on precomputed probabilities (lab settings applied here). The cells
+        are one source's batch: where, as a whole, they are unlike the training images
+        (:meth:`classifier.ml.ood.OODCheck.batch_unlike`), every one is referred; ``batch_check``
+        False for cells that are not one batch."""
         t = self.default_threshold if threshold is None else float(threshold)
         k = self.min_agreement if min_agreement is None else int(min_agreement)
         stacked = proba.stacked
@@ -391,7 +394,11 @@ class EnsembleModel:
         low = res.confidence < t
         none = np.zeros(stacked.shape[1], dtype=bool)
         ood = self.ood.flags(proba.ood_scores) if proba.ood_scores is not None else none
-        disagree = thin = none
+        disagree = thin = batch = none
+        if proba.ood_scores is not None and batch_check:
+            shift = self.ood.batch_unlike(proba.ood_scores, res.label)
+            if shift is not None and shift[0] > shift[1]:
+                batch = ~ood
         if proba.ood_scores is not None:
             disagree = self.ood.neighbours_disagree(
                 Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels), res.label) & ~ood
@@ -401,7 +408,8 @@ class EnsembleModel:
         preds = []
         for i in range(stacked.shape[1]):
             top = self.classes[int(res.label[i])]
-            reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (NEIGHBOURS_DISAGREE, disagree[i]),
+            reasons = [code for code, hit in ((OUT_OF_DISTRIBUTION, ood[i]), (BATCH_UNLIKE, batch[i]),
+                                              (NEIGHBOURS_DISAGREE, disagree[i]),
                                               (THIN_SUPPORT, thin[i]), (SPLIT_VOTE, split[i]),
                                               (LOW_CONFIDENCE, low[i])) if hit]
             preds.append(CellPrediction(

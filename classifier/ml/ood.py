@@ -58,6 +58,18 @@ colour statistics of the image (:func:`colour_features`), and a cell is flagged 
 score is over its threshold (:class:`OODCheck`); the two thresholds are set together so that about
 ``100 - quantile`` % of the validation cells are flagged.
 
+**A batch unlike the training images.** A blur or a 25 % larger camera scale moves every cell a
+little, too little for most single cells to pass a threshold (2.6 % and 8.1 % of such pbc-dev cells
+were flagged, against 1 % at home) while the model got more of them wrong (6.5 % of all cells
+accepted and wrong at ×1.25). What moves is the whole batch: where a cell's score ranks among the
+validation cells of its voted class (0 to 1, about 0.5 on average at home) a blurred batch ranks
+0.73 on average, a ×1.25 one 0.80. So a batch of one source (a slide, an upload, one ``classify``
+call) of at least :data:`BATCH_MIN` cells whose mean rank is over :func:`batch_threshold` (a
+one-sided test at about 1 in 1,000 against a mean of :data:`BATCH_MARGIN`, which leaves room for a
+home batch of one class only: 0.42-0.58 measured) is unlike the training images as a whole, and all
+its cells are referred (``batch_unlike``). Once the lab's verified cells from that microscope are
+in the training set, its cells rank like the others again.
+
 Projecting the features onto their principal components first does not work: foreign cells
 differ from the training cells mostly *outside* the training cells' principal subspace, and the
 projection throws exactly that away (AUROC 0.41-0.48 against 1.00 on pbc-dev against bccd-dev;
@@ -84,7 +96,19 @@ MIN_VALIDATION = 50
 # (at their own class) under the threshold
 SUPPORT_M = 10
 SUPPORT_QUANTILE = 99.0
+# a batch unlike the training images: at least this many cells; its mean rank against the
+# validation cells of the voted class tested against this mean, at this z (one-sided, ~1/1,000)
+BATCH_MIN = 30
+BATCH_MARGIN = 0.6
+BATCH_Z = 3.09
 _CHUNK = 1024
+
+
+def batch_threshold(n: int) -> float:
+    """The mean rank over which a batch of ``n`` cells is unlike the training images: a rank is
+    uniform on (0, 1) at home (variance 1/12), so its mean over ``n`` cells is tested one-sided
+    against :data:`BATCH_MARGIN` at :data:`BATCH_Z`."""
+    return BATCH_MARGIN + BATCH_Z * float(np.sqrt(1.0 / (12.0 * max(n, 1))))
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -486,6 +510,10 @@ class OODCheck:
     expected_rate: float = 0.0
     threshold_from: str = "validation"
     threshold: float = 0.0  # on the combined score
+    # the validation cells' combined scores and classes: what a batch's cells are ranked against
+    # (None: too few validation cells, or a checkpoint written before the batch check)
+    reference_scores: np.ndarray | None = None
+    reference_labels: np.ndarray | None = None
 
     @property
     def backbones(self) -> list[str]:
@@ -518,6 +546,29 @@ class OODCheck:
     def thinly_supported(self, assessment: Assessment, voted: np.ndarray) -> np.ndarray:
         return self.features.thinly_supported(assessment, voted)
 
+    def ranks(self, scores: np.ndarray, voted: np.ndarray) -> np.ndarray:
+        """[N] where each cell's score ranks among the validation cells of its voted class (all
+        of them where that class has fewer than 5), from 0 to 1 (mid-rank)."""
+        ref, ref_labels = np.asarray(self.reference_scores), np.asarray(self.reference_labels)
+        scores, voted = np.asarray(scores, np.float64), np.asarray(voted)
+        out = np.empty(len(scores))
+        for c in np.unique(voted):
+            r = np.sort(ref[ref_labels == c])
+            if len(r) < 5:
+                r = np.sort(ref)
+            at = voted == c
+            below = np.searchsorted(r, scores[at], side="left")
+            ties = np.searchsorted(r, scores[at], side="right") - below
+            out[at] = (below + 0.5 * ties + 0.5) / (len(r) + 1)
+        return out
+
+    def batch_unlike(self, scores: np.ndarray, voted: np.ndarray) -> tuple[float, float] | None:
+        """(mean rank, threshold) of one source's batch (see the module's notes); None where the
+        batch is smaller than :data:`BATCH_MIN` or the check has no reference."""
+        if self.reference_scores is None or len(scores) < BATCH_MIN:
+            return None
+        return float(self.ranks(scores, voted).mean()), batch_threshold(len(scores))
+
     @property
     def support_threshold(self) -> float:
         return self.features.support_threshold
@@ -534,6 +585,9 @@ class OODCheck:
             "quantile": float(self.quantile),
             "expected_rate": float(self.expected_rate),
             "threshold_from": self.threshold_from,
+            **({} if self.reference_scores is None else {
+                "reference_scores": torch.from_numpy(np.ascontiguousarray(self.reference_scores, np.float32)),
+                "reference_labels": torch.from_numpy(np.ascontiguousarray(self.reference_labels, np.int64))}),
         }
 
     @classmethod
@@ -544,7 +598,9 @@ class OODCheck:
                    colour_mean=state["colour_mean"].numpy(), colour_std=state["colour_std"].numpy(),
                    features_threshold=float(state["features_threshold"]),
                    colour_threshold=float(state["colour_threshold"]), quantile=float(state["quantile"]),
-                   expected_rate=float(state["expected_rate"]), threshold_from=state["threshold_from"])
+                   expected_rate=float(state["expected_rate"]), threshold_from=state["threshold_from"],
+                   reference_scores=state["reference_scores"].numpy() if "reference_scores" in state else None,
+                   reference_labels=state["reference_labels"].numpy() if "reference_labels" in state else None)
 
     def summary(self) -> dict:
         """What a report shows (no arrays)."""
@@ -554,6 +610,7 @@ class OODCheck:
             "features_threshold": self.features_threshold, "colour_threshold": self.colour_threshold,
             "far_threshold": self.far_threshold, "n_bank": self.features.n_bank,
             "support_m": self.features.support_m, "support_threshold": self.features.support_threshold,
+            "batch_reference_cells": None if self.reference_scores is None else int(len(self.reference_scores)),
             "n_validation": self.features.n_validation,
         }
 
@@ -586,5 +643,9 @@ def fit_ood_check(train_features: dict[str, np.ndarray], val_features: dict[str,
             rate = float(np.mean((rf > tf) | (rc > tc)))
             if rate <= allowed:
                 break
+    reference = reference_labels = None
+    if features.threshold_from == "validation" and len(rf) == len(rc) and val_labels is not None:
+        reference, reference_labels = np.maximum(rf - tf, rc - tc), np.asarray(val_labels, np.int64)
     return OODCheck(features=features, colour=colour, colour_mean=mean, colour_std=std, features_threshold=tf,
-                    colour_threshold=tc, quantile=quantile, expected_rate=rate, threshold_from=features.threshold_from)
+                    colour_threshold=tc, quantile=quantile, expected_rate=rate, threshold_from=features.threshold_from,
+                    reference_scores=reference, reference_labels=reference_labels)

@@ -7,6 +7,9 @@ from typing import Sequence
 
 # most serious first
 OUT_OF_DISTRIBUTION = "out_of_distribution"
+# one source's batch (a slide, an upload, a classify call) as a whole unlike the training images,
+# though this cell alone is not (a blur, another camera scale: classifier.ml.ood)
+BATCH_UNLIKE = "batch_unlike"
 # far from most training images, near a few (e.g. a lab's first verified cells from its own
 # microscope) whose classes do not back the vote
 NEIGHBOURS_DISAGREE = "neighbours_disagree"
@@ -23,6 +26,7 @@ SPLIT_VOTE = "split_vote"
 LOW_CONFIDENCE = "low_confidence"
 REASON_TEXT = {
     OUT_OF_DISTRIBUTION: "unlike the training images",
+    BATCH_UNLIKE: "its batch as a whole is unlike the training images",
     NEIGHBOURS_DISAGREE: "the few training images like it disagree",
     THIN_SUPPORT: "few training images of this class like it",
     NEW_SOURCE: "a source the model was not trained on",

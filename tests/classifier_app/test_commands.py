@@ -31,7 +31,7 @@ def test_evaluate_folder_writes_the_contract(active_model, demo_cells, tmp_path,
     assert 0 <= data["overall_accuracy"] <= 1
     # every referral counted in "abstained", out-of-distribution ones also apart; accuracy over the rest
     assert data["ood_flagged"] is not None and 0 <= data["ood_flagged"] <= data["abstained"] <= 6
-    assert set(data["referred_by_reason"]) == {"out_of_distribution", "neighbours_disagree", "thin_support",
+    assert set(data["referred_by_reason"]) == {"out_of_distribution", "batch_unlike", "neighbours_disagree", "thin_support",
                                                 "split_vote", "low_confidence"}
     assert data["referred_by_reason"]["out_of_distribution"] == data["ood_flagged"]
     assert 0 <= data["accepted_and_wrong"] <= 1

@@ -241,3 +241,39 @@ def test_class_support_survives_the_checkpoint_and_an_older_checkpoint_has_none(
     old = {k: v for k, v in state.items() if not k.startswith("support")}
     older = OODModel.from_state(old)
     assert older.assess(q).support is None and not older.thinly_supported(older.assess(q), qy).any()
+
+
+def test_a_batch_shifted_a_little_as_a_whole_is_unlike_the_training_images_though_few_cells_are():
+    from classifier.ml.ood import BATCH_MIN, batch_threshold
+
+    rng = np.random.default_rng(0)
+    train, y = _features(0, n=600)
+    val, val_y = _features(1, n=300)
+    check = fit_ood_check(train, val, rng.normal(0, 1, (len(y), 40)), rng.normal(0, 1, (300, 40)),
+                          train_labels=y, val_labels=val_y)
+    assert check.reference_scores is not None and len(check.reference_scores) == 300
+    assert batch_threshold(40) > batch_threshold(400) > 0.6
+
+    def batch(seed, n, colour_shift):
+        f, fy = _features(seed, n=n)
+        return check.assess(f, rng.normal(0, 1, (n, 40)) + colour_shift).score, fy
+
+    home_ranks = []
+    for seed in range(2, 12):
+        s, fy = batch(seed, 60, 0.0)
+        mean, limit = check.batch_unlike(s, fy)
+        home_ranks.append(mean)
+        assert mean < limit  # a home batch is not unlike
+    assert abs(np.mean(home_ranks) - 0.5) < 0.1
+    one_class, fy = batch(12, 120, 0.0)
+    mean, limit = check.batch_unlike(one_class[fy == 1], fy[fy == 1])  # a batch of one class only: ranked within it
+    assert mean < limit
+    s, fy = batch(13, 90, 0.7)  # every cell's colour moved a little
+    assert check.flags(s).mean() < 0.3  # most cells pass one by one ...
+    mean, limit = check.batch_unlike(s, fy)
+    assert mean > limit  # ... the batch does not
+    assert check.batch_unlike(s[:BATCH_MIN - 1], fy[:BATCH_MIN - 1]) is None  # too few cells to judge a batch
+    back = OODCheck.from_state(torch.load(_saved(check.state_dict()), weights_only=True))
+    assert back.batch_unlike(s, fy) == pytest.approx(check.batch_unlike(s, fy))
+    older = {k: v for k, v in check.state_dict().items() if not k.startswith("reference")}
+    assert OODCheck.from_state(older).batch_unlike(s, fy) is None
