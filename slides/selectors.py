@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 
 from annotations.models import CellClass, LabSettings
-from classifier.ml.reasons import OUT_OF_DISTRIBUTION
+from classifier.ml.reasons import BATCH_UNLIKE, OUT_OF_DISTRIBUTION
 
 from . import lis, stats
 from .models import ReferenceInterval, Slide, SlideCell
@@ -99,7 +99,10 @@ def slide_domain_check(*, slide: Slide) -> dict:
         return out
     from scipy.stats import binomtest
 
-    k = sum(OUT_OF_DISTRIBUTION in (r or []) for r, _ in scored)
+    # unlike the training images one by one, or as part of a batch unlike them as a whole (a blur,
+    # another camera scale: classifier.ml.ood.OODCheck.batch_unlike)
+    alone = sum(OUT_OF_DISTRIBUTION in (r or []) for r, _ in scored)
+    k = sum(bool({OUT_OF_DISTRIBUTION, BATCH_UNLIKE} & set(r or [])) for r, _ in scored)
     n = len(scored)
     expected = max(float(ood.get("expected_rate") or 0.0), 1 - float(ood.get("quantile", 97.5)) / 100)
     p_value = float(binomtest(k, n, expected, alternative="greater").pvalue)
@@ -107,7 +110,9 @@ def slide_domain_check(*, slide: Slide) -> dict:
                unlike=p_value < DOMAIN_ALPHA, **slide_unverified_counts(slide=slide))
     if out["unlike"]:
         out["message"] = (f"{DOMAIN_MESSAGE} {k} of {n} cells were unlike the training images "
-                          f"({100 * k / n:.0f} %; about {100 * expected:.1f} % expected).")
+                          f"({100 * k / n:.0f} %; about {100 * expected:.1f} % expected)"
+                          + (f"; {k - alone} of them only as part of a batch unlike them as a whole." if k > alone
+                             else "."))
     return out
 
 

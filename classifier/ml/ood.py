@@ -62,7 +62,8 @@ score is over its threshold (:class:`OODCheck`); the two thresholds are set toge
 little, too little for most single cells to pass a threshold (2.6 % and 8.1 % of such pbc-dev cells
 were flagged, against 1 % at home) while the model got more of them wrong (6.5 % of all cells
 accepted and wrong at ×1.25). What moves is the whole batch: where a cell's score ranks among the
-validation cells of its voted class (0 to 1, about 0.5 on average at home) a blurred batch ranks
+validation cells of its voted class (0 to 1, about 0.5 on average at home; with fewer than
+:data:`MIN_VALIDATION` validation cells, among the training cells' leave-one-out scores) a blurred batch ranks
 0.73 on average, a ×1.25 one 0.80. So a batch of one source (a slide, an upload, one ``classify``
 call) of at least :data:`BATCH_MIN` cells whose mean rank is over :func:`batch_threshold` (a
 one-sided test at about 1 in 1,000 against a mean of :data:`BATCH_MARGIN`, which leaves room for a
@@ -510,8 +511,9 @@ class OODCheck:
     expected_rate: float = 0.0
     threshold_from: str = "validation"
     threshold: float = 0.0  # on the combined score
-    # the validation cells' combined scores and classes: what a batch's cells are ranked against
-    # (None: too few validation cells, or a checkpoint written before the batch check)
+    # the combined scores and classes of the cells the thresholds were set on (validation, else the
+    # bank's leave-one-out scores): what a batch's cells are ranked against (None: a checkpoint
+    # written before the batch check)
     reference_scores: np.ndarray | None = None
     reference_labels: np.ndarray | None = None
 
@@ -643,9 +645,12 @@ def fit_ood_check(train_features: dict[str, np.ndarray], val_features: dict[str,
             rate = float(np.mean((rf > tf) | (rc > tc)))
             if rate <= allowed:
                 break
+    # what a batch's cells are ranked against: the cells the thresholds were set on (validation, else
+    # the bank's leave-one-out scores), with their classes
     reference = reference_labels = None
-    if features.threshold_from == "validation" and len(rf) == len(rc) and val_labels is not None:
-        reference, reference_labels = np.maximum(rf - tf, rc - tc), np.asarray(val_labels, np.int64)
+    ref_labels = val_labels if features.threshold_from == "validation" else features.labels
+    if len(rf) == len(rc) and ref_labels is not None and len(ref_labels) == len(rf):
+        reference, reference_labels = np.maximum(rf - tf, rc - tc), np.asarray(ref_labels, np.int64)
     return OODCheck(features=features, colour=colour, colour_mean=mean, colour_std=std, features_threshold=tf,
                     colour_threshold=tc, quantile=quantile, expected_rate=rate, threshold_from=features.threshold_from,
                     reference_scores=reference, reference_labels=reference_labels)

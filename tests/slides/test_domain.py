@@ -189,3 +189,41 @@ def test_the_loop_a_new_lab_needs_verify_its_slides_retrain_and_its_next_slides_
     before = selectors.slide_domain_check(slide=control)
     assert control.model_version_id == first.pk and before["unlike"] and before["ood"] > domain["ood"], (before, domain)
     assert ModelVersion.objects.get(pk=first.pk).status == ModelVersion.Status.RETIRED
+
+
+def _png(im) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_a_slide_of_cells_from_a_camera_magnifying_more_is_unlike_the_training_images_as_a_whole(
+        reviewer, pbc_checkpoint):
+    """A 25 % larger scale moves every cell a little: few cross the per-cell threshold; the slide's
+    batch does (its cells' scores rank 0.75 on average among the training cells' against about 0.45
+    unscaled, over 0.69 for 90 cells, measured with this model)."""
+    from benchmarks.shifts import apply_domain, open_rgb
+
+    TrainedModelVersionFactory(result=pbc_checkpoint, activate=True)
+    demo = {p.name for p in DEMO_CELLS.rglob("*.jpg")}
+    cells = [p for folder in sorted((SHARED_DATA / "pbc-dev").iterdir())
+             for p in sorted(folder.glob("*.jpg")) if p.name not in demo][::38][:90]
+    assert len(cells) == 90
+    plain = processed_slide(reviewer, kind=Slide.Kind.CELLS, code="DOM-0010",
+                            files=[(p.name, _png(open_rgb(p))) for p in cells])
+    scaled = processed_slide(reviewer, kind=Slide.Kind.CELLS, code="DOM-0011",
+                             files=[(p.stem + "-x1.25.png", _png(apply_domain(p, "scale"))) for p in cells])
+    for slide in (plain, scaled):
+        assert slide.cells.filter(status=SlideCell.Status.COUNTED).count() == 90
+    assert not any("batch_unlike" in c.reasons for c in plain.cells.all())
+    assert not selectors.slide_domain_check(slide=plain)["unlike"]
+    batch = [c for c in scaled.cells.all() if "batch_unlike" in c.reasons]
+    alone = [c for c in scaled.cells.all() if "out_of_distribution" in c.reasons]
+    assert len(alone) < 20 and len(batch) + len(alone) == 90  # most pass alone; the slide's batch does not
+    assert all(c.final_class.is_abstain and "its batch as a whole is unlike the training images" in c.reason
+               for c in batch)
+    domain = selectors.slide_domain_check(slide=scaled)
+    assert domain["unlike"] and domain["ood"] == 90
+    assert f"{len(batch)} of them only as part of a batch unlike them as a whole" in domain["message"]
