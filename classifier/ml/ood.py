@@ -71,8 +71,8 @@ home batch of one class only: 0.42-0.58 measured) is unlike the training images 
 its cells are referred (``batch_unlike``). Once the lab's verified cells from that microscope are
 in the training set, its cells rank lower again — but not always low enough: with 20 verified cells
 per class the blurred and re-stained labs were let go, a ×1.25 scale and a second stain model were
-not (mean rank 0.72 and 0.71; docs/ml.md). The reference is the home microscope's; ranking against
-a cell's nearest training cells' own scores would let a lab's verified cells become its reference.
+not (mean rank 0.72 and 0.71; docs/ml.md): their cells still score above home's, also against
+their nearest training cells' own scores (measured there).
 
 Projecting the features onto their principal components first does not work: foreign cells
 differ from the training cells mostly *outside* the training cells' principal subspace, and the
