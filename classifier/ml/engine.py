@@ -400,11 +400,9 @@ class EnsembleModel:
             if shift is not None and shift[0] > shift[1]:
                 batch = ~ood
         if proba.ood_scores is not None:
-            disagree = self.ood.neighbours_disagree(
-                Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels), res.label) & ~ood
-            thin = self.ood.thinly_supported(
-                Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels, proba.support),
-                res.label) & ~ood & ~disagree
+            assessment = Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels, proba.support)
+            disagree = self.ood.neighbours_disagree(assessment, res.label) & ~ood
+            thin = self.ood.thinly_supported(assessment, res.label) & ~ood & ~disagree
         preds = []
         for i in range(stacked.shape[1]):
             top = self.classes[int(res.label[i])]

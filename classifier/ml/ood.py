@@ -218,7 +218,8 @@ class OODModel:
     support_distance: dict[str, np.ndarray] = field(default_factory=dict)  # backbone -> [C, 2] (median, IQR) per class
     support_relative: dict[str, np.ndarray] = field(default_factory=dict)  # backbone -> [C, 2]
     support_threshold: float = float("inf")
-    _bank32: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
+    # float32 banks, and per class ("backbone\0class") the rows and their same-class leave-one-out distances
+    _bank32: dict = field(default_factory=dict, repr=False, compare=False)
     _reference: np.ndarray | None = field(default=None, repr=False, compare=False)  # the scores the threshold was set on
 
     def _bank(self, b: str) -> np.ndarray:
@@ -248,20 +249,28 @@ class OODModel:
     def n_classes(self) -> int:
         return len(next(iter(self.support_distance.values()))) if self.support_distance else 0
 
+    def _class_bank(self, b: str, c: int) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone ``b``'s bank rows of class ``c`` and their same-class leave-one-out distances
+        (kept: every classified batch reads them)."""
+        key = f"{b}\0{c}"
+        if key not in self._bank32:
+            members = np.flatnonzero(np.asarray(self.labels) == c)
+            self._bank32[key] = (self._bank(b)[members], np.asarray(self.support_loo[b], np.float32)[members])
+        return self._bank32[key]
+
     def _support(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """[N, C] class support of each cell for every class (see the module's notes)."""
-        labels = np.asarray(self.labels)
         dz = np.full((len(self.backbones), len(next(iter(features.values()))), self.n_classes), np.inf, np.float32)
         rz = dz.copy()
         for i, b in enumerate(self.backbones):
             q = self._prepare(features[b])
             for c in range(self.n_classes):
-                members = np.flatnonzero(labels == c)
-                if len(members) < 2:  # no support to read: the cell is not supported by this class
+                bank, loo = self._class_bank(b, c)
+                if len(bank) < 2:  # no support to read: the cell is not supported by this class
                     continue
-                m = min(self.support_m, len(members) - 1)
-                d, idx = nearest(self._bank(b)[members], q, m, metric=self.metric)
-                r = d / np.maximum(np.asarray(self.support_loo[b], np.float32)[members][idx].mean(1), 1e-6)
+                m = min(self.support_m, len(bank) - 1)
+                d, idx = nearest(bank, q, m, metric=self.metric)
+                r = d / np.maximum(loo[idx].mean(1), 1e-6)
                 (dmed, diqr), (rmed, riqr) = self.support_distance[b][c], self.support_relative[b][c]
                 dz[i, :, c] = (d - dmed) / diqr
                 rz[i, :, c] = (r - rmed) / riqr
