@@ -158,6 +158,7 @@ class AuditAction(models.TextChoices):
     IMAGE_SPLIT_MOVE = "image.split_move", "Image moved to another split"
     IMAGE_FINAL_LABEL = "image.final_label", "Final label set"
     BATCH_UPLOAD = "batch.upload", "Batch uploaded"
+    ARCHIVE_REFUSED = "batch.archive_refused", "Archive upload refused"
     BATCH_IMPORT = "batch.import", "Batch imported"
     CELLS_IMPORT = "cells.import", "Cells imported"
     CELLS_IMPORT_REFUSED = "cells.import_refused", "Cell import refused"

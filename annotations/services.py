@@ -239,13 +239,21 @@ def zip_upload(
     upload_split_check(user=uploaded_by, split=split)
     sample_code = _check_sample_code(sample_code)
     acquisition_source = source_resolve(value=acquisition_source)
-    with open_zip(
-        fileobj,
-        max_entries=settings.ZIP_MAX_ENTRIES,
-        max_uncompressed=settings.ZIP_MAX_UNCOMPRESSED,
-        max_ratio=settings.ZIP_MAX_RATIO,
-        max_member_bytes=settings.UPLOAD_MAX_BYTES,
-    ) as zf:
+    try:
+        archive = open_zip(
+            fileobj,
+            max_entries=settings.ZIP_MAX_ENTRIES,
+            max_uncompressed=settings.ZIP_MAX_UNCOMPRESSED,
+            max_ratio=settings.ZIP_MAX_RATIO,
+            max_member_bytes=settings.UPLOAD_MAX_BYTES,
+        )
+    except ArchiveRejected as exc:
+        # nothing was stored; the attempt stays on the record, by its code alone: the message names
+        # the archive's entries, and a file name may name a patient
+        audit_record(actor=uploaded_by, action=AuditAction.ARCHIVE_REFUSED, target=("Upload", "zip"),
+                     after={"channel": channel, "code": exc.code})
+        raise
+    with archive as zf:
         batch = batch_create(user=uploaded_by, channel=channel, split=split, sample_code=sample_code)
         summary = BatchSummary(batch_id=batch.pk)
         for member in zip_members(zf, max_member_bytes=settings.UPLOAD_MAX_BYTES):

@@ -305,12 +305,19 @@ def test_zip_member_that_cannot_be_unpacked_is_refused_alone_and_a_refused_archi
     assert summary["counts"] == {"stored": 1, "duplicates": 0, "refused": 1}
     assert summary["refused"][0]["name"] == "two.png" and "could not be unpacked" in summary["refused"][0]["reason"]
     assert CellImage.objects.count() == 1
-    # a dangerous archive: refused before anything is stored, no batch row, no audit event
+    # a dangerous archive: refused before anything is stored, no batch row; the attempt is audited (who, the
+    # channel, the refusal's code), and no name from the archive (its own, its entries') is kept
     events = AuditEvent.objects.count()
-    with pytest.raises(ArchiveRejected):
-        zip_upload(fileobj=_zip({"ok.png": png_bytes((7, 7, 7)), "../evil.png": png_bytes()}), uploaded_by=labeller,
-                   channel="api")
-    assert CellImage.objects.count() == 1 and UploadBatch.objects.count() == 1 and AuditEvent.objects.count() == events
+    evil = _zip({"ok.png": png_bytes((7, 7, 7)), "../evil.png": png_bytes()})
+    evil.name = "Doe_John_1970.zip"
+    with pytest.raises(ArchiveRejected) as refused:
+        zip_upload(fileobj=evil, uploaded_by=labeller, channel="api")
+    assert CellImage.objects.count() == 1 and UploadBatch.objects.count() == 1
+    assert AuditEvent.objects.count() == events + 1
+    event = AuditEvent.objects.latest("id")
+    assert (event.action, event.actor, event.target_type, event.target_id) == (
+        "batch.archive_refused", labeller, "Upload", "zip")
+    assert event.after == {"channel": "api", "code": "unsafe_path"} == {"channel": "api", "code": refused.value.code}
 
 
 # --- Images too small to be a cell; duplicates in another split --------------------------------------------
