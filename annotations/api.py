@@ -11,6 +11,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from classifier.ml.reasons import CODES_HELP
 from leukoportal.api import validated_input
 from leukoportal.roles import IsLabAdmin, IsLabeller, IsReviewer
 
@@ -206,7 +207,7 @@ class SuggestionSerializer(serializers.Serializer):
     abstained = serializers.BooleanField()
     reason = serializers.CharField(help_text="Why the model referred the cell to an expert, in words ('' when it did not).")
     reasons = serializers.ListField(child=serializers.CharField(),
-                                    help_text="Codes: out_of_distribution, split_vote, low_confidence.")
+                                    help_text=CODES_HELP)
     out_of_distribution = serializers.BooleanField(help_text="The image is unlike the model's training images.")
     ood_score = serializers.FloatField(allow_null=True)
     model_version = serializers.IntegerField(source="model_version_id")

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from classifier.ml.reasons import OUT_OF_DISTRIBUTION, reason_text
+from classifier.ml.reasons import CODES_HELP, OUT_OF_DISTRIBUTION, reason_text
 from classifier.ml.voting import DEFAULT, DEFAULT_THRESHOLD
 
 
@@ -101,7 +101,7 @@ class Prediction(ReferralReasons, models.Model):
     abstained = models.BooleanField(default=False)
     reasons = models.JSONField(
         default=list, blank=True,
-        help_text="Why the cell was referred to an expert: out_of_distribution, split_vote, low_confidence.",
+        help_text="Why the cell was referred to an expert. " + CODES_HELP,
     )
     ood_score = models.FloatField(
         null=True, blank=True,

@@ -35,6 +35,9 @@ REASON_TEXT = {
     LOW_CONFIDENCE: "low confidence",
 }
 
+# the codes, most serious first, for a field's help text (the stored reasons and the API's)
+CODES_HELP = "Codes, most serious first: " + ", ".join(REASON_TEXT) + "."
+
 
 def reason_text(reasons: Sequence[str]) -> str:
     """The reasons, in words, most serious first ("" when the cell was accepted)."""
