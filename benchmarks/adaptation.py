@@ -26,7 +26,11 @@ foreign cells, accuracy of the top class, share flagged out-of-distribution, sha
 expert, share accepted and wrong, accuracy on the accepted; on pbc-dev test, accuracy,
 share flagged, share referred, accuracy on the accepted; the retraining time. Referred and
 accepted-and-wrong are also given without the class-support and batch rules (``thin_support``,
-``batch_unlike``, classifier.ml.ood): their baseline, on the same model and cells.
+``batch_unlike``, classifier.ml.ood), and with a batch unlike the training images referred whole
+(the batch rule before its confidence floor): their baselines, on the same model and cells.
+Each cell's features are read once (``EnsembleModel.view_features``; fp32 on a CPU without native
+bf16, else the engine's precision without its fp32 re-check) and every model of a recipe is
+measured on them (``proba_from_features``): the models share their frozen backbones.
 Targets: k = 0 at most 3 % of foreign cells accepted and wrong; k = 20: >= 90 % accuracy on the
 other foreign cells, pbc-dev test accuracy within 1 point of k = 0, retraining < 2 minutes.
 
@@ -130,18 +134,44 @@ def first_per_class(cells: list[tuple[Path, str]], n: int, seed: int) -> list[tu
     return [(p, c) for c, v in ordered(cells, seed).items() for p in v[:n]]
 
 
-def measure(model, paths, truth, *, foreign: bool) -> dict:
+FEATURES: dict = {}  # (recipe, cell) -> the cell's view features and colour statistics, read once
+
+
+def features_of(model, paths, recipe: str):
+    """The cells' view features ({backbone: [N, views, D]}) and colour statistics [N, 40], each cell
+    read once per recipe: every model of a recipe shares its frozen backbones (and preprocessing);
+    a model with fine-tuned backbones has features of its own."""
+    import numpy as np
+
+    if model.backbones_tuned:
+        recipe = f"{recipe}:{model.sha256}"
+    todo = [p for p in dict.fromkeys(paths) if (recipe, p) not in FEATURES]
+    if todo:
+        feats, colour = model.view_features(todo)
+        for i, p in enumerate(todo):
+            FEATURES[(recipe, p)] = ({b: f[i] for b, f in feats.items()}, colour[i])
+    rows = [FEATURES[(recipe, p)] for p in paths]
+    return {b: np.stack([r[0][b] for r in rows]) for b in model.backbones}, np.stack([r[1] for r in rows])
+
+
+def measure(model, paths, truth, *, foreign: bool, recipe: str) -> dict:
     """The figures of one model on one set of cells, measured once without the aligned best guess
     (the baseline) and once with it (``classifier.ml.alignment``: only the best guess of cells
     unlike the training images changes, so the referrals must not)."""
     import copy
 
-    proba = model.predict_proba(paths, align=False, keep_features=True)
+    proba = model.proba_from_features(*features_of(model, paths, recipe), align=False)
     preds = model.decide(copy.copy(proba))
-    # the baseline of the class-support and batch rules (classifier.ml.ood): the same cells without them
+    # the baselines of the class-support and batch rules (classifier.ml.ood), on the same cells: without
+    # both, and with the batch rule as it was (a batch unlike the training images referred whole)
     unsupported = copy.copy(proba)
     unsupported.support = None
     base_preds = model.decide(unsupported, batch_check=False)
+    floor, model.batch_confidence = model.batch_confidence, float("inf")
+    try:
+        whole_preds = model.decide(copy.copy(proba))
+    finally:
+        model.batch_confidence = floor
     realigned = model.realign(copy.deepcopy(proba))
     aligned_preds = model.decide(realigned)
     # the plain alignment (the training cells' mean and spread, no class mix): the baseline of the
@@ -176,8 +206,10 @@ def measure(model, paths, truth, *, foreign: bool) -> dict:
         "accepted_accuracy": (sum(acc) / len(acc)) if acc else float("nan"),
         "thin_support": sum("thin_support" in p.reasons for p in preds) / n,
         "batch_unlike": sum("batch_unlike" in p.reasons for p in preds) / n,
-        "referred_no_support": sum(p.abstained for p in base_preds) / n,
-        "accepted_wrong_no_support": sum((not o) and not p.abstained for o, p in zip(ok, base_preds)) / n,
+        "referred_without_rules": sum(p.abstained for p in base_preds) / n,
+        "accepted_wrong_without_rules": sum((not o) and not p.abstained for o, p in zip(ok, base_preds)) / n,
+        "referred_whole_batch": sum(p.abstained for p in whole_preds) / n,
+        "accepted_wrong_whole_batch": sum((not o) and not p.abstained for o, p in zip(ok, whole_preds)) / n,
     }
 
 
@@ -288,20 +320,23 @@ def main() -> None:
                                                     out_dir=work / "models" / name / f"{d}-k{k}", seed=args.seed,
                                                     run=run)
                     pbc_cells = pbc_without(added) if d != "bccd" else test_measured
-                    d_pbc = measure(model, [p for p, _ in pbc_cells], [c for _, c in pbc_cells], foreign=False)
+                    d_pbc = measure(model, [p for p, _ in pbc_cells], [c for _, c in pbc_cells], foreign=False,
+                                    recipe=name)
                     if not added:
                         k0[name] = (model, seconds, d_pbc)
-                f = measure(model, [p for p, _ in held_d], [c for _, c in held_d], foreign=d == "bccd")
+                f = measure(model, [p for p, _ in held_d], [c for _, c in held_d], foreign=d == "bccd", recipe=name)
                 results[(name, d, k)] = (f, d_pbc, seconds, len(added))
                 print(f"#   {name}: {d} k={k} ({len(added)} added): acc {f['accuracy']:.1%} (aligned best guess "
                       f"{f['aligned_accuracy']:.1%}, plainly aligned {f['plain_aligned_accuracy']:.1%}, on {f['aligned_share']:.0%} of the cells; referred "
                       f"{f['referred_aligned']:.1%}, accepted&wrong {f['accepted_wrong_aligned']:.1%}; best guess "
                       f"right on the referred {f['referred_right']:.1%}), OOD {f['ood']:.1%}, "
-                      f"referred {f['referred']:.1%} ({f['referred_no_support']:.1%} without the batch and support rules; "
+                      f"referred {f['referred']:.1%} ({f['referred_without_rules']:.1%} without the batch and support rules, "
+                      f"{f['referred_whole_batch']:.1%} with an unlike batch referred whole; "
                       f"batch {f['batch_unlike']:.1%}, thin support {f['thin_support']:.1%}), "
-                      f"accepted&wrong {f['accepted_wrong']:.1%} ({f['accepted_wrong_no_support']:.1%}), acc(accepted) "
+                      f"accepted&wrong {f['accepted_wrong']:.1%} ({f['accepted_wrong_without_rules']:.1%}, "
+                      f"{f['accepted_wrong_whole_batch']:.1%}), acc(accepted) "
                       f"{f['accepted_accuracy']:.1%}; pbc {d_pbc['accuracy']:.1%} ({d_pbc['n']} cells), referred "
-                      f"{d_pbc['referred']:.1%} ({d_pbc['referred_no_support']:.1%}), acc(accepted) {d_pbc['accepted_accuracy']:.1%}; "
+                      f"{d_pbc['referred']:.1%} ({d_pbc['referred_without_rules']:.1%}), acc(accepted) {d_pbc['accepted_accuracy']:.1%}; "
                       f"{seconds:.1f} s",
                       flush=True)
     for name in runs:
@@ -328,16 +363,18 @@ def main() -> None:
 
 def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: list[int]) -> None:
     """One line per domain and k, each recipe's figures beside the baseline's."""
-    cols = ("acc", "plain al.", "aligned", "ref.right", "OOD", "batch", "thin sup.", "ref. bef.", "referred", "a&w bef.",
-            "acc&wrong", "acc(acc.)", "pbc ref.", "pbc a&w", "pbc acc", "retrain s")
+    cols = ("acc", "plain al.", "aligned", "ref.right", "OOD", "batch", "thin sup.", "ref. none", "ref. whole", "referred",
+            "a&w none", "a&w whole", "acc&wrong", "acc(acc.)", "pbc ref.", "pbc a&w", "pbc acc", "retrain s")
     width = 9
     print("\n## side by side (foreign = that domain's cells never added; pbc = pbc-dev test cells never added "
           "in any form; acc = top class right, as today; aligned = top class right with the aligned best guess of "
           "classifier.ml.alignment (class-balanced where the checkpoint has its class frequencies); plain al. = "
           "with the plain alignment (no class mix), the baseline of the class-balanced one; ref.right = best guess right on the referred cells, aligned; "
-          "batch = referred as a batch unlike the training images (and not flagged alone); thin sup. = referred for thin class "
-          "support (classifier.ml.ood); ref. bef. and a&w bef. = referred and accepted-and-wrong without those two rules, their "
-          "baseline on the same model and cells; pbc ref. / a&w = pbc-dev test referred / accepted and wrong)")
+          "batch = referred as part of a batch unlike the training images (and not flagged alone); thin sup. = referred for "
+          "thin class support (classifier.ml.ood); ref. none and a&w none = referred and accepted-and-wrong without those two "
+          "rules; ref. whole and a&w whole = with them, a batch unlike the training images referred whole (the rule before its "
+          "confidence floor); both baselines on the same model and cells; pbc ref. / a&w = pbc-dev test referred / accepted "
+          "and wrong)")
     top = f"{'domain':<7} {'k':>3} {'added':>5} " + " ".join(f"| {n:^{(width + 1) * len(cols) - 1}} " for n in names)
     sub = f"{'':<7} {'':>3} {'':>5} " + " ".join("| " + " ".join(f"{c:>{width}}" for c in cols) + " " for _ in names)
     print(top)
@@ -353,8 +390,9 @@ def print_side_by_side(results: dict, names: list[str], domains: list[str], ks: 
                 f, p, s, _ = results[(n, d, k)]
                 vals = (f"{f['accuracy']:.1%}", f"{f['plain_aligned_accuracy']:.1%}", f"{f['aligned_accuracy']:.1%}", f"{f['referred_right']:.1%}",
                         f"{f['ood']:.1%}", f"{f['batch_unlike']:.1%}", f"{f['thin_support']:.1%}",
-                        f"{f['referred_no_support']:.1%}",
-                        f"{f['referred']:.1%}", f"{f['accepted_wrong_no_support']:.1%}", f"{f['accepted_wrong']:.1%}",
+                        f"{f['referred_without_rules']:.1%}", f"{f['referred_whole_batch']:.1%}",
+                        f"{f['referred']:.1%}", f"{f['accepted_wrong_without_rules']:.1%}",
+                        f"{f['accepted_wrong_whole_batch']:.1%}", f"{f['accepted_wrong']:.1%}",
                         f"{f['accepted_accuracy']:.1%}", f"{p['referred']:.1%}", f"{p['accepted_wrong']:.1%}",
                         f"{p['accuracy']:.1%}", f"{s:.0f}")
                 line += "| " + " ".join(f"{v:>{width}}" for v in vals) + " "

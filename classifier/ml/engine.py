@@ -37,7 +37,7 @@ from .colour import standardiser
 from .device import cpu_supports_bf16, default_precision, resolve_device, set_threads
 from .features import FeatureExtractor, extract_views
 from .heads import build_head
-from .ood import COLOUR_SIZE, Assessment, OODCheck, colour_features
+from .ood import BATCH_CONFIDENCE, COLOUR_SIZE, Assessment, OODCheck, colour_features
 from .optimize import optimise_for_inference
 from .precision import ood_rechecked_measures, recheck_mask
 from .reasons import (BATCH_UNLIKE, LOW_CONFIDENCE, NEIGHBOURS_DISAGREE, OUT_OF_DISTRIBUTION,  # noqa: F401
@@ -123,6 +123,8 @@ class EnsembleModel:
             set_threads(threads)
         self.runtime = resolve_runtime(runtime, self.device)
         self.sha256 = sha256
+        # its backbones' last blocks were fine-tuned (mode "finetune"): its features are its own
+        self.backbones_tuned = bool(ckpt.get("backbone_state"))
         self.config: dict = ckpt["config"]
         self.classes: list[str] = list(ckpt["classes"])
         self.backbones: list[str] = list(ckpt["backbones"])
@@ -135,6 +137,9 @@ class EnsembleModel:
         self.tta_views: list[str] = list(self.config.get("tta_views", ["id"]))
         # the colour standardisation training applied before featurising (None: none; older checkpoints)
         self.standardise = standardiser(self.config.get("colour_standardisation"))
+        # in a batch unlike the training images, the least confidence a call is accepted at
+        # (classifier.ml.ood: BATCH_CONFIDENCE; over 1 refers every cell of such a batch)
+        self.batch_confidence = float(self.config.get("batch_confidence", BATCH_CONFIDENCE))
         self.metrics: dict = ckpt.get("metrics", {})
         self.recheck: dict | None = None  # fp32 re-check near decisions (tolerances), when bf16 needs it
         self.ood: OODCheck | None = OODCheck.from_state(ckpt["ood"]) if ckpt.get("ood") else None
@@ -265,6 +270,46 @@ class EnsembleModel:
             proba.features = None
         return proba
 
+    @torch.inference_mode()
+    def view_features(self, images: Sequence, *, batch_size: int = 32) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """What every version with these backbones reads of ``images``: each backbone's features per
+        test-time view ({backbone: [N, views, D]}) and the colour statistics [N, 40]. For measuring
+        several versions of one ensemble on the same cells (with frozen backbones, preprocessing and
+        views alike, they read the same features; not so a version with :attr:`backbones_tuned`):
+        :meth:`proba_from_features` reads them. No bf16 re-check here."""
+        names = list(self.backbones)
+        feats = {b: [] for b in names}
+        colour = []
+        sizes = sorted({self.input_sizes[b] for b in names} | {COLOUR_SIZE})
+        for _, batch in batched_resized(list(images), sizes, batch_size, standardise=self.standardise):
+            for b in names:
+                feats[b].append(extract_views(self.extractors[b], get_spec(b), batch[self.input_sizes[b]],
+                                              self.tta_views, self.device, self.precision).float().numpy())
+            colour.append(colour_features(batch[COLOUR_SIZE]))
+        empty = np.zeros((0, len(self.tta_views), 0), np.float32)
+        return ({b: np.concatenate(v) if v else empty for b, v in feats.items()},
+                np.concatenate(colour) if colour else np.zeros((0, 40), np.float32))
+
+    @torch.inference_mode()
+    def proba_from_features(self, features: dict[str, np.ndarray], colour: np.ndarray, *,
+                            align: bool = True) -> Probabilities:
+        """:meth:`predict_proba` on features already extracted (:meth:`view_features`, by a version
+        with the same backbones, preprocessing and views); the features are kept."""
+        names = list(self.backbones)
+        per = {}
+        for b in names:
+            z = tta_logits(self.heads[b], torch.from_numpy(np.ascontiguousarray(features[b])).to(self.device))
+            per[b] = softmax_np(z.float().cpu().numpy(), self.temperature[b])
+        pooled = {b: np.asarray(features[b], np.float32).mean(1) for b in names}
+        ood = {}
+        if self.ood is not None:
+            ood = self._ood_arrays([self.ood.assess(pooled, colour)] if len(colour) else [])
+        proba = Probabilities(classes=self.classes, backbones=names, per_backbone=per,
+                              ensemble=np.stack([per[b] for b in names]).mean(0), features=pooled, **ood)
+        if align and self.can_realign(names):
+            proba = self.realign(proba)
+        return proba
+
     def can_realign(self, names: Sequence[str] | None = None) -> bool:
         """Whether this checkpoint can give the aligned best guess (it has the training features'
         statistics and an out-of-distribution check) for these backbones."""
@@ -384,8 +429,9 @@ class EnsembleModel:
                voting: str = "majority", batch_check: bool = True) -> list[CellPrediction]:
         """Vote and abstain on precomputed probabilities (lab settings applied here). The cells
         are one source's batch: where, as a whole, they are unlike the training images
-        (:meth:`classifier.ml.ood.OODCheck.batch_unlike`), every one is referred; ``batch_check``
-        False for cells that are not one batch."""
+        (:meth:`classifier.ml.ood.OODCheck.batch_unlike`), a call is accepted only at
+        :attr:`batch_confidence` or more (the lab's threshold where higher), the others are
+        referred; ``batch_check`` False for cells that are not one batch."""
         t = self.default_threshold if threshold is None else float(threshold)
         k = self.min_agreement if min_agreement is None else int(min_agreement)
         stacked = proba.stacked
@@ -398,7 +444,7 @@ class EnsembleModel:
         if proba.ood_scores is not None and batch_check:
             shift = self.ood.batch_unlike(proba.ood_scores, res.label)
             if shift is not None and shift[0] > shift[1]:
-                batch = ~ood
+                batch = ~ood & (res.confidence < max(t, self.batch_confidence))
         if proba.ood_scores is not None:
             assessment = Assessment(proba.ood_scores, proba.ood_distance, None, proba.neighbour_labels, proba.support)
             disagree = self.ood.neighbours_disagree(assessment, res.label) & ~ood

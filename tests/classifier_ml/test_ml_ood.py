@@ -277,3 +277,45 @@ def test_a_batch_shifted_a_little_as_a_whole_is_unlike_the_training_images_thoug
     assert back.batch_unlike(s, fy) == pytest.approx(check.batch_unlike(s, fy))
     older = {k: v for k, v in check.state_dict().items() if not k.startswith("reference")}
     assert OODCheck.from_state(older).batch_unlike(s, fy) is None
+
+
+def test_in_a_batch_unlike_the_training_images_only_confident_calls_are_accepted(trained, dataset):
+    import copy
+
+    from classifier.ml.ood import BATCH_CONFIDENCE, BATCH_MIN
+    from classifier.ml.reasons import BATCH_UNLIKE, LOW_CONFIDENCE
+
+    result, _, _ = trained
+    cached = api.load_ensemble(result.checkpoint_path, device="cpu")
+    assert cached.batch_confidence == BATCH_CONFIDENCE == 0.9  # no batch_confidence in the recipe: the default
+    paths = [it.path for it in dataset]
+    assert len(paths) >= BATCH_MIN
+    proba = cached.predict_proba(paths, align=False)
+    assert not any(BATCH_UNLIKE in p.reasons for p in cached.decide(copy.copy(proba), threshold=0.0))
+    # the same cells as a batch unlike the training images: every reference score under theirs (the
+    # process's cached model is left as it is)
+    model = copy.copy(cached)
+    model.ood = copy.copy(cached.ood)
+    model.ood.reference_scores = np.full_like(cached.ood.reference_scores, proba.ood_scores.min() - 1.0)
+    mean, limit = model.ood.batch_unlike(proba.ood_scores, proba.ensemble.argmax(1))
+    assert mean > limit
+    ood = model.ood.flags(proba.ood_scores)
+    plain = cached.decide(copy.copy(proba), threshold=0.0)
+    conf = np.array([p.confidence for p in plain])
+    model.batch_confidence = float(np.median(conf[~ood]))  # half of the cells over it, for the tiny model
+    preds = model.decide(copy.copy(proba), threshold=0.0)
+    confident = (conf >= model.batch_confidence) & ~ood
+    assert confident.any() and (~confident & ~ood).any()
+    for p, q, sure, far in zip(preds, plain, confident, ood):
+        assert (BATCH_UNLIKE in p.reasons) == (not sure and not far)  # a flagged cell keeps its own reason
+        if sure:  # accepted exactly as outside such a batch
+            assert (p.label, p.abstained, p.reasons) == (q.label, q.abstained, q.reasons)
+        else:
+            assert p.abstained and p.label == "unidentified"
+    # the lab's threshold, where higher, is the floor: a call under it is referred for both reasons
+    strict = model.decide(copy.copy(proba), threshold=float(conf.max()) + 0.01)
+    assert all(p.abstained for p in strict)
+    assert all({BATCH_UNLIKE, LOW_CONFIDENCE} <= set(p.reasons) for p, far in zip(strict, ood) if not far)
+    # over 1: every cell of such a batch is referred (the rule as it was)
+    model.batch_confidence = 1.01
+    assert all(p.abstained for p in model.decide(copy.copy(proba), threshold=0.0))

@@ -183,3 +183,21 @@ def test_finetune_mode_is_refused_for_backbones_without_a_split(dataset, tmp_pat
     with pytest.raises(ValueError, match="finetune"):
         api.train(dataset, classes=CLASSES, ensemble=["resnet50"], mode="finetune", cache_dir=tmp_path,
                   out_dir=tmp_path, device="cpu", weights=None, config_overrides={"input_size": 64})
+
+
+def test_probabilities_from_features_extracted_once_are_those_of_predict(trained, dataset):
+    """Measuring several versions of one ensemble on the same cells reads their features once."""
+    result, _, _ = trained
+    model = api.load_ensemble(result.checkpoint_path, device="cpu")
+    paths = [it.path for it in dataset]
+    features, colour = model.view_features(paths)
+    assert {b: f.shape[:2] for b, f in features.items()} == {b: (len(paths), len(model.tta_views))
+                                                              for b in model.backbones}
+    assert colour.shape == (len(paths), 40)
+    direct = model.predict_proba(paths, keep_features=True)
+    again = model.proba_from_features(features, colour)
+    np.testing.assert_allclose(again.ensemble, direct.ensemble, atol=1e-4)
+    np.testing.assert_allclose(again.ood_scores, direct.ood_scores, atol=1e-3)
+    for b in model.backbones:
+        np.testing.assert_allclose(again.features[b], direct.features[b], atol=1e-4)
+    assert [p.label for p in model.decide(again)] == [p.label for p in model.decide(direct)]

@@ -50,14 +50,16 @@ class Command(BaseCommand):
             self.stderr.write(f"{aligned} of {len(preds)} images are unlike the training images, most of this batch: "
                               "they are referred, with best guesses read on features aligned to the training "
                               "images' (one source per call gives the best guesses).")
-        batch = sum("batch_unlike" in p.reasons for p in preds)
-        if batch:
-            shift = ensemble.ood.batch_unlike(proba.ood_scores, [ensemble.classes.index(p.top_class) for p in preds])
+        shift = (ensemble.ood.batch_unlike(proba.ood_scores, [ensemble.classes.index(p.top_class) for p in preds])
+                 if ensemble.ood_checked and proba.ood_scores is not None else None)
+        if shift is not None and shift[0] > shift[1]:
+            batch = sum("batch_unlike" in p.reasons for p in preds)
+            floor = max(applied.value, ensemble.batch_confidence)
             self.stderr.write(f"These {len(preds)} images, as a batch, are unlike the training images (their scores "
                               f"rank {shift[0]:.2f} on average among the validation cells', over {shift[1]:.2f}; "
-                              "about 0.5 at home): all are referred, the "
-                              f"{batch} not flagged one by one as well (one source per call: a blur or another "
-                              "camera scale moves a whole batch).")
+                              "about 0.5 at home; one source per call: a blur or another camera scale moves a "
+                              f"whole batch): a call is accepted only at {floor:.2f} confidence or more; {batch} "
+                              "not flagged one by one are referred for it.")
         if not ensemble.ood_checked:
             self.stderr.write(f"Model version {version.pk} has no out-of-distribution score (trained before it "
                               "existed): retrain it to have cells unlike its training images flagged.")
