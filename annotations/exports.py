@@ -66,12 +66,15 @@ IMAGE_COLUMNS = [
     "path", "sha256", "split", "source", "width", "height", "original_format", "uploaded_at", "sample_code",
     "final_class", "decided_by", "decided_at", "needs_review",
     "adjudicated_by", "adjudicated_class", "adjudicated_at", "adjudication_note",
+    "acquisition_source",
 ]
 READING_COLUMNS = [
     "reader", "reader_class", "unsure", "read_at", "superseded_at",
-    "suggested_class", "suggestion_model_version", "confirmed_suggestion",
+    "suggested_class", "suggestion_model_version", "confirmed_suggestion", "suggestion_referred",
 ]
 MANIFEST_COLUMNS = IMAGE_COLUMNS + READING_COLUMNS
+# columns an export made before them lacks (an import reads such an export as before)
+LATER_COLUMNS = ("acquisition_source", "suggestion_referred")
 CLASSES_COLUMNS = ["code", "name", "hotkey", "active", "display_order", "is_leukocyte", "is_abstain"]
 
 CELLS_EXPORT_README = """LeukoPortal cell export
@@ -86,10 +89,12 @@ manifest.csv                one row per expert reading; a cell without a reading
                             reading columns. Per cell: path, sha256 of the file, split (train / heldout), source
                             (cell: uploaded; slide_cell: found in a smear field and verified on the slide),
                             final class and how it was decided (agreement of the readers, adjudication by a
-                            reviewer, or slide verification), the adjudication if any. Per reading: reader id,
-                            class, 'not sure', when it was made and when it was replaced (superseded_at: empty for
-                            the reader's current reading), the model's suggestion the reader was shown and whether
-                            the reader confirmed it.
+                            reviewer, or slide verification), the adjudication if any, and acquisition_source:
+                            the name of the microscope/camera the image comes from. Per reading: reader id, class,
+                            'not sure', when it was made and when it was replaced (superseded_at: empty for the
+                            reader's current reading), the model's suggestion the reader was shown, whether the
+                            reader confirmed it, and suggestion_referred: the model had referred the cell, so the
+                            suggestion was its best guess, not a call it accepted.
 Times are ISO 8601 in UTC. Reader ids are pseudonyms unless the export included reader names.
 Read it back into a LeukoPortal with: manage.py import_cells THIS.zip  (or the Import page).
 """
@@ -250,6 +255,7 @@ def manifest_image_rows(image: CellImage, *, selection: CellSelection) -> list[l
                  adjudication.note if names else ""]
     else:
         head += ["", "", "", ""]
+    head.append(image.acquisition_source.name)
     readings = list(image.labels.all())
     if not readings:
         return [head + [""] * len(READING_COLUMNS)]
@@ -258,6 +264,7 @@ def manifest_image_rows(image: CellImage, *, selection: CellSelection) -> list[l
             _reader(label.labeller, names), label.cell_class.code, _flag(label.unsure), _time(label.created_at),
             _time(label.superseded_at), label.suggested_class.code if label.suggested_class_id else "",
             str(label.suggestion_model_version_id or ""), _flag(label.confirmed_suggestion),
+            _flag(label.suggestion_referred) if label.suggested_class_id else "",
         ]
         for label in readings
     ]
@@ -266,7 +273,7 @@ def manifest_image_rows(image: CellImage, *, selection: CellSelection) -> list[l
 def _export_queryset(qs: QuerySet[CellImage]) -> QuerySet[CellImage]:
     labels = Label.objects.select_related("labeller", "cell_class", "suggested_class").order_by("created_at", "id")
     adjudications = Adjudication.objects.select_related("reviewer", "cell_class").order_by("id")
-    return qs.select_related("final_label").prefetch_related(
+    return qs.select_related("final_label", "acquisition_source").prefetch_related(
         Prefetch("labels", queryset=labels), Prefetch("adjudications", queryset=adjudications))
 
 

@@ -48,6 +48,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from classifier.enqueue import classification_enqueue_on_commit
+from sources.models import Source as SourceModel
 from sources.selectors import source_resolve
 
 from .archives import IMAGE_EXTENSIONS, ArchiveRejected, open_zip
@@ -56,6 +57,7 @@ from .deid import deidentified_code_problem
 from .exports import (
     CLASSES,
     MANIFEST,
+    LATER_COLUMNS,
     MANIFEST_COLUMNS,
     README,
     UNDECIDED,
@@ -167,6 +169,7 @@ class Reading:
     read_at: dt.datetime
     superseded_at: dt.datetime | None
     suggested_class: str
+    suggestion_referred: bool = False  # the suggestion was a referred cell's best guess
 
 
 @dataclass
@@ -288,7 +291,7 @@ def _parse_manifest(source, checker: _Checker) -> dict[str, Record]:
     except (UnicodeDecodeError, csv.Error) as exc:
         checker.add(None, f"{MANIFEST} cannot be read ({exc}).")
         return {}
-    missing = [c for c in MANIFEST_COLUMNS if c not in header]
+    missing = [c for c in MANIFEST_COLUMNS if c not in header and c not in LATER_COLUMNS]
     if missing:
         checker.add(None, f"{MANIFEST} lacks the column(s): {', '.join(missing)}.")
         return {}
@@ -309,6 +312,7 @@ def _parse_row(line: int, row: dict, records: dict[str, Record], checker: _Check
     if None in row or any(v is None for v in row.values()):
         checker.add(line, f"has {'more' if None in row else 'fewer'} fields than the header.")
         return
+    row = {c: "" for c in LATER_COLUMNS} | row  # an export made before those columns: read as empty
     before = len(checker.problems)
     sha = row["sha256"]
     if not _SHA256.match(sha):
@@ -316,7 +320,7 @@ def _parse_row(line: int, row: dict, records: dict[str, Record], checker: _Check
         return
     record = records.get(sha)
     if record is not None:  # a further reading of the same cell: the cell's values must repeat
-        for column in _IMAGE_ONLY + ["adjudication_note"]:
+        for column in _IMAGE_ONLY + ["adjudication_note", "acquisition_source"]:
             if row[column] != record.values[column]:
                 checker.add(line, f"{column} {row[column]!r} disagrees with line {record.line} "
                                   f"({record.values[column]!r}) for the same cell.")
@@ -359,7 +363,8 @@ def _parse_row(line: int, row: dict, records: dict[str, Record], checker: _Check
             adjudicated_at = checker.time(line, row, "adjudicated_at", required=True)
         if len(checker.problems) > before:
             return
-        record = records[sha] = Record(line=line, values={c: row[c] for c in _IMAGE_ONLY + ["adjudication_note"]},
+        record = records[sha] = Record(line=line, values={c: row[c] for c in _IMAGE_ONLY + ["adjudication_note",
+                                                                                              "acquisition_source"]},
                                        uploaded_at=uploaded, decided_at=decided, needs_review=needs_review,
                                        adjudicated_at=adjudicated_at)
     reading_values = [row[c] for c in ("reader", "reader_class", "unsure", "read_at", "superseded_at",
@@ -384,13 +389,18 @@ def _parse_row(line: int, row: dict, records: dict[str, Record], checker: _Check
         checker.add(line, f"confirmed_suggestion {row['confirmed_suggestion']!r} does not fit the suggestion "
                           f"{suggested!r} and the reading {row['reader_class']!r}.")
         return
+    referred = checker.flag(line, row, "suggestion_referred", blank_ok=True)
+    if row["suggestion_referred"] and not suggested:
+        checker.add(line, f"suggestion_referred {row['suggestion_referred']!r} without a suggested_class.")
+        return
     if read_at and superseded_at and superseded_at < read_at:
         checker.add(line, "superseded_at is before read_at.")
         return
     if not ok or unsure is None or read_at is None or (row["superseded_at"] and superseded_at is None):
         return
     record.readings.append(Reading(line=line, reader=row["reader"], cell_class=row["reader_class"], unsure=unsure,
-                                   read_at=read_at, superseded_at=superseded_at, suggested_class=suggested))
+                                   read_at=read_at, superseded_at=superseded_at, suggested_class=suggested,
+                                   suggestion_referred=bool(referred)))
 
 
 _USERNAME = UnicodeUsernameValidator()
@@ -552,8 +562,11 @@ def cells_import_export(*, source, importer, channel: str, create_readers: bool 
     Every attempt is audited: an import (``cells.import``, also one that found everything already
     here and wrote nothing) in the transaction of its writes; a refusal (``cells.import_refused``,
     with its problems) after the refused work was rolled back, so that the record of it stays.
-    ``acquisition_source`` (a source, its id or name; none: the lab's default): the source of the
-    cells new here (an unknown or inactive one refuses the import, audited likewise)."""
+    ``acquisition_source`` (a source, its id or name): the source of every cell new here (an unknown or
+    inactive one refuses the import, audited likewise); none: the source each cell's manifest row names
+    (``acquisition_source``, matched by name among this portal's sources; a name it does not know
+    refuses the import), the lab's default for a row that names none (an export made before the
+    column)."""
     policy = "labelled_by" if labelled_by is not None else ("create_readers" if create_readers else "readers")
     try:
         return _import_export(source=source, importer=importer, channel=channel, create_readers=create_readers,
@@ -584,6 +597,7 @@ def labelled_by_resolve(*, name: str, importer, channel: str, kind: str = "expor
 
 def _import_export(*, source, importer, channel: str, create_readers: bool, labelled_by, progress,
                    max_entries: int | None, max_uncompressed: int | None, acquisition_source) -> CellImportSummary:
+    given = not (acquisition_source is None or (isinstance(acquisition_source, str) and not acquisition_source.strip()))
     acquisition_source = source_resolve(value=acquisition_source)
     limits = {"max_entries": max_entries or settings.ZIP_MAX_ENTRIES,
               "max_uncompressed": max_uncompressed or settings.ZIP_MAX_UNCOMPRESSED}
@@ -596,6 +610,7 @@ def _import_export(*, source, importer, channel: str, create_readers: bool, labe
         records = _parse_manifest(reader, checker)
         users, to_create = ({}, []) if labelled_by is not None else _readers_resolve(records, checker,
                                                                                        create=create_readers)
+        sources = ({} if given else _sources_resolve(records, checker))
         if checker.problems:  # the manifest alone is wrong: say so before reading thousands of images
             raise ImportRefused(checker.problems)
         _check_files(reader, records, checker, written=written,
@@ -604,7 +619,8 @@ def _import_export(*, source, importer, channel: str, create_readers: bool, labe
             raise ImportRefused(checker.problems)
         with transaction.atomic():
             summary = _write(records, users=users, to_create=to_create, importer=importer, channel=channel,
-                             labelled_by=labelled_by, classes=checker.classes, acquisition_source=acquisition_source)
+                             labelled_by=labelled_by, classes=checker.classes, acquisition_source=acquisition_source,
+                             sources=sources)
     except BaseException:
         _remove_unused(written)
         raise
@@ -613,6 +629,25 @@ def _import_export(*, source, importer, channel: str, create_readers: bool, labe
     if summary.changed:
         planner_statistics_refresh()
     return summary
+
+
+def _sources_resolve(records: dict[str, Record], checker: _Checker) -> dict[str, SourceModel]:
+    """The sources (microscopes/cameras) the manifest names, by name (any case), among this portal's,
+    inactive ones included (the cells were taken with them). A name this portal does not know is a
+    problem: a new lab's cells must not count as the default microscope's."""
+    found: dict[str, SourceModel] = {}
+    for record in records.values():
+        name = record.values["acquisition_source"].strip()
+        if not name or name in found:
+            continue
+        source = SourceModel.objects.filter(name__iexact=name).first()
+        if source is None:
+            checker.add(record.line, f"acquisition_source {name!r} is not a source of this portal; add it on the "
+                                     "Sources page first, or import every new cell under one source (--source).")
+            found[name] = None
+        else:
+            found[name] = source
+    return found
 
 
 def _readings_of(image: CellImage) -> tuple[set, tuple | None]:
@@ -638,7 +673,8 @@ def _redecided_reason(exported: str | None, final: str | None, needs_review: boo
 
 
 def _write(records: dict[str, Record], *, users: dict, to_create: list[str], importer, channel: str,
-           labelled_by, classes: dict[str, CellClass], acquisition_source) -> CellImportSummary:
+           labelled_by, classes: dict[str, CellClass], acquisition_source, sources: dict) -> CellImportSummary:
+    """``acquisition_source``: the source of a new cell whose manifest names none in ``sources``."""
     User = get_user_model()
     summary = CellImportSummary()
     lab, now = LabSettings.get(), timezone.now()
@@ -703,7 +739,7 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
             sha256=record.stored_sha256, file=_storage_name(record.stored_sha256), width=record.width,
             height=record.height, original_format=v["original_format"], source=v["source"], split=split,
             sample_code=v["sample_code"], batch=by_split[split], uploaded_by=importer,
-            acquisition_source=acquisition_source)))
+            acquisition_source=sources.get(v["acquisition_source"].strip()) or acquisition_source)))
     CellImage.objects.bulk_create([im for _, im in created], batch_size=500)
     for record, image in created:
         image.uploaded_at = record.uploaded_at  # auto_now_add wrote the time of the import
@@ -716,7 +752,8 @@ def _write(records: dict[str, Record], *, users: dict, to_create: list[str], imp
         for r in readings:
             labels.append(Label(image=image, labeller=user_of(r.reader), cell_class=classes[r.cell_class],
                                 unsure=r.unsure, suggested_class=classes.get(r.suggested_class) if r.suggested_class
-                                else None, created_at=r.read_at, superseded_at=r.superseded_at))
+                                else None, suggestion_referred=r.suggestion_referred, created_at=r.read_at,
+                                superseded_at=r.superseded_at))
         if adjudication is not None:
             adjudications.append(Adjudication(image=image, reviewer=user_of(adjudication.reader),
                                               cell_class=classes[adjudication.cell_class],

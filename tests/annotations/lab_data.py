@@ -3,7 +3,7 @@ import datetime as dt
 
 from annotations.models import Adjudication, CellImage, Label, LabSettings, Source, UploadBatch
 from annotations.services import adjudication_submit, label_submit
-from tests.factories import CellImageFactory, cell_class
+from tests.factories import CellImageFactory, SourceFactory, cell_class
 
 
 def cell(user, seed: int, *, split="train", source=Source.CELL, sample_code=""):
@@ -29,8 +29,10 @@ def make_lab_data(*, labeller, labeller2, reviewer, model_version=None) -> dict:
     label_submit(image=changed, labeller=labeller, cell_class=cell_class("monocyte"),
                  suggested_class=cell_class("monocyte"), suggestion_model_version=model_version)
     label_submit(image=changed, labeller=labeller, cell_class=cell_class("eosinophil"),
-                 suggested_class=cell_class("monocyte"), suggestion_model_version=model_version)
+                 suggested_class=cell_class("monocyte"), suggestion_model_version=model_version,
+                 suggestion_referred=True)  # the model had referred it: its best guess
     waiting = cell(labeller, 4, split="heldout", sample_code="S-204")
+    CellImage.objects.filter(pk=waiting.pk).update(acquisition_source=SourceFactory(name="Scope B"))
     label_submit(image=waiting, labeller=labeller2, cell_class=cell_class("basophil"))
     unread = cell(labeller, 5)
     slide_cell = cell(labeller, 6, source=Source.SLIDE_CELL, sample_code="ACC-0042")
@@ -52,12 +54,13 @@ def snapshot(*, reader_name=lambda user: user.get_username()) -> dict:
     with status "all" takes: not slide fields, nor slide cells no reviewer verified."""
     out = {}
     exported = CellImage.objects.exclude(source=Source.FIELD).exclude(source=Source.SLIDE_CELL, labels__isnull=True)
-    for image in exported.distinct().select_related("final_label"):
+    for image in exported.distinct().select_related("final_label", "acquisition_source"):
         with image.file.open("rb") as fh:
             pixels = fh.read()
         readings = sorted(
             (reader_name(lb.labeller), lb.cell_class.code, lb.unsure, _t(lb.created_at), _t(lb.superseded_at),
-             lb.suggested_class.code if lb.suggested_class_id else None, lb.confirmed_suggestion)
+             lb.suggested_class.code if lb.suggested_class_id else None, lb.confirmed_suggestion,
+             lb.suggestion_referred)
             for lb in Label.objects.filter(image=image).select_related("labeller", "cell_class", "suggested_class"))
         adjudications = [(reader_name(a.reviewer), a.cell_class.code, _t(a.created_at), a.note)
                          for a in Adjudication.objects.filter(image=image).select_related("reviewer", "cell_class")]
@@ -67,6 +70,7 @@ def snapshot(*, reader_name=lambda user: user.get_username()) -> dict:
             "sample_code": image.sample_code, "final": image.final_label.code if image.final_label_id else None,
             "final_at": _t(image.final_label_at), "needs_review": image.needs_review,
             "current_label_count": image.current_label_count, "readings": readings, "adjudications": adjudications,
+            "acquisition_source": image.acquisition_source.name,
         }
     return out
 

@@ -389,3 +389,56 @@ def test_every_import_attempt_is_audited_on_the_page_and_the_api(client, emptied
     assert last_attempt("cells.import_refused")["first_problems"] == ["No user named 'nobody'."]
     r = client.post("/import/cells/", {"file": _zip_file(emptied_export), "readers": "one", "labelled_by": "nobody"})
     assert r.status_code == 400 and last_attempt("cells.import_refused")["channel"] == "browser"
+
+
+def _without_columns(*names):
+    def change(rows):
+        keep = [i for i, c in enumerate(rows[0]) if c not in names]
+        return [[r[i] for i in keep] for r in rows]
+    return change
+
+
+def test_each_cell_keeps_its_source_and_a_referred_cells_suggestion_stays_a_best_guess(emptied_export, lab_admin):
+    from sources.models import Source as Microscope
+    from sources.selectors import source_default
+
+    rows = list(csv.DictReader(io.StringIO(zipfile.ZipFile(io.BytesIO(emptied_export)).read("manifest.csv").decode())))
+    assert {r["acquisition_source"] for r in rows} == {source_default().name, "Scope B"}
+    assert [r["suggestion_referred"] for r in rows if r["suggested_class"]].count("true") == 1
+    assert all(r["suggestion_referred"] == "" for r in rows if not r["suggested_class"])
+    # a source this portal does not know: refused whole, naming the line, nothing imported
+    scope = Microscope.objects.get(name="Scope B")
+    scope.name = "Scope C"
+    scope.save()
+    with pytest.raises(imports.ImportRefused) as refused:
+        do_import(emptied_export, lab_admin)
+    line = next(i for i, r in enumerate(rows, start=2) if r["acquisition_source"] == "Scope B")
+    assert f"manifest.csv line {line}: acquisition_source 'Scope B' is not a source of this portal" in \
+        " ".join(refused.value.problems)
+    assert CellImage.objects.count() == 0
+    # ... unless one source is given for every new cell
+    do_import(emptied_export, lab_admin, acquisition_source="Scope C")
+    assert set(CellImage.objects.values_list("acquisition_source__name", flat=True)) == {"Scope C"}
+    referred = Label.objects.get(suggestion_referred=True)
+    assert referred.suggested_class.code == "monocyte" and referred.cell_class.code == "eosinophil"
+    assert not referred.confirmed_model_call
+
+
+def test_an_export_made_before_the_source_and_referral_columns_imports_as_before(emptied_export, lab_admin):
+    from sources.selectors import source_default
+
+    old = rewrite(emptied_export, manifest=_without_columns("acquisition_source", "suggestion_referred"))
+    summary = do_import(old, lab_admin)
+    assert summary.images_created == 6 and summary.readings_created == 8
+    assert set(CellImage.objects.values_list("acquisition_source", flat=True)) == {source_default().pk}
+    assert not Label.objects.filter(suggestion_referred=True).exists()
+
+
+def test_a_referral_flag_needs_a_suggestion(emptied_export, lab_admin):
+    def flag_unsuggested(rows):
+        at = next(i for i, r in enumerate(rows) if i and r[col("reader")] and not r[col("suggested_class")])
+        rows[at][col("suggestion_referred")] = "true"
+        return rows
+    with pytest.raises(imports.ImportRefused) as refused:
+        do_import(rewrite(emptied_export, manifest=flag_unsuggested), lab_admin)
+    assert any("suggestion_referred 'true' without a suggested_class" in p for p in refused.value.problems)

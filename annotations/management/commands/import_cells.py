@@ -22,8 +22,10 @@ class Command(BaseCommand):
                             help="Export: create an inactive account (no login, no role) for each reader who is not "
                                  "a user here, so that every reading keeps its reader.")
         parser.add_argument("--source", dest="acquisition_source", default=None,
-                            help="The source (microscope/camera; its name or id, an active one) the new cells come "
-                                 "from; default: the lab's default source.")
+                            help="The source (microscope/camera; its name or id, an active one) every new cell "
+                                 "comes from; default: for an export, the source its manifest names for each cell "
+                                 "(a name this portal does not know refuses the import), else the lab's default "
+                                 "source.")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, directory, split, labelled_by, create_readers, no_progress, acquisition_source=None,
