@@ -109,8 +109,11 @@ def report_pdf(slide, *, release: dict) -> bytes:
     rows.append(["Leukocytes counted", report.get("leukocyte_total", 0), f"target {report.get('target', '')}", ""]
                 + ([""] if wbc else []))
     for r in report["rows"]:
-        if not r.get("is_leukocyte") and r["count"]:
-            if r.get("per_100_wbc") is not None:
+        # a non-leukocyte counted, or reported per 100 WBC (erythroblasts): 0 is a result too
+        if not r.get("is_leukocyte") and (r["count"] or r.get("per_100_wbc") is not None):
+            if r.get("not_assessed") and not r["count"]:
+                note = para(NOT_ASSESSED, small)
+            elif r.get("per_100_wbc") is not None:
                 note = f"{_num(r['per_100_wbc'], 1)} per 100 WBC ({_interval(r.get('interval'))})"
             else:
                 note = "waiting for an expert" if r.get("is_abstain") else "not counted as leukocytes"

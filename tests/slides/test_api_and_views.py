@@ -2,12 +2,14 @@
 import csv
 import io
 import json
+import re
 
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message
 from pypdf import PdfReader
 
+from annotations.models import CellClass
 from slides import release, services
 from slides.models import ReferenceInterval, Slide
 from tests.helpers import field_paths, png_bytes
@@ -182,6 +184,12 @@ def test_pdf_report_only_for_signed_slides_and_roles_and_escapes_user_text(clien
     Slide.objects.filter(pk=pk).update(notes='<font color="red">x</font> & <b>bold')  # markup in user text
     text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(client.get(f"/slides/{pk}/report.pdf").content)).pages)
     assert '<font color="red">x</font> & <b>bold' in text and "Lymphocyte" in text
+    # no erythroblast among the verified cells: reported as 0 per 100 WBC, not left out
+    name = CellClass.objects.get(code="erythroblast").name
+    assert re.search(rf"{re.escape(name)}\s*0\s*0\.0 per 100 WBC", text), text
+    page = client.get(f"/slides/{pk}/").content.decode()
+    assert re.search(r'data-count-for="erythroblast">0<', page)
+    assert re.search(r'data-per100-for="erythroblast">0\.0 per 100 WBC', page)
     client.logout()
     assert client.get(f"/slides/{pk}/report.pdf").status_code in (302, 403)
 
