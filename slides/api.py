@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import PermissionDenied, ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
@@ -157,12 +157,16 @@ class SlideDetailApi(APIView):
     permission_classes = [IsLabeller]
 
     @extend_schema(responses={200: inline_serializer("SlideDetail", {
-        "slide": SlideOutputSerializer(), "differential": serializers.DictField(allow_null=True)})})
+        "slide": SlideOutputSerializer(), "differential": serializers.DictField(allow_null=True),
+        "differential_withheld": serializers.CharField(
+            help_text="Why the differential is null for you ('' otherwise): some of its cells are hidden from you.")})})
     def get(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
         processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
+        hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
         return Response({"slide": SlideOutputSerializer(slide).data,
-                         "differential": None if processing else selectors.slide_differential(slide=slide)})
+                         "differential": None if processing or hidden else selectors.slide_differential(slide=slide),
+                         "differential_withheld": selectors.slide_totals_withheld_message(hidden) if hidden else ""})
 
 
 class SlideImagesUploadApi(APIView):
@@ -320,6 +324,9 @@ class SlideExportApi(APIView):
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
             raise Conflict(refusal)
+        hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
+        if hidden:
+            raise PermissionDenied(selectors.slide_totals_withheld_message(hidden))
         if fmt == "json":
             return Response(slide.report)
         if fmt == "fhir":

@@ -222,7 +222,7 @@ def test_the_active_and_a_candidate_model_sit_the_test_with_referrals_apart(test
     assert client.post(url, {"model_version": retired.pk}, content_type="application/json").status_code == 400
 
 
-def test_exports_hold_back_the_cells_of_a_test_open_for_the_exporting_lab_admin(lab, lab_admin, reviewer):
+def test_exports_hold_back_the_cells_of_a_test_open_for_the_exporting_lab_admin(client, lab, lab_admin, reviewer):
     """A lab admin sitting a test: the cell export leaves its cells out (and says so in the audit), the
     slide export refuses a slide holding one of them."""
     from annotations import exports
@@ -249,6 +249,20 @@ def test_exports_hold_back_the_cells_of_a_test_open_for_the_exporting_lab_admin(
         slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=lab_admin, channel="cli")
     assert slide_exports.slides_export(selection=slide_exports.slide_selection_clean(), actor=reviewer,
                                        channel="cli").counts["slides"] == 1
+    # nor do the slide's totals or its signed report in any format tell the taker that cell's class
+    client.force_login(lab_admin)
+    page = client.get(f"/slides/{slide.pk}/").content.decode()
+    assert 'id="differential-withheld"' in page and "differential-table" not in page
+    for path in ("report/", "report.csv", "report.pdf", "report.fhir.json", "report.hl7"):
+        r = client.get(f"/slides/{slide.pk}/{path}")
+        assert r.status_code == 403 and b"your open proficiency test" in r.content, (path, r.status_code)
+    for fmt in ("json", "csv", "fhir", "hl7"):
+        r = client.get(f"/api/slides/{slide.pk}/export/{fmt}/")
+        assert r.status_code == 403 and "your open proficiency test" in r.json()["detail"], (fmt, r.status_code)
+    assert client.get(f"/api/slides/{slide.pk}/").json()["differential"] is None
+    client.force_login(reviewer)
+    assert client.get(f"/slides/{slide.pk}/report/").status_code == 200
+    assert client.get(f"/api/slides/{slide.pk}/export/json/").status_code == 200
 
 
 def test_a_lab_admin_sitting_a_test_sees_neither_its_references_nor_its_cells_audit(admin_client, lab, lab_admin,

@@ -97,8 +97,8 @@ def test_slide_api_shows_the_call_once_blind_mode_is_off(slide, held, labeller):
     assert row["blind"] is False and (row["predicted_class"], row["confidence"]) == ("monocyte", 0.87)
 
 
-def test_a_reviewers_slide_verification_is_not_a_reading_of_the_heldout_cell(slide, held, train, labeller, labeller2,
-                                                                             reviewer):
+def test_a_reviewers_slide_verification_is_not_a_reading_of_the_heldout_cell(client, slide, held, train, labeller,
+                                                                             labeller2, reviewer):
     annotation_services.label_submit(image=held, labeller=labeller, cell_class=cell_class("lymphocyte"))
     api = api_as(reviewer)
     rows = cells_by_image(api, slide)
@@ -122,6 +122,13 @@ def test_a_reviewers_slide_verification_is_not_a_reading_of_the_heldout_cell(sli
     # a labeller sees neither the model's call nor the reviewer's class on the slide
     row = cells_by_image(api_as(labeller2), slide)[held.pk]
     assert (row["blind"], row["final_class"], row["predicted_class"], row["verified"]) == (True, None, None, True)
+    # ... nor the slide's totals, which would tell it (this slide's other cell is a lymphocyte they can see)
+    body = api_as(labeller2).get(f"/api/slides/{slide.pk}/").json()
+    assert body["differential"] is None and "1 of its counted cells is hidden from you" in body["differential_withheld"]
+    client.force_login(labeller2)
+    page = client.get(f"/slides/{slide.pk}/").content.decode()
+    assert 'id="differential-withheld"' in page and "differential-table" not in page
+    assert api.get(f"/api/slides/{slide.pk}/").json()["differential_withheld"] == ""  # the reviewer's view
     # a training cell verified on a slide is still the verifier's reading (it trains the next model)
     r = api.post(f"/api/slides/{slide.pk}/cells/{rows[train.pk]['id']}/reclassify/", {"target": "lymphocyte"})
     assert r.status_code == 200 and [lb.labeller for lb in train.labels.all()] == [reviewer]
