@@ -81,6 +81,10 @@ PBC_LAB_REFERENCE = {"method": "reinhard", "mean": [79.5961, 10.8158, 7.3255], "
 VARIANTS = {
     # every image's colour standardised to pbc-dev's Lab reference (Reinhard) before featurising
     "reinhard": {"colour_standardisation": PBC_LAB_REFERENCE},
+    # the default features, then each backbone's last two stages fine-tuned with its head on the
+    # training cells (a lab's verified cells among them) from cached maps (classifier.ml.finetune);
+    # few epochs, for a CPU
+    "finetune": {"finetune_epochs": 4},
 }
 
 
