@@ -62,7 +62,9 @@ def slide_totals_hidden(*, slide: Slide, user) -> int:
     While any is, the slide's totals would tell their classes (a one-cell slide's totals are its
     class; any slide's totals less the visible cells' are the hidden ones'), so the differential is
     withheld from this viewer: the slide page, the API and the signed report's formats."""
-    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__isnull=False).select_related("image"))
+    # a cell waiting as unidentified tells nothing: it is counted under no class
+    cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__isnull=False,
+                                    final_class__is_abstain=False).select_related("image"))
     return len(slide_cells_blind(cells=cells, user=user).final_class)
 
 

@@ -66,12 +66,17 @@ def cells_by_image(api, slide) -> dict[int, dict]:
     return {row["image"]: row for row in r.json()}
 
 
-def test_processing_refers_an_undecided_heldout_cell_instead_of_counting_the_hidden_call(slide, held, train):
+def test_processing_refers_an_undecided_heldout_cell_instead_of_counting_the_hidden_call(slide, held, train,
+                                                                                       labeller2):
     by_image = {c.image_id: c for c in slide.cells.select_related("final_class")}
     assert set(by_image) == {held.pk, train.pk}  # deduplicated to the same images
     assert by_image[held.pk].predicted_class == "monocyte"  # the model's call is kept for the ledger ...
     assert by_image[held.pk].final_class.is_abstain  # ... but the cell waits for the verifier
     assert by_image[train.pk].final_class.code == "lymphocyte"
+    # waiting as unidentified, it tells nothing: the slide's totals are shown to a labeller
+    body = api_as(labeller2).get(f"/api/slides/{slide.pk}/").json()
+    assert body["differential_withheld"] == "" and body["differential"]["counts"] == {"lymphocyte": 1,
+                                                                                     "unidentified": 1}
 
 
 def test_slide_api_hides_the_heldout_cells_call_wherever_the_labelling_api_does(slide, held, train, labeller,
