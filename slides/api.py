@@ -163,10 +163,10 @@ class SlideDetailApi(APIView):
     def get(self, request, pk: int):
         slide = get_object_or_404(Slide, pk=pk)
         processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
-        hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
+        withheld = selectors.slide_totals_withheld(slide=slide, user=request.user)
         return Response({"slide": SlideOutputSerializer(slide).data,
-                         "differential": None if processing or hidden else selectors.slide_differential(slide=slide),
-                         "differential_withheld": selectors.slide_totals_withheld_message(hidden) if hidden else ""})
+                         "differential": None if processing or withheld else selectors.slide_differential(slide=slide),
+                         "differential_withheld": withheld})
 
 
 class SlideImagesUploadApi(APIView):
@@ -324,9 +324,9 @@ class SlideExportApi(APIView):
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
             raise Conflict(refusal)
-        hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
-        if hidden:
-            raise PermissionDenied(selectors.slide_totals_withheld_message(hidden))
+        withheld = selectors.slide_totals_withheld(slide=slide, user=request.user)
+        if withheld:
+            raise PermissionDenied(withheld)
         if fmt == "json":
             return Response(slide.report)
         if fmt == "fhir":

@@ -56,19 +56,18 @@ def slide_cells_blind(*, cells: Iterable[SlideCell], user) -> BlindCells:
     return BlindCells(call=frozenset(call), final_class=frozenset(final))
 
 
-def slide_totals_hidden(*, slide: Slide, user) -> int:
-    """How many of the slide's counted, classified cells this viewer may not see the class of
-    (:func:`slide_cells_blind`: a blind held-out cell, a cell of a proficiency test open for them).
-    While any is, the slide's totals would tell their classes (a one-cell slide's totals are its
-    class; any slide's totals less the visible cells' are the hidden ones'), so the differential is
-    withheld from this viewer: the slide page, the API and the signed report's formats."""
+def slide_totals_withheld(*, slide: Slide, user) -> str:
+    """Why the slide's differential is withheld from this viewer ("" when it is not): some of its
+    counted, classified cells are cells whose class they may not see (:func:`slide_cells_blind`: a
+    blind held-out cell, a cell of a proficiency test open for them), and the totals would tell their
+    classes (a one-cell slide's totals are its class; any slide's totals less the visible cells' are
+    the hidden ones'). The slide page, the API and the signed report's formats ask this."""
     # a cell waiting as unidentified tells nothing: it is counted under no class
     cells = list(slide.cells.filter(status=SlideCell.Status.COUNTED, final_class__isnull=False,
                                     final_class__is_abstain=False).select_related("image"))
-    return len(slide_cells_blind(cells=cells, user=user).final_class)
-
-
-def slide_totals_withheld_message(n: int) -> str:
+    n = len(slide_cells_blind(cells=cells, user=user).final_class)
+    if not n:
+        return ""
     return (f"The differential is withheld from you: {n} of its counted cells {'is' if n == 1 else 'are'} hidden "
             "from you (a blind held-out cell, or a cell of your open proficiency test), and its totals would tell "
             f"{'its class' if n == 1 else 'their classes'}.")

@@ -78,13 +78,13 @@ def slide_detail(request, pk: int):
         fields.append({"field": f, "boxes": boxes})
     processing = slide.task_state in (Slide.TaskState.QUEUED, Slide.TaskState.RUNNING)
     lis_messages = lis_selectors.slide_delivery(slide_id=slide.pk)
-    hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
+    withheld = selectors.slide_totals_withheld(slide=slide, user=request.user)
     return render(request, "slides/detail.html", {
         "slide": slide,
         "fields": fields,
         "blind": selectors.slide_cells_blind(cells=boxed, user=request.user),
-        "diff": selectors.slide_differential(slide=slide) if not (processing or hidden) else None,
-        "diff_withheld": selectors.slide_totals_withheld_message(hidden) if hidden else "",
+        "diff": selectors.slide_differential(slide=slide) if not (processing or withheld) else None,
+        "diff_withheld": withheld,
         "processing": processing,
         "update_form": SlideUpdateForm(initial={"wbc_count": slide.wbc_count, "target_count": slide.target_count,
                                                 "notes": slide.notes, "microns_per_pixel": slide.microns_per_pixel}),
@@ -297,9 +297,9 @@ def _signed_report(view):
         refusal = selectors.slide_report_refusal(slide=slide)
         if refusal:
             return HttpResponse(refusal, status=409, content_type="text/plain")
-        hidden = selectors.slide_totals_hidden(slide=slide, user=request.user)
-        if hidden:
-            return HttpResponse(selectors.slide_totals_withheld_message(hidden), status=403, content_type="text/plain")
+        withheld = selectors.slide_totals_withheld(slide=slide, user=request.user)
+        if withheld:
+            return HttpResponse(withheld, status=403, content_type="text/plain")
         return view(request, slide)
     return wrapped
 
